@@ -1,0 +1,91 @@
+"""Keras callbacks that connect a fit to an Optuna trial. Each does one thing."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import keras
+import optuna
+
+_logger = logging.getLogger(__name__)
+
+HISTORY_KEYS: tuple[str, ...] = ("loss", "val_loss", "accuracy", "val_accuracy")
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class TrialHistory:
+    """Per-epoch metrics of one trial, across every training phase."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[str, list[float | None]] = {key: [] for key in HISTORY_KEYS}
+
+    def append(self, logs: dict[str, Any]) -> None:
+        for key in HISTORY_KEYS:
+            self.epochs[key].append(_finite_or_none(logs.get(key)))
+
+    def __len__(self) -> int:
+        return len(self.epochs["val_loss"])
+
+    def to_dict(self) -> dict[str, list[float | None]]:
+        return {key: list(values) for key, values in self.epochs.items()}
+
+
+class HistoryRecorder(keras.callbacks.Callback):
+    """Appends each epoch's metrics to a :class:`TrialHistory` and stores it on the trial.
+
+    The history object is owned by the objective, so a second ``fit()`` phase keeps appending.
+    """
+
+    def __init__(self, trial: optuna.Trial, history: TrialHistory) -> None:
+        super().__init__()
+        self._trial = trial
+        self._history = history
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._history.append(logs or {})
+        self._trial.set_user_attr("history", self._history.to_dict())
+        self._trial.set_user_attr("epochs_run", len(self._history))
+
+
+class TrialReporter(keras.callbacks.Callback):
+    """Reports the monitored metric to the trial each epoch and stops the fit when it should prune.
+
+    Steps are 1-based epoch numbers; a phase started with ``initial_epoch`` continues them, so
+    Optuna never sees a repeated step. Stops too on a non-finite value.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str = "val_loss") -> None:
+        super().__init__()
+        self._trial = trial
+        self._monitor = monitor
+        self.pruned_at: int | None = None
+        self.diverged_at: int | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.pruned_at = None
+        self.diverged_at = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        step = epoch + 1
+        value = (logs or {}).get(self._monitor)
+        if value is None:
+            raise KeyError(
+                f"the fit logged no '{self._monitor}' (logged: {sorted(logs or {})}); "
+                "is validation data set?"
+            )
+        value = float(value)
+        self._trial.report(value, step)
+        if not math.isfinite(value):
+            self.diverged_at = step
+        if self._trial.should_prune():
+            self.pruned_at = step
+        if self.pruned_at is not None or self.diverged_at is not None:
+            self.model.stop_training = True

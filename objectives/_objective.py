@@ -1,0 +1,159 @@
+"""The Optuna objective: fine-tune a fresh copy of the pretrained base with one configuration."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import optuna
+
+from objectives._callbacks import HistoryRecorder, TrialHistory, TrialReporter
+from objectives._data import ArrayData
+from objectives._model import build_model, freeze
+from objectives._sources import PretrainedBase
+from objectives._space import SearchSpace, TrialParams
+from objectives._specs import OBJECTIVE_METRICS, TrainSettings
+
+_logger = logging.getLogger(__name__)
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a finished fit reached, as stored on the trial."""
+
+    best_epoch: int
+    best_val_loss: float | None
+    final_val_loss: float | None
+    val_accuracy_at_best: float | None
+    epochs_run: int
+    best_value: float
+
+    def user_attrs(self) -> dict[str, float | int | None]:
+        return {
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "final_val_loss": self.final_val_loss,
+            "val_accuracy_at_best": self.val_accuracy_at_best,
+            "epochs_run": self.epochs_run,
+        }
+
+
+def summarise_history(history: dict[str, list[float | None]], metric: str) -> TrialOutcome:
+    """Best epoch (1-based) and the values there; non-finite epochs never count as best."""
+    values = history[metric]
+    maximize = OBJECTIVE_METRICS[metric] == "maximize"
+    finite = [(i, v) for i, v in enumerate(values) if v is not None]
+    if not finite:
+        raise DivergedError(f"{metric} was never finite in {len(values)} epochs")
+    best_i, best_value = (max if maximize else min)(finite, key=lambda iv: iv[1])
+    val_loss = history["val_loss"]
+    val_acc = history["val_accuracy"]
+    return TrialOutcome(
+        best_epoch=best_i + 1,
+        best_val_loss=val_loss[best_i],
+        final_val_loss=val_loss[-1] if val_loss else None,
+        val_accuracy_at_best=val_acc[best_i] if best_i < len(val_acc) else None,
+        epochs_run=len(values),
+        best_value=float(best_value),
+    )
+
+
+def compile_model(model: keras.Model, learning_rate: float, weight_decay: float) -> None:
+    """Compile with AdamW; must run after every change of ``trainable``."""
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+class FineTuneObjective:
+    """Callable objective holding the pretrained base and the data, loaded once.
+
+    For each trial: a fresh copy of the base, the top ``unfrozen_layers`` unfrozen, a new head,
+    AdamW, a fit reporting the metric every epoch. Returns the best value reached.
+    """
+
+    def __init__(
+        self,
+        pretrained: PretrainedBase,
+        data: ArrayData,
+        space: SearchSpace,
+        settings: TrainSettings,
+        seed: int = 0,
+    ) -> None:
+        if settings.metric not in OBJECTIVE_METRICS:
+            raise ValueError(
+                f"objective metric {settings.metric!r}; expected one of {list(OBJECTIVE_METRICS)}"
+            )
+        if data.image_shape != pretrained.input_shape:
+            raise ValueError(
+                f"images have shape {data.image_shape} but the model expects "
+                f"{pretrained.input_shape}; resize the images or cut another model"
+            )
+        self.pretrained = pretrained
+        self.data = data
+        self.space = space
+        self.settings = settings
+        self.seed = seed
+        self._x_train = np.asarray(data.x_train, dtype="float32")
+        self._x_val = np.asarray(data.x_val, dtype="float32")
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = self.space.suggest(trial)
+        try:
+            return self.run(trial, params)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("fail_reason", reason[:2000])
+            _logger.warning("Trial %d failed: %s", trial.number, reason)
+            raise
+
+    def build(self, params: TrialParams) -> keras.Model:
+        base = self.pretrained.instantiate()
+        freeze(base, params.unfrozen_layers, params.batchnorm)
+        model = build_model(base, self.data.num_classes, params.dropout)
+        compile_model(model, params.learning_rate, params.weight_decay)
+        return model
+
+    def fit(
+        self, trial: optuna.Trial, model: keras.Model, history: TrialHistory
+    ) -> TrialReporter:
+        reporter = TrialReporter(trial, monitor=self.settings.metric)
+        model.fit(
+            self._x_train,
+            self.data.y_train,
+            validation_data=(self._x_val, self.data.y_val),
+            epochs=self.settings.epochs,
+            batch_size=self.settings.batch_size,
+            callbacks=[HistoryRecorder(trial, history), reporter],
+            verbose=0,
+        )
+        return reporter
+
+    def run(self, trial: optuna.Trial, params: TrialParams) -> float:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed((self.seed * 100_003 + trial.number) % (2**31))
+        model = self.build(params)
+        history = TrialHistory()
+        reporter = self.fit(trial, model, history)
+        outcome = summarise_history(history.to_dict(), self.settings.metric)
+        for key, value in outcome.user_attrs().items():
+            trial.set_user_attr(key, value)
+        if reporter.pruned_at is not None:
+            raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
+        if reporter.diverged_at is not None:
+            raise DivergedError(
+                f"{self.settings.metric} became non-finite at epoch {reporter.diverged_at}"
+            )
+        if not math.isfinite(outcome.best_value):
+            raise DivergedError(f"best {self.settings.metric} is not finite")
+        return outcome.best_value

@@ -1,0 +1,88 @@
+"""Where the pretrained model comes from, loaded once and instantiated fresh for each trial."""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import keras
+
+from objectives._model import cut_base, weighted_layers
+from objectives._specs import ModelSource, ModelSourceError
+
+_logger = logging.getLogger(__name__)
+
+class PretrainedBase:
+    """A pretrained base held in memory; :meth:`instantiate` gives a fresh copy per trial."""
+
+    def __init__(self, model: keras.Model, description: str) -> None:
+        self._model = model
+        self._weights = model.get_weights()
+        self.description = description
+        self.num_layers = len(weighted_layers(model))
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in model.input_shape[1:])
+
+    @property
+    def model(self) -> keras.Model:
+        """The loaded base itself; do not train it, use :meth:`instantiate`."""
+        return self._model
+
+    def instantiate(self) -> keras.Model:
+        clone = keras.models.clone_model(self._model)
+        clone.set_weights(self._weights)
+        return clone
+
+
+def _load_model_file(path: Path, safe_mode: bool) -> keras.Model:
+    if not path.exists():
+        raise ModelSourceError(f"model file {path} does not exist; check 'model.path'")
+    if path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise ModelSourceError(
+            f"model file {path} has suffix {path.suffix!r}; thaw loads '.keras' "
+            "(model.save) or legacy '.h5' files"
+        )
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelSourceError(f"{path} is not a Keras model file (not a .keras zip archive)")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
+            raise ModelSourceError(
+                f"{path} needs unsafe deserialisation (it contains a Lambda layer or custom "
+                "code); only if you trust the file, set 'model.safe_mode: false'"
+            ) from None
+        raise ModelSourceError(f"cannot load {path} as a Keras model: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any loader error means "not a model we can read"
+        raise ModelSourceError(
+            f"cannot load {path} as a Keras model: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(model, keras.Model):
+        raise ModelSourceError(f"{path} holds a {type(model).__name__}, not a Keras model")
+    return model
+
+
+def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> PretrainedBase:
+    """Load the configured pretrained model and cut its head off."""
+    if source.kind == "demo":
+        from objectives._demo import DEMO_FEATURE_LAYER, demo_pretrained_model_path
+
+        path = demo_pretrained_model_path(seed=source.seed, cache_dir=cache_dir)
+        model = _load_model_file(path, safe_mode=True)
+        cut_at = source.cut_at or DEMO_FEATURE_LAYER
+        description = f"demo CNN pretrained on the source domain (seed {source.seed})"
+    elif source.kind == "file":
+        if source.path is None:
+            raise ModelSourceError("model.path is required for a model file")
+        model = _load_model_file(source.path, safe_mode=source.safe_mode)
+        cut_at = source.cut_at
+        description = f"{source.path.name}"
+    else:
+        raise ModelSourceError(f"unknown model kind {source.kind!r}")
+    try:
+        base = cut_base(model, cut_at)
+    except ValueError as exc:
+        raise ModelSourceError(str(exc)) from None
+    if cut_at:
+        description += f", cut at '{cut_at}'"
+    return PretrainedBase(base, description)

@@ -1,0 +1,83 @@
+"""Write a study report (Markdown, HTML, CSV, JSON) into a directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from reports._export import render_csv, render_summary_json
+from reports._info import get_report_info
+from reports._render import render_html, render_markdown
+
+_logger = logging.getLogger(__name__)
+
+MARKDOWN_NAME = "report.md"
+HTML_NAME = "report.html"
+CSV_NAME = "trials.csv"
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Paths of the files :func:`write_report` wrote."""
+
+    out_dir: Path
+    markdown: Path
+    html: Path
+    csv: Path
+    summary_json: Path
+
+
+def write_report(
+    study: optuna.Study,
+    out_dir: Path | str,
+    storage_url_masked: str | None = None,
+    *,
+    diagnosis_markdown: str | None = None,
+    diagnosis_html: str | None = None,
+) -> ReportFiles:
+    """Write ``report.md``, ``report.html``, ``trials.csv`` and ``summary.json`` to ``out_dir``.
+
+    ``out_dir`` is created if needed; existing report files are replaced. The output is
+    byte-identical for the same study. ``storage_url_masked`` is shown as given (mask
+    passwords first). ``diagnosis_markdown`` / ``diagnosis_html`` are trusted, pre-rendered
+    fragments inserted after the answer section.
+
+    Raises:
+        ValueError: ``out_dir`` (or one of its parents) exists and is not a directory.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"report directory {str(out)!r} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise ValueError(
+            f"cannot create report directory {str(out)!r}: a parent is not a directory"
+        ) from error
+
+    info = get_report_info(study, storage_url_masked)
+    files = ReportFiles(
+        out_dir=out,
+        markdown=out / MARKDOWN_NAME,
+        html=out / HTML_NAME,
+        csv=out / CSV_NAME,
+        summary_json=out / SUMMARY_NAME,
+    )
+    _write_text(files.markdown, render_markdown(info, diagnosis_markdown))
+    _write_text(files.html, render_html(info, diagnosis_html, diagnosis_markdown))
+    _write_text(files.csv, render_csv(info.ranking))
+    _write_text(files.summary_json, render_summary_json(info))
+    _logger.info("Wrote report for study %r to %s", study.study_name, out)
+    return files
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    os.replace(tmp, path)

@@ -1,0 +1,422 @@
+"""Hand-written inline SVG for the report charts.
+
+No scripts, no external fonts or requests: the markup is meant to be embedded in
+``report.html`` (HTML5 puts inline ``<svg>`` in the SVG namespace, so no ``xmlns`` is
+written). Colours are the Okabe-Ito colour-blind-safe palette; shapes and dash patterns
+carry meaning as well so the charts stay readable in greyscale print. Output is
+deterministic: coordinates are rounded to 0.1 px and no ids are generated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reports._charts import CurveSeries, CurvesInfo, ParamScatter
+from reports._format import html_escape, truncate
+
+OKABE_ITO = (
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow (last: weak on white paper)
+)
+COMPLETE_COLOUR = OKABE_ITO[0]
+PRUNED_COLOUR = OKABE_ITO[1]
+AXIS_COLOUR = "#333333"
+GRID_COLOUR = "#dddddd"
+FONT = "Helvetica, Arial, sans-serif"
+FONT_SIZE = 12
+LEGEND_ROW = 18
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Maps data values to pixels (``start`` is the pixel for ``lo``)."""
+
+    lo: float
+    hi: float
+    log: bool
+    start: float
+    end: float
+
+    def __call__(self, value: float) -> float:
+        a, b, v = self.lo, self.hi, value
+        if self.log:
+            a, b, v = math.log10(a), math.log10(b), math.log10(value)
+        frac = 0.5 if b == a else (v - a) / (b - a)
+        return self.start + frac * (self.end - self.start)
+
+
+def _n(value: float) -> str:
+    """Pixel coordinate text: 0.1 px resolution, no ``-0.0``."""
+    text = f"{value:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
+def _tick_text(value: float) -> str:
+    text = f"{value:.4g}"
+    return "0" if text in ("-0", "-0.0") else text
+
+
+def _nice_step(span: float, target: int = 5) -> float:
+    raw = span / max(target, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for mult in (1, 2, 2.5, 5, 10):
+        if raw <= mult * magnitude:
+            return mult * magnitude
+    return 10 * magnitude
+
+
+def linear_ticks(
+    lo: float, hi: float, integer: bool = False, target: int = 5
+) -> tuple[float, float, tuple[float, ...]]:
+    """``(domain_lo, domain_hi, ticks)``: a padded domain rounded to a 1-2-2.5-5 step."""
+    if hi < lo:
+        lo, hi = hi, lo
+    if hi == lo:
+        pad = 1.0 if integer or lo == 0 else abs(lo) * 0.1
+        lo, hi = lo - pad, hi + pad
+    step = _nice_step(hi - lo, target)
+    if integer:
+        step = max(1.0, float(round(step)))
+    d_lo = math.floor(lo / step + 1e-9) * step
+    d_hi = math.ceil(hi / step - 1e-9) * step
+    count = int(round((d_hi - d_lo) / step))
+    ticks = tuple(round(d_lo + i * step, 12) for i in range(count + 1))
+    return d_lo, d_hi, ticks
+
+
+def log_ticks(lo: float, hi: float) -> tuple[float, float, tuple[float, ...]]:
+    """``(domain_lo, domain_hi, ticks)`` for a log axis; ``lo`` and ``hi`` must be > 0."""
+    if hi < lo:
+        lo, hi = hi, lo
+    ratio = hi / lo
+    pad = ratio**0.05 if ratio > 1 else 1.5
+    d_lo, d_hi = lo / pad, hi * pad
+    k0, k1 = math.floor(math.log10(d_lo)), math.ceil(math.log10(d_hi))
+    ticks: tuple[float, ...] = ()
+    for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = tuple(
+            float(f"{m}e{k}")
+            for k in range(k0, k1 + 1)
+            for m in mantissas
+            if d_lo <= m * 10.0**k <= d_hi
+        )
+        if len(ticks) >= 3:
+            break
+    while len(ticks) > 8:
+        ticks = ticks[::2]
+    return d_lo, d_hi, ticks
+
+
+def _axis_ticks(
+    lo: float, hi: float, log: bool, integer: bool = False
+) -> tuple[float, float, tuple[float, ...]]:
+    return log_ticks(lo, hi) if log else linear_ticks(lo, hi, integer)
+
+
+def _with_margin(lo: float, hi: float, log: bool, frac: float = 0.03) -> tuple[float, float]:
+    """Widen a domain slightly so points on its edge do not sit on the axis line."""
+    if log:
+        a, b = math.log10(lo), math.log10(hi)
+        pad = (b - a) * frac
+        return 10 ** (a - pad), 10 ** (b + pad)
+    pad = (hi - lo) * frac
+    return lo - pad, hi + pad
+
+
+def _open_svg(width: int, height: int, title: str) -> list[str]:
+    return [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{html_escape(title)}" font-family="{FONT}" '
+        f'font-size="{FONT_SIZE}">',
+        f"<title>{html_escape(title)}</title>",
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+    ]
+
+
+def _axes(
+    x: _Scale,
+    y: _Scale,
+    x_ticks: Sequence[float],
+    y_ticks: Sequence[float],
+    x_label: str,
+    y_label: str,
+    x_tick_labels: Sequence[str] | None = None,
+) -> list[str]:
+    """Grid, axis lines, tick labels and axis titles for the plot area x.start..x.end."""
+    left, right, bottom, top = x.start, x.end, y.start, y.end
+    out = ['<g class="grid" stroke="#dddddd" stroke-width="1">']
+    out += [
+        f'<line x1="{_n(left)}" y1="{_n(y(t))}" x2="{_n(right)}" y2="{_n(y(t))}"/>' for t in y_ticks
+    ]
+    out.append("</g>")
+    out.append(
+        f'<path d="M{_n(left)},{_n(top)} V{_n(bottom)} H{_n(right)}" fill="none" '
+        f'stroke="{AXIS_COLOUR}" stroke-width="1.2"/>'
+    )
+    out.append(f'<g class="ticks" fill="{AXIS_COLOUR}" stroke="none">')
+    labels = x_tick_labels if x_tick_labels is not None else [_tick_text(t) for t in x_ticks]
+    for tick, label in zip(x_ticks, labels, strict=True):
+        px = x(tick)
+        out.append(
+            f'<line x1="{_n(px)}" y1="{_n(bottom)}" x2="{_n(px)}" y2="{_n(bottom + 5)}" '
+            f'stroke="{AXIS_COLOUR}"/>'
+        )
+        out.append(
+            f'<text x="{_n(px)}" y="{_n(bottom + 18)}" text-anchor="middle">'
+            f"{html_escape(truncate(label, 14))}</text>"
+        )
+    for tick in y_ticks:
+        py = y(tick)
+        out.append(
+            f'<line x1="{_n(left - 5)}" y1="{_n(py)}" x2="{_n(left)}" y2="{_n(py)}" '
+            f'stroke="{AXIS_COLOUR}"/>'
+        )
+        out.append(
+            f'<text x="{_n(left - 8)}" y="{_n(py + 4)}" text-anchor="end">'
+            f"{html_escape(_tick_text(tick))}</text>"
+        )
+    out.append("</g>")
+    mid_x, mid_y = (left + right) / 2, (top + bottom) / 2
+    out.append(
+        f'<text x="{_n(mid_x)}" y="{_n(bottom + 40)}" text-anchor="middle" '
+        f'font-weight="bold">{html_escape(x_label)}</text>'
+    )
+    y_pos = _n(left - 52)
+    out.append(
+        f'<text x="{y_pos}" y="{_n(mid_y)}" text-anchor="middle" font-weight="bold" '
+        f'transform="rotate(-90 {y_pos} {_n(mid_y)})">{html_escape(y_label)}</text>'
+    )
+    return out
+
+
+def render_curves_svg(info: CurvesInfo) -> str:
+    """Validation (solid) and training (dashed) loss per epoch, one colour per trial.
+
+    A filled dot marks each trial's best epoch; a cross marks where a pruned trial stopped.
+    Returns an empty string when there is nothing to draw.
+    """
+    values = [v for s in info.series for v in (*s.val_loss, *s.train_loss) if v is not None]
+    if not values or info.max_epoch == 0:
+        return ""
+    legend_rows = len(info.series) + 5
+    width, left, right_margin, top, bottom_margin = 780, 72, 250, 16, 58
+    height = max(400, top + LEGEND_ROW * legend_rows + bottom_margin)
+    right, bottom = width - right_margin, height - bottom_margin
+
+    y_lo, y_hi, y_ticks = _axis_ticks(min(values), max(values), info.y_log)
+    max_epoch = info.max_epoch
+    x_lo, x_hi = (0.5, 1.5) if max_epoch == 1 else (1.0, float(max_epoch))
+    x_ticks = tuple(
+        t for t in linear_ticks(1, max(max_epoch, 2), integer=True)[2] if x_lo <= t <= x_hi
+    )
+    x = _Scale(x_lo, x_hi, False, left, right)
+    y = _Scale(*_with_margin(y_lo, y_hi, info.y_log), info.y_log, bottom, top)
+
+    out = _open_svg(width, height, "Learning curves: loss per epoch")
+    out += _axes(x, y, x_ticks, y_ticks, info.x_label, info.y_label)
+    for i, series in enumerate(info.series):
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        out.append(f'<g class="series" stroke="{colour}" fill="{colour}">')
+        out.append(f"<title>{html_escape(_series_title(series))}</title>")
+        out += _polyline(
+            series.epochs, series.train_loss, x, y, 'stroke-width="1.5" stroke-dasharray="6 4"'
+        )
+        out += _polyline(series.epochs, series.val_loss, x, y, 'stroke-width="2.2"')
+        best = _value_at(series, series.best_epoch, exact=True)
+        if best is not None:
+            out.append(
+                f'<circle cx="{_n(x(best[0]))}" cy="{_n(y(best[1]))}" r="4" stroke="#ffffff" '
+                'stroke-width="1"/>'
+            )
+        stop = _value_at(series, series.stopped_epoch, exact=False)
+        if stop is not None:
+            out.append(_cross(x(stop[0]), y(stop[1]), 6))
+        out.append("</g>")
+
+    lx, ly = right + 18, top + 8
+    out.append('<g class="legend">')
+    for i, series in enumerate(info.series):
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        row_y = ly + i * LEGEND_ROW
+        out.append(
+            f'<line x1="{_n(lx)}" y1="{_n(row_y)}" x2="{_n(lx + 24)}" y2="{_n(row_y)}" '
+            f'stroke="{colour}" stroke-width="2.2"/>'
+        )
+        out.append(
+            f'<text x="{_n(lx + 30)}" y="{_n(row_y + 4)}">'
+            f"{html_escape(truncate(_legend_label(series), 34))}</text>"
+        )
+    key_y = ly + (len(info.series) + 0.5) * LEGEND_ROW
+    out.append(
+        f'<line x1="{_n(lx)}" y1="{_n(key_y)}" x2="{_n(lx + 24)}" y2="{_n(key_y)}" '
+        f'stroke="{AXIS_COLOUR}" stroke-width="2.2"/>'
+        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">validation loss</text>'
+    )
+    key_y += LEGEND_ROW
+    out.append(
+        f'<line x1="{_n(lx)}" y1="{_n(key_y)}" x2="{_n(lx + 24)}" y2="{_n(key_y)}" '
+        f'stroke="{AXIS_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
+        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">training loss</text>'
+    )
+    key_y += LEGEND_ROW
+    out.append(
+        f'<circle cx="{_n(lx + 12)}" cy="{_n(key_y)}" r="4" fill="{AXIS_COLOUR}"/>'
+        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">best epoch</text>'
+    )
+    key_y += LEGEND_ROW
+    out.append(
+        f'<g stroke="{AXIS_COLOUR}">{_cross(lx + 12, key_y, 6)}</g>'
+        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">pruned: stopped here</text>'
+    )
+    out.append("</g>")
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def render_scatter_svg(scatter: ParamScatter, y_label: str, y_log: bool) -> str:
+    """One parameter (x) against best validation loss (y) for every plotted trial.
+
+    Filled circles are COMPLETE trials, hollow triangles PRUNED ones, a ring marks rank 1.
+    Returns an empty string when no trial can be plotted.
+    """
+    if not scatter.points:
+        return ""
+    width, left, right, top, bottom = 500, 72, 484, 34, 282
+    height = bottom + 58
+    ys = [p.y for p in scatter.points]
+    y_lo, y_hi, y_ticks = _axis_ticks(min(ys), max(ys), y_log)
+    y = _Scale(*_with_margin(y_lo, y_hi, y_log), y_log, bottom, top + 8)
+
+    tick_labels: list[str] | None = None
+    if scatter.kind == "categorical":
+        n = len(scatter.categories)
+        x = _Scale(-0.5, n - 0.5, False, left, right)
+        x_ticks: tuple[float, ...] = tuple(float(i) for i in range(n))
+        tick_labels = list(scatter.categories)
+    else:
+        xs = [p.x for p in scatter.points]
+        x_lo, x_hi, x_ticks = _axis_ticks(
+            min(xs), max(xs), scatter.log_x, integer=scatter.kind == "int"
+        )
+        x = _Scale(*_with_margin(x_lo, x_hi, scatter.log_x), scatter.log_x, left, right)
+
+    title = f"{scatter.param} against best validation loss"
+    out = _open_svg(width, height, title)
+    out += _axes(x, y, x_ticks, y_ticks, scatter.x_label, y_label, tick_labels)
+    out.append('<g class="points">')
+    # Pruned first so completed trials are drawn on top.
+    for point in sorted(scatter.points, key=lambda p: (p.state == "COMPLETE", p.number)):
+        px, py = x(point.x), y(point.y)
+        tip = html_escape(
+            f"trial {point.number} ({point.state.lower()}): "
+            f"{scatter.param}={point.x_text}, best val loss {point.y:.4g}"
+        )
+        if point.state == "COMPLETE":
+            shape = (
+                f'<circle cx="{_n(px)}" cy="{_n(py)}" r="4.5" fill="{COMPLETE_COLOUR}" '
+                'fill-opacity="0.85" stroke="#ffffff" stroke-width="0.8">'
+                f"<title>{tip}</title></circle>"
+            )
+        else:
+            shape = (
+                f'<path d="{_triangle(px, py, 5.5)}" fill="none" stroke="{PRUNED_COLOUR}" '
+                f'stroke-width="1.6"><title>{tip}</title></path>'
+            )
+        out.append(shape)
+        if point.rank == 1:
+            out.append(
+                f'<circle cx="{_n(px)}" cy="{_n(py)}" r="9" fill="none" '
+                f'stroke="{AXIS_COLOUR}" stroke-width="1.5"/>'
+            )
+    out.append("</g>")
+    out.append(
+        '<g class="legend">'
+        f'<circle cx="{_n(left + 8)}" cy="14" r="4.5" fill="{COMPLETE_COLOUR}"/>'
+        f'<text x="{_n(left + 18)}" y="18">complete</text>'
+        f'<path d="{_triangle(left + 98, 14, 5.5)}" fill="none" stroke="{PRUNED_COLOUR}" '
+        'stroke-width="1.6"/>'
+        f'<text x="{_n(left + 108)}" y="18">pruned (best before stopping)</text>'
+        f'<circle cx="{_n(left + 310)}" cy="14" r="8" fill="none" stroke="{AXIS_COLOUR}" '
+        'stroke-width="1.5"/>'
+        f'<text x="{_n(left + 324)}" y="18">rank 1</text>'
+        "</g>"
+    )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _polyline(
+    epochs: Sequence[int], values: Sequence[float | None], x: _Scale, y: _Scale, style: str
+) -> list[str]:
+    """Lines through consecutive finite points; gaps where values are missing."""
+    out: list[str] = []
+    segment: list[tuple[float, float]] = []
+    for epoch, value in [*zip(epochs, values, strict=True), (0, None)]:
+        if value is not None:
+            segment.append((x(epoch), y(value)))
+            continue
+        if len(segment) == 1:
+            px, py = segment[0]
+            out.append(f'<circle cx="{_n(px)}" cy="{_n(py)}" r="2" stroke="none"/>')
+        elif segment:
+            points = " ".join(f"{_n(px)},{_n(py)}" for px, py in segment)
+            out.append(f'<polyline points="{points}" fill="none" {style}/>')
+        segment = []
+    return out
+
+
+def _value_at(series: CurveSeries, epoch: int | None, exact: bool) -> tuple[int, float] | None:
+    """Validation loss at ``epoch``; with ``exact=False`` the last finite value up to it."""
+    if epoch is None or epoch < 1:
+        return None
+    upto = min(epoch, len(series.val_loss))
+    if exact:
+        value = series.val_loss[epoch - 1] if epoch <= len(series.val_loss) else None
+        return None if value is None else (epoch, value)
+    for i in range(upto - 1, -1, -1):
+        value = series.val_loss[i]
+        if value is not None:
+            return (i + 1, value)
+    return None
+
+
+def _cross(cx: float, cy: float, size: float) -> str:
+    return (
+        f'<path d="M{_n(cx - size)},{_n(cy - size)} L{_n(cx + size)},{_n(cy + size)} '
+        f'M{_n(cx - size)},{_n(cy + size)} L{_n(cx + size)},{_n(cy - size)}" '
+        'fill="none" stroke-width="2.4"/>'
+    )
+
+
+def _triangle(cx: float, cy: float, size: float) -> str:
+    return (
+        f"M{_n(cx)},{_n(cy - size)} L{_n(cx + size)},{_n(cy + size * 0.8)} "
+        f"L{_n(cx - size)},{_n(cy + size * 0.8)} Z"
+    )
+
+
+def _legend_label(series: CurveSeries) -> str:
+    label = series.label
+    if series.state == "PRUNED":
+        reason = series.prune_reason or "pruned"
+        label += f" (pruned e{series.stopped_epoch}: {reason})"
+    return label
+
+
+def _series_title(series: CurveSeries) -> str:
+    text = f"trial {series.number}"
+    if series.strategy is not None:
+        text += f", strategy {series.strategy}"
+    if series.best_epoch is not None:
+        text += f", best epoch {series.best_epoch}"
+    if series.state == "PRUNED":
+        text += f", pruned at epoch {series.stopped_epoch} ({series.prune_reason or 'no reason'})"
+    return text

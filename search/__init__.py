@@ -1,0 +1,61 @@
+"""thaw's front door: study files, study orchestration, pruners and the ``thaw`` CLI."""
+
+from search._config import (
+    PrunerConfig,
+    SamplerConfig,
+    SpaceConfig,
+    StudyConfig,
+    StudyFileError,
+    load_study_file,
+    mask_url,
+    parse_study,
+)
+from search._pruners import (
+    BELOW_PEERS,
+    CLIMBING,
+    DIVERGED,
+    PRUNE_REASONS,
+    ClimbingPruner,
+    PruneDecision,
+    climbing_decision,
+)
+from search._study import (
+    RunSummary,
+    StorageError,
+    StudyMismatchError,
+    __version__,
+    create_or_resume,
+    load_existing_study,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    reference_configurations,
+)
+
+__all__ = [
+    "BELOW_PEERS",
+    "CLIMBING",
+    "ClimbingPruner",
+    "DIVERGED",
+    "PRUNE_REASONS",
+    "PruneDecision",
+    "PrunerConfig",
+    "RunSummary",
+    "SamplerConfig",
+    "SpaceConfig",
+    "StorageError",
+    "StudyConfig",
+    "StudyFileError",
+    "StudyMismatchError",
+    "__version__",
+    "climbing_decision",
+    "create_or_resume",
+    "load_existing_study",
+    "load_study_file",
+    "make_pruner",
+    "make_sampler",
+    "mask_url",
+    "open_storage",
+    "parse_study",
+    "reference_configurations",
+]

@@ -1,0 +1,447 @@
+"""Study files: parsed once, at the edge, into typed dataclasses.
+
+Every error names the key, the value received and the fix, in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from objectives import (
+    BATCHNORM_MODES,
+    OBJECTIVE_METRICS,
+    DataSource,
+    FloatRange,
+    IntRange,
+    ModelSource,
+    SearchSpace,
+    TrainSettings,
+)
+
+SAMPLERS: tuple[str, ...] = ("tpe", "random")
+COMPARATIVE_PRUNERS: tuple[str, ...] = ("median", "hyperband", "successive_halving", "none")
+ALL = "all"
+
+
+class StudyFileError(ValueError):
+    """A study file is invalid. The message is one line: what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "tpe"
+    n_startup_trials: int = 8
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """``compare`` is the comparative pruner wrapped by the climbing pruner."""
+
+    compare: str = "median"
+    patience: int = 3
+    min_delta: float = 0.03
+    n_startup_trials: int = 8
+    n_warmup_steps: int = 5
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Search-space bounds as written; ``unfrozen_high`` may be ``"all"``."""
+
+    unfrozen_low: int
+    unfrozen_high: int | str
+    learning_rate: FloatRange
+    dropout: FloatRange
+    weight_decay: FloatRange
+    batchnorm: tuple[str, ...] = ("frozen",)
+
+    def resolve(self, num_layers: int) -> SearchSpace:
+        """The search space for a base with ``num_layers`` weighted layers."""
+        high = num_layers if self.unfrozen_high == ALL else int(self.unfrozen_high)
+        if high > num_layers:
+            raise StudyFileError(
+                f"search_space.unfrozen_layers: high={high} but the model has only {num_layers} "
+                f"layers with weights (BatchNorm excluded); use at most {num_layers} or 'all'"
+            )
+        if self.unfrozen_low > high:
+            raise StudyFileError(
+                f"search_space.unfrozen_layers: low={self.unfrozen_low} > high={high}"
+            )
+        return SearchSpace(
+            unfrozen_layers=IntRange(self.unfrozen_low, high),
+            learning_rate=self.learning_rate,
+            dropout=self.dropout,
+            weight_decay=self.weight_decay,
+            batchnorm=self.batchnorm,
+        )
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    path: Path
+    seed: int
+    n_trials: int
+    model: ModelSource
+    data: DataSource
+    space: SpaceConfig
+    train: TrainSettings
+    sampler: SamplerConfig
+    pruner: PrunerConfig
+    storage: str
+    reference_trials: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def direction(self) -> str:
+        return OBJECTIVE_METRICS[self.train.metric]
+
+    def search_relevant(self) -> dict[str, Any]:
+        """What must not change when a study is resumed: model, data, space, training."""
+
+        def plain(obj: Any) -> Any:
+            return json.loads(json.dumps(asdict(obj), default=str, sort_keys=True))
+
+        return {
+            "model": plain(self.model),
+            "data": plain(self.data),
+            "search_space": plain(self.space),
+            "train": plain(self.train),
+        }
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.search_relevant(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form stored on the study (storage password masked)."""
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "n_trials": self.n_trials,
+            **self.search_relevant(),
+            "sampler": asdict(self.sampler),
+            "pruner": asdict(self.pruner),
+            "storage": mask_url(self.storage),
+            "reference_trials": self.reference_trials,
+        }
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with any password replaced by ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - never echo a URL we could not parse
+        return "<unparseable storage URL>"
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+
+class _Section:
+    """A mapping being read; remembers its dotted name and refuses unknown keys."""
+
+    def __init__(self, where: str, data: Any, allowed: tuple[str, ...]) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise StudyFileError(
+                f"{where or 'the study file'} must be a mapping of keys, got "
+                f"{type(data).__name__} {data!r}"
+            )
+        unknown = sorted(set(map(str, data)) - set(allowed))
+        if unknown:
+            raise StudyFileError(
+                f"unknown key {self.key(where, unknown[0])!r}; expected one of: "
+                f"{', '.join(allowed)}"
+            )
+        self.where = where
+        self.data = data
+
+    @staticmethod
+    def key(where: str, name: str) -> str:
+        return f"{where}.{name}" if where else name
+
+    def name(self, key: str) -> str:
+        return self.key(self.where, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def int(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
+        value = self.data.get(key, default)
+        if value is None:
+            raise StudyFileError(f"{self.name(key)} is required (an integer)")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StudyFileError(f"{self.name(key)} must be an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise StudyFileError(f"{self.name(key)} must be >= {minimum}, got {value}")
+        return int(value)
+
+    def float(self, key: str, default: float | None = None, minimum: float | None = None) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise StudyFileError(f"{self.name(key)} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise StudyFileError(f"{self.name(key)} must be finite, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise StudyFileError(f"{self.name(key)} must be >= {minimum}, got {value}")
+        return float(value)
+
+    def str(self, key: str, default: str | None = None, choices: tuple[str, ...] = ()) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise StudyFileError(f"{self.name(key)} must be a non-empty string, got {value!r}")
+        if choices and value not in choices:
+            raise StudyFileError(
+                f"{self.name(key)} is {value!r}; expected one of: {', '.join(choices)}"
+            )
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise StudyFileError(f"{self.name(key)} must be true or false, got {value!r}")
+        return value
+
+
+def _bounds(where: str, value: Any) -> tuple[Any, Any, bool | None]:
+    """``[low, high]`` or ``{low: .., high: .., log: ..}``."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise StudyFileError(f"{where} must be [low, high], got {value!r}")
+        return value[0], value[1], None
+    section = _Section(where, value, ("low", "high", "log"))
+    if "low" not in section.data or "high" not in section.data:
+        raise StudyFileError(f"{where} needs both 'low' and 'high', got {dict(section.data)!r}")
+    log = section.get("log")
+    if log is not None and not isinstance(log, bool):
+        raise StudyFileError(f"{where}.log must be true or false, got {log!r}")
+    return section.get("low"), section.get("high"), log
+
+
+def _float_range(
+    where: str, value: Any, default: tuple[float, float], log_default: bool, minimum: float
+) -> FloatRange:
+    low, high, log = _bounds(where, value) if value is not None else (*default, None)
+    for label, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise StudyFileError(f"{where}.{label} must be a finite number, got {v!r}")
+    if low > high:
+        raise StudyFileError(f"{where}: low={low} > high={high}; swap them")
+    if low < minimum:
+        raise StudyFileError(f"{where}: low={low} is below {minimum}")
+    use_log = log_default if log is None else log
+    if use_log and low <= 0:
+        raise StudyFileError(
+            f"{where}: low={low} must be > 0 on a log scale; use a small positive value "
+            "such as 1e-6, or set log: false"
+        )
+    return FloatRange(float(low), float(high), log=use_log)
+
+
+def _space(section: _Section) -> SpaceConfig:
+    where = section.where
+    raw_unfrozen = section.get("unfrozen_layers", [0, ALL])
+    low, high, log = _bounds(f"{where}.unfrozen_layers", raw_unfrozen)
+    if log:
+        raise StudyFileError(f"{where}.unfrozen_layers cannot be log-scaled; remove 'log'")
+    if isinstance(low, bool) or not isinstance(low, int) or low < 0:
+        raise StudyFileError(
+            f"{where}.unfrozen_layers.low must be an integer >= 0, got {low!r}"
+        )
+    if high != ALL and (isinstance(high, bool) or not isinstance(high, int)):
+        raise StudyFileError(
+            f"{where}.unfrozen_layers.high must be an integer or 'all', got {high!r}"
+        )
+    if isinstance(high, int) and low > high:
+        raise StudyFileError(f"{where}.unfrozen_layers: low={low} > high={high}; swap them")
+    dropout = _float_range(f"{where}.dropout", section.get("dropout"), (0.0, 0.6), False, 0.0)
+    if dropout.high >= 1.0:
+        raise StudyFileError(f"{where}.dropout: high={dropout.high} must be < 1")
+    batchnorm = section.get("batchnorm", ["frozen"])
+    if isinstance(batchnorm, str):
+        batchnorm = [batchnorm]
+    if (
+        not isinstance(batchnorm, list)
+        or not batchnorm
+        or any(b not in BATCHNORM_MODES for b in batchnorm)
+    ):
+        raise StudyFileError(
+            f"{where}.batchnorm must be a list drawn from {list(BATCHNORM_MODES)}, got "
+            f"{batchnorm!r}"
+        )
+    return SpaceConfig(
+        unfrozen_low=int(low),
+        unfrozen_high=high if high == ALL else int(high),
+        learning_rate=_float_range(
+            f"{where}.learning_rate", section.get("learning_rate"), (1e-5, 1e-2), True, 0.0
+        ),
+        dropout=dropout,
+        weight_decay=_float_range(
+            f"{where}.weight_decay", section.get("weight_decay"), (1e-6, 1e-1), True, 0.0
+        ),
+        batchnorm=tuple(dict.fromkeys(batchnorm)),
+    )
+
+
+def _resolve_path(base_dir: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base_dir / p).resolve()
+
+
+def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
+    kind = section.str("source", "demo", choices=("demo", "file"))
+    path = None
+    if kind == "file":
+        raw_path = section.get("path")
+        if not isinstance(raw_path, str) or not raw_path:
+            raise StudyFileError(
+                "model.path is required when model.source is 'file' (a .keras or .h5 file)"
+            )
+        path = _resolve_path(base_dir, raw_path)
+        if not path.exists():
+            raise StudyFileError(f"model.path {str(path)!r} does not exist; check the path")
+    elif section.get("path") is not None:
+        raise StudyFileError("model.path is only used with model.source: file; remove it")
+    cut_at = section.get("cut_at")
+    if cut_at is not None and not isinstance(cut_at, str):
+        raise StudyFileError(f"model.cut_at must be a layer name, got {cut_at!r}")
+    return ModelSource(
+        kind=kind,  # type: ignore[arg-type]
+        path=path,
+        cut_at=cut_at,
+        seed=section.int("seed", 0),
+        safe_mode=section.bool("safe_mode", True),
+    )
+
+
+def _data(section: _Section, base_dir: Path) -> DataSource:
+    kind = section.str("source", "demo", choices=("demo", "npz"))
+    path = None
+    if kind == "npz":
+        raw_path = section.get("path")
+        if not isinstance(raw_path, str) or not raw_path:
+            raise StudyFileError("data.path is required when data.source is 'npz'")
+        resolved = _resolve_path(base_dir, raw_path)
+        if not resolved.exists():
+            raise StudyFileError(f"data.path {str(resolved)!r} does not exist; check the path")
+        path = str(resolved)
+    names = section.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise StudyFileError(f"data.class_names must be a list of strings, got {names!r}")
+    return DataSource(kind=kind, path=path, seed=section.int("seed", 0), class_names=tuple(names))
+
+
+def _storage(value: Any, base_dir: Path, name: str) -> str:
+    if value is None:
+        return f"sqlite:///{(base_dir / f'{name}.db').resolve()}"
+    if not isinstance(value, str) or "://" not in value:
+        raise StudyFileError(
+            f"storage must be a database URL such as 'sqlite:///demo.db' or "
+            f"'postgresql://user@host/db', got {value!r}"
+        )
+    return resolve_storage_url(value, base_dir)
+
+
+def resolve_storage_url(url: str, base_dir: Path) -> str:
+    """Make a relative SQLite path relative to the study file's folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str((base_dir / url[len(prefix) :]).resolve())
+    return url
+
+
+TOP_KEYS = (
+    "name",
+    "seed",
+    "n_trials",
+    "objective",
+    "storage",
+    "model",
+    "data",
+    "search_space",
+    "train",
+    "sampler",
+    "pruner",
+    "reference_trials",
+)
+
+
+def parse_study(raw: Any, path: Path) -> StudyConfig:
+    """Validate a loaded study file; raise :class:`StudyFileError` with one line on a problem."""
+    top = _Section("", raw, TOP_KEYS)
+    base_dir = path.parent.resolve()
+    name = top.str("name", path.stem)
+    seed = top.int("seed", 0, minimum=0)
+    objective = top.str("objective", "val_loss", choices=tuple(OBJECTIVE_METRICS))
+    train = _Section("train", top.get("train"), ("epochs", "batch_size"))
+    sampler = _Section("sampler", top.get("sampler"), ("name", "n_startup_trials"))
+    pruner = _Section(
+        "pruner",
+        top.get("pruner"),
+        ("compare", "patience", "min_delta", "n_startup_trials", "n_warmup_steps"),
+    )
+    space = _Section(
+        "search_space",
+        top.get("search_space"),
+        ("unfrozen_layers", "learning_rate", "dropout", "weight_decay", "batchnorm"),
+    )
+    model = _Section("model", top.get("model"), ("source", "path", "cut_at", "seed", "safe_mode"))
+    data = _Section("data", top.get("data"), ("source", "path", "seed", "class_names"))
+    return StudyConfig(
+        name=name,
+        path=path,
+        seed=seed,
+        n_trials=top.int("n_trials", 20, minimum=1),
+        model=_model(model, base_dir, seed),
+        data=_data(data, base_dir),
+        space=_space(space),
+        train=TrainSettings(
+            epochs=train.int("epochs", 15, minimum=1),
+            batch_size=train.int("batch_size", 16, minimum=1),
+            metric=objective,
+        ),
+        sampler=SamplerConfig(
+            name=sampler.str("name", "tpe", choices=SAMPLERS),
+            n_startup_trials=sampler.int("n_startup_trials", 8, minimum=0),
+        ),
+        pruner=PrunerConfig(
+            compare=pruner.str("compare", "median", choices=COMPARATIVE_PRUNERS),
+            patience=pruner.int("patience", 3, minimum=1),
+            min_delta=pruner.float("min_delta", 0.03, minimum=0.0),
+            n_startup_trials=pruner.int("n_startup_trials", 8, minimum=0),
+            n_warmup_steps=pruner.int("n_warmup_steps", 5, minimum=0),
+        ),
+        storage=_storage(top.get("storage"), base_dir, name),
+        reference_trials=top.bool("reference_trials", False),
+        raw=dict(raw),
+    )
+
+
+def load_study_file(path: str | Path) -> StudyConfig:
+    path = Path(path)
+    if not path.exists():
+        raise StudyFileError(f"study file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise StudyFileError(f"{str(path)!r} is a folder; give a study file such as studies/demo.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise StudyFileError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    try:
+        return parse_study(raw, path)
+    except StudyFileError as exc:
+        raise StudyFileError(f"{path}: {exc}") from None

@@ -1,0 +1,295 @@
+"""Creating, resuming and running a thaw study on Optuna storage."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, SuccessiveHalvingPruner
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.trial import TrialState
+
+from search._config import PrunerConfig, SamplerConfig, StudyConfig, mask_url
+from search._pruners import ClimbingPruner
+
+_logger = logging.getLogger(__name__)
+
+__version__ = "0.1.0"
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class StorageError(RuntimeError):
+    """The storage cannot be opened or does not hold what was asked for."""
+
+
+class StudyMismatchError(RuntimeError):
+    """An existing study was created from a different search space, model or data."""
+
+
+def make_sampler(config: SamplerConfig, seed: int) -> BaseSampler:
+    if config.name == "random":
+        return RandomSampler(seed=seed)
+    return TPESampler(seed=seed, n_startup_trials=config.n_startup_trials, multivariate=True)
+
+
+def make_pruner(config: PrunerConfig, max_epochs: int) -> ClimbingPruner:
+    wrapped: BasePruner | None
+    if config.compare == "median":
+        wrapped = MedianPruner(
+            n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps
+        )
+    elif config.compare == "hyperband":
+        wrapped = HyperbandPruner(min_resource=max(1, config.n_warmup_steps), max_resource=max_epochs)
+    elif config.compare == "successive_halving":
+        wrapped = SuccessiveHalvingPruner(min_resource=max(1, config.n_warmup_steps))
+    else:
+        wrapped = None
+    return ClimbingPruner(
+        wrapped,
+        patience=config.patience,
+        min_delta=config.min_delta,
+        n_warmup_steps=config.n_warmup_steps,
+    )
+
+
+def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """Open an RDB storage; one-line :class:`StorageError` (password masked) when it fails."""
+    masked = mask_url(url)
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///") :])
+        if must_exist and not db.exists():
+            raise StorageError(
+                f"no storage at {masked}: the file does not exist; run 'thaw run' first or pass "
+                "--storage"
+            )
+        if not db.parent.exists():
+            raise StorageError(
+                f"cannot open storage {masked}: folder {db.parent} does not exist; create it or "
+                "change 'storage'"
+            )
+    kwargs: dict[str, Any] = {}
+    if not url.startswith("sqlite"):
+        # Several workers share this storage: a worker that dies leaves a trial RUNNING; the
+        # heartbeat marks it failed so the study does not wait for it forever.
+        kwargs = {"heartbeat_interval": 60, "grace_period": 180}
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "cannot open"
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = detail.replace(url, masked)
+        raise StorageError(
+            f"cannot open storage {masked}: {type(exc).__name__}: {detail[:300]}"
+        ) from None
+
+
+def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    return any(s.study_name == name for s in storage.get_all_studies())
+
+
+def load_existing_study(
+    storage: optuna.storages.BaseStorage, name: str, storage_url: str
+) -> optuna.Study:
+    if not study_exists(storage, name):
+        names = sorted(s.study_name for s in storage.get_all_studies())
+        known = f"; studies there: {', '.join(names)}" if names else "; it holds no study"
+        raise StorageError(f"no study named {name!r} in {mask_url(storage_url)}{known}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def manifest() -> dict[str, str]:
+    """Versions and device of this process, stored on the study."""
+    import keras
+    import numpy
+
+    info = {
+        "thaw": __version__,
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "optuna": optuna.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": _device_name(),
+    }
+    for module in ("tensorflow", "jax"):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            info[module] = str(getattr(mod, "__version__", "?"))
+    return info
+
+
+def _device_name() -> str:
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            devices = jax.devices()
+            return ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in devices}))
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+                return ", ".join(names)
+    except Exception:  # noqa: BLE001 - the device name is informative only
+        pass
+    return f"CPU: {_cpu_model()}"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def create_or_resume(
+    config: StudyConfig,
+    storage: optuna.storages.BaseStorage,
+    num_layers: int,
+    data_summary: dict[str, Any],
+) -> tuple[optuna.Study, bool]:
+    """Return the study and whether it was resumed. Refuses a changed search space or data."""
+    sampler = make_sampler(config.sampler, config.seed)
+    pruner = make_pruner(config.pruner, config.train.epochs)
+    config_hash = config.config_hash()
+    if study_exists(storage, config.name):
+        study = optuna.load_study(
+            study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+        )
+        attrs = study.user_attrs
+        stored_hash = attrs.get("thaw:config_hash")
+        if stored_hash is None:
+            raise StudyMismatchError(
+                f"study {config.name!r} exists in {mask_url(config.storage)} but was not created "
+                "by thaw; choose another 'name'"
+            )
+        if stored_hash != config_hash:
+            stored = attrs.get("thaw:config", {})
+            changed = [k for k, v in config.search_relevant().items() if stored.get(k) != v]
+            raise StudyMismatchError(
+                f"study {config.name!r} was created with a different "
+                f"{', '.join(changed) or 'configuration'}; resuming would mix incomparable "
+                "trials. Restore the original values or give the study a new 'name'"
+            )
+        stored_fp = attrs.get("thaw:data", {}).get("fingerprint")
+        if stored_fp is not None and stored_fp != data_summary["fingerprint"]:
+            raise StudyMismatchError(
+                f"study {config.name!r} was run on different data (fingerprint "
+                f"{stored_fp[:12]} vs {data_summary['fingerprint'][:12]} now); restore the data "
+                "or give the study a new 'name'"
+            )
+        return study, True
+    study = optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction=config.direction,
+    )
+    study.set_user_attr("thaw:version", __version__)
+    study.set_user_attr("thaw:config", config.to_dict())
+    study.set_user_attr("thaw:config_hash", config_hash)
+    study.set_user_attr("thaw:objective_metric", config.train.metric)
+    study.set_user_attr("thaw:num_layers", num_layers)
+    study.set_user_attr("thaw:data", data_summary)
+    study.set_user_attr("thaw:manifest", manifest())
+    if config.reference_trials:
+        enqueue_reference_trials(study, config, num_layers)
+    return study, False
+
+
+def reference_configurations(config: StudyConfig, num_layers: int) -> list[dict[str, Any]]:
+    """The seed's three textbook strategies, clamped into the search space."""
+    space = config.space.resolve(num_layers)
+
+    def clamp(value: float, low: float, high: float) -> float:
+        return min(max(value, low), high)
+
+    lr, wd, do, ul = space.learning_rate, space.weight_decay, space.dropout, space.unfrozen_layers
+    common = {"dropout": clamp(0.0, do.low, do.high), "weight_decay": wd.low}
+    strategies = [
+        ("full fine-tuning", ul.high, 1e-3),
+        ("partial fine-tuning", clamp(min(3, num_layers), ul.low, ul.high), 1e-4),
+        ("feature extraction", ul.low, 1e-3),
+    ]
+    out = []
+    for name, layers, rate in strategies:
+        params: dict[str, Any] = {
+            "unfrozen_layers": int(layers),
+            "learning_rate": clamp(rate, lr.low, lr.high),
+            **common,
+        }
+        if len(space.batchnorm) > 1:
+            params["batchnorm"] = space.batchnorm[0]
+        out.append({"strategy": name, "params": params})
+    return out
+
+
+def enqueue_reference_trials(study: optuna.Study, config: StudyConfig, num_layers: int) -> None:
+    for ref in reference_configurations(config, num_layers):
+        study.enqueue_trial(ref["params"], user_attrs={"strategy": ref["strategy"]})
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    resumed: bool
+    trials_run: int
+    counts: dict[str, int]
+    prune_reasons: dict[str, int]
+    best_number: int | None
+    best_value: float | None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def summarise(
+    study: optuna.Study, finished_before: int, resumed: bool, interrupted: bool
+) -> RunSummary:
+    trials = study.get_trials(deepcopy=False, states=FINISHED_STATES)
+    counts = Counter(t.state.name.lower() for t in trials)
+    reasons = Counter(
+        str(t.user_attrs.get("prune_reason", "unknown"))
+        for t in trials
+        if t.state == TrialState.PRUNED
+    )
+    best = None
+    try:
+        best = study.best_trial
+    except ValueError:
+        pass
+    return RunSummary(
+        study_name=study.study_name,
+        resumed=resumed,
+        trials_run=len(trials) - finished_before,
+        counts=dict(sorted(counts.items())),
+        prune_reasons=dict(sorted(reasons.items())),
+        best_number=best.number if best else None,
+        best_value=best.value if best else None,
+        best_params=dict(best.params) if best else {},
+        interrupted=interrupted,
+    )
+
+
+def mark_interrupted(study: optuna.Study) -> None:
+    """Give trials failed by Ctrl-C a reason, so they are not mistaken for crashes."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if "fail_reason" not in t.user_attrs:
+            study._storage.set_trial_user_attr(
+                t._trial_id, "fail_reason", "interrupted by the user (Ctrl-C)"
+            )
