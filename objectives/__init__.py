@@ -13,6 +13,7 @@ from typing import Any
 from objectives._data import ArrayData, DataSource, DataSourceError, load_npz
 from objectives._space import FloatRange, IntRange, SearchSpace, TrialParams
 from objectives._specs import (
+    APPLICATION_NAMES,
     BATCHNORM_MODES,
     OBJECTIVE_METRICS,
     ModelSource,
@@ -40,6 +41,17 @@ _LAZY: dict[str, str] = {
     "compile_model": "objectives._objective",
     "summarise_history": "objectives._objective",
     "PretrainedBase": "objectives._sources",
+    "DeviceInfo": "objectives._device",
+    "configure_device": "objectives._device",
+    "list_gpus": "objectives._device",
+    "load_image_folder": "objectives._images",
+    "load_application": "objectives._applications",
+    "adapt_batchnorm": "objectives._model",
+    "domain_shift_scores": "objectives._model",
+    "layer_groups": "objectives._model",
+    "block_name": "objectives._model",
+    "UnfreezeRow": "objectives._inspect",
+    "unfreeze_table": "objectives._inspect",
     "load_pretrained": "objectives._sources",
 }
 
@@ -54,6 +66,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "APPLICATION_NAMES",
     "ArrayData",
     "BATCHNORM_MODES",
     "DataSource",

@@ -19,6 +19,8 @@ class ArrayData:
     class_names: tuple[str, ...]
     source: str = ""
     skipped_files: tuple[str, ...] = field(default=())
+    #: Fingerprint computed while loading (hash of the files used); None: hash the arrays.
+    digest: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.x_train) != len(self.y_train):
@@ -46,7 +48,9 @@ class ArrayData:
         return [int(c) for c in np.bincount(labels, minlength=self.num_classes)]
 
     def fingerprint(self) -> str:
-        """sha256 over the exact arrays and class names used."""
+        """sha256 of the exact files (or arrays) and class names used."""
+        if self.digest is not None:
+            return self.digest
         h = hashlib.sha256()
         for name in self.class_names:
             h.update(name.encode() + b"\0")
@@ -73,12 +77,15 @@ class DataSourceError(ValueError):
 
 @dataclass(frozen=True)
 class DataSource:
-    """Target data: the embedded demo domain, or ``.npz`` arrays."""
+    """Target data: the embedded demo domain, ``.npz`` arrays, or an image folder."""
 
-    kind: str  # "demo" | "npz"
+    kind: str  # "demo" | "npz" | "directory"
     path: str | None = None
     seed: int = 0
     class_names: tuple[str, ...] = ()
+    val_path: str | None = None
+    val_fraction: float = 0.2
+    max_skipped_fraction: float = 0.05
 
 
 def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
@@ -114,7 +121,29 @@ def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
         raise DataSourceError(f"{path}: {exc}") from None
 
 
-def load_data(source: DataSource) -> ArrayData:
+def load_data(source: DataSource, image_shape: tuple[int, ...] | None = None) -> ArrayData:
+    """Load the target data; image folders are resized to ``image_shape`` (the model's input)."""
+    if source.kind == "directory":
+        from pathlib import Path
+
+        from objectives._images import load_image_folder
+
+        if not source.path:
+            raise DataSourceError("data.path is required for an image folder")
+        if image_shape is None or len(image_shape) != 3 or None in image_shape:
+            raise DataSourceError(
+                f"the model's input shape {image_shape} has no fixed height and width; set "
+                "'model.input_shape' so images can be resized to it"
+            )
+        return load_image_folder(
+            Path(source.path),
+            image_size=(int(image_shape[0]), int(image_shape[1])),
+            val_path=Path(source.val_path) if source.val_path else None,
+            val_fraction=source.val_fraction,
+            seed=source.seed,
+            channels=int(image_shape[2]),
+            max_skipped_fraction=source.max_skipped_fraction,
+        )
     if source.kind == "demo":
         from objectives._demo import demo_target_data
 

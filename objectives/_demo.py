@@ -24,7 +24,12 @@ _logger = logging.getLogger(__name__)
 DEMO_CLASS_NAMES: tuple[str, ...] = ("disc", "ring", "square", "triangle", "cross", "bar")
 DEMO_IMAGE_SIZE = 32
 #: Bump when the generator or the architecture changes, so cached models are rebuilt.
-_DEMO_VERSION = 3
+_DEMO_VERSION = 4
+#: Scale of the pretrained convolution kernels relative to what pretraining left. Large ImageNet
+#: networks carry small kernels (weight decay shrinks kernels that BatchNorm makes
+#: scale-invariant), which is why a learning rate of 1e-3 can wreck them. The rescale is
+#: function-preserving: each following BatchNorm's moving mean and variance absorb it.
+KERNEL_SCALE = 0.4
 #: Name of the layer whose output is the pretrained feature vector (where the head is cut).
 DEMO_FEATURE_LAYER = "features"
 
@@ -42,7 +47,7 @@ class DemoDomain:
 
 SOURCE_DOMAIN = DemoDomain(brightness=1.0, contrast=1.0, noise=4.0, downsample=1, tint=(1, 1, 1))
 TARGET_DOMAIN = DemoDomain(
-    brightness=0.75, contrast=0.9, noise=8.0, downsample=2, tint=(0.9, 1.0, 1.1)
+    brightness=0.8, contrast=0.9, noise=8.0, downsample=2, tint=(0.9, 1.0, 1.1)
 )
 
 
@@ -77,7 +82,7 @@ def _shape_mask(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
 def render_images(
     n: int, domain: DemoDomain, seed: int, size: int = DEMO_IMAGE_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render ``n`` images (uint8, ``(n, size, size, 3)``) and their labels, balanced over classes."""
+    """Render ``n`` uint8 images ``(n, size, size, 3)`` and labels, balanced over classes."""
     rng = np.random.default_rng(seed)
     num_classes = len(DEMO_CLASS_NAMES)
     labels = np.arange(n) % num_classes
@@ -107,11 +112,20 @@ def render_images(
 
 
 def demo_target_data(
-    seed: int = 0, train_per_class: int = 20, val_per_class: int = 60
+    seed: int = 0, train_per_class: int = 8, val_per_class: int = 60, label_noise: float = 0.0
 ) -> ArrayData:
-    """The shifted target domain: a small training set and a larger validation set."""
+    """The shifted target domain: a small training set and a larger validation set.
+
+    ``label_noise`` is the fraction of training labels replaced by another class (a noisy
+    target set, as small target sets often are); validation labels stay clean.
+    """
     num_classes = len(DEMO_CLASS_NAMES)
     x_train, y_train = render_images(train_per_class * num_classes, TARGET_DOMAIN, seed + 1)
+    if label_noise > 0:
+        rng = np.random.default_rng(seed + 3)
+        flip = rng.random(len(y_train)) < label_noise
+        shift = rng.integers(1, num_classes, size=len(y_train))
+        y_train = np.where(flip, (y_train + shift) % num_classes, y_train).astype(np.int32)
     x_val, y_val = render_images(val_per_class * num_classes, TARGET_DOMAIN, seed + 2)
     return ArrayData(
         x_train=x_train,
@@ -150,14 +164,32 @@ def build_demo_network(num_classes: int, size: int = DEMO_IMAGE_SIZE):  # type: 
     return keras.Model(inputs, outputs, name="thaw_demo_cnn")
 
 
+def rescale_kernels(model, scale: float) -> None:  # type: ignore[no-untyped-def]
+    """Multiply each convolution kernel that feeds a BatchNormalization layer by ``scale``.
+
+    The BatchNorm layer's moving mean and variance are scaled by ``scale`` and ``scale**2``, so
+    the network computes the same function in inference mode.
+    """
+    import keras
+
+    layers = model.layers
+    for conv, bn in zip(layers, layers[1:]):  # noqa: B905 - pairs of neighbours
+        if isinstance(conv, keras.layers.Conv2D) and isinstance(
+            bn, keras.layers.BatchNormalization
+        ):
+            conv.kernel.assign(conv.kernel * scale)
+            bn.moving_mean.assign(bn.moving_mean * scale)
+            bn.moving_variance.assign(bn.moving_variance * scale**2)
+
+
 def demo_pretrained_model_path(
     seed: int = 0, cache_dir: Path | None = None, source_images: int = 3000, epochs: int = 12
 ) -> Path:
     """Return the cached source-pretrained demo model, pretraining it once if needed."""
     cache_dir = cache_dir or default_cache_dir()
-    key = hashlib.sha256(
-        f"{_DEMO_VERSION}-{seed}-{source_images}-{epochs}".encode()
-    ).hexdigest()[:12]
+    key = hashlib.sha256(f"{_DEMO_VERSION}-{seed}-{source_images}-{epochs}".encode()).hexdigest()[
+        :12
+    ]
     path = cache_dir / f"demo-pretrained-{key}.keras"
     if path.exists():
         return path
@@ -173,6 +205,7 @@ def demo_pretrained_model_path(
         metrics=["accuracy"],
     )
     model.fit(x.astype("float32"), y, batch_size=64, epochs=epochs, verbose=0)
+    rescale_kernels(model, KERNEL_SCALE)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.keras")
     model.save(tmp)

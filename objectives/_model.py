@@ -15,10 +15,12 @@ full fine-tuning. BatchNormalization layers are governed separately by the Batch
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Literal
 
 import keras
+import numpy as np
 
 from objectives._specs import BATCHNORM_MODES
 
@@ -42,31 +44,63 @@ def is_batchnorm(layer: keras.layers.Layer) -> bool:
 
 def weighted_layers(base: keras.Model) -> list[keras.layers.Layer]:
     """Layers of ``base`` that "unfrozen layers" counts, bottom to top."""
-    return [
-        layer for layer in _leaf_layers(base) if layer.weights and not is_batchnorm(layer)
-    ]
+    return [layer for layer in _leaf_layers(base) if layer.weights and not is_batchnorm(layer)]
+
+
+#: Block prefixes of common architectures: MobileNetV2 ``block_3_``, EfficientNet ``block2a_``,
+#: ResNet stages ``conv3_``, DenseNet ``conv4_block7_``-> stage ``conv4``, ConvNeXt stages.
+_BLOCK_PATTERN = re.compile(r"^(block_\d+|block\d+[a-z]?|conv\d+|stage_?\d+|\w+_stage_\d+)_")
+UNFREEZE_BY: tuple[str, ...] = ("layers", "blocks")
+
+
+def block_name(layer_name: str) -> str:
+    """The block a layer belongs to (its own name when it is in no recognised block)."""
+    match = _BLOCK_PATTERN.match(layer_name)
+    return match.group(1) if match else layer_name
+
+
+def layer_groups(base: keras.Model, unfreeze_by: str = "layers") -> list[list[keras.layers.Layer]]:
+    """What "unfrozen layers" counts, bottom to top: single layers, or whole blocks."""
+    layers = weighted_layers(base)
+    if unfreeze_by == "layers":
+        return [[layer] for layer in layers]
+    if unfreeze_by != "blocks":
+        raise ValueError(f"unfreeze_by={unfreeze_by!r}; expected one of {UNFREEZE_BY}")
+    groups: list[list[keras.layers.Layer]] = []
+    names: list[str] = []
+    for layer in layers:
+        name = block_name(layer.name)
+        if names and names[-1] == name:
+            groups[-1].append(layer)
+        else:
+            groups.append([layer])
+            names.append(name)
+    return groups
 
 
 def batchnorm_layers(base: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in _leaf_layers(base) if is_batchnorm(layer)]
 
 
-def freeze(base: keras.Model, unfrozen_layers: int, batchnorm: str = "frozen") -> None:
-    """Make the top ``unfrozen_layers`` weighted layers of ``base`` trainable, the rest frozen.
+def freeze(
+    base: keras.Model, unfrozen_layers: int, batchnorm: str = "frozen", unfreeze_by: str = "layers"
+) -> None:
+    """Make the top ``unfrozen_layers`` weighted layers (or blocks) of ``base`` trainable.
 
-    Takes effect at the next ``compile()``.
+    Everything else is frozen. Takes effect at the next ``compile()``.
     """
-    candidates = weighted_layers(base)
-    if not 0 <= unfrozen_layers <= len(candidates):
+    groups = layer_groups(base, unfreeze_by)
+    if not 0 <= unfrozen_layers <= len(groups):
         raise ValueError(
-            f"unfrozen_layers={unfrozen_layers} is outside 0..{len(candidates)}: the base "
-            f"'{base.name}' has {len(candidates)} layers with weights (BatchNorm excluded)"
+            f"unfrozen_layers={unfrozen_layers} is outside 0..{len(groups)}: the base "
+            f"'{base.name}' has {len(groups)} {unfreeze_by} with weights (BatchNorm excluded)"
         )
+    candidates = [layer for group in groups[len(groups) - unfrozen_layers :] for layer in group]
     if batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm={batchnorm!r}; expected one of {BATCHNORM_MODES}")
     base.trainable = True  # Containers must be trainable for their leaves' flags to count.
     leaves = list(_leaf_layers(base))
-    unfrozen = set(id(layer) for layer in candidates[len(candidates) - unfrozen_layers :])
+    unfrozen = {id(layer) for layer in candidates}
     lowest_unfrozen = (
         min(i for i, layer in enumerate(leaves) if id(layer) in unfrozen) if unfrozen else None
     )
@@ -118,3 +152,87 @@ def cut_base(model: keras.Model, cut_at: str | None) -> keras.Model:
 
 def count_trainable_weights(model: keras.Model) -> int:
     return int(sum(int(w.numpy().size) for w in model.trainable_weights))
+
+
+def batchnorm_input_stats(
+    base: keras.Model,
+    x: np.ndarray,
+    layers: list[keras.layers.Layer] | None = None,
+    batch_size: int = 64,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-channel mean and variance of the inputs of BatchNorm ``layers`` over images ``x``.
+
+    Computed in inference mode, so the statistics are those the pretrained network produces on
+    this data. Needs a flat functional base (the layers' inputs must be tensors of ``base``).
+    """
+    layers = batchnorm_layers(base) if layers is None else layers
+    if not layers:
+        return []
+    try:
+        inputs = base.inputs[0] if len(base.inputs) == 1 else base.inputs
+        probe = keras.Model(inputs, [layer.input for layer in layers])
+    except Exception as exc:  # noqa: BLE001 - nested or subclassed models cannot be probed
+        raise ValueError(
+            f"cannot read BatchNorm inputs of '{base.name}' (nested or subclassed model): {exc}"
+        ) from None
+    sums: list[np.ndarray] = []
+    squares: list[np.ndarray] = []
+    count = 0
+    for start in range(0, len(x), batch_size):
+        outputs = probe(x[start : start + batch_size], training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        for i, out in enumerate(outputs):
+            a = np.asarray(keras.ops.convert_to_numpy(out), dtype="float64")
+            a = a.reshape(-1, a.shape[-1])
+            if len(sums) <= i:
+                sums.append(np.zeros(a.shape[-1]))
+                squares.append(np.zeros(a.shape[-1]))
+            sums[i] += a.sum(axis=0)
+            squares[i] += (a**2).sum(axis=0)
+        count += int(np.prod(np.asarray(keras.ops.shape(outputs[0]))[:-1]))
+    results = []
+    for s, q in zip(sums, squares, strict=True):
+        mean = s / count
+        results.append((mean, np.maximum(q / count - mean**2, 0.0)))
+    return results
+
+
+def adapt_batchnorm(
+    base: keras.Model, x: np.ndarray, batch_size: int = 64, max_images: int = 512
+) -> None:
+    """AdaBN: replace each BatchNorm layer's moving statistics by those of the target images.
+
+    Layer by layer, bottom to top, so each layer sees inputs already normalised by the adapted
+    layers below it.
+    """
+    x = x[:max_images]
+    for layer in batchnorm_layers(base):
+        ((mean, var),) = batchnorm_input_stats(base, x, [layer], batch_size)
+        layer.moving_mean.assign(mean.astype("float32"))
+        layer.moving_variance.assign(var.astype("float32"))
+
+
+def domain_shift_scores(
+    base: keras.Model, x: np.ndarray, batch_size: int = 64, max_images: int = 512
+) -> dict[str, float]:
+    """How far the target images' BatchNorm input statistics are from the pretrained ones.
+
+    Per layer: the mean over channels of the Hellinger distance between the pretrained moving
+    statistics N(moving_mean, moving_variance) and the target's N(mean, variance) at that layer;
+    0 is no shift, 1 the largest possible. No source data is needed (in the spirit of AdaBN).
+    """
+    layers = batchnorm_layers(base)
+    stats = batchnorm_input_stats(base, x[:max_images], layers, batch_size)
+    scores: dict[str, float] = {}
+    for layer, (mean_t, var_t) in zip(layers, stats, strict=True):
+        mean_s = np.asarray(keras.ops.convert_to_numpy(layer.moving_mean), dtype="float64")
+        var_s = np.asarray(keras.ops.convert_to_numpy(layer.moving_variance), dtype="float64")
+        var_s = var_s + 1e-6
+        var_t = var_t + 1e-6
+        total = var_s + var_t
+        coef = np.sqrt(2 * np.sqrt(var_s * var_t) / total) * np.exp(
+            -((mean_s - mean_t) ** 2) / (4 * total)
+        )
+        scores[layer.name] = float(np.mean(np.sqrt(np.clip(1 - coef, 0.0, 1.0))))
+    return scores

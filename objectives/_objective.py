@@ -12,12 +12,13 @@ import optuna
 
 from objectives._callbacks import HistoryRecorder, TrialHistory, TrialReporter
 from objectives._data import ArrayData
-from objectives._model import build_model, freeze
+from objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
 from objectives._sources import PretrainedBase
 from objectives._space import SearchSpace, TrialParams
 from objectives._specs import OBJECTIVE_METRICS, TrainSettings
 
 _logger = logging.getLogger(__name__)
+
 
 class DivergedError(RuntimeError):
     """Training produced a non-finite loss."""
@@ -64,12 +65,15 @@ def summarise_history(history: dict[str, list[float | None]], metric: str) -> Tr
     )
 
 
-def compile_model(model: keras.Model, learning_rate: float, weight_decay: float) -> None:
+def compile_model(
+    model: keras.Model, learning_rate: float, weight_decay: float, jit_compile: bool | str = False
+) -> None:
     """Compile with AdamW; must run after every change of ``trainable``."""
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
 
 
@@ -102,14 +106,19 @@ class FineTuneObjective:
         self.space = space
         self.settings = settings
         self.seed = seed
-        self._x_train = np.asarray(data.x_train, dtype="float32")
-        self._x_val = np.asarray(data.x_val, dtype="float32")
+        preprocess = pretrained.preprocess or (lambda x: np.asarray(x, dtype="float32"))
+        self._x_train = preprocess(data.x_train)
+        self._x_val = preprocess(data.x_val)
+        self._adapted_weights: list[np.ndarray] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.space.suggest(trial)
         try:
             return self.run(trial, params)
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
@@ -118,25 +127,71 @@ class FineTuneObjective:
             raise
 
     def build(self, params: TrialParams) -> keras.Model:
+        """A fresh copy of the base with a new head, frozen for the first phase and compiled."""
         base = self.pretrained.instantiate()
-        freeze(base, params.unfrozen_layers, params.batchnorm)
+        if params.batchnorm == "adapt":
+            # The adapted statistics do not depend on the trial: compute them once.
+            if self._adapted_weights is None:
+                adapt_batchnorm(base, self._x_train, self.settings.batch_size)
+                self._adapted_weights = base.get_weights()
+            else:
+                base.set_weights(self._adapted_weights)
+        warmup = self.settings.warmup_epochs > 0
+        freeze(
+            base,
+            0 if warmup else params.unfrozen_layers,
+            params.batchnorm,
+            self.pretrained.unfreeze_by,
+        )
         model = build_model(base, self.data.num_classes, params.dropout)
-        compile_model(model, params.learning_rate, params.weight_decay)
+        self._compile(model, params)
         return model
 
-    def fit(
-        self, trial: optuna.Trial, model: keras.Model, history: TrialHistory
-    ) -> TrialReporter:
-        reporter = TrialReporter(trial, monitor=self.settings.metric)
-        model.fit(
-            self._x_train,
-            self.data.y_train,
-            validation_data=(self._x_val, self.data.y_val),
-            epochs=self.settings.epochs,
-            batch_size=self.settings.batch_size,
-            callbacks=[HistoryRecorder(trial, history), reporter],
-            verbose=0,
+    def domain_shift(self) -> dict[str, object]:
+        """The pretrained base's BatchNorm statistics against the target training images."""
+        layers = domain_shift_scores(self.pretrained.model, self._x_train, self.settings.batch_size)
+        overall = float(np.mean(list(layers.values()))) if layers else float("nan")
+        return {"overall": overall, "layers": layers}
+
+    def _compile(self, model: keras.Model, params: TrialParams) -> None:
+        compile_model(
+            model, params.learning_rate, params.weight_decay, jit_compile=self.settings.jit_compile
         )
+
+    def fit(
+        self,
+        trial: optuna.Trial,
+        model: keras.Model,
+        params: TrialParams,
+        history: TrialHistory,
+    ) -> TrialReporter:
+        """Train; with warm-up, head only first, then the unfrozen layers (epochs continue)."""
+        reporter = TrialReporter(trial, monitor=self.settings.metric)
+        callbacks = [HistoryRecorder(trial, history), reporter]
+        phases = [(0, self.settings.epochs)]
+        warmup = min(self.settings.warmup_epochs, self.settings.epochs)
+        if warmup > 0:
+            trial.set_user_attr("warmup_epochs", warmup)
+            phases = [(0, warmup), (warmup, self.settings.epochs)]
+        for i, (initial_epoch, epochs) in enumerate(phases):
+            if i == 1:
+                if reporter.pruned_at is not None or reporter.diverged_at is not None:
+                    break
+                base = model.layers[1]
+                freeze(base, params.unfrozen_layers, params.batchnorm, self.pretrained.unfreeze_by)
+                self._compile(model, params)
+            if epochs <= initial_epoch:
+                continue
+            model.fit(
+                self._x_train,
+                self.data.y_train,
+                validation_data=(self._x_val, self.data.y_val),
+                initial_epoch=initial_epoch,
+                epochs=epochs,
+                batch_size=self.settings.batch_size,
+                callbacks=callbacks,
+                verbose=0,
+            )
         return reporter
 
     def run(self, trial: optuna.Trial, params: TrialParams) -> float:
@@ -144,8 +199,13 @@ class FineTuneObjective:
         keras.utils.set_random_seed((self.seed * 100_003 + trial.number) % (2**31))
         model = self.build(params)
         history = TrialHistory()
-        reporter = self.fit(trial, model, history)
-        outcome = summarise_history(history.to_dict(), self.settings.metric)
+        reporter = self.fit(trial, model, params, history)
+        try:
+            outcome = summarise_history(history.to_dict(), self.settings.metric)
+        except DivergedError:
+            if reporter.pruned_at is not None:  # the pruner recorded why (diverged)
+                raise optuna.TrialPruned(f"diverged at epoch {reporter.pruned_at}") from None
+            raise
         for key, value in outcome.user_attrs().items():
             trial.set_user_attr(key, value)
         if reporter.pruned_at is not None:

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 
-from objectives._model import cut_base, weighted_layers
+from objectives._model import cut_base, layer_groups
 from objectives._specs import ModelSource, ModelSourceError
 
 _logger = logging.getLogger(__name__)
 
+
 class PretrainedBase:
     """A pretrained base held in memory; :meth:`instantiate` gives a fresh copy per trial."""
 
-    def __init__(self, model: keras.Model, description: str) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        description: str,
+        preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+        unfreeze_by: str = "layers",
+    ) -> None:
         self._model = model
         self._weights = model.get_weights()
         self.description = description
-        self.num_layers = len(weighted_layers(model))
+        self.preprocess = preprocess
+        self.unfreeze_by = unfreeze_by
+        self.num_layers = len(layer_groups(model, unfreeze_by))
         self.input_shape: tuple[int, ...] = tuple(int(d) for d in model.input_shape[1:])
 
     @property
@@ -71,6 +82,23 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
         model = _load_model_file(path, safe_mode=True)
         cut_at = source.cut_at or DEMO_FEATURE_LAYER
         description = f"demo CNN pretrained on the source domain (seed {source.seed})"
+    elif source.kind == "application":
+        from objectives._applications import load_application
+
+        if not source.name:
+            raise ModelSourceError("model.name is required for a keras.applications network")
+        model, preprocess = load_application(
+            source.name, source.weights, source.input_shape, source.alpha
+        )
+        description = f"keras.applications.{source.name} (weights: {source.weights})"
+        base = model
+        if source.cut_at:
+            try:
+                base = cut_base(model, source.cut_at)
+            except ValueError as exc:
+                raise ModelSourceError(str(exc)) from None
+            description += f", cut at '{source.cut_at}'"
+        return PretrainedBase(base, description, preprocess, source.unfreeze_by)
     elif source.kind == "file":
         if source.path is None:
             raise ModelSourceError("model.path is required for a model file")
@@ -85,4 +113,4 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
         raise ModelSourceError(str(exc)) from None
     if cut_at:
         description += f", cut at '{cut_at}'"
-    return PretrainedBase(base, description)
+    return PretrainedBase(base, description, None, source.unfreeze_by)

@@ -9,7 +9,21 @@ from typing import Literal
 BATCHNORM_MODES: tuple[str, ...] = ("frozen", "adapt", "train")
 OBJECTIVE_METRICS: dict[str, str] = {"val_loss": "minimize", "val_accuracy": "maximize"}
 
-ModelKind = Literal["demo", "file"]
+#: ``keras.applications`` networks thaw knows the preprocessing of.
+APPLICATION_NAMES: tuple[str, ...] = (
+    "ConvNeXtTiny",
+    "DenseNet121",
+    "EfficientNetB0",
+    "EfficientNetV2B0",
+    "MobileNetV2",
+    "MobileNetV3Large",
+    "MobileNetV3Small",
+    "ResNet50",
+    "ResNet50V2",
+    "Xception",
+)
+
+ModelKind = Literal["demo", "file", "application"]
 
 
 class ModelSourceError(ValueError):
@@ -18,10 +32,14 @@ class ModelSourceError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A pretrained model: the embedded demo, or a saved Keras model file.
+    """A pretrained model: the embedded demo, a saved Keras model file, or a
+    ``keras.applications`` network by name.
 
-    ``cut_at`` names the layer whose output feeds the new head (None: the whole model).
-    ``safe_mode`` stays on unless the user allows unsafe deserialisation explicitly.
+    ``cut_at`` names the layer whose output feeds the new head (None: the whole model, or for an
+    application ``include_top=False``). ``safe_mode`` stays on unless the user allows unsafe
+    deserialisation explicitly. ``weights`` for an application: ``"imagenet"``, ``None`` (random)
+    or a local weights file. ``unfreeze_by``: ``"layers"`` or ``"blocks"`` (whole blocks, so the
+    search never splits a residual block).
     """
 
     kind: ModelKind
@@ -29,10 +47,25 @@ class ModelSource:
     cut_at: str | None = None
     seed: int = 0
     safe_mode: bool = True
+    name: str | None = None
+    weights: str | None = "imagenet"
+    input_shape: tuple[int, int, int] | None = None
+    alpha: float | None = None
+    unfreeze_by: str = "layers"
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """How each trial trains.
+
+    ``epochs`` is the total per trial; the first ``warmup_epochs`` of them train the head only
+    (base frozen), the rest train the unfrozen layers too. ``mixed_precision``: ``"auto"`` turns
+    it on when a GPU is visible. ``jit_compile`` compiles the train step with XLA.
+    """
+
     epochs: int = 15
     batch_size: int = 16
     metric: str = "val_loss"
+    warmup_epochs: int = 0
+    mixed_precision: str = "auto"
+    jit_compile: bool = False

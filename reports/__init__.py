@@ -3,19 +3,57 @@
 Reads only what Optuna storage holds (see ``docs/storage.md``); never imports Keras,
 TensorFlow, ``objectives`` or ``search``. Data first, rendering second::
 
-    info = get_report_info(study)
+    info = get_report_info(study)            # ranking, diagnosis, charts data, manifest
     markdown = render_markdown(info)
     files = write_report(study, Path("thaw-report"))
+
+    comparison = get_comparison_info([study_a, study_b])   # same objective, >= 2 studies
+    files = write_comparison([study_a, study_b], Path("thaw-compare"))
 """
 
 from reports._charts import (
     CurveSeries,
     CurvesInfo,
+    EfficiencyCurve,
+    EfficiencyInfo,
     ParamScatter,
     ParamScatterInfo,
     ScatterPoint,
     get_curves_info,
+    get_efficiency_curve,
+    get_efficiency_info,
     get_param_scatter_info,
+)
+from reports._compare import (
+    ComparisonInfo,
+    ParamCell,
+    ParamComparison,
+    SettingDiff,
+    StudyColumn,
+    check_comparable,
+    get_comparison_info,
+)
+from reports._compare_render import (
+    ComparisonFiles,
+    render_comparison_csv,
+    render_comparison_html,
+    render_comparison_markdown,
+    write_comparison,
+)
+from reports._diagnosis import (
+    BATCHNORM_MISMATCH,
+    HEALTHY,
+    LR_TOO_HIGH,
+    OVERFITTING,
+    UNDERFITTING,
+    VERDICTS,
+    WEAK_REGULARISATION,
+    StudyDiagnosis,
+    Thresholds,
+    TrialCurves,
+    Verdict,
+    diagnose_study,
+    diagnose_trial,
 )
 from reports._export import (
     csv_columns,
@@ -24,8 +62,25 @@ from reports._export import (
     render_summary_json,
     write_csv,
 )
+from reports._findings import (
+    DeterminismInfo,
+    DiagnosisInfo,
+    DomainShiftInfo,
+    ImportanceInfo,
+    ImportanceTarget,
+    get_determinism_info,
+    get_diagnosis_info,
+    get_domain_shift_info,
+    get_importance_info,
+)
 from reports._info import ReportInfo, get_report_info
-from reports._ranking import ParamColumn, RankingInfo, RankingRow, get_ranking_info
+from reports._ranking import (
+    ParamColumn,
+    RankingInfo,
+    RankingRow,
+    VerdictDetail,
+    get_ranking_info,
+)
 from reports._render import render_html, render_markdown
 from reports._report import ReportFiles, write_report
 from reports._summary import (
@@ -38,9 +93,49 @@ from reports._summary import (
     get_manifest_info,
     get_pruning_info,
 )
-from reports._svg import render_curves_svg, render_scatter_svg
+from reports._svg import render_curves_svg, render_efficiency_svg, render_scatter_svg
 
 __all__ = [
+    "ComparisonFiles",
+    "ComparisonInfo",
+    "DeterminismInfo",
+    "DiagnosisInfo",
+    "DomainShiftInfo",
+    "EfficiencyCurve",
+    "EfficiencyInfo",
+    "ImportanceInfo",
+    "ImportanceTarget",
+    "ParamCell",
+    "ParamComparison",
+    "SettingDiff",
+    "StudyColumn",
+    "VerdictDetail",
+    "check_comparable",
+    "get_comparison_info",
+    "get_determinism_info",
+    "get_diagnosis_info",
+    "get_domain_shift_info",
+    "get_efficiency_curve",
+    "get_efficiency_info",
+    "get_importance_info",
+    "render_comparison_csv",
+    "render_comparison_html",
+    "render_comparison_markdown",
+    "render_efficiency_svg",
+    "write_comparison",
+    "BATCHNORM_MISMATCH",
+    "HEALTHY",
+    "LR_TOO_HIGH",
+    "OVERFITTING",
+    "UNDERFITTING",
+    "VERDICTS",
+    "WEAK_REGULARISATION",
+    "StudyDiagnosis",
+    "Thresholds",
+    "TrialCurves",
+    "Verdict",
+    "diagnose_study",
+    "diagnose_trial",
     "AnswerInfo",
     "CurveSeries",
     "CurvesInfo",

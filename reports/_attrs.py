@@ -84,6 +84,35 @@ def verdict_names(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def verdict_details(
+    value: Any,
+) -> tuple[tuple[str, float | None, str | None, str | None], ...]:
+    """``(verdict, confidence, evidence, recommendation)`` per entry of the ``verdicts`` attr.
+
+    Entries without a verdict name are skipped; plain strings count as a bare name.
+    """
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        return ()
+    out: list[tuple[str, float | None, str | None, str | None]] = []
+    for item in value:
+        if isinstance(item, Mapping):
+            name = as_str(item.get("verdict"))
+            if name is not None:
+                out.append(
+                    (
+                        name,
+                        as_float(item.get("confidence")),
+                        as_str(item.get("evidence")),
+                        as_str(item.get("recommendation")),
+                    )
+                )
+        else:
+            name = as_str(item)
+            if name is not None:
+                out.append((name, None, None, None))
+    return tuple(out)
+
+
 def argbest(values: Sequence[float | None], maximize: bool) -> int | None:
     """Index of the best finite value (first one on ties), or ``None``."""
     best_index: int | None = None

@@ -89,6 +89,78 @@ class ParamScatterInfo:
     scatters: tuple[ParamScatter, ...]
 
 
+@dataclass(frozen=True)
+class EfficiencyCurve:
+    """Best score so far against cumulative epochs spent, one point per finished trial.
+
+    Trials are taken in number order; failed trials add their epochs but no score.
+    """
+
+    label: str
+    points: tuple[tuple[int, float], ...]
+    """``(cumulative epochs, best score so far)`` after each trial once a score exists."""
+    total_epochs: int
+    best: float | None
+    epochs_to_best: int | None
+    """Cumulative epochs spent when the final best was first reached."""
+
+
+@dataclass(frozen=True)
+class EfficiencyInfo:
+    """Search efficiency curves of several studies on one pair of axes."""
+
+    curves: tuple[EfficiencyCurve, ...]
+    maximize: bool
+    y_log: bool
+    x_label: str
+    y_label: str
+
+
+def get_efficiency_curve(ranking: RankingInfo, label: str) -> EfficiencyCurve:
+    """The best score (``ranking`` order: best val loss, or the objective when maximizing)
+    reached as a function of the epochs all trials spent so far."""
+    rows = sorted(
+        (r for r in ranking.rows if r.state in ("COMPLETE", "PRUNED", "FAIL")),
+        key=lambda r: r.number,
+    )
+    spent = 0
+    best: float | None = None
+    at: int | None = None
+    points: list[tuple[int, float]] = []
+    for row in rows:
+        spent += row.epochs_run or 0
+        score = row.score if row.state != "FAIL" else None
+        if score is not None and (
+            best is None or (score > best if ranking.maximize else score < best)
+        ):
+            best, at = score, spent
+        if best is not None:
+            points.append((spent, best))
+    return EfficiencyCurve(label, tuple(points), spent, best, at)
+
+
+def get_efficiency_info(rankings: Sequence[RankingInfo], labels: Sequence[str]) -> EfficiencyInfo:
+    """Efficiency curves of several studies that share one objective."""
+    curves = tuple(
+        get_efficiency_curve(r, label) for r, label in zip(rankings, labels, strict=True)
+    )
+    maximize = bool(rankings) and rankings[0].maximize
+    metric = rankings[0].objective_metric if rankings else "val_loss"
+    values = [v for c in curves for _, v in c.points]
+    y_log = not maximize and _use_log(values)
+    if maximize:
+        y_label = f"best {metric} so far (higher is better)"
+    else:
+        y_label = "best val loss so far (lower is better" + (", log scale)" if y_log else ")")
+    return EfficiencyInfo(
+        curves=curves,
+        maximize=maximize,
+        y_log=y_log,
+        x_label="cumulative epochs spent (all trials, in trial order)",
+        y_label=y_label,
+    )
+
+
 def get_curves_info(
     study: optuna.Study, ranking: RankingInfo | None = None, top_n: int = 5
 ) -> CurvesInfo:

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from reports._findings import verdict_mix
 from reports._info import ReportInfo
 from reports._ranking import RankingInfo, RankingRow
 
@@ -120,11 +121,51 @@ def get_summary_dict(info: ReportInfo) -> dict[str, Any]:
             "entries": dict(manifest.entries),
         },
         "ranking": [
-            {"rank": r.rank, "number": r.number, "state": r.state, "score": r.score}
+            {
+                "rank": r.rank,
+                "number": r.number,
+                "state": r.state,
+                "score": r.score,
+                "verdicts": list(r.verdicts),
+                "verdicts_source": r.verdicts_source,
+            }
             for r in ranking.rows
         ],
+        "determinism": None
+        if info.determinism is None
+        else {
+            "recorded": info.determinism.recorded,
+            "deterministic": info.determinism.deterministic,
+            "reason": info.determinism.reason,
+            "sentence": info.determinism.sentence,
+        },
+        "diagnosis": _diagnosis_summary(info),
     }
     return _json_safe(summary)
+
+
+def _diagnosis_summary(info: ReportInfo) -> dict[str, Any] | None:
+    diagnosis = info.diagnosis
+    if diagnosis is None:
+        return None
+    shift = diagnosis.domain_shift
+    return {
+        "sentences": list(diagnosis.sentences),
+        "climb_findings": list(diagnosis.climb_findings),
+        "verdict_mix": dict(verdict_mix(info.ranking.rows)),
+        "importances": {
+            t.key: {"evaluator": t.evaluator, "values": dict(t.bars)}
+            for t in diagnosis.importances.targets
+        },
+        "domain_shift": {
+            "measured": shift.measured,
+            "overall": shift.overall,
+            "level": shift.level,
+            "layers": dict(shift.layers),
+            "sentence": shift.sentence,
+            "feature_extraction_vs_finetuning": shift.feature_extraction_sentence,
+        },
+    }
 
 
 def render_summary_json(info: ReportInfo) -> str:

@@ -7,6 +7,15 @@ from dataclasses import dataclass
 import optuna
 
 from reports._charts import CurvesInfo, ParamScatterInfo, get_curves_info, get_param_scatter_info
+from reports._diagnosis import StudyDiagnosis
+from reports._findings import (
+    DeterminismInfo,
+    DiagnosisInfo,
+    get_determinism_info,
+    get_diagnosis_info,
+    run_diagnosis,
+    with_verdicts,
+)
 from reports._ranking import RankingInfo, get_ranking_info
 from reports._summary import (
     AnswerInfo,
@@ -15,6 +24,7 @@ from reports._summary import (
     get_answer_info,
     get_manifest_info,
     get_pruning_info,
+    mask_password,
 )
 
 
@@ -29,18 +39,35 @@ class ReportInfo:
     scatter: ParamScatterInfo
     pruning: PruningInfo
     manifest: ManifestInfo
+    diagnosis: DiagnosisInfo | None = None
+    """``None`` when the report was built with ``diagnose=False``."""
+    determinism: DeterminismInfo | None = None
+    top_n: int = 5
 
 
 def get_report_info(
-    study: optuna.Study, storage_url_masked: str | None = None, top_n: int = 5
+    study: optuna.Study,
+    storage_url_masked: str | None = None,
+    top_n: int = 5,
+    *,
+    diagnose: bool | StudyDiagnosis = True,
 ) -> ReportInfo:
     """Read ``study`` once and compute everything the report needs.
 
-    ``storage_url_masked`` is shown verbatim in the manifest: mask passwords before passing it.
-    ``top_n`` is how many of the best trials get learning curves (strategy trials always do).
+    ``storage_url_masked`` is shown in the manifest (a password left in it is masked all
+    the same). ``top_n`` is how many of the best trials get learning curves and verdict
+    details (strategy trials always do). ``diagnose`` runs
+    :func:`reports._diagnosis.diagnose_study` (or takes its result): the two-sentence
+    diagnosis, verdicts for trials that stored none, parameter importances, domain shift.
     """
     ranking = get_ranking_info(study)
     attrs = study.user_attrs
+    diagnosis: DiagnosisInfo | None = None
+    if diagnose is not False:
+        result = diagnose if isinstance(diagnose, StudyDiagnosis) else run_diagnosis(study)
+        diagnosis = get_diagnosis_info(study, result)
+        ranking = with_verdicts(ranking, diagnosis)
+    storage = None if storage_url_masked is None else mask_password(storage_url_masked)
     return ReportInfo(
         study_name=study.study_name,
         ranking=ranking,
@@ -48,5 +75,8 @@ def get_report_info(
         curves=get_curves_info(study, ranking, top_n=top_n),
         scatter=get_param_scatter_info(study, ranking),
         pruning=get_pruning_info(ranking, attrs),
-        manifest=get_manifest_info(study.study_name, attrs, storage_url_masked),
+        manifest=get_manifest_info(study.study_name, attrs, storage),
+        diagnosis=diagnosis,
+        determinism=get_determinism_info(attrs),
+        top_n=top_n,
     )

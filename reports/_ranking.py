@@ -26,6 +26,7 @@ from reports._attrs import (
     history_length,
     history_series,
     intermediate_series,
+    verdict_details,
     verdict_names,
 )
 
@@ -50,6 +51,19 @@ class ParamColumn:
     name: str
     kind: ParamKind
     log: bool
+
+
+@dataclass(frozen=True)
+class VerdictDetail:
+    """One verdict on a trial: what is wrong (or ``healthy``), how sure, why, what to try."""
+
+    verdict: str
+    confidence: float | None
+    evidence: str | None
+    recommendation: str | None
+
+
+VerdictSource = Literal["stored", "computed", "none"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,10 @@ class RankingRow:
     verdicts: tuple[str, ...]
     datetime_start: str | None
     datetime_complete: str | None
+    verdict_details: tuple[VerdictDetail, ...] = ()
+    """Full verdicts (same order as ``verdicts``)."""
+    verdicts_source: VerdictSource = "none"
+    """``stored``: the trial's ``verdicts`` user attr; ``computed``: ``diagnose_study``."""
 
     @property
     def label(self) -> str:
@@ -302,6 +320,10 @@ def _row(
         strategy=as_str(attrs.get("strategy")),
         warmup_epochs=as_int(attrs.get("warmup_epochs")),
         verdicts=verdict_names(attrs.get("verdicts")),
+        verdict_details=tuple(
+            VerdictDetail(*detail) for detail in verdict_details(attrs.get("verdicts"))
+        ),
+        verdicts_source="stored" if "verdicts" in attrs else "none",
         datetime_start=_iso(trial.datetime_start),
         datetime_complete=_iso(trial.datetime_complete),
     )

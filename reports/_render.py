@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
+from reports._blocks import (
+    Block,
+    Bullets,
+    Figure,
+    Figures,
+    Heading,
+    Para,
+    Section,
+    Table,
+    html_head,
+    html_section,
+    md_block,
+)
 from reports._charts import CurveSeries, CurvesInfo, ParamScatter
+from reports._findings import DiagnosisInfo, ImportanceInfo, verdict_mix
 from reports._format import (
     MISSING,
     Align,
@@ -21,8 +34,6 @@ from reports._format import (
     fmt_value,
     html_escape,
     md_escape,
-    md_table,
-    md_table_code,
     one_line,
     truncate,
 )
@@ -31,85 +42,14 @@ from reports._ranking import RankingInfo, RankingRow
 from reports._summary import NOT_RECORDED, AnswerInfo, StrategyComparison
 from reports._svg import render_curves_svg, render_scatter_svg
 
-Target = Literal["both", "md", "html"]
-
 MD_REASON_WIDTH = 48
 """Failure reasons are cut to this many characters in Markdown (full text in HTML/CSV)."""
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 SPARK_MISSING = "·"
 SPARK_WIDTH = 40
-
-_CSS = """
-body{font-family:Helvetica,Arial,sans-serif;color:#1a1a1a;background:#fff;max-width:1200px;
-margin:2em auto;padding:0 1em;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #1a1a1a;padding-bottom:.15em;
-margin-top:1.8em}
-.meta{color:#444;margin-top:0}.lead{font-size:1.15em;font-weight:bold}
-table{border-collapse:collapse;font-size:13px;margin:.6em 0}
-th,td{border-bottom:1px solid #d0d0d0;padding:3px 8px;text-align:left;vertical-align:top}
-th{border-bottom:2px solid #1a1a1a;white-space:nowrap}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.text{max-width:28em;overflow-wrap:anywhere}
-tr.state-pruned td{color:#4d4d4d}tr.state-fail td{color:#8f2a00}
-tr.rank-1 td{font-weight:bold}
-.table-wrap{overflow-x:auto}
-.charts{display:flex;flex-wrap:wrap;gap:16px}
-figure{margin:.5em 0}figcaption{font-size:13px;color:#333;max-width:780px}
-svg.chart{max-width:100%;height:auto}
-.diagnosis-body{border-left:4px solid #0072B2;padding-left:1em}
-pre{white-space:pre-wrap}
-@media print{body{max-width:none;margin:0;font-size:11pt}.table-wrap{overflow:visible}
-figure,table{break-inside:avoid}h2{break-after:avoid}}
-""".strip()
-
-
-@dataclass(frozen=True)
-class _Para:
-    text: str
-    lead: bool = False
-    only: Target = "both"
-
-
-@dataclass(frozen=True)
-class _Bullets:
-    items: tuple[str, ...]
-    only: Target = "both"
-
-
-@dataclass(frozen=True)
-class _Table:
-    headers: tuple[str, ...]
-    aligns: tuple[Align, ...]
-    rows: tuple[tuple[str, ...], ...]
-    row_classes: tuple[str, ...] = ()
-    text_columns: frozenset[int] = frozenset()
-    """Columns holding free text: wrapped in HTML."""
-    code_cells: frozenset[tuple[int, int]] = frozenset()
-    """``(row, column)`` cells shown as code (identifiers, hashes, URLs)."""
-    only: Target = "both"
-
-
-@dataclass(frozen=True)
-class _Figure:
-    svg: str
-    caption: str
-    only: Target = "html"
-
-
-@dataclass(frozen=True)
-class _Figures:
-    figures: tuple[_Figure, ...]
-    only: Target = "html"
-
-
-_Block = _Para | _Bullets | _Table | _Figure | _Figures
-
-
-@dataclass(frozen=True)
-class _Section:
-    key: str
-    title: str
-    blocks: tuple[_Block, ...] = field(default_factory=tuple)
+COMPUTED_MARK = "*"
+"""Suffix of verdicts computed by the diagnosis (the trial stored none)."""
+MAX_SHIFT_LAYERS = 12
 
 
 def render_markdown(info: ReportInfo, diagnosis_markdown: str | None = None) -> str:
@@ -121,7 +61,7 @@ def render_markdown(info: ReportInfo, diagnosis_markdown: str | None = None) -> 
     out = [f"# thaw report: {md_escape(info.study_name)}", md_escape(_subtitle(info))]
     for section in _sections(info):
         out.append(f"## {md_escape(section.title)}")
-        out += [_md_block(block) for block in section.blocks if block.only != "html"]
+        out += [md_block(block) for block in section.blocks if block.only != "html"]
         if section.key == "answer" and diagnosis_markdown is not None:
             out.append("## Diagnosis")
             out.append(diagnosis_markdown.strip() or "No diagnosis.")
@@ -141,24 +81,9 @@ def render_html(
     escaped as preformatted text.
     """
     title = f"thaw report: {info.study_name}"
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html_escape(title)}</title>",
-        f"<style>\n{_CSS}\n</style>",
-        "</head>",
-        "<body>",
-        f'<header><h1>{html_escape(title)}</h1><p class="meta">'
-        f"{html_escape(_subtitle(info))}</p></header>",
-    ]
+    out = html_head(title, _subtitle(info))
     for section in _sections(info):
-        out.append(f'<section class="{section.key}">')
-        out.append(f"<h2>{html_escape(section.title)}</h2>")
-        out += [_html_block(block) for block in section.blocks if block.only != "md"]
-        out.append("</section>")
+        out += html_section(section)
         if section.key == "answer" and (diagnosis_html is not None or diagnosis_markdown):
             out.append('<section class="diagnosis">')
             out.append("<h2>Diagnosis</h2>")
@@ -184,30 +109,28 @@ def _subtitle(info: ReportInfo) -> str:
     )
 
 
-def _sections(info: ReportInfo) -> list[_Section]:
+def _sections(info: ReportInfo) -> list[Section]:
     return [
-        _Section("answer", "Answer", _answer_blocks(info)),
-        _Section("ranking", "Ranking", _ranking_blocks(info.ranking)),
-        _Section("curves", "Learning curves", _curves_blocks(info.curves)),
-        _Section("params", "Parameters against best validation loss", _param_blocks(info)),
-        _Section("pruning", "Pruning", _pruning_blocks(info)),
-        _Section("manifest", "Manifest", _manifest_blocks(info)),
+        Section("answer", "Answer", _answer_blocks(info)),
+        Section("ranking", "Ranking", _ranking_blocks(info)),
+        Section("curves", "Learning curves", _curves_blocks(info.curves)),
+        Section("params", "Parameters against best validation loss", _param_blocks(info)),
+        Section("pruning", "Pruning", _pruning_blocks(info)),
+        Section("manifest", "Manifest", _manifest_blocks(info)),
     ]
 
 
-def _answer_blocks(info: ReportInfo) -> tuple[_Block, ...]:
+def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
     answer = info.answer
-    blocks: list[_Block] = []
+    blocks: list[Block] = []
     best, overall = answer.best, answer.best_overall
     if answer.n_trials == 0:
-        blocks.append(_Para("The study has no trials yet, so it has no best configuration.", True))
+        blocks.append(Para("The study has no trials yet, so it has no best configuration.", True))
     elif best is None:
-        blocks.append(
-            _Para("No trial completed, so the study has no best configuration yet.", True)
-        )
+        blocks.append(Para("No trial completed, so the study has no best configuration yet.", True))
         if overall is not None:
             blocks.append(
-                _Para(
+                Para(
                     f"The best so far is {overall.state.lower()} trial {overall.number}: "
                     f"{answer.score_label} {fmt_num(overall.score)}"
                     + (f", stopped {_stop_text(overall)}." if overall.state == "PRUNED" else ".")
@@ -215,20 +138,29 @@ def _answer_blocks(info: ReportInfo) -> tuple[_Block, ...]:
             )
     else:
         blocks.append(
-            _Para(
+            Para(
                 f"Best configuration: trial {best.number} "
                 f"({answer.score_label} {fmt_num(best.score)}).",
                 lead=True,
+                id="best-configuration",
             )
         )
         blocks.append(_params_table(info.ranking, best, answer))
-        blocks.append(_Bullets(_best_facts(best, overall, answer)))
+        blocks.append(Bullets(_best_facts(best, overall, answer)))
     blocks += _strategy_blocks(answer)
-    blocks.append(_Bullets((_counts_sentence(answer),)))
+    if info.diagnosis is not None and answer.n_trials:
+        blocks.append(
+            Para(
+                "Diagnosis: " + " ".join(info.diagnosis.sentences),
+                id="diagnosis-summary",
+                cls="summary",
+            )
+        )
+    blocks.append(Bullets((_counts_sentence(answer),)))
     return tuple(blocks)
 
 
-def _params_table(ranking: RankingInfo, best: RankingRow, answer: AnswerInfo) -> _Table:
+def _params_table(ranking: RankingInfo, best: RankingRow, answer: AnswerInfo) -> Table:
     rows = []
     for column in ranking.param_columns:
         if column.name not in best.params:
@@ -239,7 +171,7 @@ def _params_table(ranking: RankingInfo, best: RankingRow, answer: AnswerInfo) ->
         rows.append((column.name, text))
     if best.warmup_epochs is not None:
         rows.append(("warmup_epochs", str(best.warmup_epochs)))
-    return _Table(("parameter", "value"), ("left", "left"), tuple(rows))
+    return Table(("parameter", "value"), ("left", "left"), tuple(rows), id="best-params")
 
 
 def _best_facts(
@@ -261,7 +193,8 @@ def _best_facts(
     if best.strategy is not None:
         facts.append(f"This is the textbook strategy trial '{best.strategy}'.")
     if best.verdicts:
-        facts.append(f"Verdicts: {', '.join(best.verdicts)}.")
+        source = " (computed by the diagnosis)" if best.verdicts_source == "computed" else ""
+        facts.append(f"Verdicts{source}: {', '.join(best.verdicts)}.")
     if overall is not None and overall.number != best.number:
         better = "higher" if answer.maximize else "lower"
         facts.append(
@@ -272,7 +205,7 @@ def _best_facts(
     return tuple(facts)
 
 
-def _strategy_blocks(answer: AnswerInfo) -> list[_Block]:
+def _strategy_blocks(answer: AnswerInfo) -> list[Block]:
     if not answer.strategies:
         return []
     searched = answer.best_searched
@@ -302,7 +235,7 @@ def _strategy_blocks(answer: AnswerInfo) -> list[_Block]:
         aligns.append("right")
     headers += ["best val loss", "val acc", "search vs strategy"]
     aligns += ["right", "right", "left"]
-    return [_Para(lead), _Table(tuple(headers), tuple(aligns), rows)]
+    return [Para(lead), Table(tuple(headers), tuple(aligns), rows)]
 
 
 def _strategy_row(s: StrategyComparison, answer: AnswerInfo) -> tuple[str, ...]:
@@ -333,9 +266,10 @@ def _counts_sentence(answer: AnswerInfo) -> str:
     return f"{_plural(answer.n_trials, 'trial')}: " + ", ".join(parts) + "."
 
 
-def _ranking_blocks(ranking: RankingInfo) -> tuple[_Block, ...]:
+def _ranking_blocks(info: ReportInfo) -> tuple[Block, ...]:
+    ranking = info.ranking
     if not ranking.rows:
-        return (_Para("No finished trials to rank."),)
+        return (Para("No finished trials to rank."),)
     order = (
         f"{ranking.objective_metric} (highest first)"
         if ranking.maximize
@@ -345,10 +279,49 @@ def _ranking_blocks(ranking: RankingInfo) -> tuple[_Block, ...]:
         f"Ranked by {order}; ties go to the lower trial number. Pruned trials are ranked by "
         "the best value they reached before stopping. Failed trials are listed last."
     )
-    return (_Para(intro), _ranking_table(ranking, "md"), _ranking_table(ranking, "html"))
+    blocks: list[Block] = [Para(intro)]
+    mix = verdict_mix(ranking.rows)
+    if mix:
+        computed = sum(1 for r in ranking.rows if r.verdicts_source == "computed")
+        text = "Verdict mix (trials per verdict): " + ", ".join(f"{v} {n}" for v, n in mix) + "."
+        if computed:
+            text += (
+                f" {_plural(computed, 'trial')} stored no verdicts; thaw's diagnosis computed "
+                f"theirs (marked {COMPUTED_MARK})."
+            )
+        blocks.append(Para(text, id="verdict-mix"))
+    blocks += [_ranking_table(ranking, "md"), _ranking_table(ranking, "html")]
+    blocks += _verdict_detail_blocks(info)
+    return tuple(blocks)
 
 
-def _ranking_table(ranking: RankingInfo, target: Literal["md", "html"]) -> _Table:
+def _verdict_detail_blocks(info: ReportInfo) -> list[Block]:
+    """Evidence and recommendation of each verdict of the top trials and strategy trials
+    (a list, not a table: the ranking section holds one table only)."""
+    ranking = info.ranking
+    chosen = list(ranking.ranked[: info.top_n])
+    chosen += [r for r in ranking.rows if r.strategy is not None and r not in chosen]
+    items = []
+    for row in chosen:
+        for detail in row.verdict_details:
+            mark = COMPUTED_MARK if row.verdicts_source == "computed" else ""
+            text = f"{row.label}: {detail.verdict}{mark}"
+            if detail.confidence is not None:
+                text += f" (confidence {detail.confidence:.2f})"
+            if detail.evidence:
+                text += f": {one_line(detail.evidence)}"
+            if detail.recommendation:
+                text += f". Try: {one_line(detail.recommendation)}"
+            items.append(text.rstrip(".") + ".")
+    if not items:
+        return []
+    return [
+        Heading("Verdicts of the top trials and the textbook strategies", id="verdicts"),
+        Bullets(tuple(items), id="verdict-details"),
+    ]
+
+
+def _ranking_table(ranking: RankingInfo, target: Literal["md", "html"]) -> Table:
     rows = ranking.rows
     columns: list[tuple[str, Align, list[str]]] = [
         ("rank", "right", [fmt_num(r.rank) for r in rows]),
@@ -377,8 +350,8 @@ def _ranking_table(ranking: RankingInfo, target: Literal["md", "html"]) -> _Tabl
     optional: list[tuple[str, Align, list[str], bool]] = [
         ("pruned", "left", [_prune_cell(r, target) for r in rows], False),
         ("time s", "right", [fmt_seconds(r.duration_s) for r in rows], False),
-        ("strategy", "left", [r.strategy or MISSING for r in rows], False),
-        ("verdicts", "left", [", ".join(r.verdicts) or MISSING for r in rows], True),
+        ("strategy", "left", [r.strategy or MISSING for r in rows], True),
+        ("verdicts", "left", [_verdict_cell(r) for r in rows], True),
         ("failed", "left", [_fail_cell(r, target) for r in rows], True),
     ]
     for header, align, cells, is_text in optional:
@@ -386,7 +359,7 @@ def _ranking_table(ranking: RankingInfo, target: Literal["md", "html"]) -> _Tabl
             if is_text or (target == "html" and header == "pruned"):
                 text_columns.add(len(columns))
             columns.append((header, align, cells))
-    return _Table(
+    return Table(
         headers=tuple(c[0] for c in columns),
         aligns=tuple(c[1] for c in columns),
         rows=tuple(tuple(c[2][i] for c in columns) for i in range(len(rows))),
@@ -395,7 +368,15 @@ def _ranking_table(ranking: RankingInfo, target: Literal["md", "html"]) -> _Tabl
         ),
         text_columns=frozenset(text_columns),
         only=target,
+        id="ranking-table" if target == "html" else None,
     )
+
+
+def _verdict_cell(row: RankingRow) -> str:
+    if not row.verdicts:
+        return MISSING
+    mark = COMPUTED_MARK if row.verdicts_source == "computed" else ""
+    return ", ".join(f"{v}{mark}" for v in row.verdicts)
 
 
 def _prune_cell(row: RankingRow, target: Literal["md", "html"]) -> str:
@@ -416,9 +397,9 @@ def _fail_cell(row: RankingRow, target: Literal["md", "html"]) -> str:
     return truncate(text, MD_REASON_WIDTH) if target == "md" else text
 
 
-def _curves_blocks(curves: CurvesInfo) -> tuple[_Block, ...]:
+def _curves_blocks(curves: CurvesInfo) -> tuple[Block, ...]:
     if not curves.series:
-        return (_Para("No learning curves were recorded."),)
+        return (Para("No learning curves were recorded."),)
     caption = (
         "Validation loss (solid) and training loss (dashed) per epoch for the top trials and "
         "every textbook strategy trial. Dots mark each trial's best epoch; crosses mark where "
@@ -426,15 +407,15 @@ def _curves_blocks(curves: CurvesInfo) -> tuple[_Block, ...]:
     )
     svg = render_curves_svg(curves)
     rows = tuple(_curve_row(s, curves) for s in curves.series)
-    table = _Table(
+    table = Table(
         ("trial", "state", "val loss per epoch (▁ low, █ high)", "best", "stopped"),
         ("left", "left", "left", "right", "left"),
         rows,
         only="md",
     )
     return (
-        _Figure(svg, caption),
-        _Para(
+        Figure(svg, caption),
+        Para(
             "Validation loss per epoch, on one shared scale"
             + (" (logarithmic)" if curves.y_log else "")
             + f"; {SPARK_MISSING} marks a missing or non-finite value. Charts are in report.html.",
@@ -489,23 +470,23 @@ def _bucket_min(values: Sequence[float | None]) -> float | None:
     return min(finite) if finite else None
 
 
-def _param_blocks(info: ReportInfo) -> tuple[_Block, ...]:
+def _param_blocks(info: ReportInfo) -> tuple[Block, ...]:
     scatter_info = info.scatter
     if not scatter_info.scatters:
-        return (_Para("No trial has recorded parameters yet."),)
+        return (Para("No trial has recorded parameters yet."),)
     figures = []
     for scatter in scatter_info.scatters:
         svg = render_scatter_svg(scatter, scatter_info.y_label, scatter_info.y_log)
         if svg:
-            figures.append(_Figure(svg, _scatter_caption(scatter)))
+            figures.append(Figure(svg, _scatter_caption(scatter)))
     rows = tuple(_param_row(s) for s in scatter_info.scatters)
-    table = _Table(
+    table = Table(
         ("parameter", "scale", "trials", "rank 1", "top 5", "Spearman rho"),
         ("left", "left", "right", "right", "left", "right"),
         rows,
     )
-    blocks: list[_Block] = [
-        _Para(
+    blocks: list[Block] = [
+        Para(
             "Each trial's best validation loss against its parameter values (completed and "
             "pruned trials). A positive Spearman rho means higher values went with higher "
             "(worse) loss, a negative one with lower loss; near 0 means no monotonic trend."
@@ -513,10 +494,64 @@ def _param_blocks(info: ReportInfo) -> tuple[_Block, ...]:
         table,
     ]
     if figures:
-        blocks.append(_Figures(tuple(figures)))
+        blocks.append(Figures(tuple(figures)))
     else:
-        blocks.append(_Para("No trial recorded a validation loss to plot.", only="html"))
+        blocks.append(Para("No trial recorded a validation loss to plot.", only="html"))
+    if info.diagnosis is not None:
+        blocks += _importance_blocks(info.diagnosis)
     return tuple(blocks)
+
+
+def _importance_blocks(diagnosis: DiagnosisInfo) -> list[Block]:
+    info: ImportanceInfo = diagnosis.importances
+    blocks: list[Block] = [Heading("Parameter importances", id="importances")]
+    if not info.any:
+        blocks.append(
+            Para(
+                "No importances yet: they need at least "
+                f"{_plural(info.min_trials, 'trial')} with the target (completed trials for "
+                "best val loss, completed and pruned trials for climb) and some variation."
+            )
+        )
+    else:
+        how = "; ".join(f"{t.title}: {t.evaluator or 'not computed'}" for t in info.targets)
+        blocks.append(
+            Para(
+                "Share of the variation each parameter explains, from thaw's diagnosis "
+                f"(Optuna importance evaluator per target: {how}). Climb is how far the final "
+                "validation loss ended above the best one: parameters important for climb "
+                "decide whether fine-tuning overfits or destroys pretrained features."
+            )
+        )
+        params = sorted({p for t in info.targets for p, _ in t.bars})
+        top_share = {p: max((v for t in info.targets for q, v in t.bars if q == p)) for p in params}
+        params.sort(key=lambda p: (-top_share[p], p))
+        values = [dict(t.bars) for t in info.targets]
+        rows = []
+        bars: dict[tuple[int, int], tuple[float, bool]] = {}
+        for r, param in enumerate(params):
+            cells = [param]
+            for c, target_values in enumerate(values):
+                share = target_values.get(param)
+                cells.append(MISSING if share is None else f"{100 * share:.0f}%")
+                if share is not None:
+                    bars[(r, c + 1)] = (share, c == 1)
+            rows.append(tuple(cells))
+        left: Align = "left"
+        aligns = (left,) * (len(info.targets) + 1)
+        blocks.append(
+            Table(
+                ("parameter", *(f"importance for {t.title}" for t in info.targets)),
+                aligns,
+                tuple(rows),
+                bars=bars,
+                id="importance-table",
+            )
+        )
+    if diagnosis.climb_findings:
+        blocks.append(Para("Where validation loss climbed:"))
+        blocks.append(Bullets(diagnosis.climb_findings))
+    return blocks
 
 
 def _scatter_caption(scatter: ParamScatter) -> str:
@@ -553,10 +588,10 @@ def _param_row(scatter: ParamScatter) -> tuple[str, ...]:
     )
 
 
-def _pruning_blocks(info: ReportInfo) -> tuple[_Block, ...]:
+def _pruning_blocks(info: ReportInfo) -> tuple[Block, ...]:
     p = info.pruning
     if p.n_finished == 0:
-        return (_Para("No trial finished, so pruning saved nothing yet."),)
+        return (Para("No trial finished, so pruning saved nothing yet."),)
     if p.epochs_unpruned is None or p.configured_epochs is None:
         text = (
             f"{_plural(p.n_finished, 'finished trial')} ran {_plural(p.epochs_spent, 'epoch')}; "
@@ -573,31 +608,38 @@ def _pruning_blocks(info: ReportInfo) -> tuple[_Block, ...]:
         )
     if p.n_missing_epochs:
         text += f" {_plural(p.n_missing_epochs, 'trial')} recorded no epoch count (counted as 0)."
-    blocks: list[_Block] = [_Para(text)]
+    blocks: list[Block] = [Para(text)]
     if p.by_reason:
         rows = tuple(
             (r.reason, str(r.n_trials), str(r.epochs_run), fmt_num(r.epochs_saved))
             for r in p.by_reason
         )
         blocks.append(
-            _Table(
+            Table(
                 ("prune reason", "trials", "epochs run", "epochs saved"),
                 ("left", "right", "right", "right"),
                 rows,
             )
         )
     else:
-        blocks.append(_Para("No trial was pruned."))
+        blocks.append(Para("No trial was pruned."))
     return tuple(blocks)
 
 
 _CODE_ENTRIES = frozenset({"config hash", "data fingerprint", "storage"})
 
 
-def _manifest_blocks(info: ReportInfo) -> tuple[_Block, ...]:
+def _manifest_blocks(info: ReportInfo) -> tuple[Block, ...]:
+    blocks: list[Block] = []
+    if info.diagnosis is not None:
+        blocks += _domain_shift_blocks(info.diagnosis)
+        blocks.append(Heading("Versions, settings and provenance", id="provenance"))
+    if info.determinism is not None:
+        cls = None if info.determinism.deterministic else "note"
+        blocks.append(Para(info.determinism.sentence, id="determinism", cls=cls))
     entries = info.manifest.entries
-    return (
-        _Table(
+    blocks.append(
+        Table(
             ("item", "value"),
             ("left", "left"),
             tuple((label, text) for label, text in entries),
@@ -607,80 +649,34 @@ def _manifest_blocks(info: ReportInfo) -> tuple[_Block, ...]:
                 for i, (label, text) in enumerate(entries)
                 if label in _CODE_ENTRIES and text != NOT_RECORDED
             ),
-        ),
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# Block renderers
-
-
-def _md_block(block: _Block) -> str:
-    if isinstance(block, _Para):
-        text = md_escape(block.text)
-        return f"**{text}**" if block.lead else text
-    if isinstance(block, _Bullets):
-        return "\n".join(f"- {md_escape(item)}" for item in block.items)
-    if isinstance(block, _Table):
-        return md_table(
-            [md_escape(h) for h in block.headers],
-            [
-                [
-                    md_table_code(cell) if (r, c) in block.code_cells else md_escape(cell)
-                    for c, cell in enumerate(row)
-                ]
-                for r, row in enumerate(block.rows)
-            ],
-            block.aligns,
+            id="manifest-table",
         )
-    return ""
-
-
-def _html_block(block: _Block) -> str:
-    if isinstance(block, _Para):
-        cls = ' class="lead"' if block.lead else ""
-        return f"<p{cls}>{html_escape(block.text)}</p>"
-    if isinstance(block, _Bullets):
-        items = "".join(f"<li>{html_escape(item)}</li>" for item in block.items)
-        return f"<ul>{items}</ul>"
-    if isinstance(block, _Table):
-        return _html_table(block)
-    if isinstance(block, _Figure):
-        return _html_figure(block)
-    return '<div class="charts">\n' + "\n".join(_html_figure(f) for f in block.figures) + "\n</div>"
-
-
-def _html_figure(figure: _Figure) -> str:
-    if not figure.svg:
-        return f"<p>{html_escape(figure.caption)} (nothing to plot)</p>"
-    return (
-        f"<figure>\n{figure.svg}\n<figcaption>{html_escape(figure.caption)}</figcaption>\n</figure>"
     )
+    return tuple(blocks)
 
 
-def _html_table(table: _Table) -> str:
-    def cls(i: int) -> str:
-        if i in table.text_columns:
-            return ' class="text"'
-        return ' class="num"' if table.aligns[i] == "right" else ""
-
-    head = "".join(f"<th{cls(i)}>{html_escape(h)}</th>" for i, h in enumerate(table.headers))
-    body = []
-    for r, row in enumerate(table.rows):
-        row_cls = f' class="{html_escape(table.row_classes[r])}"' if table.row_classes else ""
-        cells = "".join(
-            f"<td{cls(i)}><code>{html_escape(c)}</code></td>"
-            if (r, i) in table.code_cells
-            else f"<td{cls(i)}>{html_escape(c)}</td>"
-            for i, c in enumerate(row)
+def _domain_shift_blocks(diagnosis: DiagnosisInfo) -> list[Block]:
+    shift = diagnosis.domain_shift
+    blocks: list[Block] = [
+        Heading("Domain shift", id="domain-shift"),
+        Para(shift.sentence, id="domain-shift-score"),
+    ]
+    if shift.layers:
+        shown = shift.layers[:MAX_SHIFT_LAYERS]
+        top = max(score for _, score in shown) or 1.0
+        blocks.append(
+            Table(
+                ("layer", "shift score"),
+                ("left", "left"),
+                tuple((name, f"{score:.2f}") for name, score in shown),
+                bars={(i, 1): (score / top, False) for i, (_, score) in enumerate(shown)},
+                id="domain-shift-layers",
+            )
         )
-        body.append(f"<tr{row_cls}>{cells}</tr>")
-    return (
-        '<div class="table-wrap"><table>\n'
-        f"<thead><tr>{head}</tr></thead>\n<tbody>\n"
-        + "\n".join(body)
-        + "\n</tbody>\n</table></div>"
-    )
+        if len(shift.layers) > len(shown):
+            blocks.append(Para(f"{len(shift.layers) - len(shown)} less shifted layers not listed."))
+    blocks.append(Para(f"Indirect evidence from the trials: {shift.feature_extraction_sentence}"))
+    return blocks
 
 
 def _stop_text(row: RankingRow) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 
+from reports._diagnosis import StudyDiagnosis
 from reports._export import render_csv, render_summary_json
 from reports._info import get_report_info
 from reports._render import render_html, render_markdown
@@ -39,16 +40,45 @@ def write_report(
     *,
     diagnosis_markdown: str | None = None,
     diagnosis_html: str | None = None,
+    diagnose: bool | StudyDiagnosis = True,
+    top_n: int = 5,
 ) -> ReportFiles:
     """Write ``report.md``, ``report.html``, ``trials.csv`` and ``summary.json`` to ``out_dir``.
 
     ``out_dir`` is created if needed; existing report files are replaced. The output is
-    byte-identical for the same study. ``storage_url_masked`` is shown as given (mask
-    passwords first). ``diagnosis_markdown`` / ``diagnosis_html`` are trusted, pre-rendered
-    fragments inserted after the answer section.
+    byte-identical for the same study. ``storage_url_masked`` is shown in the manifest
+    (any password left in it is masked). By default the study is diagnosed
+    (:func:`reports._diagnosis.diagnose_study`, or pass its result as ``diagnose``): the
+    answer gets the two-sentence diagnosis, trials without stored verdicts get computed
+    ones, and the report shows parameter importances and the domain shift;
+    ``diagnose=False`` leaves all that out. ``diagnosis_markdown`` / ``diagnosis_html`` are
+    extra trusted, pre-rendered fragments inserted after the answer section.
 
     Raises:
         ValueError: ``out_dir`` (or one of its parents) exists and is not a directory.
+    """
+    out = prepare_out_dir(out_dir)
+    info = get_report_info(study, storage_url_masked, top_n, diagnose=diagnose)
+    files = ReportFiles(
+        out_dir=out,
+        markdown=out / MARKDOWN_NAME,
+        html=out / HTML_NAME,
+        csv=out / CSV_NAME,
+        summary_json=out / SUMMARY_NAME,
+    )
+    write_text(files.markdown, render_markdown(info, diagnosis_markdown))
+    write_text(files.html, render_html(info, diagnosis_html, diagnosis_markdown))
+    write_text(files.csv, render_csv(info.ranking))
+    write_text(files.summary_json, render_summary_json(info))
+    _logger.info("Wrote report for study %r to %s", study.study_name, out)
+    return files
+
+
+def prepare_out_dir(out_dir: Path | str) -> Path:
+    """Create ``out_dir`` (and parents) if needed.
+
+    Raises:
+        ValueError: ``out_dir`` or one of its parents exists and is not a directory.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -59,24 +89,10 @@ def write_report(
         raise ValueError(
             f"cannot create report directory {str(out)!r}: a parent is not a directory"
         ) from error
-
-    info = get_report_info(study, storage_url_masked)
-    files = ReportFiles(
-        out_dir=out,
-        markdown=out / MARKDOWN_NAME,
-        html=out / HTML_NAME,
-        csv=out / CSV_NAME,
-        summary_json=out / SUMMARY_NAME,
-    )
-    _write_text(files.markdown, render_markdown(info, diagnosis_markdown))
-    _write_text(files.html, render_html(info, diagnosis_html, diagnosis_markdown))
-    _write_text(files.csv, render_csv(info.ranking))
-    _write_text(files.summary_json, render_summary_json(info))
-    _logger.info("Wrote report for study %r to %s", study.study_name, out)
-    return files
+    return out
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a reader never sees half a report."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8", newline="")

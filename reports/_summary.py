@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from reports._attrs import as_int, as_str, dig
+from reports._findings import get_determinism_info
 from reports._ranking import RankingInfo, RankingRow
 
 _logger = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ _SEED_PATHS = (
 _SAMPLER_PATHS = (("sampler",), ("search", "sampler"), ("study", "sampler"))
 _PRUNER_PATHS = (("pruner",), ("search", "pruner"), ("study", "pruner"))
 _EPOCHS_PATH = ("train", "epochs")
+_MODEL_PATHS = (("model",),)
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@")
+MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -239,7 +244,9 @@ def get_manifest_info(
         ("seed", _text(seed)),
         ("sampler", _text(_first(config, _SAMPLER_PATHS))),
         ("pruner", _text(_first(config, _PRUNER_PATHS))),
+        ("model", _text(_first(config, _MODEL_PATHS))),
         ("layers with weights", _text(study_attrs.get("thaw:num_layers"))),
+        ("deterministic", get_determinism_info(study_attrs).label),
         ("storage", _text(storage_url_masked)),
     ]
     if isinstance(manifest, Mapping):
@@ -255,6 +262,17 @@ def get_manifest_info(
         seed=seed,
         storage_url=storage_url_masked,
     )
+
+
+def mask_password(url: str) -> str:
+    """``scheme://user:***@host/...``: the password of a URL replaced by ``***``.
+
+    A URL without a password (or already masked) is returned unchanged.
+    """
+    match = _URL_PASSWORD.match(url)
+    if match is None or match.group("pw") == MASK:
+        return url
+    return f"{match.group('head')}:{MASK}@{url[match.end() :]}"
 
 
 def _compare(

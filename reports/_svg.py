@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reports._charts import CurveSeries, CurvesInfo, ParamScatter
+from reports._charts import CurveSeries, CurvesInfo, EfficiencyInfo, ParamScatter
 from reports._format import html_escape, truncate
 
 OKABE_ITO = (
@@ -33,6 +33,8 @@ GRID_COLOUR = "#dddddd"
 FONT = "Helvetica, Arial, sans-serif"
 FONT_SIZE = 12
 LEGEND_ROW = 18
+DASHES = ("", "7 4", "2 3", "9 3 2 3", "4 4", "1 2")
+"""Dash patterns per series, so lines differ in greyscale print too."""
 
 
 @dataclass(frozen=True)
@@ -351,6 +353,108 @@ def render_scatter_svg(scatter: ParamScatter, y_label: str, y_log: bool) -> str:
     )
     out.append("</svg>")
     return "\n".join(out)
+
+
+def render_efficiency_svg(info: EfficiencyInfo) -> str:
+    """Best score so far (step line) against cumulative epochs spent, one line per study.
+
+    Each study has its own colour and dash pattern; a dot marks every improvement and a
+    ring the point where the study's final best was reached. Empty string: nothing to draw.
+    """
+    curves = [c for c in info.curves if c.points]
+    if not curves:
+        return ""
+    values = [v for c in curves for _, v in c.points]
+    max_x = max(c.total_epochs for c in curves)
+    min_x = min(c.points[0][0] for c in curves)
+    legend_rows = len(info.curves) + 2
+    width, left, right_margin, top, bottom_margin = 780, 72, 250, 16, 58
+    height = max(360, top + LEGEND_ROW * legend_rows + bottom_margin)
+    right, bottom = width - right_margin, height - bottom_margin
+
+    y_lo, y_hi, y_ticks = _axis_ticks(min(values), max(values), info.y_log)
+    x_lo, x_hi, x_ticks = linear_ticks(0, max(max_x, min_x, 1), integer=True)
+    x = _Scale(x_lo, x_hi, False, left, right)
+    y = _Scale(*_with_margin(y_lo, y_hi, info.y_log), info.y_log, bottom, top)
+
+    out = _open_svg(width, height, "Search efficiency: best score against epochs spent")
+    out += _axes(x, y, x_ticks, y_ticks, info.x_label, info.y_label)
+    for i, curve in enumerate(info.curves):
+        if not curve.points:
+            continue
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        dash = DASHES[i % len(DASHES)]
+        style = 'stroke-width="2.2"' + (f' stroke-dasharray="{dash}"' if dash else "")
+        coords: list[tuple[float, float]] = []
+        previous: float | None = None
+        improvements: list[tuple[float, float]] = []
+        for epochs, best in curve.points:
+            if previous is not None and best != previous:
+                coords.append((x(epochs), y(previous)))
+            if previous is None or best != previous:
+                improvements.append((x(epochs), y(best)))
+            coords.append((x(epochs), y(best)))
+            previous = best
+        if curve.total_epochs > curve.points[-1][0] and previous is not None:
+            coords.append((x(curve.total_epochs), y(previous)))
+        points = " ".join(f"{_n(px)},{_n(py)}" for px, py in _dedupe(coords))
+        tip = html_escape(
+            f"{curve.label}: best {_tick_text(curve.best or 0.0)} after "
+            f"{curve.epochs_to_best} of {curve.total_epochs} epochs"
+        )
+        out.append(f'<g class="series" stroke="{colour}" fill="{colour}">')
+        out.append(f"<title>{tip}</title>")
+        out.append(f'<polyline points="{points}" fill="none" {style}/>')
+        out += [
+            f'<circle cx="{_n(px)}" cy="{_n(py)}" r="2.5" stroke="none"/>'
+            for px, py in improvements
+        ]
+        if curve.epochs_to_best is not None and curve.best is not None:
+            out.append(
+                f'<circle cx="{_n(x(curve.epochs_to_best))}" cy="{_n(y(curve.best))}" r="7" '
+                'fill="none" stroke-width="1.8"/>'
+            )
+        out.append("</g>")
+
+    lx, ly = right + 18, top + 8
+    out.append('<g class="legend">')
+    for i, curve in enumerate(info.curves):
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        dash = DASHES[i % len(DASHES)]
+        row_y = ly + i * LEGEND_ROW
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(
+            f'<line x1="{_n(lx)}" y1="{_n(row_y)}" x2="{_n(lx + 24)}" y2="{_n(row_y)}" '
+            f'stroke="{colour}" stroke-width="2.2"{dash_attr}/>'
+        )
+        out.append(
+            f'<text x="{_n(lx + 30)}" y="{_n(row_y + 4)}">'
+            f"{html_escape(truncate(curve.label, 34) + ('' if curve.points else ' - no score'))}"
+            "</text>"
+        )
+    key_y = ly + (len(info.curves) + 0.5) * LEGEND_ROW
+    out.append(
+        f'<circle cx="{_n(lx + 12)}" cy="{_n(key_y)}" r="2.5" fill="{AXIS_COLOUR}"/>'
+        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">new best</text>'
+    )
+    key_y += LEGEND_ROW
+    out.append(
+        f'<circle cx="{_n(lx + 12)}" cy="{_n(key_y)}" r="7" fill="none" '
+        f'stroke="{AXIS_COLOUR}" stroke-width="1.8"/>'
+        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">final best reached</text>'
+    )
+    out.append("</g>")
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _dedupe(coords: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Drop consecutive points that round to the same pixel."""
+    out: list[tuple[float, float]] = []
+    for point in coords:
+        if not out or (_n(point[0]), _n(point[1])) != (_n(out[-1][0]), _n(out[-1][1])):
+            out.append(point)
+    return out
 
 
 def _polyline(

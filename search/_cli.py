@@ -31,7 +31,7 @@ def _configure_logging(verbosity: int) -> None:
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING if verbosity <= 1 else logging.INFO)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if verbosity <= 1 else "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if verbosity <= 1 else "0")
 
 
 def _load_config(path: str) -> Any:
@@ -58,6 +58,15 @@ def _storage_url(config: Any, override: str | None) -> str:
 # ----------------------------------------------------------------------------------- run
 
 
+def _parse_gpus(value: str | None) -> list[str]:
+    if not value:
+        return []
+    gpus = [g.strip() for g in value.split(",") if g.strip()]
+    if not all(g.isdigit() for g in gpus):
+        raise UserError(f"--gpus must be GPU indices such as 0,1, got {value!r}")
+    return gpus
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -68,7 +77,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         StorageError,
         StudyMismatchError,
         create_or_resume,
-        mark_interrupted,
         open_storage,
         summarise,
     )
@@ -80,54 +88,175 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
     if args.timeout is not None and args.timeout <= 0:
         raise UserError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    gpus = _parse_gpus(args.gpus)
+    workers = len(gpus) if gpus else args.workers
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if workers > 1 and url.startswith("sqlite"):
+        raise UserError(
+            f"--workers {workers} needs a storage several processes can share; SQLite is for one "
+            "process. Use a PostgreSQL URL (--storage postgresql://user@host/db) or one worker"
+        )
     try:
         storage = open_storage(url)
     except StorageError as exc:
         raise UserError(str(exc)) from None
 
-    print(f"Loading model and data for study {config.name!r} ...", flush=True)
-    from objectives import FineTuneObjective, load_data, load_pretrained
+    from objectives import FineTuneObjective, configure_device, load_data, load_pretrained
 
+    worker_mode = args.worker_total is not None
+    device = configure_device(
+        config.train.mixed_precision,
+        threads=args.threads,
+        workers=max(workers, args.worker_count or 1),
+    )
+    if not worker_mode:
+        print(f"Loading model and data for study {config.name!r} ...", flush=True)
     try:
         pretrained = load_pretrained(config.model)
-        data = load_data(config.data)
+        data = load_data(config.data, pretrained.input_shape)
         space = config.space.resolve(pretrained.num_layers)
         objective = FineTuneObjective(pretrained, data, space, config.train, seed=config.seed)
-    except (ModelSourceError, DataSourceError, StudyFileError) as exc:
-        raise UserError(f"{config.path}: {exc}") from None
-    except ValueError as exc:
+    except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
         raise UserError(f"{config.path}: {exc}") from None
     try:
         study, resumed = create_or_resume(config, storage, pretrained.num_layers, data.summary())
     except StudyMismatchError as exc:
         raise UserError(str(exc)) from None
+    if not resumed:
+        study.set_user_attr(
+            "thaw:determinism",
+            {"deterministic": device.deterministic, "reason": device.determinism_reason},
+        )
+        try:
+            study.set_user_attr("thaw:domain_shift", objective.domain_shift())
+        except ValueError as exc:
+            _logger.warning("Domain-shift score not measured: %s", exc)
+
+    publisher = _make_publisher(url, config.path.parent)
 
     finished = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    if worker_mode:
+        return _run_worker(study, objective, publisher, args.worker_total, args.timeout)
     n_trials = args.n_trials if args.n_trials is not None else max(0, config.n_trials - finished)
     print(
         f"{'Resuming' if resumed else 'Created'} study {config.name!r} in {mask_url(url)}: "
-        f"{finished} trials finished, running {n_trials} more.\n"
-        f"Model: {pretrained.description}, {pretrained.num_layers} layers with weights; "
-        f"data: {len(data.y_train)} training and {len(data.y_val)} validation images, "
-        f"{data.num_classes} classes.",
+        f"{finished} trials finished, running {n_trials} more"
+        f"{f' on {workers} workers' if workers > 1 else ''}.\n"
+        f"Model: {pretrained.description}, {pretrained.num_layers} {pretrained.unfreeze_by} with "
+        f"weights; data: {len(data.y_train)} training and {len(data.y_val)} validation images, "
+        f"{data.num_classes} classes.\n"
+        f"Device: {', '.join(device.gpus) or 'CPU'}"
+        f"{', mixed precision' if device.mixed_precision else ''}.",
         flush=True,
     )
+    if data.skipped_files:
+        print(
+            f"Skipped {len(data.skipped_files)} unreadable files: "
+            f"{', '.join(data.skipped_files[:10])}"
+            f"{' ...' if len(data.skipped_files) > 10 else ''}",
+            flush=True,
+        )
     interrupted = False
-    if n_trials > 0:
+    if n_trials > 0 and workers > 1:
+        interrupted = _run_workers(args, url, workers, gpus, finished + n_trials)
+    elif n_trials > 0:
         try:
             study.optimize(
                 objective,
                 n_trials=n_trials,
                 timeout=args.timeout,
                 catch=(Exception,),
+                callbacks=[publisher],
                 show_progress_bar=not args.no_progress,
             )
         except KeyboardInterrupt:
             interrupted = True
-            mark_interrupted(study)
+    publisher.finish(study)
     summary = summarise(study, finished, resumed, interrupted)
     _print_summary(summary, config.path)
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _make_publisher(url: str, study_dir: Path) -> Any:
+    """Publishes verdicts, notes and artifacts of each finished trial (optuna-dashboard)."""
+
+    class _NoPublisher:
+        def __call__(self, study: Any, trial: Any) -> None:
+            pass
+
+        def finish(self, study: Any) -> None:
+            pass
+
+    return _NoPublisher()
+
+
+def _run_worker(
+    study: Any, objective: Any, publisher: Any, total: int, timeout: float | None
+) -> int:
+    """One worker process: run trials until the study holds ``total`` trials."""
+    from optuna.study import MaxTrialsCallback
+
+    try:
+        study.optimize(
+            objective,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=[MaxTrialsCallback(total, states=None), publisher],
+        )
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _run_workers(
+    args: argparse.Namespace, url: str, workers: int, gpus: list[str], total: int
+) -> bool:
+    """Start one worker process per GPU (or share the CPU cores); return True if interrupted."""
+    import subprocess
+
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    procs = []
+    for i in range(workers):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
+        command = [
+            sys.executable,
+            "-m",
+            "search._cli",
+            "run",
+            str(args.study_file),
+            "--storage",
+            url,
+            "--worker-total",
+            str(total),
+            "--worker-count",
+            str(workers),
+            "--no-progress",
+        ]
+        if not gpus:
+            command += ["--threads", str(threads)]
+        if args.timeout is not None:
+            command += ["--timeout", str(args.timeout)]
+        procs.append(subprocess.Popen(command, env=env))
+    print(
+        f"Started {workers} workers "
+        + (f"on GPUs {','.join(gpus)}" if gpus else f"on CPU, {threads} threads each")
+        + ".",
+        flush=True,
+    )
+    interrupted = False
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        interrupted = True
+        codes = [p.wait() for p in procs]
+    failed = [c for c in codes if c not in (0, EXIT_INTERRUPTED)]
+    if failed:
+        print(f"thaw: {len(failed)} of {workers} workers exited with an error", file=sys.stderr)
+    return interrupted or EXIT_INTERRUPTED in codes
 
 
 def _print_summary(summary: Any, study_file: Path) -> None:
@@ -148,7 +277,9 @@ def _print_summary(summary: Any, study_file: Path) -> None:
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in summary.best_params.items()
         )
-        print(f"Best so far: trial {summary.best_number}, value {summary.best_value:.4f} ({params}).")
+        print(
+            f"Best so far: trial {summary.best_number}, value {summary.best_value:.4f} ({params})."
+        )
     print(f"Write the report: thaw report {study_file}")
 
 
@@ -180,6 +311,159 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- compare
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reports import write_comparison
+    from search._config import mask_url
+    from search._study import StorageError, load_existing_study, open_storage
+
+    if len(args.study_files) < 2:
+        raise UserError(
+            f"compare needs at least two study files, got {len(args.study_files)}; "
+            "e.g. thaw compare studies/a.yaml studies/b.yaml --out DIR"
+        )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder (it is created if missing)")
+    studies = []
+    urls = []
+    for study_file in args.study_files:
+        config = _load_config(study_file)
+        url = str(config.storage)
+        try:
+            storage = open_storage(url, must_exist=True)
+            studies.append(load_existing_study(storage, config.name, url))
+        except StorageError as exc:
+            raise UserError(str(exc)) from None
+        urls.append(mask_url(url))
+    try:
+        files = write_comparison(studies, out, storage_urls_masked=urls)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(f"Comparison of {len(studies)} studies written to {out}/:")
+    for path in (files.markdown, files.html, files.csv):
+        print(f"  {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------- inspect
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from objectives import APPLICATION_NAMES, ModelSource, ModelSourceError
+
+    source = args.model_source
+    input_shape = None
+    if args.input_shape:
+        try:
+            input_shape = tuple(int(d) for d in args.input_shape.split(","))
+        except ValueError:
+            input_shape = ()
+        if len(input_shape) != 3:
+            raise UserError(
+                f"--input-shape must be H,W,C such as 96,96,3, got {args.input_shape!r}"
+            )
+    if source == "demo":
+        model = ModelSource(kind="demo", cut_at=args.cut_at, unfreeze_by=args.unfreeze_by)
+    elif source in APPLICATION_NAMES:
+        weights = None if args.weights in ("none", "null") else args.weights
+        model = ModelSource(
+            kind="application",
+            name=source,
+            weights=weights,
+            input_shape=input_shape,  # type: ignore[arg-type]
+            alpha=args.alpha,
+            cut_at=args.cut_at,
+            unfreeze_by=args.unfreeze_by,
+        )
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise UserError(
+                f"{source!r} is neither 'demo', a keras.applications name "
+                f"({', '.join(APPLICATION_NAMES)}) nor an existing model file"
+            )
+        model = ModelSource(
+            kind="file", path=path, cut_at=args.cut_at, unfreeze_by=args.unfreeze_by
+        )
+    from objectives import load_pretrained, unfreeze_table
+
+    try:
+        pretrained = load_pretrained(model)
+    except ModelSourceError as exc:
+        raise UserError(str(exc)) from None
+    rows = unfreeze_table(pretrained.model, args.unfreeze_by)
+    unit = "blocks" if args.unfreeze_by == "blocks" else "layers"
+    print(
+        f"{pretrained.description}: input {pretrained.input_shape}, {len(rows)} {unit} with weights"
+    )
+    print("(BatchNorm layers are not counted; they stay frozen unless 'batchnorm: train'.)")
+    print(
+        f"{'unfrozen':>8}  {'name':<34} {'kind':<18} {'params':>10} {'trainable if unfrozen':>22}"
+    )
+    for row in rows:
+        print(
+            f"{row.unfrozen:>8}  {row.name[:34]:<34} {row.kind[:18]:<18} {row.params:>10,} "
+            f"{row.cumulative_trainable:>22,}"
+        )
+    return 0
+
+
+# ------------------------------------------------------------------------------ diagnose
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import json
+
+    from reports import TrialCurves, diagnose_study, diagnose_trial
+    from search._study import StorageError, load_existing_study, open_storage
+
+    config = _load_config(args.study_file)
+    url = _storage_url(config, args.storage)
+    try:
+        storage = open_storage(url, must_exist=True)
+        study = load_existing_study(storage, config.name, url)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+    if args.trial is not None:
+        trials = study.get_trials(deepcopy=False)
+        by_number = {t.number: t for t in trials}
+        if args.trial not in by_number:
+            raise UserError(
+                f"study {config.name!r} has no trial {args.trial}; trials are 0..{len(trials) - 1}"
+            )
+        curves = TrialCurves.from_frozen_trial(by_number[args.trial])
+        peers = [TrialCurves.from_frozen_trial(t) for t in trials if t.number != args.trial]
+        verdicts = diagnose_trial(
+            curves, peers, config.thresholds, study.user_attrs.get("thaw:num_layers")
+        )
+        if args.json:
+            print(
+                json.dumps(
+                    {"trial": args.trial, "verdicts": [v.to_dict() for v in verdicts]},
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
+        else:
+            print(f"Trial {args.trial} ({by_number[args.trial].state.name.lower()}):")
+            if not verdicts:
+                print("  no verdict: the trial has no usable learning curve")
+            for v in verdicts:
+                print(f"  {v.verdict} (confidence {v.confidence:.2f})")
+                print(f"    evidence: {v.evidence}")
+                print(f"    recommendation: {v.recommendation}")
+        return 0
+    diagnosis = diagnose_study(study, config.thresholds)
+    if args.json:
+        print(json.dumps(diagnosis.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(diagnosis.render_text())
+    return 0
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -197,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     run.add_argument("--storage", help="Optuna storage URL (overrides the study file)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the study (PostgreSQL)"
+    )
+    run.add_argument("--gpus", help="GPU indices, one worker per GPU, e.g. 0,1")
+    run.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--worker-total", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--worker-count", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="write report.md, report.html and trials.csv")
@@ -204,6 +495,31 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--storage", help="Optuna storage URL (overrides the study file)")
     report.add_argument("--out", help="output folder (default: thaw-report/<study name>)")
     report.set_defaults(func=cmd_report)
+
+    compare = sub.add_parser("compare", help="compare several studies side by side")
+    compare.add_argument("study_files", nargs="+", help="two or more study files")
+    compare.add_argument("--out", required=True, help="output folder")
+    compare.set_defaults(func=cmd_compare)
+
+    inspect = sub.add_parser(
+        "inspect", help="list a model's layers (or blocks) from the top, to choose unfrozen_layers"
+    )
+    inspect.add_argument(
+        "model_source", help="'demo', a keras.applications name (MobileNetV2) or a .keras file"
+    )
+    inspect.add_argument("--weights", default="none", help="imagenet, none, or a weights file")
+    inspect.add_argument("--input-shape", help="H,W,C for an application, e.g. 96,96,3")
+    inspect.add_argument("--alpha", type=float, help="width multiplier (MobileNet)")
+    inspect.add_argument("--cut-at", help="layer whose output feeds the new head")
+    inspect.add_argument("--unfreeze-by", choices=("layers", "blocks"), default="layers")
+    inspect.set_defaults(func=cmd_inspect)
+
+    diagnose = sub.add_parser("diagnose", help="say why validation loss rose, per study or trial")
+    diagnose.add_argument("study_file")
+    diagnose.add_argument("--storage", help="Optuna storage URL (overrides the study file)")
+    diagnose.add_argument("--trial", type=int, help="diagnose this trial number only")
+    diagnose.add_argument("--json", action="store_true", help="machine-readable output")
+    diagnose.set_defaults(func=cmd_diagnose)
     return parser
 
 

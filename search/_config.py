@@ -98,6 +98,7 @@ class StudyConfig:
     pruner: PrunerConfig
     storage: str
     reference_trials: bool = False
+    thresholds: Any = None  # reports.Thresholds: verdict thresholds of the diagnosis
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -132,6 +133,7 @@ class StudyConfig:
             "pruner": asdict(self.pruner),
             "storage": mask_url(self.storage),
             "reference_trials": self.reference_trials,
+            "diagnosis": dict(self.raw.get("diagnosis") or {}),
         }
 
 
@@ -257,9 +259,7 @@ def _space(section: _Section) -> SpaceConfig:
     if log:
         raise StudyFileError(f"{where}.unfrozen_layers cannot be log-scaled; remove 'log'")
     if isinstance(low, bool) or not isinstance(low, int) or low < 0:
-        raise StudyFileError(
-            f"{where}.unfrozen_layers.low must be an integer >= 0, got {low!r}"
-        )
+        raise StudyFileError(f"{where}.unfrozen_layers.low must be an integer >= 0, got {low!r}")
     if high != ALL and (isinstance(high, bool) or not isinstance(high, int)):
         raise StudyFileError(
             f"{where}.unfrozen_layers.high must be an integer or 'all', got {high!r}"
@@ -301,7 +301,7 @@ def _resolve_path(base_dir: Path, value: str) -> Path:
 
 
 def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
-    kind = section.str("source", "demo", choices=("demo", "file"))
+    kind = section.str("source", "demo", choices=("demo", "file", "application"))
     path = None
     if kind == "file":
         raw_path = section.get("path")
@@ -314,6 +314,43 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
             raise StudyFileError(f"model.path {str(path)!r} does not exist; check the path")
     elif section.get("path") is not None:
         raise StudyFileError("model.path is only used with model.source: file; remove it")
+    name = section.get("name")
+    if kind == "application":
+        from objectives._specs import APPLICATION_NAMES
+
+        if name not in APPLICATION_NAMES:
+            raise StudyFileError(
+                f"model.name is {name!r}; expected a keras.applications network: "
+                f"{', '.join(APPLICATION_NAMES)}"
+            )
+    elif name is not None:
+        raise StudyFileError("model.name is only used with model.source: application; remove it")
+    weights = section.get("weights", "imagenet")
+    if weights is not None and not isinstance(weights, str):
+        raise StudyFileError(
+            f"model.weights must be 'imagenet', null or a weights file path, got {weights!r}"
+        )
+    if isinstance(weights, str) and weights != "imagenet":
+        resolved = _resolve_path(base_dir, weights)
+        if not resolved.exists():
+            raise StudyFileError(f"model.weights file {str(resolved)!r} does not exist")
+        weights = str(resolved)
+    input_shape = section.get("input_shape")
+    if input_shape is not None:
+        if (
+            not isinstance(input_shape, list)
+            or len(input_shape) != 3
+            or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape
+            )
+        ):
+            raise StudyFileError(
+                f"model.input_shape must be [height, width, channels], got {input_shape!r}"
+            )
+        input_shape = tuple(input_shape)
+    alpha = section.get("alpha")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
+        raise StudyFileError(f"model.alpha must be a number such as 0.35, got {alpha!r}")
     cut_at = section.get("cut_at")
     if cut_at is not None and not isinstance(cut_at, str):
         raise StudyFileError(f"model.cut_at must be a layer name, got {cut_at!r}")
@@ -323,24 +360,58 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
         cut_at=cut_at,
         seed=section.int("seed", 0),
         safe_mode=section.bool("safe_mode", True),
+        name=name,
+        weights=weights,
+        input_shape=input_shape,
+        alpha=float(alpha) if alpha is not None else None,
+        unfreeze_by=section.str("unfreeze_by", "layers", choices=("layers", "blocks")),
     )
 
 
 def _data(section: _Section, base_dir: Path) -> DataSource:
-    kind = section.str("source", "demo", choices=("demo", "npz"))
+    kind = section.str("source", "demo", choices=("demo", "npz", "directory"))
     path = None
-    if kind == "npz":
+    if kind in ("npz", "directory"):
         raw_path = section.get("path")
         if not isinstance(raw_path, str) or not raw_path:
-            raise StudyFileError("data.path is required when data.source is 'npz'")
+            raise StudyFileError(
+                f"data.path is required when data.source is {kind!r}"
+                + (" (a folder with one subfolder per class)" if kind == "directory" else "")
+            )
         resolved = _resolve_path(base_dir, raw_path)
         if not resolved.exists():
             raise StudyFileError(f"data.path {str(resolved)!r} does not exist; check the path")
         path = str(resolved)
+    elif section.get("path") is not None:
+        raise StudyFileError("data.path is not used with data.source: demo; remove it")
+    val_path = section.get("val_path")
+    if val_path is not None:
+        if kind != "directory" or not isinstance(val_path, str):
+            raise StudyFileError(
+                "data.val_path (a folder) is only used with data.source: directory"
+            )
+        resolved = _resolve_path(base_dir, val_path)
+        if not resolved.exists():
+            raise StudyFileError(f"data.val_path {str(resolved)!r} does not exist")
+        val_path = str(resolved)
+    val_fraction = section.float("val_fraction", 0.2)
+    if not 0.0 < val_fraction < 1.0:
+        raise StudyFileError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+    max_skipped = section.float("max_skipped_fraction", 0.05)
+    if not 0.0 <= max_skipped <= 1.0:
+        raise StudyFileError(f"data.max_skipped_fraction must be in [0, 1], got {max_skipped}")
     names = section.get("class_names", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise StudyFileError(f"data.class_names must be a list of strings, got {names!r}")
-    return DataSource(kind=kind, path=path, seed=section.int("seed", 0), class_names=tuple(names))
+    return DataSource(
+        kind=kind,
+        path=path,
+        seed=section.int("seed", 0),
+        class_names=tuple(names),
+        val_path=val_path,
+        val_fraction=val_fraction,
+        max_skipped_fraction=max_skipped,
+    )
 
 
 def _storage(value: Any, base_dir: Path, name: str) -> str:
@@ -375,6 +446,7 @@ TOP_KEYS = (
     "sampler",
     "pruner",
     "reference_trials",
+    "diagnosis",
 )
 
 
@@ -385,7 +457,25 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
     name = top.str("name", path.stem)
     seed = top.int("seed", 0, minimum=0)
     objective = top.str("objective", "val_loss", choices=tuple(OBJECTIVE_METRICS))
-    train = _Section("train", top.get("train"), ("epochs", "batch_size"))
+    train = _Section(
+        "train",
+        top.get("train"),
+        ("epochs", "batch_size", "warmup_epochs", "mixed_precision", "jit_compile"),
+    )
+    epochs = train.int("epochs", 15, minimum=1)
+    warmup_epochs = train.int("warmup_epochs", 0, minimum=0)
+    if warmup_epochs >= epochs:
+        raise StudyFileError(
+            f"train.warmup_epochs={warmup_epochs} must be below train.epochs={epochs} (epochs is "
+            "the total, warm-up included)"
+        )
+    diagnosis = top.get("diagnosis", {})
+    try:
+        from reports import Thresholds
+
+        thresholds = Thresholds.from_dict(diagnosis or {})
+    except ValueError as exc:
+        raise StudyFileError(f"diagnosis: {exc}") from None
     sampler = _Section("sampler", top.get("sampler"), ("name", "n_startup_trials"))
     pruner = _Section(
         "pruner",
@@ -397,8 +487,35 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         top.get("search_space"),
         ("unfrozen_layers", "learning_rate", "dropout", "weight_decay", "batchnorm"),
     )
-    model = _Section("model", top.get("model"), ("source", "path", "cut_at", "seed", "safe_mode"))
-    data = _Section("data", top.get("data"), ("source", "path", "seed", "class_names"))
+    model = _Section(
+        "model",
+        top.get("model"),
+        (
+            "source",
+            "path",
+            "name",
+            "weights",
+            "input_shape",
+            "alpha",
+            "cut_at",
+            "unfreeze_by",
+            "seed",
+            "safe_mode",
+        ),
+    )
+    data = _Section(
+        "data",
+        top.get("data"),
+        (
+            "source",
+            "path",
+            "val_path",
+            "val_fraction",
+            "max_skipped_fraction",
+            "seed",
+            "class_names",
+        ),
+    )
     return StudyConfig(
         name=name,
         path=path,
@@ -408,9 +525,12 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         data=_data(data, base_dir),
         space=_space(space),
         train=TrainSettings(
-            epochs=train.int("epochs", 15, minimum=1),
+            epochs=epochs,
             batch_size=train.int("batch_size", 16, minimum=1),
             metric=objective,
+            warmup_epochs=warmup_epochs,
+            mixed_precision=train.str("mixed_precision", "auto", choices=("auto", "on", "off")),
+            jit_compile=train.bool("jit_compile", False),
         ),
         sampler=SamplerConfig(
             name=sampler.str("name", "tpe", choices=SAMPLERS),
@@ -425,6 +545,7 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         ),
         storage=_storage(top.get("storage"), base_dir, name),
         reference_trials=top.bool("reference_trials", False),
+        thresholds=thresholds,
         raw=dict(raw),
     )
 
@@ -434,13 +555,17 @@ def load_study_file(path: str | Path) -> StudyConfig:
     if not path.exists():
         raise StudyFileError(f"study file {str(path)!r} does not exist")
     if path.is_dir():
-        raise StudyFileError(f"{str(path)!r} is a folder; give a study file such as studies/demo.yaml")
+        raise StudyFileError(
+            f"{str(path)!r} is a folder; give a study file such as studies/demo.yaml"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise StudyFileError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise StudyFileError(
+            f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
     try:
         return parse_study(raw, path)
     except StudyFileError as exc:

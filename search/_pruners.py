@@ -37,9 +37,9 @@ def climbing_decision(
 ) -> PruneDecision | None:
     """Decide from ``(step, value)`` pairs, oldest first, whether the curve climbs or diverged.
 
-    Climbing: the best value lies at least ``patience`` steps back, and every value since is worse
-    than it by more than ``min_delta``. A new best resets the count, so a noisy but improving
-    curve is never climbing.
+    Climbing: the best value lies at least ``patience`` steps back, and each of the last
+    ``patience`` values is worse than it by more than ``min_delta``. A new best resets the count,
+    so a noisy but improving curve is never climbing.
     """
     if not values:
         return None
@@ -52,7 +52,7 @@ def climbing_decision(
     since = values[best_i + 1 :]
     if len(since) < patience:
         return None
-    if all(sign * (v - best) > min_delta for _, v in since):
+    if all(sign * (v - best) > min_delta for _, v in since[-patience:]):
         return PruneDecision(
             CLIMBING,
             step,

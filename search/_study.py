@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import sys
@@ -46,7 +47,9 @@ def make_pruner(config: PrunerConfig, max_epochs: int) -> ClimbingPruner:
             n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps
         )
     elif config.compare == "hyperband":
-        wrapped = HyperbandPruner(min_resource=max(1, config.n_warmup_steps), max_resource=max_epochs)
+        wrapped = HyperbandPruner(
+            min_resource=max(1, config.n_warmup_steps), max_resource=max_epochs
+        )
     elif config.compare == "successive_halving":
         wrapped = SuccessiveHalvingPruner(min_resource=max(1, config.n_warmup_steps))
     else:
@@ -140,7 +143,10 @@ def _device_name() -> str:
 
             gpus = tf.config.list_physical_devices("GPU")
             if gpus:
-                names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+                names = [
+                    tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                    for g in gpus
+                ]
                 return ", ".join(names)
     except Exception:  # noqa: BLE001 - the device name is informative only
         pass
@@ -269,10 +275,8 @@ def summarise(
         if t.state == TrialState.PRUNED
     )
     best = None
-    try:
+    with contextlib.suppress(ValueError):
         best = study.best_trial
-    except ValueError:
-        pass
     return RunSummary(
         study_name=study.study_name,
         resumed=resumed,
@@ -284,12 +288,3 @@ def summarise(
         best_params=dict(best.params) if best else {},
         interrupted=interrupted,
     )
-
-
-def mark_interrupted(study: optuna.Study) -> None:
-    """Give trials failed by Ctrl-C a reason, so they are not mistaken for crashes."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if "fail_reason" not in t.user_attrs:
-            study._storage.set_trial_user_attr(
-                t._trial_id, "fail_reason", "interrupted by the user (Ctrl-C)"
-            )

@@ -1,0 +1,181 @@
+"""Image folders (the ``image_dataset_from_directory`` layout), decoded with Pillow.
+
+No TensorFlow: the same data path serves the JAX backend. Images are decoded once, resized to
+the model's input, and kept in memory as uint8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from objectives._data import ArrayData, DataSourceError
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: Path
+    label: int
+
+
+def list_class_folders(root: Path) -> list[str]:
+    if not root.exists():
+        raise DataSourceError(f"image folder {root} does not exist; check 'data.path'")
+    if not root.is_dir():
+        raise DataSourceError(f"{root} is not a folder; 'data.path' must be a folder of classes")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataSourceError(
+            f"{root} has no class subfolders; put each class's images in its own subfolder "
+            "(root/cat/*.jpg, root/dog/*.jpg)"
+        )
+    if len(classes) < 2:
+        raise DataSourceError(
+            f"{root} has one class subfolder ({classes[0]!r}); a classifier needs at least two"
+        )
+    return classes
+
+
+def list_files(root: Path, classes: list[str]) -> list[ImageFile]:
+    files: list[ImageFile] = []
+    for label, name in enumerate(classes):
+        entries = sorted(
+            p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+        if not entries:
+            raise DataSourceError(f"class folder {root / name} is empty; add images or remove it")
+        files.extend(ImageFile(p, label) for p in entries)
+    return files
+
+
+def decode_image(path: Path, size: tuple[int, int], channels: int = 3) -> tuple[np.ndarray, bytes]:
+    """Decode and resize one image to ``(height, width, channels)`` uint8; raise on failure."""
+    from PIL import Image
+
+    raw = path.read_bytes()
+    import io
+
+    with Image.open(io.BytesIO(raw)) as img:
+        img = img.convert("RGB" if channels == 3 else "L")
+        if img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    return arr, raw
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int, class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of train and validation images, ``fraction`` of each class in validation."""
+    rng = np.random.default_rng(seed)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    for label, name in enumerate(class_names):
+        idx = np.flatnonzero(labels == label)
+        rng.shuffle(idx)
+        n_val = int(round(len(idx) * fraction))
+        if n_val == 0 or n_val == len(idx):
+            raise DataSourceError(
+                f"class {name!r} has {len(idx)} usable images; a validation fraction of "
+                f"{fraction} leaves it without {'validation' if n_val == 0 else 'training'} "
+                "images. Add images, change 'data.val_fraction', or give 'data.val_path'"
+            )
+        val_idx.extend(idx[:n_val].tolist())
+        train_idx.extend(idx[n_val:].tolist())
+    return np.sort(np.asarray(train_idx)), np.sort(np.asarray(val_idx))
+
+
+def _decode_all(
+    files: list[ImageFile], size: tuple[int, int], channels: int, root: Path, hasher: hashlib._Hash
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    images = np.empty((len(files), size[0], size[1], channels), dtype=np.uint8)
+    labels = np.empty(len(files), dtype=np.int32)
+    skipped: list[str] = []
+    n = 0
+    for f in files:
+        rel = f.path.relative_to(root).as_posix()
+        try:
+            arr, raw = decode_image(f.path, size, channels)
+        except Exception as exc:  # noqa: BLE001 - any decoder error means "skip this file"
+            skipped.append(f"{rel} ({type(exc).__name__})")
+            continue
+        hasher.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
+        images[n] = arr
+        labels[n] = f.label
+        n += 1
+    return images[:n], labels[:n], skipped
+
+
+def load_image_folder(
+    path: Path,
+    image_size: tuple[int, int],
+    val_path: Path | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    channels: int = 3,
+    max_skipped_fraction: float = 0.05,
+) -> ArrayData:
+    """Load a class-per-subfolder image folder into memory as uint8.
+
+    Corrupt or non-image files are skipped and listed; more than ``max_skipped_fraction`` of them
+    is an error. The fingerprint hashes the relative path and bytes of every file used.
+    """
+    classes = list_class_folders(path)
+    files = list_files(path, classes)
+    hasher = hashlib.sha256()
+    hasher.update(("\0".join(classes)).encode())
+    hasher.update(f"{image_size}{channels}".encode())
+    x, y, skipped = _decode_all(files, image_size, channels, path, hasher)
+    total = len(files)
+    if val_path is not None:
+        val_classes = list_class_folders(val_path)
+        if val_classes != classes:
+            raise DataSourceError(
+                f"validation folder {val_path} has classes {val_classes} but the training "
+                f"folder has {classes}; they must match"
+            )
+        val_files = list_files(val_path, classes)
+        hasher.update(b"\0validation\0")
+        x_val, y_val, val_skipped = _decode_all(val_files, image_size, channels, val_path, hasher)
+        skipped += [f"validation/{s}" for s in val_skipped]
+        total += len(val_files)
+    if total and len(skipped) / total > max_skipped_fraction:
+        raise DataSourceError(
+            f"{len(skipped)} of {total} files could not be read as images (more than "
+            f"{max_skipped_fraction:.0%}), e.g. {skipped[:3]}; remove them or raise "
+            "'data.max_skipped_fraction'"
+        )
+    for label, name in enumerate(classes):
+        if not np.any(y == label):
+            raise DataSourceError(f"class {name!r} has no readable image in {path}")
+    if val_path is None:
+        train_idx, val_idx = stratified_split(y, val_fraction, seed, classes)
+        x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+        hasher.update(f"split {val_fraction} {seed}".encode())
+    else:
+        x_train, y_train = x, y
+        for label, name in enumerate(classes):
+            if not np.any(y_val == label):
+                raise DataSourceError(f"class {name!r} has no readable image in {val_path}")
+    if skipped:
+        _logger.warning("Skipped %d unreadable files: %s", len(skipped), ", ".join(skipped[:10]))
+    return ArrayData(
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        class_names=tuple(classes),
+        source=str(path),
+        skipped_files=tuple(skipped),
+        digest=hasher.hexdigest(),
+    )

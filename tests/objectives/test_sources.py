@@ -1,0 +1,114 @@
+"""Loading the pretrained model (demo or file) and instantiating fresh copies per trial."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from objectives import ModelSource, ModelSourceError, PretrainedBase, load_pretrained
+
+
+def saved(model: keras.Model, path: Path) -> Path:
+    model.save(path)
+    return path
+
+
+def test_pretrained_base_describes_the_model(tiny_cnn: Callable[..., Any]) -> None:
+    base = PretrainedBase(tiny_cnn(), "tiny")
+    assert base.num_layers == 3
+    assert base.input_shape == (8, 8, 3)
+    assert base.description == "tiny"
+
+
+def test_instantiate_gives_an_independent_copy(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Callable[..., dict[str, np.ndarray]]
+) -> None:
+    original = tiny_cnn()
+    pretrained = PretrainedBase(original, "tiny")
+    reference = [w.copy() for w in original.get_weights()]
+    copy = pretrained.instantiate()
+    assert copy is not original
+    for a, b in zip(copy.get_weights(), reference, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    copy.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+    arrays = tiny_arrays()
+    copy.fit(arrays["x_train"].astype("float32"), arrays["y_train"], epochs=1, verbose=0)
+    assert any(not np.allclose(a, b) for a, b in zip(copy.get_weights(), reference, strict=True))
+    for a, b in zip(original.get_weights(), reference, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # and the next copy starts from the pretrained weights again
+    for a, b in zip(pretrained.instantiate().get_weights(), reference, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_load_model_file_and_cut(tiny_cnn: Callable[..., Any], tmp_path: Path) -> None:
+    model = tiny_cnn()
+    path = saved(model, tmp_path / "tiny.keras")
+    pretrained = load_pretrained(ModelSource("file", path=path, cut_at="features"))
+    assert pretrained.num_layers == 2
+    assert pretrained.input_shape == (8, 8, 3)
+    assert pretrained.description == "tiny.keras, cut at 'features'"
+    assert pretrained.model.output_shape == (None, 6)
+    conv = pretrained.model.get_layer("conv2")
+    np.testing.assert_array_equal(conv.kernel.numpy(), model.get_layer("conv2").kernel.numpy())
+
+
+def test_load_model_file_without_cut(tiny_cnn: Callable[..., Any], tmp_path: Path) -> None:
+    pretrained = load_pretrained(ModelSource("file", path=saved(tiny_cnn(), tmp_path / "m.keras")))
+    assert pretrained.num_layers == 3
+    assert pretrained.description == "m.keras"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("m.txt", b"x", r"has suffix '\.txt'; thaw loads '\.keras'"),
+        ("m.keras", b"not a zip", r"is not a Keras model file \(not a \.keras zip archive\)"),
+        ("m.h5", b"not hdf5", r"cannot load .*m\.h5 as a Keras model"),
+    ],
+)
+def test_unreadable_model_files(tmp_path: Path, name: str, content: bytes, match: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ModelSourceError, match=match):
+        load_pretrained(ModelSource("file", path=path))
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelSourceError, match=r"model file .*gone\.keras does not exist"):
+        load_pretrained(ModelSource("file", path=tmp_path / "gone.keras"))
+
+
+def test_cut_at_unknown_layer(tiny_cnn: Callable[..., Any], tmp_path: Path) -> None:
+    path = saved(tiny_cnn(), tmp_path / "m.keras")
+    with pytest.raises(ModelSourceError, match=r"has no layer named 'fc7'"):
+        load_pretrained(ModelSource("file", path=path, cut_at="fc7"))
+
+
+def test_lambda_layer_needs_explicit_unsafe_mode(tmp_path: Path) -> None:
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    x = keras.layers.Conv2D(2, 3, name="conv")(x)
+    path = saved(keras.Model(inputs, x), tmp_path / "lambda.keras")
+    with pytest.raises(
+        ModelSourceError,
+        match=r"needs unsafe deserialisation .* set "
+        r"'model.safe_mode: false'",
+    ):
+        load_pretrained(ModelSource("file", path=path, safe_mode=True))
+    assert load_pretrained(ModelSource("file", path=path, safe_mode=False)).num_layers == 1
+
+
+def test_demo_source_is_the_cached_pretrained_cnn(demo_model_path: Path) -> None:
+    pretrained = load_pretrained(ModelSource("demo"))
+    assert pretrained.input_shape == (32, 32, 3)
+    # block1..4 convs and top_conv; BatchNorm is not counted, the source head is cut off
+    assert pretrained.num_layers == 5
+    assert [layer.name for layer in pretrained.model.layers][-1] == "features"
+    assert "demo CNN" in pretrained.description and "cut at 'features'" in pretrained.description

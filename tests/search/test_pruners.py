@@ -1,0 +1,284 @@
+"""The climbing pruner: its decision table, and its records on real Optuna studies."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.pruners import BasePruner, MedianPruner
+from optuna.trial import TrialState
+
+from search import (
+    BELOW_PEERS,
+    CLIMBING,
+    DIVERGED,
+    ClimbingPruner,
+    PrunerConfig,
+    climbing_decision,
+    make_pruner,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+NAN = float("nan")
+INF = float("inf")
+
+
+def steps(*values: float) -> list[tuple[int, float]]:
+    """1-based (epoch, value) pairs."""
+    return list(enumerate(values, start=1))
+
+
+# ------------------------------------------------------------------------ climbing_decision
+
+# (id, values, patience, min_delta, maximize, expected reason or None, expected epoch)
+DECISIONS = [
+    ("empty", [], 2, 0.0, False, None, None),
+    ("single value", steps(0.5), 1, 0.0, False, None, None),
+    ("improving", steps(1.0, 0.9, 0.8, 0.7), 2, 0.0, False, None, None),
+    ("climbing", steps(0.5, 0.6, 0.7, 0.8), 3, 0.03, False, CLIMBING, 4),
+    ("climbing patience 1", steps(0.5, 0.9), 1, 0.0, False, CLIMBING, 2),
+    ("not yet patient", steps(0.5, 0.6, 0.7), 3, 0.0, False, None, None),
+    ("plateau at best", steps(0.5, 0.5, 0.5, 0.5), 2, 0.0, False, None, None),
+    ("one value back near best", steps(0.5, 0.8, 0.51, 0.9), 3, 0.03, False, None, None),
+    (
+        "slow start of a climb: first value after best within min_delta",
+        steps(0.92, 0.94, 1.07, 1.27, 1.40),
+        3,
+        0.03,
+        False,
+        CLIMBING,
+        5,
+    ),
+    (
+        "noisy but improving",
+        steps(1.0, 1.1, 0.9, 1.0, 0.8, 0.85, 0.7, 0.75),
+        2,
+        0.0,
+        False,
+        None,
+        None,
+    ),
+    ("new best resets the count", steps(1.0, 1.2, 1.3, 0.9, 1.0, 1.1), 3, 0.0, False, None, None),
+    (
+        "climbs again after new best",
+        steps(1.0, 1.2, 0.9, 1.0, 1.1, 1.2),
+        3,
+        0.0,
+        False,
+        CLIMBING,
+        6,
+    ),
+    ("nan last", steps(0.5, 0.4, NAN), 5, 0.0, False, DIVERGED, 3),
+    ("nan first epoch", steps(NAN), 5, 0.0, False, DIVERGED, 1),
+    ("inf last", steps(0.5, INF), 5, 0.0, False, DIVERGED, 2),
+    ("minus inf last", steps(0.5, -INF), 5, 0.0, False, DIVERGED, 2),
+    ("nan maximize", steps(0.5, NAN), 5, 0.0, True, DIVERGED, 2),
+    # min_delta boundary (binary-exact numbers): worse by exactly min_delta is not worse
+    ("min_delta equal", steps(0.5, 0.75, 0.75), 2, 0.25, False, None, None),
+    ("min_delta just above", steps(0.5, 0.75, 0.7500001), 2, 0.25, False, None, None),
+    ("min_delta both above", steps(0.5, 0.7500001, 0.7500001), 2, 0.25, False, CLIMBING, 3),
+    ("min_delta zero plateau", steps(0.5, 0.5, 0.5), 2, 0.0, False, None, None),
+    ("min_delta zero tiny climb", steps(0.5, 0.5000001, 0.5000001), 2, 0.0, False, CLIMBING, 3),
+    # maximize: falling accuracy climbs, rising accuracy does not
+    ("maximize falling", steps(0.9, 0.8, 0.7, 0.6), 3, 0.0, True, CLIMBING, 4),
+    ("maximize rising", steps(0.6, 0.7, 0.8, 0.9), 3, 0.0, True, None, None),
+    ("minimize same rising curve", steps(0.6, 0.7, 0.8, 0.9), 3, 0.0, False, CLIMBING, 4),
+    ("maximize min_delta", steps(0.9, 0.88, 0.88), 2, 0.05, True, None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "patience", "min_delta", "maximize", "reason", "epoch"),
+    [pytest.param(*row[1:], id=row[0]) for row in DECISIONS],
+)
+def test_climbing_decision(
+    values: list[tuple[int, float]],
+    patience: int,
+    min_delta: float,
+    maximize: bool,
+    reason: str | None,
+    epoch: int | None,
+) -> None:
+    decision = climbing_decision(values, patience, min_delta, maximize)
+    if reason is None:
+        assert decision is None
+    else:
+        assert decision is not None
+        assert (decision.reason, decision.epoch) == (reason, epoch)
+        if reason == DIVERGED:
+            assert decision.detail.endswith(f"at epoch {epoch}")
+
+
+def test_climbing_detail_names_best_epoch_and_span() -> None:
+    decision = climbing_decision(steps(0.9, 0.5, 0.6, 0.7, 0.8), 3, 0.0)
+    assert decision is not None
+    assert decision.detail == "worse than its best 0.5 (epoch 2) for 3 epochs, now 0.8"
+
+
+def test_divergence_detail_names_the_value() -> None:
+    decision = climbing_decision(steps(0.5, NAN), 1, 0.0)
+    assert decision is not None and decision.detail == "the value became nan at epoch 2"
+
+
+def test_ties_count_from_the_first_best() -> None:
+    # best 0.5 first reached at epoch 1; the equal 0.5 at epoch 2 is not "worse"
+    assert climbing_decision(steps(0.5, 0.5, 0.9, 0.9), 3, 0.0) is None
+    assert climbing_decision(steps(0.5, 0.9, 0.5, 0.9), 2, 0.0) is None
+
+
+# ---------------------------------------------------------------------- ClimbingPruner args
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"patience": 0}, r"patience must be >= 1, got 0"),
+        ({"min_delta": -0.1}, r"min_delta must be >= 0, got -0\.1"),
+        ({"n_warmup_steps": -1}, r"n_warmup_steps must be >= 0, got -1"),
+    ],
+)
+def test_invalid_pruner_arguments(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ClimbingPruner(**kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------- on a real study
+
+
+@pytest.fixture
+def storage_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'pruners.db'}"
+
+
+def curve_objective(curves: Sequence[Sequence[float]]):  # type: ignore[no-untyped-def]
+    """Trial n reports curves[n] epoch by epoch (step = epoch, 1-based), pruning when told."""
+
+    def objective(trial: optuna.Trial) -> float:
+        curve = curves[trial.number]
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        finite = [v for v in curve if math.isfinite(v)]
+        return min(finite)
+
+    return objective
+
+
+def run_curves(
+    storage_url: str,
+    pruner: BasePruner,
+    curves: Sequence[Sequence[float]],
+    direction: str = "minimize",
+) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.create_study(
+        storage=storage_url, pruner=pruner, direction=direction, study_name="p"
+    )
+    study.optimize(curve_objective(curves), n_trials=len(curves))
+    # read back through a fresh handle: the attrs must be in storage
+    return optuna.load_study(study_name="p", storage=storage_url).get_trials()
+
+
+def test_climbing_trial_is_pruned_with_reason_epoch_and_detail(storage_url: str) -> None:
+    (trial,) = run_curves(
+        storage_url, ClimbingPruner(patience=2, min_delta=0.05), [[0.9, 0.5, 0.6, 0.7, 0.8, 0.9]]
+    )
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["prune_reason"] == CLIMBING
+    assert trial.user_attrs["prune_epoch"] == 4
+    assert max(trial.intermediate_values) == 4  # stopped at the decision
+    assert trial.user_attrs["prune_detail"] == (
+        "worse than its best 0.5 (epoch 2) for 2 epochs, now 0.7"
+    )
+
+
+def test_healthy_trial_completes_without_prune_attrs(storage_url: str) -> None:
+    (trial,) = run_curves(
+        storage_url, ClimbingPruner(patience=2), [[0.9, 0.8, 0.85, 0.7, 0.72, 0.6]]
+    )
+    assert trial.state == TrialState.COMPLETE
+    assert not {"prune_reason", "prune_epoch", "prune_detail"} & set(trial.user_attrs)
+
+
+def test_diverged_trial_is_pruned_even_during_warmup(storage_url: str) -> None:
+    (trial,) = run_curves(
+        storage_url, ClimbingPruner(patience=2, n_warmup_steps=10), [[0.9, NAN, 0.5]]
+    )
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["prune_reason"] == DIVERGED
+    assert trial.user_attrs["prune_epoch"] == 2
+    assert "nan" in trial.user_attrs["prune_detail"]
+
+
+@pytest.mark.parametrize(("warmup", "pruned_at"), [(0, 3), (2, 3), (3, 4), (5, 6), (8, None)])
+def test_no_climbing_decision_during_warmup(
+    storage_url: str, warmup: int, pruned_at: int | None
+) -> None:
+    # climbing from epoch 3 on (best at epoch 1, patience 2)
+    curve = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
+    (trial,) = run_curves(storage_url, ClimbingPruner(patience=2, n_warmup_steps=warmup), [curve])
+    if pruned_at is None:
+        assert trial.state == TrialState.COMPLETE
+    else:
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs["prune_reason"] == CLIMBING
+        assert trial.user_attrs["prune_epoch"] == pruned_at
+
+
+def test_maximize_study_prunes_falling_accuracy(storage_url: str) -> None:
+    pruner = ClimbingPruner(patience=2)
+    rising, falling = [0.3, 0.5, 0.7, 0.9], [0.9, 0.7, 0.5, 0.3]
+    trials = run_curves(storage_url, pruner, [rising, falling], direction="maximize")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[1].user_attrs["prune_reason"] == CLIMBING
+    assert trials[1].user_attrs["prune_epoch"] == 3
+
+
+def test_wrapped_median_pruner_prunes_below_peers(storage_url: str) -> None:
+    good = [0.5, 0.4, 0.3, 0.2]
+    bad_but_improving = [2.0, 1.9, 1.8, 1.7]  # never climbs, but far worse than its peer
+    pruner = ClimbingPruner(MedianPruner(n_startup_trials=1, n_warmup_steps=0), patience=2)
+    trials = run_curves(storage_url, pruner, [good, bad_but_improving])
+    assert trials[0].state == TrialState.COMPLETE
+    assert trials[1].state == TrialState.PRUNED
+    attrs = trials[1].user_attrs
+    assert attrs["prune_reason"] == BELOW_PEERS
+    assert attrs["prune_epoch"] == 1
+    assert "MedianPruner" in attrs["prune_detail"] and "epoch 1" in attrs["prune_detail"]
+
+
+def test_without_wrapped_pruner_peers_do_not_matter(storage_url: str) -> None:
+    trials = run_curves(
+        storage_url, ClimbingPruner(None, patience=2), [[0.5, 0.4, 0.3], [2.0, 1.9, 1.8]]
+    )
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_climbing_is_decided_before_the_wrapped_pruner(storage_url: str) -> None:
+    # The second trial is both worse than its peer and climbing: the climb is the reason.
+    pruner = ClimbingPruner(MedianPruner(n_startup_trials=1, n_warmup_steps=2), patience=1)
+    trials = run_curves(storage_url, pruner, [[0.5, 0.4, 0.3], [1.0, 1.5, 2.0]])
+    assert trials[1].user_attrs["prune_reason"] == CLIMBING
+    assert trials[1].user_attrs["prune_epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("compare", "prunes_peers"),
+    [("median", True), ("hyperband", True), ("successive_halving", True), ("none", False)],
+)
+def test_make_pruner_wraps_the_configured_comparative_pruner(
+    storage_url: str, compare: str, prunes_peers: bool
+) -> None:
+    config = PrunerConfig(compare=compare, patience=50, n_startup_trials=1, n_warmup_steps=1)
+    # trial n: a smooth, never-climbing curve offset by n -> later trials lie below their peers
+    curves = [[n + 1.0 / s for s in range(1, 11)] for n in range(8)]
+    trials = run_curves(storage_url, make_pruner(config, max_epochs=10), curves)
+    reasons = {t.user_attrs.get("prune_reason") for t in trials if t.state == TrialState.PRUNED}
+    if prunes_peers:
+        assert reasons == {BELOW_PEERS}
+    else:
+        assert all(t.state == TrialState.COMPLETE for t in trials)
