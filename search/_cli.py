@@ -133,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             _logger.warning("Domain-shift score not measured: %s", exc)
 
-    publisher = _make_publisher(url, config.path.parent)
+    publisher = _make_publisher(url, config.path.parent, args.artifact_dir)
 
     finished = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
     if worker_mode:
@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif n_trials > 0:
         try:
             study.optimize(
-                objective,
+                publisher.wrap(objective),
                 n_trials=n_trials,
                 timeout=args.timeout,
                 catch=(Exception,),
@@ -178,17 +178,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted else 0
 
 
-def _make_publisher(url: str, study_dir: Path) -> Any:
+def _make_publisher(url: str, study_dir: Path, artifact_dir: str | None = None) -> Any:
     """Publishes verdicts, notes and artifacts of each finished trial (optuna-dashboard)."""
+    from search._publish import (
+        PublishError,
+        TrialPublisher,
+        default_artifact_dir,
+        open_artifact_store,
+    )
 
-    class _NoPublisher:
-        def __call__(self, study: Any, trial: Any) -> None:
-            pass
-
-        def finish(self, study: Any) -> None:
-            pass
-
-    return _NoPublisher()
+    folder = (
+        Path(artifact_dir).resolve()
+        if artifact_dir
+        else default_artifact_dir(url, Path(study_dir).resolve())
+    )
+    try:
+        return TrialPublisher(open_artifact_store(folder))
+    except PublishError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _run_worker(
@@ -199,7 +206,7 @@ def _run_worker(
 
     try:
         study.optimize(
-            objective,
+            publisher.wrap(objective),
             timeout=timeout,
             catch=(Exception,),
             callbacks=[MaxTrialsCallback(total, states=None), publisher],
@@ -240,6 +247,8 @@ def _run_workers(
             command += ["--threads", str(threads)]
         if args.timeout is not None:
             command += ["--timeout", str(args.timeout)]
+        if args.artifact_dir:
+            command += ["--artifact-dir", str(args.artifact_dir)]
         procs.append(subprocess.Popen(command, env=env))
     print(
         f"Started {workers} workers "
@@ -305,6 +314,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         files = write_report(study, out, storage_url_masked=mask_url(url))
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    from search._publish import (
+        PublishError,
+        default_artifact_dir,
+        open_artifact_store,
+        publish_report_artifacts,
+    )
+
+    try:
+        store = open_artifact_store(default_artifact_dir(url, config.path.resolve().parent))
+        publish_report_artifacts(study, store, files)
+    except (PublishError, OSError) as exc:
+        _logger.warning("Report not attached to the study in the dashboard: %s", exc)
     print(f"Report for study {config.name!r} written to {out}/:")
     for path in (files.markdown, files.html, files.csv, files.summary_json):
         print(f"  {path}")
@@ -485,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="worker processes sharing the study (PostgreSQL)"
     )
     run.add_argument("--gpus", help="GPU indices, one worker per GPU, e.g. 0,1")
+    run.add_argument(
+        "--artifact-dir",
+        help="artifact folder every worker reaches (default: beside the SQLite file / study file)",
+    )
     run.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     run.add_argument("--worker-total", type=int, help=argparse.SUPPRESS)
     run.add_argument("--worker-count", type=int, help=argparse.SUPPRESS)
@@ -520,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--trial", type=int, help="diagnose this trial number only")
     diagnose.add_argument("--json", action="store_true", help="machine-readable output")
     diagnose.set_defaults(func=cmd_diagnose)
+
+    from search._dashboard import add_dashboard_parser
+
+    add_dashboard_parser(sub)
     return parser
 
 

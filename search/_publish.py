@@ -1,0 +1,415 @@
+"""Publish every finished trial, and the study, to optuna-dashboard while a study runs.
+
+Per trial: the ``verdicts`` user attr (:func:`reports._diagnosis.diagnose_trial` against the
+study's other finished trials), a Markdown trial note (verdicts with evidence and
+recommendation), and two artifacts: the learning-curve chart (SVG) and the per-epoch history
+(CSV). Per study: a Markdown study note (the study diagnosis and the top 10 of the ranking),
+refreshed at most every ``study_note_every_s`` seconds while trials finish and once more by
+:meth:`TrialPublisher.finish`, and the report files as study artifacts
+(:func:`publish_report_artifacts`).
+
+Optuna refuses to change a finished trial's attributes, and study callbacks only see finished
+trials. So the parts that belong to the trial itself (``verdicts`` and the artifacts, uploaded
+with :func:`optuna.artifacts.upload_artifact`) are written by :meth:`TrialPublisher.wrap`,
+which runs just before the trial finishes; the callback writes the notes (study-level storage,
+always writable). Used as a callback alone, the publisher still writes the notes (with
+verdicts) and attaches the artifacts through optuna-dashboard's study-level artifact records.
+
+Publishing never stops a study: every failure is logged (``logging.getLogger(__name__)``) and
+the trial carries on.
+
+Artifacts live in a :class:`optuna.artifacts.FileSystemArtifactStore` folder,
+:func:`default_artifact_dir` unless told otherwise. **With PostgreSQL (several workers, maybe
+on several machines), every worker and the dashboard must reach the same folder** (a shared
+or network file system): a worker writing to a local folder leaves the dashboard with
+artifact records whose files it cannot read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import mimetypes
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.trial import FrozenTrial, TrialState
+
+from reports._diagnosis import Thresholds, diagnose_study
+from reports._notes import (
+    render_history_csv,
+    render_study_note,
+    render_trial_curves_svg,
+    render_trial_note,
+    trial_verdicts,
+    verdict_dicts,
+)
+from reports._ranking import get_ranking_info
+
+_logger = logging.getLogger(__name__)
+
+ARTIFACTS_DIR_NAME = "artifacts"
+ARTIFACT_ATTR_PREFIX = "artifacts:"
+"""Key prefix of artifact records that :func:`optuna.artifacts.upload_artifact` writes."""
+DASHBOARD_TRIAL_ARTIFACT_PREFIX = "dashboard:artifacts:"
+"""Study system attr prefix (``dashboard:artifacts:<trial_id>:<artifact_id>``) under which
+optuna-dashboard also lists a trial's artifacts; used for trials that already finished."""
+DEFAULT_MIMETYPE = "application/octet-stream"
+TOP_N = 10
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class ArtifactStore(Protocol):
+    """What thaw needs of an Optuna artifact store."""
+
+    def open_reader(self, artifact_id: str) -> Any: ...
+
+    def write(self, artifact_id: str, content_body: Any) -> None: ...
+
+    def remove(self, artifact_id: str) -> None: ...
+
+
+class PublishError(RuntimeError):
+    """The artifact folder cannot be used. The message is one line."""
+
+
+# ------------------------------------------------------------------------- artifact folder
+
+
+def default_artifact_dir(storage_url: str, study_file_dir: Path | str) -> Path:
+    """The artifact folder for a storage: beside the database file for SQLite.
+
+    ``sqlite:////x/y/demo.db`` gives ``/x/y/artifacts``; a relative SQLite path is taken
+    relative to ``study_file_dir`` (as in study files). For in-memory SQLite and server
+    databases (PostgreSQL, MySQL) it is ``<study_file_dir>/artifacts``.
+
+    With PostgreSQL this default is only right when every worker and the dashboard see the
+    study file's folder at the same path (a shared or network file system); otherwise pass a
+    folder they all reach (``--artifact-dir``).
+    """
+    base = Path(study_file_dir)
+    prefix = "sqlite:///"
+    if storage_url.startswith(prefix):
+        path = storage_url[len(prefix) :].split("?", 1)[0]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            db = Path(path)
+            if not db.is_absolute():
+                db = base / db
+            return db.resolve().parent / ARTIFACTS_DIR_NAME
+    return (base / ARTIFACTS_DIR_NAME).resolve()
+
+
+def open_artifact_store(artifact_dir: Path | str) -> FileSystemArtifactStore:
+    """A file-system artifact store in ``artifact_dir``, created if missing.
+
+    Raises:
+        PublishError: the folder cannot be created or is not a folder.
+    """
+    path = Path(artifact_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PublishError(
+            f"cannot create the artifact folder {path}: {exc.strerror or exc}; "
+            "pass another with --artifact-dir"
+        ) from None
+    if not path.is_dir():
+        raise PublishError(
+            f"artifact folder {path} is not a folder; pass another with --artifact-dir"
+        )
+    return FileSystemArtifactStore(path)
+
+
+# ---------------------------------------------------------------------------------- notes
+
+
+class _NoteTarget:
+    """What :func:`optuna_dashboard.save_note` reads of a trial (storage, study, trial id),
+    for a trial that has finished: ``optuna.Trial`` cannot be built for one."""
+
+    def __init__(self, study: optuna.Study, trial_id: int) -> None:
+        self.study = study
+        self.storage = study._storage
+        self._trial_id = trial_id
+
+
+def save_trial_note(study: optuna.Study, trial: FrozenTrial, body: str) -> None:
+    """Replace the dashboard note of a (finished) trial with ``body`` (Markdown)."""
+    from optuna_dashboard import save_note
+
+    save_note(cast(optuna.Trial, _NoteTarget(study, trial._trial_id)), body)
+
+
+def save_study_note(study: optuna.Study, body: str) -> None:
+    from optuna_dashboard import save_note
+
+    save_note(study, body)
+
+
+def study_note(study: optuna.Study, thresholds: Thresholds | None = None) -> str:
+    """The study note: diagnosis and the top-10 ranking, stamped with the time (UTC)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return render_study_note(
+        study.study_name,
+        diagnose_study(study, thresholds or Thresholds()),
+        get_ranking_info(study),
+        study_attrs=study.user_attrs,
+        top_n=TOP_N,
+        updated=stamp,
+    )
+
+
+# ------------------------------------------------------------------------------ artifacts
+
+
+def _artifact_files(
+    trial: FrozenTrial, state: str, objective_metric: str | None, folder: Path
+) -> list[Path]:
+    files: list[Path] = []
+    svg = render_trial_curves_svg(trial, state=state, objective_metric=objective_metric)
+    if svg:
+        chart = folder / f"trial-{trial.number}-learning-curves.svg"
+        chart.write_text(svg, encoding="utf-8")
+        files.append(chart)
+    history = render_history_csv(trial)
+    if history.count("\n") > 1:
+        table = folder / f"trial-{trial.number}-history.csv"
+        table.write_text(history, encoding="utf-8")
+        files.append(table)
+    return files
+
+
+def _has_artifacts(study: optuna.Study, trial: FrozenTrial) -> bool:
+    if any(k.startswith(ARTIFACT_ATTR_PREFIX) for k in trial.system_attrs):
+        return True
+    prefix = f"{DASHBOARD_TRIAL_ARTIFACT_PREFIX}{trial._trial_id}:"
+    return any(k.startswith(prefix) for k in _study_system_attrs(study))
+
+
+def _study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    # ``Study.system_attrs`` is gone in Optuna 5; the storage still has them.
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def _write_meta_last(artifact_store: ArtifactStore, artifact_id: str, path: Path) -> dict[str, Any]:
+    with path.open("rb") as handle:
+        artifact_store.write(artifact_id, handle)
+    mimetype, encoding = mimetypes.guess_type(path.name)
+    return {
+        "artifact_id": artifact_id,
+        "filename": path.name,
+        "mimetype": mimetype or DEFAULT_MIMETYPE,
+        "encoding": encoding,
+    }
+
+
+def _attach_to_finished_trial(
+    study: optuna.Study, trial: FrozenTrial, artifact_store: ArtifactStore, path: Path
+) -> str:
+    artifact_id = str(uuid.uuid4())
+    meta = _write_meta_last(artifact_store, artifact_id, path)
+    key = f"{DASHBOARD_TRIAL_ARTIFACT_PREFIX}{trial._trial_id}:{artifact_id}"
+    study._storage.set_study_system_attr(study._study_id, key, json.dumps(meta))
+    return artifact_id
+
+
+def publish_report_artifacts(
+    study: optuna.Study, artifact_store: ArtifactStore, files: Any
+) -> dict[str, str]:
+    """Attach report files to the study as artifacts; returns ``{filename: artifact_id}``.
+
+    ``files`` is a :class:`reports.ReportFiles` or paths. A file whose name the study already
+    has an artifact for replaces that artifact's content (same id), so publishing again
+    after every run keeps one artifact per report file.
+    """
+    paths = _report_paths(files)
+    existing: dict[str, str] = {}
+    for key, value in _study_system_attrs(study).items():
+        if not key.startswith(ARTIFACT_ATTR_PREFIX):
+            continue
+        try:
+            meta = json.loads(value) if isinstance(value, str) else value
+            existing.setdefault(str(meta["filename"]), str(meta["artifact_id"]))
+        except (TypeError, ValueError, KeyError):
+            continue
+    published: dict[str, str] = {}
+    for path in paths:
+        artifact_id = existing.get(path.name)
+        if artifact_id is not None:
+            with path.open("rb") as handle:
+                artifact_store.write(artifact_id, handle)
+        else:
+            artifact_id = upload_artifact(
+                artifact_store=cast(Any, artifact_store),
+                file_path=str(path),
+                study_or_trial=study,
+            )
+        published[path.name] = artifact_id
+    return published
+
+
+def _report_paths(files: Any) -> list[Path]:
+    names = ("markdown", "html", "csv", "summary_json")
+    if all(hasattr(files, name) for name in names):
+        return [Path(getattr(files, name)) for name in names]
+    if isinstance(files, (str, Path)):
+        return [Path(files)]
+    return [Path(f) for f in cast(Iterable[Any], files)]
+
+
+# ------------------------------------------------------------------------------ publisher
+
+
+class TrialPublisher:
+    """``study.optimize`` callback that publishes each finished trial and the study.
+
+    Use it both as the callback and, for the trial's own ``verdicts`` attr and artifacts, as
+    a wrapper of the objective::
+
+        publisher = TrialPublisher(open_artifact_store(artifact_dir))
+        study.optimize(publisher.wrap(objective), callbacks=[publisher], ...)
+        publisher.finish(study)
+
+    Args:
+        artifact_store: Where the chart and history files go.
+        study_note_every_s: Refresh the study note at most this often while trials finish
+            (the first finished trial refreshes it at once; :meth:`finish` always does).
+        thresholds: Diagnosis rules (default :class:`Thresholds()`).
+        clock: Seconds, monotonic (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        artifact_store: ArtifactStore,
+        study_note_every_s: float = 30.0,
+        *,
+        thresholds: Thresholds | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if study_note_every_s < 0 or math.isnan(study_note_every_s):
+            raise ValueError(f"study_note_every_s must be >= 0, got {study_note_every_s!r}")
+        self.artifact_store = artifact_store
+        self.study_note_every_s = float(study_note_every_s)
+        self.thresholds = thresholds or Thresholds()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_study_note: float | None = None
+
+    # -- before the trial finishes --------------------------------------------------------
+
+    def wrap(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
+        """The objective, plus: just before the trial finishes (returned, pruned or raised),
+        store its ``verdicts`` user attr and upload its chart and history artifacts.
+        Ctrl-C (``KeyboardInterrupt``) passes through without publishing."""
+
+        def publishing_objective(trial: optuna.Trial) -> Any:
+            try:
+                value = objective(trial)
+            except optuna.TrialPruned:
+                self.annotate(trial, "PRUNED")
+                raise
+            except Exception:
+                self.annotate(trial, "FAIL")
+                raise
+            finite = isinstance(value, (int, float)) and math.isfinite(value)
+            self.annotate(trial, "COMPLETE" if finite else "FAIL")
+            return value
+
+        publishing_objective.__wrapped__ = objective  # type: ignore[attr-defined]
+        return publishing_objective
+
+    def annotate(self, trial: optuna.Trial, state: str) -> None:
+        """Store ``verdicts`` and upload the artifacts of a trial that is about to finish in
+        ``state``. Logs and returns on any failure."""
+        try:
+            study = trial.study
+            trials = study.get_trials(deepcopy=False)
+            frozen = next((t for t in trials if t.number == trial.number), None)
+            if frozen is None:
+                return
+            verdicts = trial_verdicts(
+                study, frozen, state=state, trials=trials, thresholds=self.thresholds
+            )
+            trial.set_user_attr("verdicts", [v.to_dict() for v in verdicts])
+            metric = study.user_attrs.get("thaw:objective_metric", "val_loss")
+            with tempfile.TemporaryDirectory(prefix="thaw-publish-") as tmp:
+                for path in _artifact_files(frozen, state, metric, Path(tmp)):
+                    upload_artifact(
+                        artifact_store=cast(Any, self.artifact_store),
+                        file_path=str(path),
+                        study_or_trial=trial,
+                    )
+        except Exception as exc:  # noqa: BLE001 - publishing must never stop the study
+            self._log_failure(f"trial {trial.number}", exc)
+
+    # -- after the trial finished ---------------------------------------------------------
+
+    def __call__(self, study: optuna.Study, frozen_trial: FrozenTrial) -> None:
+        """Callback: the trial note, missing artifacts, and (throttled) the study note."""
+        try:
+            self.publish_trial(study, frozen_trial)
+        except Exception as exc:  # noqa: BLE001 - publishing must never stop the study
+            self._log_failure(f"trial {frozen_trial.number}", exc)
+        with self._lock:
+            now = self._clock()
+            due = (
+                self._last_study_note is None
+                or now - self._last_study_note >= self.study_note_every_s
+            )
+            if due:
+                self._last_study_note = now
+        if due:
+            self._publish_study_note(study)
+
+    def publish_trial(self, study: optuna.Study, frozen_trial: FrozenTrial) -> None:
+        """Write the note of a finished trial; attach its artifacts if :meth:`wrap` did not.
+
+        Raises whatever storage or the artifact store raises (the callback logs it).
+        """
+        state = frozen_trial.state.name
+        stored = frozen_trial.user_attrs.get("verdicts")
+        verdicts: list[Any]
+        if isinstance(stored, list):
+            verdicts = verdict_dicts(stored)
+        else:
+            verdicts = list(trial_verdicts(study, frozen_trial, thresholds=self.thresholds))
+        metric = study.user_attrs.get("thaw:objective_metric")
+        note = render_trial_note(frozen_trial, verdicts, objective_metric=metric)
+        save_trial_note(study, frozen_trial, note)
+        if not _has_artifacts(study, frozen_trial):
+            with tempfile.TemporaryDirectory(prefix="thaw-publish-") as tmp:
+                files = _artifact_files(frozen_trial, state, metric or "val_loss", Path(tmp))
+                for path in files:
+                    _attach_to_finished_trial(study, frozen_trial, self.artifact_store, path)
+
+    def finish(self, study: optuna.Study) -> None:
+        """Refresh the study note now (call at the end of ``thaw run``). Never raises."""
+        with self._lock:
+            self._last_study_note = self._clock()
+        self._publish_study_note(study)
+
+    def _publish_study_note(self, study: optuna.Study) -> None:
+        try:
+            save_study_note(study, study_note(study, self.thresholds))
+        except Exception as exc:  # noqa: BLE001 - publishing must never stop the study
+            self._log_failure("the study note", exc)
+
+    @staticmethod
+    def _log_failure(what: str, exc: Exception) -> None:
+        _logger.warning(
+            "Could not publish %s to the dashboard: %s: %s",
+            what,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+        _logger.debug("Publishing %s failed", what, exc_info=exc)
