@@ -39,7 +39,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--make", type=Path, help="only write the folder here and stop")
     args = parser.parse_args()
+    if args.make:
+        make_folder(args.make, args.images)
+        print(f"wrote {args.images} images to {args.make}")
+        return
 
     import optuna
 

@@ -168,7 +168,7 @@ def load_image_folder(
             if not np.any(y_val == label):
                 raise DataSourceError(f"class {name!r} has no readable image in {val_path}")
     if skipped:
-        _logger.warning("Skipped %d unreadable files: %s", len(skipped), ", ".join(skipped[:10]))
+        _logger.info("Skipped %d unreadable files: %s", len(skipped), ", ".join(skipped[:10]))
     return ArrayData(
         x_train=x_train,
         y_train=y_train,

@@ -61,13 +61,15 @@ HEALTHY = "healthy"
 OVERFITTING = "overfitting"
 """Val loss climbed (or stalled) after its best epoch while train loss kept falling."""
 LR_TOO_HIGH = "lr_too_high"
-"""Pretrained features destroyed: divergence, an unrecovered jump after unfreezing, or a
-rising / oscillating train loss."""
+"""Pretrained features destroyed: divergence (including an explosive loss in the first epochs),
+an unrecovered jump after unfreezing, or a persistently rising / oscillating train loss."""
 UNDERFITTING = "underfitting"
-"""Insufficient fine-tuning: train and val loss plateau high with a small gap while peers with
-more unfrozen layers or a higher learning rate do better."""
+"""Insufficient fine-tuning: train and val loss stay high with a small gap (a plateau, or
+progress too slow to catch up) while peers with more unfrozen layers or a higher learning rate
+do clearly better."""
 BATCHNORM_MISMATCH = "batchnorm_mismatch"
-"""Val loss far above train loss from the first epochs while train accuracy is already high."""
+"""Val loss far above train loss from the first epochs while train accuracy is already high,
+or val accuracy far below train accuracy (near chance) once train accuracy gets high."""
 WEAK_REGULARISATION = "weak_regularisation"
 """Overfitting that peers with more dropout / weight decay at a similar learning rate and
 depth avoid."""
@@ -156,10 +158,23 @@ class Thresholds:
         underfit_min_peer_gain:
             Underfitting needs a peer with more unfrozen layers or a higher learning rate whose
             best val loss is at least this fraction lower.
+        underfit_progress_fraction:
+            Without a plateau, underfitting still counts when progress is slow: over the last
+            this fraction of the epochs (at least ``plateau_epochs``) val loss improved by less
+            than the remaining gap to that better peer's best val loss, so at that pace the
+            trial would need more than as many epochs again to catch up.
         divergence_jump_factor:
             A train loss that grows by this factor from one epoch to the next (and ends above
             its first-epoch level) counts as divergence, like a non-finite loss. (Val-only
             jumps are judged by the unfreezing-shock and BatchNorm rules.)
+        explosion_factor:
+            Explosive start: within the first ``explosion_epochs`` epochs the train or val loss
+            reached at least this multiple of the peers' median epoch-1 level of the same series
+            (for a cross-entropy that is far above the chance level ln(num_classes)). It counts
+            as divergence: the weights were wrecked in the first epochs, and the rest of the
+            curve is recovery from that.
+        explosion_epochs:
+            Epochs at the start of a curve examined for an explosive loss.
         shock_window:
             Epochs after unfreezing searched for a val-loss jump.
         shock_min_relative_rise:
@@ -169,6 +184,12 @@ class Thresholds:
             After such a jump, the trial "recovers" if its val loss gets back to within this
             fraction of the feature-extraction level (the end of its own warm-up, else the best
             peer with ``unfrozen_layers == 0``, else its epoch-1 value).
+        shock_transient_epochs:
+            A val-loss jump that is back at or below its pre-jump level within this many epochs
+            after its peak, and later improves on that level by at least
+            ``shock_min_relative_rise``, is a transient early-training bump rather than
+            destroyed features, even if the trial never reaches the feature-extraction level
+            (e.g. because it overfits). 0 disables the exemption.
         train_rise_min_relative:
             Train loss after unfreezing that ends this fraction above its minimum is rising.
         oscillation_min_relative:
@@ -186,7 +207,17 @@ class Thresholds:
         bn_min_train_accuracy:
             ... while the median train accuracy over those epochs is at least this.
         bn_early_epochs:
-            Epochs after unfreezing examined for a BatchNorm mismatch.
+            Epochs after unfreezing examined for a BatchNorm mismatch; also the length of the
+            late variant's window, which starts at the first epoch after unfreezing with train
+            accuracy >= ``bn_min_train_accuracy``.
+        bn_max_val_to_train_accuracy:
+            BatchNorm mismatch (late variant, for when train accuracy becomes high only after
+            some epochs): over that window the median val accuracy is at most this fraction of
+            the median train accuracy (and val loss is at least ``bn_min_gap`` above train
+            loss). Genuine overfitting keeps val accuracy close to train accuracy when train
+            accuracy first gets high; with BatchNorm statistics that do not match inference,
+            val accuracy stays near chance while the model fits the training batches. A val
+            loss that bottoms out before that window is then not called overfitting.
         peer_lr_ratio:
             Two learning rates are similar when within this factor of each other.
         peer_depth_tolerance:
@@ -227,10 +258,14 @@ class Thresholds:
     plateau_tolerance: float = _threshold(0.02, low=0.0, high=1.0, high_open=True)
     underfit_max_gap_ratio: float = _threshold(1.25, low=1.0)
     underfit_min_peer_gain: float = _threshold(0.10, low=0.0, high=1.0, high_open=True)
+    underfit_progress_fraction: float = _threshold(1.0 / 3.0, low=0.0, high=1.0, low_open=True)
     divergence_jump_factor: float = _threshold(3.0, low=1.0, low_open=True)
+    explosion_factor: float = _threshold(10.0, low=1.0, low_open=True)
+    explosion_epochs: int = _threshold(2, low=1, integer=True)
     shock_window: int = _threshold(2, low=1, integer=True)
     shock_min_relative_rise: float = _threshold(0.20, low=0.0, low_open=True)
     recovery_tolerance: float = _threshold(0.02, low=0.0)
+    shock_transient_epochs: int = _threshold(2, low=0, integer=True)
     train_rise_min_relative: float = _threshold(0.10, low=0.0, low_open=True)
     oscillation_min_relative: float = _threshold(0.05, low=0.0, low_open=True)
     oscillation_min_fraction: float = _threshold(0.30, low=0.0, high=1.0, low_open=True)
@@ -238,6 +273,7 @@ class Thresholds:
     bn_min_gap: float = _threshold(0.3, low=0.0)
     bn_min_train_accuracy: float = _threshold(0.85, low=0.0, high=1.0, low_open=True)
     bn_early_epochs: int = _threshold(3, low=1, integer=True)
+    bn_max_val_to_train_accuracy: float = _threshold(0.5, low=0.0, high=1.0, low_open=True)
     peer_lr_ratio: float = _threshold(3.0, low=1.0)
     peer_depth_tolerance: float = _threshold(0.25, low=0.0, high=1.0)
     peer_depth_min_layers: int = _threshold(2, low=0, integer=True)
@@ -570,6 +606,17 @@ class _Jump:
 
 
 @dataclass(frozen=True)
+class _Explosion:
+    """Loss far above the peers' epoch-1 level in the first epochs."""
+
+    series: str
+    epoch: int
+    value: float
+    reference: float
+    n_peers: int
+
+
+@dataclass(frozen=True)
 class _TrainRise:
     min_epoch: int
     min_value: float
@@ -583,6 +630,7 @@ class _Profile:
     val: dict[int, float]
     train: dict[int, float]
     train_acc: dict[int, float]
+    val_acc: dict[int, float]
     best_epoch: int | None
     best_val: float | None
     final_epoch: int | None
@@ -593,12 +641,24 @@ class _Profile:
     jump: _Jump | None
     train_rise: _TrainRise | None
     oscillation: tuple[int, int] | None
+    explosion: _Explosion | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """Non-finite, jumping or explosive loss, or pruned as diverged."""
+        return (
+            self.nonfinite is not None
+            or self.jump is not None
+            or self.explosion is not None
+            or self.curves.prune_reason == "diverged"
+        )
 
     @property
     def lr_problem(self) -> bool:
         return (
             self.nonfinite is not None
             or self.jump is not None
+            or self.explosion is not None
             or self.train_rise is not None
             or self.oscillation is not None
             or self.curves.prune_reason == "diverged"
@@ -715,6 +775,7 @@ def _profile(curves: TrialCurves, t: Thresholds) -> _Profile:
         val=val,
         train=train,
         train_acc=_finite(curves.accuracy),
+        val_acc=_finite(curves.val_accuracy),
         best_epoch=best_epoch,
         best_val=None if best_epoch is None else val[best_epoch],
         final_epoch=final_epoch,
@@ -726,6 +787,35 @@ def _profile(curves: TrialCurves, t: Thresholds) -> _Profile:
         train_rise=_train_rise(train, curves.warmup_epochs, t),
         oscillation=_oscillation(train, curves.warmup_epochs, t),
     )
+
+
+def _explosion(p: _Profile, others: Sequence[_Profile], t: Thresholds) -> _Explosion | None:
+    """Largest explosive early loss of ``p`` relative to the others' median epoch-1 level."""
+    found: list[tuple[float, _Explosion]] = []
+    for name, attr in (("train loss", "train"), ("val loss", "val")):
+        series: dict[int, float] = getattr(p, attr)
+        refs = [lvl for q in others if (lvl := getattr(q, attr).get(1)) is not None]
+        early = [(e, v) for e, v in series.items() if e <= t.explosion_epochs]
+        if not refs or not early:
+            continue
+        reference = statistics.median(refs)
+        if reference <= 0:
+            continue
+        epoch, value = max(early, key=lambda ev: (ev[1], -ev[0]))
+        if value >= t.explosion_factor * reference:
+            found.append((value / reference, _Explosion(name, epoch, value, reference, len(refs))))
+    return max(found, key=lambda fx: fx[0])[1] if found else None
+
+
+def _with_explosions(profiles: Sequence[_Profile], t: Thresholds) -> list[_Profile]:
+    """``profiles`` with :attr:`_Profile.explosion` judged against all the other profiles."""
+    return [
+        dataclasses.replace(
+            p,
+            explosion=_explosion(p, [q for q in profiles if q.curves.number != p.curves.number], t),
+        )
+        for p in profiles
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -786,6 +876,13 @@ def _shock(p: _Profile, fe_level: tuple[float, str] | None, t: Thresholds) -> _S
     best_after = min(after)
     if best_after <= level * (1.0 + t.recovery_tolerance):
         return None
+    if t.shock_transient_epochs > 0:
+        # A bump that is quickly undone and then clearly improved on did not destroy the
+        # pretrained features; failing to reach the feature-extraction level has another cause.
+        horizon = peak_epoch + t.shock_transient_epochs
+        back = any(v <= base for e, v in p.val.items() if peak_epoch < e <= horizon)
+        if back and best_after <= base * (1.0 - t.shock_min_relative_rise):
+            return None
     train_base = p.train.get(w if w > 0 else 1)
     train_window = [p.train[e] for e in window if e in p.train]
     train_jumped = (
@@ -796,7 +893,25 @@ def _shock(p: _Profile, fe_level: tuple[float, str] | None, t: Thresholds) -> _S
     return _Shock(w, base, peak, peak_epoch, level, source, best_after, train_jumped)
 
 
-def _bn_mismatch(p: _Profile, t: Thresholds) -> tuple[str, float] | None:
+@dataclass(frozen=True)
+class _BatchNorm:
+    """A BatchNorm mismatch; ``onset`` is the epoch from which it explains the val loss."""
+
+    evidence: str
+    confidence: float
+    onset: int
+
+
+def _bn_mismatch(p: _Profile, t: Thresholds) -> _BatchNorm | None:
+    return _bn_early(p, t) or _bn_late(p, t)
+
+
+def _span(epochs: Sequence[int]) -> str:
+    return f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
+
+
+def _bn_early(p: _Profile, t: Thresholds) -> _BatchNorm | None:
+    """Val loss far above train loss right after unfreezing, train accuracy already high."""
     w = p.curves.warmup_epochs
     epochs = [e for e in range(w + 1, w + 1 + t.bn_early_epochs) if e in p.val and e in p.train]
     if len(epochs) < min(2, t.bn_early_epochs):
@@ -811,14 +926,65 @@ def _bn_mismatch(p: _Profile, t: Thresholds) -> tuple[str, float] | None:
         return None
     val_med = statistics.median(p.val[e] for e in epochs)
     train_med = statistics.median(p.train[e] for e in epochs)
-    span = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
     evidence = (
-        f"over {span} (first epochs after unfreezing) val loss was {ratio:.1f}x train loss "
-        f"(median {val_med:.3f} vs {train_med:.3f}) while train accuracy was already "
+        f"over {_span(epochs)} (first epochs after unfreezing) val loss was {ratio:.1f}x train "
+        f"loss (median {val_med:.3f} vs {train_med:.3f}) while train accuracy was already "
         f"{acc:.2f}"
     )
     confidence = _scale(ratio / t.bn_gap_ratio, 1.0, 2.0, 0.6, 0.9)
-    return evidence, confidence
+    return _BatchNorm(evidence, confidence, max(w, 1))
+
+
+def _bn_late(p: _Profile, t: Thresholds) -> _BatchNorm | None:
+    """Val accuracy far below (near chance) once train accuracy gets high.
+
+    Judged over ``bn_early_epochs`` epochs from the first epoch after unfreezing with train
+    accuracy >= ``bn_min_train_accuracy``. Genuine overfitting keeps val accuracy close to the
+    train accuracy at that point; a model whose BatchNorm statistics do not match inference
+    fits its training batches while its val predictions stay near chance.
+    """
+    w = p.curves.warmup_epochs
+    onset = next(
+        (e for e, a in sorted(p.train_acc.items()) if e > w and a >= t.bn_min_train_accuracy),
+        None,
+    )
+    if onset is None:
+        return None
+    epochs = [
+        e
+        for e in range(onset, onset + t.bn_early_epochs)
+        if e in p.train_acc and e in p.val_acc and e in p.val and e in p.train
+    ]
+    if len(epochs) < min(2, t.bn_early_epochs):
+        return None
+    train_acc = statistics.median(p.train_acc[e] for e in epochs)
+    val_acc = statistics.median(p.val_acc[e] for e in epochs)
+    acc_ratio = val_acc / max(train_acc, _EPS)
+    gap = statistics.median(p.val[e] - p.train[e] for e in epochs)
+    if acc_ratio > t.bn_max_val_to_train_accuracy or gap < t.bn_min_gap:
+        return None
+    loss_ratio = statistics.median(p.val[e] / max(p.train[e], _EPS) for e in epochs)
+    val_med = statistics.median(p.val[e] for e in epochs)
+    train_med = statistics.median(p.train[e] for e in epochs)
+    evidence = (
+        f"train accuracy first reached {t.bn_min_train_accuracy:g} at epoch {onset}; over "
+        f"{_span(epochs)} val accuracy was only {val_acc:.2f} vs train accuracy {train_acc:.2f} "
+        f"({acc_ratio:.2f}x) and val loss {loss_ratio:.1f}x train loss (median {val_med:.3f} vs "
+        f"{train_med:.3f})"
+    )
+    later_val = [a for e, a in p.val_acc.items() if e > epochs[-1]]
+    later_train = [a for e, a in p.train_acc.items() if e > epochs[-1]]
+    if later_val and later_train:
+        evidence += (
+            f"; afterwards val accuracy stayed at {min(later_val):.2f}-{max(later_val):.2f} "
+            f"while train accuracy reached {max(later_train):.2f}"
+        )
+    end, final = p.final_epoch, p.final_val
+    if end is not None and final is not None and end > epochs[-1] and final > val_med:
+        evidence += f" and val loss rose to {final:.3f} (epoch {end})"
+    limit = t.bn_max_val_to_train_accuracy
+    confidence = _scale(limit - acc_ratio, 0.0, limit / 2.0, 0.6, 0.9)
+    return _BatchNorm(evidence, confidence, onset)
 
 
 def _similar_depth(u1: int | None, u2: int | None, t: Thresholds) -> bool:
@@ -839,6 +1005,48 @@ def _depth_phrase(u: int | None, num_layers: int | None) -> str:
     if num_layers and u >= num_layers:
         return f" for full fine-tuning (all {num_layers} layers unfrozen)"
     return f" for {u}+ unfrozen layers"
+
+
+def _fmt_big(x: float) -> str:
+    """``3.7e6`` for large numbers, else three significant digits."""
+    if abs(x) >= 1000:
+        mantissa, exponent = f"{x:.1e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{x:.3g}"
+
+
+def _explosion_evidence(
+    p: _Profile, x: _Explosion, peers: Sequence[_Profile], t: Thresholds
+) -> tuple[str, float]:
+    factor = x.value / max(x.reference, _EPS)
+    low = math.log10(t.explosion_factor)
+    confidence = _scale(math.log10(factor), low, low + 3.0, 0.7, 0.9)
+    part = (
+        f"{x.series} was {_fmt_big(x.value)} at epoch {x.epoch}, {_fmt_big(factor)}x the "
+        f"median epoch-1 {x.series} of {x.n_peers} peer{'s' if x.n_peers != 1 else ''} "
+        f"({x.reference:.3f})"
+    )
+    reference = _fe_level(peers)
+    if reference is None:
+        bests = [q.best_val for q in peers if q.best_val is not None and not q.lr_problem]
+        if bests:
+            reference = (statistics.median(bests), "median best val loss of the peers")
+    if p.best_val is not None and p.final_val is not None and reference is not None:
+        level, source = reference
+        if p.best_val > level * (1.0 + t.recovery_tolerance):
+            accuracy = ""
+            if p.val_acc:
+                accs = list(p.val_acc.values())
+                if max(accs) - min(accs) <= 0.01:
+                    accuracy = f"; val accuracy stayed at {accs[-1]:.3f} in every epoch"
+                else:
+                    accuracy = f"; val accuracy ended at {accs[-1]:.3f}"
+            part += (
+                f"; val loss never got below {p.best_val:.3f} (ended at {p.final_val:.3f}), "
+                f"above the level {level:.3f} ({source}){accuracy}"
+            )
+            confidence = min(0.95, confidence + 0.05)
+    return part, confidence
 
 
 def _lr_verdict(
@@ -869,6 +1077,10 @@ def _lr_verdict(
             f"(epoch {j.epoch - 1}) to {j.after:.3f} (epoch {j.epoch})"
         )
         confidence = max(confidence, 0.85)
+    if p.explosion is not None:
+        part, explosion_confidence = _explosion_evidence(p, p.explosion, peers, t)
+        parts.append(part)
+        confidence = max(confidence, explosion_confidence)
     if shock is not None:
         where = (
             f"after unfreezing at epoch {shock.unfreeze_epoch + 1}"
@@ -931,9 +1143,9 @@ def _lr_verdict(
         rec = f"lower the learning rate below {_fmt_sig(lr / 3.0, 1)}{depth}"
     else:
         rec = f"lower the learning rate 3-10x{depth}"
-    if c.warmup_epochs == 0 and u and (shock is not None or p.jump or p.nonfinite):
+    if c.warmup_epochs == 0 and u and (shock is not None or p.jump or p.nonfinite or p.explosion):
         rec += "; train the head alone for 2-3 warm-up epochs before unfreezing"
-    if p.nonfinite is not None or p.jump is not None or c.prune_reason == "diverged":
+    if p.diverged:
         rec += "; clip gradients (clipnorm=1.0)"
     return Verdict(LR_TOO_HIGH, confidence, "; ".join(parts), rec)
 
@@ -955,14 +1167,18 @@ def _overfit_recommendation(p: _Profile) -> str:
     return f"{stop} or {reg}"
 
 
-def _overfit_verdict(p: _Profile, shock: _Shock | None, bn: bool, t: Thresholds) -> Verdict | None:
+def _overfit_verdict(
+    p: _Profile, shock: _Shock | None, bn: _BatchNorm | None, t: Thresholds
+) -> Verdict | None:
     c = p.curves
     if p.best_epoch is None or p.best_val is None or p.final_val is None:
         return None
     if p.train_rise is not None or p.nonfinite is not None:
         return None  # rising train loss or divergence is lr_too_high, not overfitting
-    if (shock is not None or bn) and p.best_epoch <= max(c.warmup_epochs, 1):
-        return None  # the rise is the unfreezing shock / the BatchNorm mismatch
+    if shock is not None and p.best_epoch <= max(c.warmup_epochs, 1):
+        return None  # the rise is the unfreezing shock
+    if bn is not None and p.best_epoch <= bn.onset:
+        return None  # val loss rose from when the BatchNorm mismatch shows: that explains it
     n = c.epochs
     best, final = p.best_val, p.final_val
     train_best = p.train.get(p.best_epoch)
@@ -998,7 +1214,7 @@ def _overfit_verdict(p: _Profile, shock: _Shock | None, bn: bool, t: Thresholds)
             confidence -= 0.1
         return Verdict(OVERFITTING, confidence, evidence, _overfit_recommendation(p))
     # Stalled variant: val stopped improving while train loss keeps dropping and the gap widens.
-    if bn or train_best is None or train_end is None or p.final_epoch is None:
+    if bn is not None or train_best is None or train_end is None or p.final_epoch is None:
         return None
     if p.final_epoch - p.best_epoch < t.plateau_epochs:
         return None
@@ -1084,6 +1300,26 @@ def _plateaued(series: dict[int, float], t: Thresholds) -> bool:
     return _rel(ref - min(values[-k:]), ref) <= t.plateau_tolerance
 
 
+@dataclass(frozen=True)
+class _Progress:
+    """Val-loss improvement over the last epochs of a curve."""
+
+    from_epoch: int
+    to_epoch: int
+    improvement: float
+
+
+def _recent_progress(series: dict[int, float], t: Thresholds) -> _Progress | None:
+    """Improvement over the last ``underfit_progress_fraction`` of the epochs (at least
+    ``plateau_epochs``), from the value before that window to the window's minimum."""
+    items = sorted(series.items())
+    k = max(t.plateau_epochs, math.ceil(len(items) * t.underfit_progress_fraction - 1e-9))
+    if len(items) < k + 1:
+        return None
+    from_epoch, ref = items[-k - 1]
+    return _Progress(from_epoch, items[-1][0], ref - min(v for _, v in items[-k:]))
+
+
 def _underfit_verdict(
     p: _Profile, peers: Sequence[_Profile], t: Thresholds, num_layers: int | None
 ) -> Verdict | None:
@@ -1092,7 +1328,8 @@ def _underfit_verdict(
         return None
     plateau = _plateaued(p.val, t) and _plateaued(p.train, t)
     below_peers = c.prune_reason == "below_peers"
-    if not (plateau or below_peers):
+    progress = None if plateau or below_peers else _recent_progress(p.val, t)
+    if not (plateau or below_peers or progress is not None):
         return None
     ratio = p.final_val / max(p.final_train, _EPS)
     if ratio > t.underfit_max_gap_ratio:
@@ -1113,11 +1350,21 @@ def _underfit_verdict(
     qc = q.curves
     assert q.best_val is not None
     gain = _rel(p.best_val - q.best_val, p.best_val)
+    remaining = p.best_val - q.best_val
+    if progress is not None and progress.improvement >= remaining:
+        return None  # still improving fast enough to catch up: not (yet) underfitting
     if plateau:
         state = (
             f"train {p.final_train:.3f} and val {p.final_val:.3f} loss both changed "
             f"< {100 * t.plateau_tolerance:g}% over the last {t.plateau_epochs} epochs "
             f"(val/train {ratio:.2f})"
+        )
+    elif progress is not None:
+        state = (
+            f"train {p.final_train:.3f} and val {p.final_val:.3f} loss stayed high "
+            f"(val/train {ratio:.2f}) and improved slowly: val loss fell only "
+            f"{progress.improvement:.3f} over epochs {progress.from_epoch}-{progress.to_epoch}, "
+            f"less than the remaining gap of {remaining:.3f} to trial {qc.number}"
         )
     else:
         at = f" at epoch {c.prune_epoch}" if c.prune_epoch else ""
@@ -1148,8 +1395,10 @@ def _underfit_verdict(
         changes.append(f"raise the learning rate towards {_fmt_sig(qc.learning_rate, 1)}")
     rec = " and ".join(changes) + f" (as trial {qc.number})"
     confidence = _scale(gain, t.underfit_min_peer_gain, 0.5, 0.55, 0.85)
-    if not plateau:
+    if below_peers and not plateau:
         confidence -= 0.1
+    elif progress is not None:
+        confidence -= 0.05
     return Verdict(UNDERFITTING, confidence, evidence, rec)
 
 
@@ -1198,11 +1447,10 @@ def _diagnose(
     lr_verdict = _lr_verdict(p, shock, peers, t, num_layers)
     if lr_verdict is not None:
         verdicts.append(lr_verdict)
-    diverged = p.nonfinite is not None or p.jump is not None or p.curves.prune_reason == "diverged"
-    if diverged:
+    if p.diverged:
         return verdicts  # divergence explains everything after it
     if bn is not None:
-        evidence, confidence = bn
+        evidence, confidence = bn.evidence, bn.confidence
         bn_param = p.curves.params.get("batchnorm")
         rec = (
             "keep BatchNormalization layers in inference mode while fine-tuning "
@@ -1211,7 +1459,7 @@ def _diagnose(
         if bn_param is not None and bn_param != "frozen":
             rec += f"; this trial used batchnorm={bn_param}"
         verdicts.append(Verdict(BATCHNORM_MISMATCH, confidence, evidence, rec))
-    overfit = _overfit_verdict(p, shock, bn is not None, t)
+    overfit = _overfit_verdict(p, shock, bn, t)
     if overfit is not None:
         verdicts.append(overfit)
         weak = _weak_reg_verdict(p, peers, t)
@@ -1247,8 +1495,10 @@ def diagnose_trial(
         Verdicts ordered as :data:`VERDICTS`; ``[healthy]`` when nothing else applies, and an
         empty list when the trial has no usable history (e.g. a failed trial).
     """
-    profiles = [_profile(q, thresholds) for q in peers]
-    return _diagnose(_profile(curves, thresholds), profiles, thresholds, num_layers)
+    own = _profile(curves, thresholds)
+    others = [_profile(q, thresholds) for q in peers if q.number != curves.number]
+    judged = _with_explosions([own, *others], thresholds)
+    return _diagnose(judged[0], judged[1:], thresholds, num_layers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1972,7 +2222,7 @@ def diagnose_study(study: optuna.Study, thresholds: Thresholds = Thresholds()) -
     if not isinstance(metric, str):
         metric = None
     curves = _read_curves(study, frozen, metric)
-    profiles = [_profile(c, thresholds) for c in curves]
+    profiles = _with_explosions([_profile(c, thresholds) for c in curves], thresholds)
     peers = [p for p in profiles if p.val]
     trial_diagnoses = tuple(
         TrialDiagnosis(

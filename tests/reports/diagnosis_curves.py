@@ -60,6 +60,7 @@ def trial(
     loss: Sequence[float | None],
     val_loss: Sequence[float | None],
     accuracy: Sequence[float | None] | None = None,
+    val_accuracy: Sequence[float | None] | None = None,
     **kwargs: Any,
 ) -> TrialCurves:
     return TrialCurves(
@@ -68,7 +69,7 @@ def trial(
         loss=list(loss),
         val_loss=list(val_loss),
         accuracy=list(accuracy) if accuracy is not None else acc_from_loss(loss),
-        val_accuracy=acc_from_loss(val_loss),
+        val_accuracy=list(val_accuracy) if val_accuracy is not None else acc_from_loss(val_loss),
         **kwargs,
     )
 
@@ -101,6 +102,21 @@ PLATEAU_TRAIN = [1.2, 1.0, 0.92, 0.88, 0.86, 0.85, 0.845, 0.84, 0.84, 0.838]
 PLATEAU_VAL = [1.1, 0.95, 0.9, 0.87, 0.86, 0.855, 0.85, 0.85, 0.848, 0.848]
 
 WEAK = params(20, 3e-4, dropout=0.1, weight_decay=1e-6)
+
+# Train accuracy gets high only after some epochs while val accuracy stays near chance (6
+# classes) and val loss climbs: BatchNorm statistics that do not match inference.
+LATE_BN_TRAIN = [1.7, 1.3, 1.0, 0.8, 0.62, 0.5, 0.4, 0.3, 0.22, 0.17, 0.13, 0.1]
+LATE_BN_ACC = [0.3, 0.5, 0.62, 0.72, 0.8, 0.84, 0.88, 0.92, 0.95, 0.97, 0.98, 0.99]
+LATE_BN_VAL = [1.75, 1.68, 1.62, 1.6, 1.62, 1.7, 1.82, 1.95, 2.1, 2.2, 2.3, 2.4]
+LATE_BN_VAL_ACC = [0.2, 0.26, 0.3, 0.32, 0.31, 0.3, 0.3, 0.29, 0.29, 0.28, 0.28, 0.28]
+
+# No warm-up: a val bump at epoch 2 that is undone by epoch 4, then ordinary overfitting.
+BUMP_TRAIN = [1.25, 1.3, 1.1, 0.9, 0.7, 0.55, 0.42, 0.32, 0.25, 0.2, 0.16, 0.13]
+BUMP_VAL = [1.2, 1.6, 1.3, 1.0, 0.85, 0.75, 0.7, 0.68, 0.69, 0.72, 0.76, 0.8]
+
+# Head only, still falling steadily but slowly (0.05 per epoch), small gap.
+SLOW_VAL = [round(2.0 - 0.05 * i, 4) for i in range(12)]
+SLOW_TRAIN = [round(v + 0.1, 4) for v in SLOW_VAL]
 
 
 def _overfit(number: int = 0, p: dict[str, Any] | None = None) -> TrialCurves:
@@ -172,6 +188,18 @@ CASES: list[LabelledCase] = [
         note="plateau alone is no underfitting: no peer shows that more is possible",
     ),
     LabelledCase(
+        "healthy_still_improving_fast_vs_deeper_peer",
+        trial(
+            0,
+            params(0, 1e-3),
+            [round(1.4 - 0.07 * i, 4) for i in range(12)],
+            [round(1.3 - 0.07 * i, 4) for i in range(12)],
+        ),
+        frozenset({HEALTHY}),
+        peers=(healthy_peer(1, params(30, 3e-4), 0.45),),
+        note="15% behind a deeper peer but its last 4 epochs gained 0.28, more than the gap",
+    ),
+    LabelledCase(
         "healthy_plateau_only_shallower_slower_peer_better",
         trial(0, params(20, 3e-4), PLATEAU_TRAIN, PLATEAU_VAL),
         frozenset({HEALTHY}),
@@ -218,6 +246,15 @@ CASES: list[LabelledCase] = [
         ),
         frozenset({OVERFITTING}),
         note="no climb, but val stalls while train keeps dropping (val/train 1.5 -> 5.6)",
+    ),
+    LabelledCase(
+        "overfitting_transient_bump_without_warmup",
+        trial(0, params(20, 3e-4), BUMP_TRAIN, BUMP_VAL),
+        frozenset({OVERFITTING}),
+        peers=(healthy_peer(1, params(0, 1e-3), 0.5),),
+        note="the epoch-2 val bump is back below its epoch-1 level two epochs later and then "
+        "improved on by 43%: not destroyed features, though it never reaches the "
+        "feature-extraction level 0.50 (it overfits instead)",
     ),
     # ---- weak regularisation ------------------------------------------------------------------
     LabelledCase(
@@ -346,6 +383,23 @@ CASES: list[LabelledCase] = [
         ),
         frozenset({LR_TOO_HIGH}),
     ),
+    LabelledCase(
+        "lr_explosive_start",
+        trial(
+            0,
+            params(20, 1e-1),
+            [5.2e4, 310.0, 42.0, 8.1, 2.5, 1.95, 1.9, 1.86, 1.83, 1.81, 1.8, 1.8],
+            [880.0, 61.0, 12.5, 3.1, 1.9, 1.85, 1.83, 1.81, 1.8, 1.8, 1.79, 1.79],
+            accuracy=[0.17] * 12,
+            val_accuracy=[0.167] * 12,
+        ),
+        frozenset({LR_TOO_HIGH}),
+        peers=(
+            healthy_peer(1, params(0, 1e-3), 0.6),
+            healthy_peer(2, params(20, 3e-4), 0.45),
+        ),
+        note="loss thousands of times the peers' epoch-1 level, then stuck at chance (ln 6)",
+    ),
     # ---- batchnorm mismatch -------------------------------------------------------------------
     LabelledCase(
         "batchnorm_mismatch_from_epoch_1",
@@ -370,6 +424,20 @@ CASES: list[LabelledCase] = [
         ),
         frozenset({BATCHNORM_MISMATCH}),
         note="val jumps at unfreezing while train loss keeps falling: BN statistics, not lr",
+    ),
+    LabelledCase(
+        "batchnorm_mismatch_late",
+        trial(
+            0,
+            params(20, 3e-4),
+            LATE_BN_TRAIN,
+            LATE_BN_VAL,
+            accuracy=LATE_BN_ACC,
+            val_accuracy=LATE_BN_VAL_ACC,
+        ),
+        frozenset({BATCHNORM_MISMATCH}),
+        note="when train accuracy first reaches 0.85 (epoch 7) val accuracy is 0.3 (0.32x): "
+        "judged by the curves, the batchnorm param is not set",
     ),
     # ---- underfitting -------------------------------------------------------------------------
     LabelledCase(
@@ -397,5 +465,12 @@ CASES: list[LabelledCase] = [
         ),
         frozenset({UNDERFITTING}),
         peers=(healthy_peer(1, params(30, 3e-4), 0.45),),
+    ),
+    LabelledCase(
+        "underfitting_slow_progress_vs_deeper_peer",
+        trial(0, params(0, 1e-3), SLOW_TRAIN, SLOW_VAL),
+        frozenset({UNDERFITTING}),
+        peers=(healthy_peer(1, params(30, 3e-4), 0.45),),
+        note="no plateau, but the last 4 epochs gained 0.20 against a gap of 1.0 to the peer",
     ),
 ]

@@ -48,7 +48,7 @@ PATHOLOGIES = [
     Pathology("lr 1e-1 on all layers", TrialParams(5, 1e-1, 0.0, 1e-6), LR_TOO_HIGH),
     Pathology(
         "zero dropout, tiny target, many epochs",
-        TrialParams(5, 3e-4, 0.0, 1e-6),
+        TrialParams(2, 2e-3, 0.0, 1e-6),
         OVERFITTING,
         epochs=40,
         train_per_class=3,
@@ -67,7 +67,12 @@ PATHOLOGIES = [
     Pathology("base frozen, lr 1e-5", TrialParams(0, 1e-5, 0.2, 1e-4), UNDERFITTING),
 ]
 #: Peers the diagnosis compares with (underfitting and weak regularisation are relative).
-PEERS = [TrialParams(5, 3e-4, 0.2, 1e-3), TrialParams(3, 3e-4, 0.3, 1e-3)]
+PEERS = [
+    TrialParams(5, 3e-4, 0.2, 1e-3),
+    TrialParams(2, 2e-3, 0.3, 1e-3),
+    TrialParams(1, 2e-3, 0.2, 1e-3),
+    TrialParams(0, 3e-3, 0.2, 1e-4),
+]
 
 
 def run_pathologies(cache_dir: Path, storage: str) -> dict[str, list[str]]:
@@ -84,7 +89,9 @@ def run_pathologies(cache_dir: Path, storage: str) -> dict[str, list[str]]:
         FloatRange(1e-6, 1e-1, log=True),
         batchnorm=("frozen", "adapt", "train"),
     )
-    study = optuna.create_study(storage=storage, study_name="pathologies")
+    study = optuna.create_study(
+        storage=storage, study_name="pathologies", pruner=optuna.pruners.NopPruner()
+    )
     numbers: dict[str, int] = {}
     objectives: dict[tuple[int, int], Any] = {}
 
