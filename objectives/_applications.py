@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ APPLICATIONS: dict[str, Application] = {
 
 def _weights_hint(exc: Exception, name: str) -> str:
     match = re.search(r"(https?://\S+?\.h5)", str(exc))
-    cache = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else "~/.keras")
+    cache = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
     if match:
         filename = match.group(1).rsplit("/", 1)[-1]
         return (

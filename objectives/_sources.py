@@ -32,7 +32,13 @@ class PretrainedBase:
         self.preprocess = preprocess
         self.unfreeze_by = unfreeze_by
         self.num_layers = len(layer_groups(model, unfreeze_by))
-        self.input_shape: tuple[int, ...] = tuple(int(d) for d in model.input_shape[1:])
+        shape = model.input_shape[1:]
+        if any(d is None for d in shape):
+            raise ModelSourceError(
+                f"the model '{model.name}' has no fixed height and width (input {tuple(shape)}); "
+                "set 'model.input_shape: [height, width, channels]' to the image size to train at"
+            )
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in shape)
 
     @property
     def model(self) -> keras.Model:
@@ -113,4 +119,20 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
         raise ModelSourceError(str(exc)) from None
     if cut_at:
         description += f", cut at '{cut_at}'"
+    if source.input_shape is not None and tuple(base.input_shape[1:]) != source.input_shape:
+        base = _fix_input_shape(base, source.input_shape)
+        description += f", input {source.input_shape}"
     return PretrainedBase(base, description, None, source.unfreeze_by)
+
+
+def _fix_input_shape(base: keras.Model, shape: tuple[int, int, int]) -> keras.Model:
+    """Call a base that accepts any image size on a fixed-size input."""
+    given = tuple(base.input_shape[1:])
+    if len(given) != len(shape) or any(
+        g not in (None, s) for g, s in zip(given, shape, strict=True)
+    ):
+        raise ModelSourceError(
+            f"model.input_shape {list(shape)} does not fit the model's input {given}"
+        )
+    inputs = keras.Input(shape=shape, name="input")
+    return keras.Model(inputs, base(inputs), name=f"{base.name}_fixed")

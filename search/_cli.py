@@ -34,6 +34,31 @@ def _configure_logging(verbosity: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if verbosity <= 1 else "0")
 
 
+def _import_keras_quietly() -> None:
+    """Import Keras and its backend with stderr silenced at the file-descriptor level.
+
+    TensorFlow's C++ start-up notices (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL; without this a
+    one-line error would come after several lines of them. Python exceptions are unaffected.
+    """
+    if "keras" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras
+
+            keras.backend.backend()
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow  # noqa: F401 - the import prints the notices
+
+                tensorflow.constant(0)  # the first op prints the oneDNN notice
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _load_config(path: str) -> Any:
     from search._config import StudyFileError, load_study_file
 
@@ -102,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StorageError as exc:
         raise UserError(str(exc)) from None
 
+    _import_keras_quietly()
     from objectives import FineTuneObjective, configure_device, load_data, load_pretrained
 
     worker_mode = args.worker_total is not None
@@ -115,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         pretrained = load_pretrained(config.model)
         data = load_data(config.data, pretrained.input_shape)
-        space = config.space.resolve(pretrained.num_layers)
+        space = config.space.resolve(pretrained.num_layers, pretrained.unfreeze_by)
         objective = FineTuneObjective(pretrained, data, space, config.train, seed=config.seed)
     except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
         raise UserError(f"{config.path}: {exc}") from None
@@ -409,6 +435,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         model = ModelSource(
             kind="file", path=path, cut_at=args.cut_at, unfreeze_by=args.unfreeze_by
         )
+    _import_keras_quietly()
     from objectives import load_pretrained, unfreeze_table
 
     try:

@@ -63,13 +63,13 @@ class SpaceConfig:
     weight_decay: FloatRange
     batchnorm: tuple[str, ...] = ("frozen",)
 
-    def resolve(self, num_layers: int) -> SearchSpace:
-        """The search space for a base with ``num_layers`` weighted layers."""
+    def resolve(self, num_layers: int, unit: str = "layers") -> SearchSpace:
+        """The search space for a base with ``num_layers`` weighted layers (or blocks)."""
         high = num_layers if self.unfrozen_high == ALL else int(self.unfrozen_high)
         if high > num_layers:
             raise StudyFileError(
                 f"search_space.unfrozen_layers: high={high} but the model has only {num_layers} "
-                f"layers with weights (BatchNorm excluded); use at most {num_layers} or 'all'"
+                f"{unit} with weights (BatchNorm excluded); use at most {num_layers} or 'all'"
             )
         if self.unfrozen_low > high:
             raise StudyFileError(

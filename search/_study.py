@@ -188,9 +188,9 @@ def create_or_resume(
             stored = attrs.get("thaw:config", {})
             changed = [k for k, v in config.search_relevant().items() if stored.get(k) != v]
             raise StudyMismatchError(
-                f"study {config.name!r} was created with a different "
-                f"{', '.join(changed) or 'configuration'}; resuming would mix incomparable "
-                "trials. Restore the original values or give the study a new 'name'"
+                f"study {config.name!r} was created with different "
+                f"{', '.join(changed) or 'configuration'} settings; resuming would mix "
+                "incomparable trials. Restore the original values or give the study a new 'name'"
             )
         stored_fp = attrs.get("thaw:data", {}).get("fingerprint")
         if stored_fp is not None and stored_fp != data_summary["fingerprint"]:

@@ -207,7 +207,7 @@ def test_run_with_changed_search_space_is_refused(
     write_study(study_file.parent, changed)
     result = thaw("run", study_file, "--no-progress")
     assert result.rc == 2
-    assert "study 'cli-demo' was created with a different search_space" in result.error_line
+    assert "study 'cli-demo' was created with different search_space settings" in result.error_line
     assert "give the study a new 'name'" in result.error_line
     assert len(trials_in(db, "cli-demo")) == 3
 

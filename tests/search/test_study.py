@@ -175,7 +175,7 @@ def test_resume_with_changed_config_is_refused(
     changed = config_in(tmp_path, **changes)
     with pytest.raises(
         StudyMismatchError,
-        match=rf"created with a different {what}; resuming "
+        match=rf"created with different {what} settings; resuming "
         r"would mix incomparable trials",
     ):
         create_or_resume(changed, open_storage(changed.storage), NUM_LAYERS, DATA)
