@@ -260,7 +260,7 @@ class Thresholds:
     underfit_min_peer_gain: float = _threshold(0.10, low=0.0, high=1.0, high_open=True)
     underfit_progress_fraction: float = _threshold(1.0 / 3.0, low=0.0, high=1.0, low_open=True)
     divergence_jump_factor: float = _threshold(3.0, low=1.0, low_open=True)
-    explosion_factor: float = _threshold(10.0, low=1.0, low_open=True)
+    explosion_factor: float = _threshold(5.0, low=1.0, low_open=True)
     explosion_epochs: int = _threshold(2, low=1, integer=True)
     shock_window: int = _threshold(2, low=1, integer=True)
     shock_min_relative_rise: float = _threshold(0.20, low=0.0, low_open=True)
@@ -770,6 +770,14 @@ def _profile(curves: TrialCurves, t: Thresholds) -> _Profile:
     best_epoch = curves.best_epoch
     final_epoch = max(val) if val else None
     noise = _noise(list(val.values()))
+    # A rising or oscillating train loss points at the learning rate only when validation
+    # suffers too (its best is not in the last third, or it oscillates as well): on a tiny
+    # training set the train loss is noisy while val keeps improving.
+    val_suffers = (
+        best_epoch is not None
+        and final_epoch is not None
+        and best_epoch < final_epoch - max(1, (final_epoch - min(val)) // 3)
+    )
     return _Profile(
         curves=curves,
         val=val,
@@ -784,8 +792,12 @@ def _profile(curves: TrialCurves, t: Thresholds) -> _Profile:
         noise=noise,
         nonfinite=_first_nonfinite(curves),
         jump=_first_jump("train loss", train, t),
-        train_rise=_train_rise(train, curves.warmup_epochs, t),
-        oscillation=_oscillation(train, curves.warmup_epochs, t),
+        train_rise=_train_rise(train, curves.warmup_epochs, t) if val_suffers else None,
+        oscillation=(
+            _oscillation(train, curves.warmup_epochs, t)
+            if val_suffers or _oscillation(val, curves.warmup_epochs, t) is not None
+            else None
+        ),
     )
 
 
