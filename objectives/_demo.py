@@ -14,10 +14,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from objectives._data import ArrayData
+
+if TYPE_CHECKING:
+    import keras
 
 _logger = logging.getLogger(__name__)
 
@@ -143,7 +147,7 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "thaw"
 
 
-def build_demo_network(num_classes: int, size: int = DEMO_IMAGE_SIZE):  # type: ignore[no-untyped-def]
+def build_demo_network(num_classes: int, size: int = DEMO_IMAGE_SIZE) -> keras.Model:
     """The small CNN with BatchNorm that is pretrained on the source domain."""
     import keras
     from keras import layers
@@ -164,7 +168,7 @@ def build_demo_network(num_classes: int, size: int = DEMO_IMAGE_SIZE):  # type: 
     return keras.Model(inputs, outputs, name="thaw_demo_cnn")
 
 
-def rescale_kernels(model, scale: float) -> None:  # type: ignore[no-untyped-def]
+def rescale_kernels(model: keras.Model, scale: float) -> None:
     """Multiply each convolution kernel that feeds a BatchNormalization layer by ``scale``.
 
     The BatchNorm layer's moving mean and variance are scaled by ``scale`` and ``scale**2``, so

@@ -58,13 +58,13 @@ def list_files(root: Path, classes: list[str]) -> list[ImageFile]:
 
 def decode_image(path: Path, size: tuple[int, int], channels: int = 3) -> tuple[np.ndarray, bytes]:
     """Decode and resize one image to ``(height, width, channels)`` uint8; raise on failure."""
+    import io
+
     from PIL import Image
 
     raw = path.read_bytes()
-    import io
-
-    with Image.open(io.BytesIO(raw)) as img:
-        img = img.convert("RGB" if channels == 3 else "L")
+    with Image.open(io.BytesIO(raw)) as opened:
+        img = opened.convert("RGB" if channels == 3 else "L")
         if img.size != (size[1], size[0]):
             img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)

@@ -86,7 +86,7 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
 
         path = demo_pretrained_model_path(seed=source.seed, cache_dir=cache_dir)
         model = _load_model_file(path, safe_mode=True)
-        cut_at = source.cut_at or DEMO_FEATURE_LAYER
+        cut_at: str | None = source.cut_at or DEMO_FEATURE_LAYER
         description = f"demo CNN pretrained on the source domain (seed {source.seed})"
     elif source.kind == "application":
         from objectives._applications import load_application

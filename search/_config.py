@@ -180,7 +180,7 @@ class _Section:
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
 
-    def int(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
+    def get_int(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
         value = self.data.get(key, default)
         if value is None:
             raise StudyFileError(f"{self.name(key)} is required (an integer)")
@@ -190,7 +190,9 @@ class _Section:
             raise StudyFileError(f"{self.name(key)} must be >= {minimum}, got {value}")
         return int(value)
 
-    def float(self, key: str, default: float | None = None, minimum: float | None = None) -> float:
+    def get_float(
+        self, key: str, default: float | None = None, minimum: float | None = None
+    ) -> float:
         value = self.data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise StudyFileError(f"{self.name(key)} must be a number, got {value!r}")
@@ -200,7 +202,7 @@ class _Section:
             raise StudyFileError(f"{self.name(key)} must be >= {minimum}, got {value}")
         return float(value)
 
-    def str(self, key: str, default: str | None = None, choices: tuple[str, ...] = ()) -> str:
+    def get_str(self, key: str, default: str | None = None, choices: tuple[str, ...] = ()) -> str:
         value = self.data.get(key, default)
         if not isinstance(value, str) or not value:
             raise StudyFileError(f"{self.name(key)} must be a non-empty string, got {value!r}")
@@ -210,7 +212,7 @@ class _Section:
             )
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def get_bool(self, key: str, default: bool) -> bool:
         value = self.data.get(key, default)
         if not isinstance(value, bool):
             raise StudyFileError(f"{self.name(key)} must be true or false, got {value!r}")
@@ -301,7 +303,7 @@ def _resolve_path(base_dir: Path, value: str) -> Path:
 
 
 def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
-    kind = section.str("source", "demo", choices=("demo", "file", "application"))
+    kind = section.get_str("source", "demo", choices=("demo", "file", "application"))
     path = None
     if kind == "file":
         raw_path = section.get("path")
@@ -358,18 +360,18 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
         kind=kind,  # type: ignore[arg-type]
         path=path,
         cut_at=cut_at,
-        seed=section.int("seed", 0),
-        safe_mode=section.bool("safe_mode", True),
+        seed=section.get_int("seed", 0),
+        safe_mode=section.get_bool("safe_mode", True),
         name=name,
         weights=weights,
         input_shape=input_shape,
         alpha=float(alpha) if alpha is not None else None,
-        unfreeze_by=section.str("unfreeze_by", "layers", choices=("layers", "blocks")),
+        unfreeze_by=section.get_str("unfreeze_by", "layers", choices=("layers", "blocks")),
     )
 
 
 def _data(section: _Section, base_dir: Path) -> DataSource:
-    kind = section.str("source", "demo", choices=("demo", "npz", "directory"))
+    kind = section.get_str("source", "demo", choices=("demo", "npz", "directory"))
     path = None
     if kind in ("npz", "directory"):
         raw_path = section.get("path")
@@ -394,10 +396,10 @@ def _data(section: _Section, base_dir: Path) -> DataSource:
         if not resolved.exists():
             raise StudyFileError(f"data.val_path {str(resolved)!r} does not exist")
         val_path = str(resolved)
-    val_fraction = section.float("val_fraction", 0.2)
+    val_fraction = section.get_float("val_fraction", 0.2)
     if not 0.0 < val_fraction < 1.0:
         raise StudyFileError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-    max_skipped = section.float("max_skipped_fraction", 0.05)
+    max_skipped = section.get_float("max_skipped_fraction", 0.05)
     if not 0.0 <= max_skipped <= 1.0:
         raise StudyFileError(f"data.max_skipped_fraction must be in [0, 1], got {max_skipped}")
     names = section.get("class_names", [])
@@ -406,7 +408,7 @@ def _data(section: _Section, base_dir: Path) -> DataSource:
     return DataSource(
         kind=kind,
         path=path,
-        seed=section.int("seed", 0),
+        seed=section.get_int("seed", 0),
         class_names=tuple(names),
         val_path=val_path,
         val_fraction=val_fraction,
@@ -454,16 +456,16 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
     """Validate a loaded study file; raise :class:`StudyFileError` with one line on a problem."""
     top = _Section("", raw, TOP_KEYS)
     base_dir = path.parent.resolve()
-    name = top.str("name", path.stem)
-    seed = top.int("seed", 0, minimum=0)
-    objective = top.str("objective", "val_loss", choices=tuple(OBJECTIVE_METRICS))
+    name = top.get_str("name", path.stem)
+    seed = top.get_int("seed", 0, minimum=0)
+    objective = top.get_str("objective", "val_loss", choices=tuple(OBJECTIVE_METRICS))
     train = _Section(
         "train",
         top.get("train"),
         ("epochs", "batch_size", "warmup_epochs", "mixed_precision", "jit_compile"),
     )
-    epochs = train.int("epochs", 15, minimum=1)
-    warmup_epochs = train.int("warmup_epochs", 0, minimum=0)
+    epochs = train.get_int("epochs", 15, minimum=1)
+    warmup_epochs = train.get_int("warmup_epochs", 0, minimum=0)
     if warmup_epochs >= epochs:
         raise StudyFileError(
             f"train.warmup_epochs={warmup_epochs} must be below train.epochs={epochs} (epochs is "
@@ -520,31 +522,31 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         name=name,
         path=path,
         seed=seed,
-        n_trials=top.int("n_trials", 20, minimum=1),
+        n_trials=top.get_int("n_trials", 20, minimum=1),
         model=_model(model, base_dir, seed),
         data=_data(data, base_dir),
         space=_space(space),
         train=TrainSettings(
             epochs=epochs,
-            batch_size=train.int("batch_size", 16, minimum=1),
+            batch_size=train.get_int("batch_size", 16, minimum=1),
             metric=objective,
             warmup_epochs=warmup_epochs,
-            mixed_precision=train.str("mixed_precision", "auto", choices=("auto", "on", "off")),
-            jit_compile=train.bool("jit_compile", False),
+            mixed_precision=train.get_str("mixed_precision", "auto", choices=("auto", "on", "off")),
+            jit_compile=train.get_bool("jit_compile", False),
         ),
         sampler=SamplerConfig(
-            name=sampler.str("name", "tpe", choices=SAMPLERS),
-            n_startup_trials=sampler.int("n_startup_trials", 8, minimum=0),
+            name=sampler.get_str("name", "tpe", choices=SAMPLERS),
+            n_startup_trials=sampler.get_int("n_startup_trials", 8, minimum=0),
         ),
         pruner=PrunerConfig(
-            compare=pruner.str("compare", "median", choices=COMPARATIVE_PRUNERS),
-            patience=pruner.int("patience", 3, minimum=1),
-            min_delta=pruner.float("min_delta", 0.03, minimum=0.0),
-            n_startup_trials=pruner.int("n_startup_trials", 8, minimum=0),
-            n_warmup_steps=pruner.int("n_warmup_steps", 5, minimum=0),
+            compare=pruner.get_str("compare", "median", choices=COMPARATIVE_PRUNERS),
+            patience=pruner.get_int("patience", 3, minimum=1),
+            min_delta=pruner.get_float("min_delta", 0.03, minimum=0.0),
+            n_startup_trials=pruner.get_int("n_startup_trials", 8, minimum=0),
+            n_warmup_steps=pruner.get_int("n_warmup_steps", 5, minimum=0),
         ),
         storage=_storage(top.get("storage"), base_dir, name),
-        reference_trials=top.bool("reference_trials", False),
+        reference_trials=top.get_bool("reference_trials", False),
         thresholds=thresholds,
         raw=dict(raw),
     )

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, SuccessiveHalvingPruner
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from search._config import PrunerConfig, SamplerConfig, StudyConfig, mask_url
@@ -205,7 +206,7 @@ def create_or_resume(
         storage=storage,
         sampler=sampler,
         pruner=pruner,
-        direction=config.direction,
+        direction=StudyDirection[config.direction.upper()],
     )
     study.set_user_attr("thaw:version", __version__)
     study.set_user_attr("thaw:config", config.to_dict())
