@@ -8,7 +8,6 @@ per-parameter comparison and the settings that differ. Rendering is in
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +48,7 @@ from reports._summary import (
     get_answer_info,
     get_manifest_info,
     get_pruning_info,
+    manifest_text,
     mask_password,
 )
 
@@ -305,7 +305,7 @@ def _settings(
 
 
 def _setting_diffs(item: str, values: Sequence[Any]) -> list[SettingDiff]:
-    texts = tuple(_json(v) for v in values)
+    texts = tuple(manifest_text(v) for v in values)
     if len(set(texts)) <= 1:
         return [SettingDiff(item, texts, item)]
     mappings = [v for v in values if isinstance(v, Mapping)]
@@ -317,7 +317,7 @@ def _setting_diffs(item: str, values: Sequence[Any]) -> list[SettingDiff]:
         sub = tuple(
             NOT_RECORDED
             if v is None
-            else (_json(v[key]) if key in v and v[key] is not None else NOT_SET)
+            else (manifest_text(v[key]) if key in v and v[key] is not None else NOT_SET)
             for v in values
         )
         if len(set(sub)) > 1:
@@ -351,17 +351,6 @@ def _dist_dict(dist: BaseDistribution) -> Any:
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
     return str(dist)
-
-
-def _json(value: Any) -> str:
-    if value is None:
-        return NOT_RECORDED
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def _labels(names: Sequence[str]) -> list[str]:

@@ -223,14 +223,14 @@ def get_manifest_info(
     fingerprint = as_str(dig(data, "fingerprint"))
     config_hash = as_str(study_attrs.get("thaw:config_hash"))
     seed_value = _first(config, _SEED_PATHS)
-    seed = None if seed_value is None else _text(seed_value)
+    seed = None if seed_value is None else manifest_text(seed_value)
 
     entries: list[tuple[str, str]] = [
         ("study name", study_name),
-        ("thaw version", _text(study_attrs.get("thaw:version"))),
-        ("objective metric", _text(study_attrs.get("thaw:objective_metric"))),
-        ("config hash", _text(config_hash)),
-        ("data fingerprint", _text(fingerprint)),
+        ("thaw version", manifest_text(study_attrs.get("thaw:version"))),
+        ("objective metric", manifest_text(study_attrs.get("thaw:objective_metric"))),
+        ("config hash", manifest_text(config_hash)),
+        ("data fingerprint", manifest_text(fingerprint)),
     ]
     class_names = dig(data, "class_names")
     if isinstance(class_names, list):
@@ -241,20 +241,20 @@ def get_manifest_info(
             label = key.replace("_counts", " images")
             entries.append((label, f"{sum(counts)} ({', '.join(map(str, counts))})"))
     entries += [
-        ("seed", _text(seed)),
-        ("sampler", _text(_first(config, _SAMPLER_PATHS))),
-        ("pruner", _text(_first(config, _PRUNER_PATHS))),
-        ("model", _text(_first(config, _MODEL_PATHS))),
-        ("layers with weights", _text(study_attrs.get("thaw:num_layers"))),
+        ("seed", manifest_text(seed)),
+        ("sampler", manifest_text(_first(config, _SAMPLER_PATHS))),
+        ("pruner", manifest_text(_first(config, _PRUNER_PATHS))),
+        ("model", manifest_text(_first(config, _MODEL_PATHS))),
+        ("layers with weights", manifest_text(study_attrs.get("thaw:num_layers"))),
         ("deterministic", get_determinism_info(study_attrs).label),
-        ("storage", _text(storage_url_masked)),
+        ("storage", manifest_text(storage_url_masked)),
     ]
     if isinstance(manifest, Mapping):
         keys = [k for k in MANIFEST_KEYS if k in manifest]
         keys += sorted(str(k) for k in manifest if k not in MANIFEST_KEYS)
-        entries += [(key, _text(manifest[key])) for key in keys]
+        entries += [(key, manifest_text(manifest[key])) for key in keys]
     else:
-        entries.append(("versions", _text(None)))
+        entries.append(("versions", manifest_text(None)))
     return ManifestInfo(
         entries=tuple(entries),
         data_fingerprint=fingerprint,
@@ -311,7 +311,7 @@ def _first(data: Any, paths: tuple[tuple[str, ...], ...]) -> Any:
     return None
 
 
-def _text(value: Any) -> str:
+def manifest_text(value: Any) -> str:
     """Display text for a manifest value; structured values become compact sorted JSON."""
     if value is None:
         return NOT_RECORDED
