@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from objectives._images import StreamedImages
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class DataSource:
     val_path: str | None = None
     val_fraction: float = 0.2
     max_skipped_fraction: float = 0.05
+    #: Above this estimate (decoded images plus their float copy), stream batches from files.
+    max_memory_mb: int = 2048
 
 
 def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
@@ -121,12 +127,14 @@ def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
         raise DataSourceError(f"{path}: {exc}") from None
 
 
-def load_data(source: DataSource, image_shape: tuple[int, ...] | None = None) -> ArrayData:
+def load_data(
+    source: DataSource, image_shape: tuple[int, ...] | None = None
+) -> ArrayData | StreamedImages:
     """Load the target data; image folders are resized to ``image_shape`` (the model's input)."""
     if source.kind == "directory":
         from pathlib import Path
 
-        from objectives._images import load_image_folder
+        from objectives._images import estimated_bytes, load_image_folder, stream_image_folder
 
         if not source.path:
             raise DataSourceError("data.path is required for an image folder")
@@ -135,9 +143,14 @@ def load_data(source: DataSource, image_shape: tuple[int, ...] | None = None) ->
                 f"the model's input shape {image_shape} has no fixed height and width; set "
                 "'model.input_shape' so images can be resized to it"
             )
-        return load_image_folder(
+        size = (int(image_shape[0]), int(image_shape[1]))
+        need = estimated_bytes(Path(source.path), size, int(image_shape[2]))
+        if source.val_path:
+            need += estimated_bytes(Path(source.val_path), size, int(image_shape[2]))
+        loader = stream_image_folder if need > source.max_memory_mb * 2**20 else load_image_folder
+        return loader(
             Path(source.path),
-            image_size=(int(image_shape[0]), int(image_shape[1])),
+            image_size=size,
             val_path=Path(source.val_path) if source.val_path else None,
             val_fraction=source.val_fraction,
             seed=source.seed,

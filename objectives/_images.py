@@ -179,3 +179,145 @@ def load_image_folder(
         skipped_files=tuple(skipped),
         digest=hasher.hexdigest(),
     )
+
+
+@dataclass(frozen=True)
+class StreamedImages:
+    """An image folder too large to hold in memory: files are decoded batch by batch.
+
+    Offers what the objective needs of :class:`ArrayData` (labels, class names, counts,
+    fingerprint); :meth:`batches` gives a ``keras.utils.PyDataset`` over the files.
+    """
+
+    train_files: tuple[Path, ...]
+    y_train: np.ndarray
+    val_files: tuple[Path, ...]
+    y_val: np.ndarray
+    class_names: tuple[str, ...]
+    image_size: tuple[int, int]
+    channels: int
+    source: str
+    skipped_files: tuple[str, ...]
+    digest: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return (self.image_size[0], self.image_size[1], self.channels)
+
+    def counts(self, labels: np.ndarray) -> list[int]:
+        return [int(c) for c in np.bincount(labels, minlength=self.num_classes)]
+
+    def fingerprint(self) -> str:
+        return self.digest
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "fingerprint": self.digest,
+            "source": self.source,
+            "class_names": list(self.class_names),
+            "train_counts": self.counts(self.y_train),
+            "val_counts": self.counts(self.y_val),
+            "skipped_files": list(self.skipped_files),
+            "streamed": True,
+        }
+
+    def decode(self, files: tuple[Path, ...]) -> np.ndarray:
+        out = np.empty((len(files), *self.image_shape), dtype=np.uint8)
+        for i, path in enumerate(files):
+            out[i] = decode_image(path, self.image_size, self.channels)[0]
+        return out
+
+    def sample_train(self, n: int) -> np.ndarray:
+        """The first ``n`` training images, decoded (for BatchNorm statistics)."""
+        return self.decode(self.train_files[:n])
+
+
+def _verify_all(
+    files: list[ImageFile], root: Path, hasher: hashlib._Hash
+) -> tuple[list[ImageFile], list[str]]:
+    """Check every file opens as an image without decoding all pixels; hash what is used."""
+    from PIL import Image
+
+    good: list[ImageFile] = []
+    skipped: list[str] = []
+    for f in files:
+        rel = f.path.relative_to(root).as_posix()
+        try:
+            raw = f.path.read_bytes()
+            import io
+
+            with Image.open(io.BytesIO(raw)) as img:
+                img.verify()
+        except Exception as exc:  # noqa: BLE001 - any decoder error means "skip this file"
+            skipped.append(f"{rel} ({type(exc).__name__})")
+            continue
+        hasher.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
+        good.append(f)
+    return good, skipped
+
+
+def stream_image_folder(
+    path: Path,
+    image_size: tuple[int, int],
+    val_path: Path | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    channels: int = 3,
+    max_skipped_fraction: float = 0.05,
+) -> StreamedImages:
+    """Like :func:`load_image_folder`, without decoding: for folders larger than memory."""
+    classes = list_class_folders(path)
+    hasher = hashlib.sha256()
+    hasher.update(("\0".join(classes)).encode())
+    hasher.update(f"{image_size}{channels}".encode())
+    files, skipped = _verify_all(list_files(path, classes), path, hasher)
+    total = len(files) + len(skipped)
+    val_files: list[ImageFile] = []
+    if val_path is not None:
+        if list_class_folders(val_path) != classes:
+            raise DataSourceError(
+                f"validation folder {val_path} has other classes than {path}; they must match"
+            )
+        hasher.update(b"\0validation\0")
+        val_files, val_skipped = _verify_all(list_files(val_path, classes), val_path, hasher)
+        skipped += [f"validation/{s}" for s in val_skipped]
+        total += len(val_files) + len(val_skipped)
+    if total and len(skipped) / total > max_skipped_fraction:
+        raise DataSourceError(
+            f"{len(skipped)} of {total} files could not be read as images (more than "
+            f"{max_skipped_fraction:.0%}), e.g. {skipped[:3]}; remove them or raise "
+            "'data.max_skipped_fraction'"
+        )
+    labels = np.asarray([f.label for f in files], dtype=np.int32)
+    for label, name in enumerate(classes):
+        if not np.any(labels == label):
+            raise DataSourceError(f"class {name!r} has no readable image in {path}")
+    if val_path is None:
+        train_idx, val_idx = stratified_split(labels, val_fraction, seed, classes)
+        train = [files[i] for i in train_idx]
+        val_files = [files[i] for i in val_idx]
+        hasher.update(f"split {val_fraction} {seed}".encode())
+    else:
+        train = files
+    return StreamedImages(
+        train_files=tuple(f.path for f in train),
+        y_train=np.asarray([f.label for f in train], dtype=np.int32),
+        val_files=tuple(f.path for f in val_files),
+        y_val=np.asarray([f.label for f in val_files], dtype=np.int32),
+        class_names=tuple(classes),
+        image_size=image_size,
+        channels=channels,
+        source=str(path),
+        skipped_files=tuple(skipped),
+        digest=hasher.hexdigest(),
+    )
+
+
+def estimated_bytes(path: Path, image_size: tuple[int, int], channels: int) -> int:
+    """Memory the decoded folder would take in the objective (uint8 plus a float32 copy)."""
+    n = sum(1 for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return n * image_size[0] * image_size[1] * channels * 5

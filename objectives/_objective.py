@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -12,6 +13,7 @@ import optuna
 
 from objectives._callbacks import HistoryRecorder, TrialHistory, TrialReporter
 from objectives._data import ArrayData
+from objectives._images import StreamedImages
 from objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
 from objectives._sources import PretrainedBase
 from objectives._space import SearchSpace, TrialParams
@@ -87,7 +89,7 @@ class FineTuneObjective:
     def __init__(
         self,
         pretrained: PretrainedBase,
-        data: ArrayData,
+        data: ArrayData | StreamedImages,
         space: SearchSpace,
         settings: TrainSettings,
         seed: int = 0,
@@ -106,9 +108,15 @@ class FineTuneObjective:
         self.space = space
         self.settings = settings
         self.seed = seed
-        preprocess = pretrained.preprocess or (lambda x: np.asarray(x, dtype="float32"))
-        self._x_train = preprocess(data.x_train)
-        self._x_val = preprocess(data.x_val)
+        self._preprocess = pretrained.preprocess or (lambda x: np.asarray(x, dtype="float32"))
+        self._streamed = isinstance(data, StreamedImages)
+        if isinstance(data, StreamedImages):
+            # Too large for memory: decode batch by batch; BatchNorm statistics use a sample.
+            self._x_train = self._preprocess(data.sample_train(512))
+            self._x_val = None
+        else:
+            self._x_train = self._preprocess(data.x_train)
+            self._x_val = self._preprocess(data.x_val)
         self._adapted_weights: list[np.ndarray] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -183,16 +191,35 @@ class FineTuneObjective:
             if epochs <= initial_epoch:
                 continue
             model.fit(
-                self._x_train,
-                self.data.y_train,
-                validation_data=(self._x_val, self.data.y_val),
+                **self._fit_data(trial.number),
                 initial_epoch=initial_epoch,
                 epochs=epochs,
-                batch_size=self.settings.batch_size,
                 callbacks=callbacks,
                 verbose=0,
             )
         return reporter
+
+    def _fit_data(self, seed: int) -> dict[str, Any]:
+        """The data arguments of ``fit``: in-memory arrays, or batches decoded from files."""
+        data = self.data
+        size = self.settings.batch_size
+        if isinstance(data, StreamedImages):
+            from objectives._batches import FileBatches
+
+            return {
+                "x": FileBatches(
+                    data, data.train_files, data.y_train, size, self._preprocess, seed
+                ),
+                "validation_data": FileBatches(
+                    data, data.val_files, data.y_val, size, self._preprocess
+                ),
+            }
+        return {
+            "x": self._x_train,
+            "y": data.y_train,
+            "validation_data": (self._x_val, data.y_val),
+            "batch_size": size,
+        }
 
     def run(self, trial: optuna.Trial, params: TrialParams) -> float:
         keras.backend.clear_session()

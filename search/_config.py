@@ -399,6 +399,7 @@ def _data(section: _Section, base_dir: Path) -> DataSource:
     val_fraction = section.get_float("val_fraction", 0.2)
     if not 0.0 < val_fraction < 1.0:
         raise StudyFileError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+    max_memory_mb = section.get_int("max_memory_mb", 2048, minimum=1)
     max_skipped = section.get_float("max_skipped_fraction", 0.05)
     if not 0.0 <= max_skipped <= 1.0:
         raise StudyFileError(f"data.max_skipped_fraction must be in [0, 1], got {max_skipped}")
@@ -413,6 +414,7 @@ def _data(section: _Section, base_dir: Path) -> DataSource:
         val_path=val_path,
         val_fraction=val_fraction,
         max_skipped_fraction=max_skipped,
+        max_memory_mb=max_memory_mb,
     )
 
 
