@@ -110,7 +110,7 @@ def test_open_storage_error_masks_the_password() -> None:
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # heartbeat
 def test_plain_postgresql_url_reaches_the_server() -> None:
-    pytest.importorskip("psycopg2")
+    pytest.importorskip("psycopg")
     with pytest.raises(StorageError) as info:
         open_storage("postgresql://u:secret@127.0.0.1:1/db")  # nothing listens on port 1
     assert "DB access module" not in str(info.value)
