@@ -95,25 +95,113 @@ def stratified_split(
     return np.sort(np.asarray(train_idx)), np.sort(np.asarray(val_idx))
 
 
-def _decode_all(
-    files: list[ImageFile], size: tuple[int, int], channels: int, root: Path, hasher: hashlib._Hash
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    images = np.empty((len(files), size[0], size[1], channels), dtype=np.uint8)
-    labels = np.empty(len(files), dtype=np.int32)
-    skipped: list[str] = []
-    n = 0
+@dataclass
+class _Scan:
+    """Readable files of a folder (decoded or only checked), hashed in order."""
+
+    files: list[ImageFile]
+    images: list[np.ndarray]
+    skipped: list[str]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray([f.label for f in self.files], dtype=np.int32)
+
+
+def _scan(
+    files: list[ImageFile],
+    root: Path,
+    hasher: hashlib._Hash,
+    size: tuple[int, int],
+    channels: int,
+    decode: bool,
+) -> _Scan:
+    """Read every file once: decode it (``decode``) or only check it opens as an image."""
+    import io
+
+    from PIL import Image
+
+    scan = _Scan([], [], [])
     for f in files:
         rel = f.path.relative_to(root).as_posix()
         try:
-            arr, raw = decode_image(f.path, size, channels)
+            if decode:
+                arr, raw = decode_image(f.path, size, channels)
+            else:
+                raw = f.path.read_bytes()
+                with Image.open(io.BytesIO(raw)) as img:
+                    img.verify()
         except Exception as exc:  # noqa: BLE001 - any decoder error means "skip this file"
-            skipped.append(f"{rel} ({type(exc).__name__})")
+            scan.skipped.append(f"{rel} ({type(exc).__name__})")
             continue
         hasher.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
-        images[n] = arr
-        labels[n] = f.label
-        n += 1
-    return images[:n], labels[:n], skipped
+        scan.files.append(f)
+        if decode:
+            scan.images.append(arr)
+    return scan
+
+
+@dataclass
+class _Folder:
+    """A scanned class-per-subfolder folder, with its validation part, checked."""
+
+    classes: list[str]
+    train: _Scan
+    val: _Scan | None
+    skipped: list[str]
+    hasher: hashlib._Hash
+
+
+def _scan_folder(
+    path: Path,
+    image_size: tuple[int, int],
+    val_path: Path | None,
+    channels: int,
+    max_skipped_fraction: float,
+    decode: bool,
+) -> _Folder:
+    classes = list_class_folders(path)
+    hasher = hashlib.sha256()
+    hasher.update(("\0".join(classes)).encode())
+    hasher.update(f"{image_size}{channels}".encode())
+    train = _scan(list_files(path, classes), path, hasher, image_size, channels, decode)
+    skipped = list(train.skipped)
+    val = None
+    if val_path is not None:
+        val_classes = list_class_folders(val_path)
+        if val_classes != classes:
+            raise DataSourceError(
+                f"validation folder {val_path} has classes {val_classes} but the training "
+                f"folder has {classes}; they must match"
+            )
+        hasher.update(b"\0validation\0")
+        val = _scan(list_files(val_path, classes), val_path, hasher, image_size, channels, decode)
+        skipped += [f"validation/{s}" for s in val.skipped]
+    total = len(train.files) + len(train.skipped)
+    if val is not None:
+        total += len(val.files) + len(val.skipped)
+    if total and len(skipped) / total > max_skipped_fraction:
+        raise DataSourceError(
+            f"{len(skipped)} of {total} files could not be read as images (more than "
+            f"{max_skipped_fraction:.0%}), e.g. {skipped[:3]}; remove them or raise "
+            "'data.max_skipped_fraction'"
+        )
+    for scanned, folder in ((train, path), (val, val_path)):
+        if scanned is None:
+            continue
+        labels = scanned.labels
+        for label, name in enumerate(classes):
+            if not np.any(labels == label):
+                raise DataSourceError(f"class {name!r} has no readable image in {folder}")
+    if skipped:
+        _logger.info("Skipped %d unreadable files: %s", len(skipped), ", ".join(skipped[:10]))
+    return _Folder(classes, train, val, skipped, hasher)
+
+
+def _split(folder: _Folder, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified training and validation indices into ``folder.train``; part of the hash."""
+    folder.hasher.update(f"split {val_fraction} {seed}".encode())
+    return stratified_split(folder.train.labels, val_fraction, seed, folder.classes)
 
 
 def load_image_folder(
@@ -130,54 +218,24 @@ def load_image_folder(
     Corrupt or non-image files are skipped and listed; more than ``max_skipped_fraction`` of them
     is an error. The fingerprint hashes the relative path and bytes of every file used.
     """
-    classes = list_class_folders(path)
-    files = list_files(path, classes)
-    hasher = hashlib.sha256()
-    hasher.update(("\0".join(classes)).encode())
-    hasher.update(f"{image_size}{channels}".encode())
-    x, y, skipped = _decode_all(files, image_size, channels, path, hasher)
-    total = len(files)
-    if val_path is not None:
-        val_classes = list_class_folders(val_path)
-        if val_classes != classes:
-            raise DataSourceError(
-                f"validation folder {val_path} has classes {val_classes} but the training "
-                f"folder has {classes}; they must match"
-            )
-        val_files = list_files(val_path, classes)
-        hasher.update(b"\0validation\0")
-        x_val, y_val, val_skipped = _decode_all(val_files, image_size, channels, val_path, hasher)
-        skipped += [f"validation/{s}" for s in val_skipped]
-        total += len(val_files)
-    if total and len(skipped) / total > max_skipped_fraction:
-        raise DataSourceError(
-            f"{len(skipped)} of {total} files could not be read as images (more than "
-            f"{max_skipped_fraction:.0%}), e.g. {skipped[:3]}; remove them or raise "
-            "'data.max_skipped_fraction'"
-        )
-    for label, name in enumerate(classes):
-        if not np.any(y == label):
-            raise DataSourceError(f"class {name!r} has no readable image in {path}")
-    if val_path is None:
-        train_idx, val_idx = stratified_split(y, val_fraction, seed, classes)
-        x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-        hasher.update(f"split {val_fraction} {seed}".encode())
-    else:
+    folder = _scan_folder(path, image_size, val_path, channels, max_skipped_fraction, decode=True)
+    x = np.stack(folder.train.images)
+    y = folder.train.labels
+    if folder.val is not None:
         x_train, y_train = x, y
-        for label, name in enumerate(classes):
-            if not np.any(y_val == label):
-                raise DataSourceError(f"class {name!r} has no readable image in {val_path}")
-    if skipped:
-        _logger.info("Skipped %d unreadable files: %s", len(skipped), ", ".join(skipped[:10]))
+        x_val, y_val = np.stack(folder.val.images), folder.val.labels
+    else:
+        train_idx, val_idx = _split(folder, val_fraction, seed)
+        x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
     return ArrayData(
         x_train=x_train,
         y_train=y_train,
         x_val=x_val,
         y_val=y_val,
-        class_names=tuple(classes),
+        class_names=tuple(folder.classes),
         source=str(path),
-        skipped_files=tuple(skipped),
-        digest=hasher.hexdigest(),
+        skipped_files=tuple(folder.skipped),
+        digest=folder.hasher.hexdigest(),
     )
 
 
@@ -236,30 +294,6 @@ class StreamedImages:
         return self.decode(self.train_files[:n])
 
 
-def _verify_all(
-    files: list[ImageFile], root: Path, hasher: hashlib._Hash
-) -> tuple[list[ImageFile], list[str]]:
-    """Check every file opens as an image without decoding all pixels; hash what is used."""
-    from PIL import Image
-
-    good: list[ImageFile] = []
-    skipped: list[str] = []
-    for f in files:
-        rel = f.path.relative_to(root).as_posix()
-        try:
-            raw = f.path.read_bytes()
-            import io
-
-            with Image.open(io.BytesIO(raw)) as img:
-                img.verify()
-        except Exception as exc:  # noqa: BLE001 - any decoder error means "skip this file"
-            skipped.append(f"{rel} ({type(exc).__name__})")
-            continue
-        hasher.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
-        good.append(f)
-    return good, skipped
-
-
 def stream_image_folder(
     path: Path,
     image_size: tuple[int, int],
@@ -270,50 +304,24 @@ def stream_image_folder(
     max_skipped_fraction: float = 0.05,
 ) -> StreamedImages:
     """Like :func:`load_image_folder`, without decoding: for folders larger than memory."""
-    classes = list_class_folders(path)
-    hasher = hashlib.sha256()
-    hasher.update(("\0".join(classes)).encode())
-    hasher.update(f"{image_size}{channels}".encode())
-    files, skipped = _verify_all(list_files(path, classes), path, hasher)
-    total = len(files) + len(skipped)
-    val_files: list[ImageFile] = []
-    if val_path is not None:
-        if list_class_folders(val_path) != classes:
-            raise DataSourceError(
-                f"validation folder {val_path} has other classes than {path}; they must match"
-            )
-        hasher.update(b"\0validation\0")
-        val_files, val_skipped = _verify_all(list_files(val_path, classes), val_path, hasher)
-        skipped += [f"validation/{s}" for s in val_skipped]
-        total += len(val_files) + len(val_skipped)
-    if total and len(skipped) / total > max_skipped_fraction:
-        raise DataSourceError(
-            f"{len(skipped)} of {total} files could not be read as images (more than "
-            f"{max_skipped_fraction:.0%}), e.g. {skipped[:3]}; remove them or raise "
-            "'data.max_skipped_fraction'"
-        )
-    labels = np.asarray([f.label for f in files], dtype=np.int32)
-    for label, name in enumerate(classes):
-        if not np.any(labels == label):
-            raise DataSourceError(f"class {name!r} has no readable image in {path}")
-    if val_path is None:
-        train_idx, val_idx = stratified_split(labels, val_fraction, seed, classes)
-        train = [files[i] for i in train_idx]
-        val_files = [files[i] for i in val_idx]
-        hasher.update(f"split {val_fraction} {seed}".encode())
+    folder = _scan_folder(path, image_size, val_path, channels, max_skipped_fraction, decode=False)
+    files = folder.train.files
+    if folder.val is not None:
+        train, val = files, folder.val.files
     else:
-        train = files
+        train_idx, val_idx = _split(folder, val_fraction, seed)
+        train, val = [files[i] for i in train_idx], [files[i] for i in val_idx]
     return StreamedImages(
         train_files=tuple(f.path for f in train),
         y_train=np.asarray([f.label for f in train], dtype=np.int32),
-        val_files=tuple(f.path for f in val_files),
-        y_val=np.asarray([f.label for f in val_files], dtype=np.int32),
-        class_names=tuple(classes),
+        val_files=tuple(f.path for f in val),
+        y_val=np.asarray([f.label for f in val], dtype=np.int32),
+        class_names=tuple(folder.classes),
         image_size=image_size,
         channels=channels,
         source=str(path),
-        skipped_files=tuple(skipped),
-        digest=hasher.hexdigest(),
+        skipped_files=tuple(folder.skipped),
+        digest=folder.hasher.hexdigest(),
     )
 
 
