@@ -7,9 +7,7 @@ test changes it.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import shutil
 import subprocess
@@ -17,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -28,6 +26,9 @@ from optuna.trial import TrialState
 from objectives import DataSource, load_data
 from search import load_study_file, reference_configurations
 from search._cli import main
+
+if TYPE_CHECKING:
+    from conftest import CliResult  # tests/search/conftest.py, a fixture module
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -84,38 +85,11 @@ def trials_in(db: Path, name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 @dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def error_line(self) -> str:
-        """The single stderr line of a refused command."""
-        lines = self.err.splitlines()
-        assert len(lines) == 1, f"expected exactly one line on stderr, got {lines!r}"
-        assert lines[0].startswith("thaw: error: "), lines[0]
-        return lines[0]
-
-
-@pytest.fixture
-def thaw(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """Run the CLI in-process: ``thaw("run", path, ...)``."""
-
-    def run(*args: str | Path) -> Result:
-        rc = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Result(rc, captured.out, captured.err)
-
-    return run
-
-
-@dataclass
 class DemoRun:
     folder: Path
     study_file: Path
     db: Path
-    result: Result
+    result: CliResult
 
     def copy_to(self, dest: Path) -> tuple[Path, Path]:
         shutil.copytree(self.folder, dest)
@@ -123,16 +97,14 @@ class DemoRun:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path) -> DemoRun:
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path, thaw: Callable[..., CliResult]
+) -> DemoRun:
     """``thaw run`` on the tiny demo study, once for the module."""
     folder = tmp_path_factory.mktemp("cli-demo")
     study_file = write_study(folder, DEMO_STUDY)
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(["run", str(study_file), "--no-progress"])
-    return DemoRun(
-        folder, study_file, folder / "cli.db", Result(rc, out.getvalue(), err.getvalue())
-    )
+    result = thaw("run", study_file, "--no-progress")
+    return DemoRun(folder, study_file, folder / "cli.db", result)
 
 
 # ------------------------------------------------------------------------------ thaw run
@@ -172,7 +144,7 @@ def test_run_creates_the_study_with_config_and_reference_trials(demo_run: DemoRu
 
 @pytest.mark.slow
 def test_run_again_resumes_without_new_trials(
-    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., Result]
+    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., CliResult]
 ) -> None:
     study_file, db = demo_run.copy_to(tmp_path / "copy")
     result = thaw("run", study_file, "--no-progress")
@@ -185,7 +157,7 @@ def test_run_again_resumes_without_new_trials(
 
 @pytest.mark.slow
 def test_run_with_n_trials_adds_trials(
-    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., Result]
+    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., CliResult]
 ) -> None:
     study_file, db = demo_run.copy_to(tmp_path / "copy")
     result = thaw("run", study_file, "--n-trials", "1", "--no-progress")
@@ -200,7 +172,7 @@ def test_run_with_n_trials_adds_trials(
 
 @pytest.mark.slow
 def test_run_with_changed_search_space_is_refused(
-    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., Result]
+    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., CliResult]
 ) -> None:
     study_file, db = demo_run.copy_to(tmp_path / "copy")
     changed = edited(DEMO_STUDY, search_space__learning_rate={"low": 1e-5, "high": 1e-2})
@@ -214,7 +186,10 @@ def test_run_with_changed_search_space_is_refused(
 
 @pytest.mark.slow
 def test_storage_override_on_the_command_line(
-    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+    demo_run: DemoRun,
+    tmp_path: Path,
+    thaw: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # --storage resolves a relative SQLite path against the current folder, not the study's
     monkeypatch.chdir(tmp_path)
@@ -241,7 +216,7 @@ def test_storage_override_on_the_command_line(
 
 @pytest.mark.slow
 def test_report_writes_all_files_with_one_row_per_trial(
-    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., Result]
+    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., CliResult]
 ) -> None:
     out = tmp_path / "report"
     result = thaw("report", demo_run.study_file, "--out", out)
@@ -270,7 +245,10 @@ def test_report_writes_all_files_with_one_row_per_trial(
 
 @pytest.mark.slow
 def test_report_default_folder(
-    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+    demo_run: DemoRun,
+    tmp_path: Path,
+    thaw: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     result = thaw("report", demo_run.study_file)
@@ -280,7 +258,7 @@ def test_report_default_folder(
 
 @pytest.mark.slow
 def test_report_of_an_unknown_study(
-    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., Result]
+    demo_run: DemoRun, tmp_path: Path, thaw: Callable[..., CliResult]
 ) -> None:
     other = write_study(
         tmp_path, edited(DEMO_STUDY, name="other", storage=f"sqlite:///{demo_run.db}")
@@ -293,7 +271,7 @@ def test_report_of_an_unknown_study(
     assert not (tmp_path / "out").exists()
 
 
-def test_report_with_out_pointing_at_a_file(tmp_path: Path, thaw: Callable[..., Result]) -> None:
+def test_report_with_out_pointing_at_a_file(tmp_path: Path, thaw: Callable[..., CliResult]) -> None:
     study_file = write_study(tmp_path, DEMO_STUDY)
     target = tmp_path / "taken.txt"
     target.write_text("x")
@@ -304,7 +282,7 @@ def test_report_with_out_pointing_at_a_file(tmp_path: Path, thaw: Callable[..., 
 
 
 def test_report_without_storage_creates_nothing(
-    tmp_path: Path, thaw: Callable[..., Result]
+    tmp_path: Path, thaw: Callable[..., CliResult]
 ) -> None:
     study_file = write_study(tmp_path, DEMO_STUDY)
     result = thaw("report", study_file, "--out", tmp_path / "out")
@@ -383,7 +361,7 @@ def corrupt_model(tmp_path: Path) -> Path:
 )
 def test_bad_run_input_is_one_line_exit_2_and_creates_no_study(
     tmp_path: Path,
-    thaw: Callable[..., Result],
+    thaw: Callable[..., CliResult],
     request: pytest.FixtureRequest,
     changes: dict[str, Any],
     args: list[str],
@@ -400,13 +378,13 @@ def test_bad_run_input_is_one_line_exit_2_and_creates_no_study(
     assert not (tmp_path / "nonexistent-dir").exists()
 
 
-def test_run_of_a_missing_study_file(tmp_path: Path, thaw: Callable[..., Result]) -> None:
+def test_run_of_a_missing_study_file(tmp_path: Path, thaw: Callable[..., CliResult]) -> None:
     result = thaw("run", tmp_path / "nope.yaml")
     assert result.rc == 2
     assert result.error_line == f"thaw: error: study file '{tmp_path / 'nope.yaml'}' does not exist"
 
 
-def test_run_of_invalid_yaml(tmp_path: Path, thaw: Callable[..., Result]) -> None:
+def test_run_of_invalid_yaml(tmp_path: Path, thaw: Callable[..., CliResult]) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: x\nsearch_space: {dropout: [0, 1\n")
     result = thaw("run", path)
@@ -449,7 +427,7 @@ def file_study(
 
 @pytest.mark.slow
 def test_run_study_on_a_model_file_with_npz_data(
-    file_study: Path, thaw: Callable[..., Result], tiny_arrays: Callable[..., dict[str, Any]]
+    file_study: Path, thaw: Callable[..., CliResult], tiny_arrays: Callable[..., dict[str, Any]]
 ) -> None:
     result = thaw("run", file_study, "--no-progress")
     assert result.rc == 0, result.err
@@ -491,7 +469,7 @@ def test_run_study_on_a_model_file_with_npz_data(
     ids=["unknown cut_at", "low above the cut model"],
 )
 def test_bad_model_file_settings(
-    file_study: Path, thaw: Callable[..., Result], changes: dict[str, Any], fragment: str
+    file_study: Path, thaw: Callable[..., CliResult], changes: dict[str, Any], fragment: str
 ) -> None:
     raw = yaml.safe_load(file_study.read_text())
     write_study(file_study.parent, {**raw, **changes})
@@ -502,7 +480,7 @@ def test_bad_model_file_settings(
 
 
 def test_image_shape_mismatch_is_a_user_error(
-    file_study: Path, thaw: Callable[..., Result], tiny_arrays: Callable[..., dict[str, Any]]
+    file_study: Path, thaw: Callable[..., CliResult], tiny_arrays: Callable[..., dict[str, Any]]
 ) -> None:
     np.savez(file_study.parent / "data.npz", **tiny_arrays(shape=(10, 10, 3)))
     result = thaw("run", file_study, "--no-progress")
@@ -513,7 +491,7 @@ def test_image_shape_mismatch_is_a_user_error(
 
 @pytest.mark.slow
 def test_ctrl_c_during_a_trial_exits_130_and_keeps_finished_trials(
-    file_study: Path, thaw: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+    file_study: Path, thaw: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from objectives._objective import FineTuneObjective
 

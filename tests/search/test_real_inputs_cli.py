@@ -7,15 +7,13 @@ The CLI runs in-process (``search._cli.main``); the study is run once for the mo
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -25,7 +23,8 @@ import yaml
 from optuna.trial import TrialState
 from PIL import Image
 
-from search._cli import main
+if TYPE_CHECKING:
+    from conftest import CliResult  # tests/search/conftest.py, a fixture module
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -91,43 +90,22 @@ def studies_in(db: Path) -> list[str]:
 
 
 @dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def error_line(self) -> str:
-        lines = self.err.splitlines()
-        assert len(lines) == 1, f"expected exactly one line on stderr, got {lines!r}"
-        assert lines[0].startswith("thaw: error: "), lines[0]
-        return lines[0]
-
-
-def run_cli(*args: str | Path) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    return Result(rc, out.getvalue(), err.getvalue())
-
-
-@dataclass
 class RealRun:
     folder: Path
     study_file: Path
     db: Path
-    result: Result
+    result: CliResult
 
     def study(self) -> optuna.Study:
         return optuna.load_study(study_name="real-inputs", storage=f"sqlite:///{self.db}")
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+def real_run(tmp_path_factory: pytest.TempPathFactory, thaw: Callable[..., CliResult]) -> RealRun:
     folder = tmp_path_factory.mktemp("real-inputs")
     make_image_folder(folder / "images")
     study_file = write_study(folder, STUDY)
-    result = run_cli("run", study_file, "--no-progress")
+    result = thaw("run", study_file, "--no-progress")
     return RealRun(folder, study_file, folder / "real.db", result)
 
 
@@ -170,10 +148,12 @@ def test_run_on_mobilenet_and_an_image_folder(real_run: RealRun) -> None:
 
 
 @pytest.mark.slow
-def test_report_of_the_real_run(real_run: RealRun, tmp_path: Path) -> None:
+def test_report_of_the_real_run(
+    real_run: RealRun, tmp_path: Path, thaw: Callable[..., CliResult]
+) -> None:
     assert real_run.result.rc == 0
     out = tmp_path / "report"
-    result = run_cli("report", real_run.study_file, "--out", out)
+    result = thaw("report", real_run.study_file, "--out", out)
     assert result.rc == 0, result.err
     for name in ("report.md", "report.html", "trials.csv", "summary.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -188,7 +168,9 @@ def test_report_of_the_real_run(real_run: RealRun, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resume_after_an_image_changed_is_refused(real_run: RealRun) -> None:
+def test_resume_after_an_image_changed_is_refused(
+    real_run: RealRun, thaw: Callable[..., CliResult]
+) -> None:
     assert real_run.result.rc == 0
     target = real_run.folder / "images" / "dog" / "03.png"
     original = target.read_bytes()
@@ -197,7 +179,7 @@ def test_resume_after_an_image_changed_is_refused(real_run: RealRun) -> None:
     pixels[0, 0] = 255 - pixels[0, 0]  # one pixel of one image
     try:
         Image.fromarray(pixels).save(target)
-        result = run_cli("run", real_run.study_file, "--n-trials", "1", "--no-progress")
+        result = thaw("run", real_run.study_file, "--n-trials", "1", "--no-progress")
     finally:
         target.write_bytes(original)
     assert result.rc == 2
@@ -317,10 +299,11 @@ def test_bad_real_input_is_one_line_exit_2_and_no_study(
     images: Path,
     setup: Callable[[Path, Path], dict[str, Any]],
     fragment: str,
+    thaw: Callable[..., CliResult],
 ) -> None:
     study = {**STUDY, "storage": "sqlite:///bad.db", **setup(tmp_path, images)}
     study_file = write_study(tmp_path, study)
-    result = run_cli("run", study_file, "--no-progress")
+    result = thaw("run", study_file, "--no-progress")
     assert result.rc == 2, result.out
     assert fragment in result.error_line
     assert str(study_file) in result.error_line  # says which study file

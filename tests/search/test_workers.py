@@ -8,16 +8,14 @@ uses its own study name and deletes its study afterwards. SQLite refusals need n
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pytest
@@ -25,8 +23,10 @@ import yaml
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from search._cli import main
 from search._config import mask_url
+
+if TYPE_CHECKING:
+    from conftest import CliResult  # tests/search/conftest.py, a fixture module
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -61,27 +61,6 @@ def write_study(folder: Path, study: dict[str, Any]) -> Path:
     return path
 
 
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def error_line(self) -> str:
-        lines = self.err.splitlines()
-        assert len(lines) == 1, f"expected exactly one line on stderr, got {lines!r}"
-        assert lines[0].startswith("thaw: error: "), lines[0]
-        return lines[0]
-
-
-def run_cli(*args: str | Path) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    return Result(rc, out.getvalue(), err.getvalue())
-
-
 # ------------------------------------------------------------------ SQLite: one process only
 
 
@@ -95,11 +74,11 @@ def run_cli(*args: str | Path) -> Result:
     ids=["workers", "workers with --storage", "gpus"],
 )
 def test_several_workers_on_sqlite_are_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], thaw: Callable[..., CliResult]
 ) -> None:
     monkeypatch.chdir(tmp_path)
     study_file = write_study(tmp_path, demo_study("sqlite-workers"))
-    result = run_cli("run", study_file, *args, "--no-progress")
+    result = thaw("run", study_file, *args, "--no-progress")
     assert result.rc == 2
     n = 2 if "--gpus" in args else int(args[1])
     assert result.error_line.startswith(
@@ -119,9 +98,11 @@ def test_several_workers_on_sqlite_are_refused(
         (["--gpus", "0,x"], "--gpus must be GPU indices such as 0,1, got '0,x'"),
     ],
 )
-def test_bad_worker_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_worker_arguments(
+    tmp_path: Path, args: list[str], message: str, thaw: Callable[..., CliResult]
+) -> None:
     study_file = write_study(tmp_path, demo_study("bad-workers"))
-    result = run_cli("run", study_file, *args, "--no-progress")
+    result = thaw("run", study_file, *args, "--no-progress")
     assert result.rc == 2
     assert result.error_line == f"thaw: error: {message}"
     assert not (tmp_path / "bad-workers.db").exists()
@@ -158,7 +139,11 @@ def password_of(url: str) -> str | None:
 @pytest.mark.postgres
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # heartbeat
 def test_two_workers_share_a_postgres_study(
-    postgres_url: str, demo_model_path: Path, tmp_path: Path, study_name: str
+    postgres_url: str,
+    demo_model_path: Path,
+    tmp_path: Path,
+    study_name: str,
+    thaw: Callable[..., CliResult],
 ) -> None:
     study_file = write_study(tmp_path, demo_study(study_name))
     proc = subprocess.run(
@@ -210,7 +195,7 @@ def test_two_workers_share_a_postgres_study(
 
     # the report of a PostgreSQL study names its storage without the password
     out = tmp_path / "report"
-    report = run_cli("report", study_file, "--storage", postgres_url, "--out", out)
+    report = thaw("report", study_file, "--storage", postgres_url, "--out", out)
     assert report.rc == 0, report.err
     for name in ("report.md", "report.html", "trials.csv", "summary.json"):
         text = (out / name).read_text(encoding="utf-8")
@@ -223,12 +208,12 @@ def test_two_workers_share_a_postgres_study(
 @pytest.mark.postgres
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # heartbeat
 def test_wrong_postgres_password_is_one_masked_line(
-    tmp_path: Path, postgres_url: str, study_name: str
+    tmp_path: Path, postgres_url: str, study_name: str, thaw: Callable[..., CliResult]
 ) -> None:
     wrong = make_url(postgres_url).set(password="not-the-password-7731")
     url = wrong.render_as_string(hide_password=False)
     study_file = write_study(tmp_path, demo_study(study_name))
-    result = run_cli("run", study_file, "--workers", "2", "--storage", url, "--no-progress")
+    result = thaw("run", study_file, "--workers", "2", "--storage", url, "--no-progress")
     assert result.rc == 2
     assert result.error_line.startswith(f"thaw: error: cannot open storage {mask_url(url)}: ")
     assert "not-the-password-7731" not in result.out + result.err
