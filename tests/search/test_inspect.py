@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,7 +24,9 @@ from objectives import (
     freeze,
     load_pretrained,
 )
-from search._cli import main
+
+if TYPE_CHECKING:
+    from conftest import CliResult  # tests/search/conftest.py, a fixture module
 
 ROW = re.compile(r"^\s*(\d+)\s+(\S+)\s+(.+?)\s+([\d,]+)\s+([\d,]+)$")
 
@@ -38,59 +40,37 @@ class Row:
     cumulative: int
 
 
-@dataclass
-class Inspected:
-    rc: int
-    out: str
-    err: str
+def header(result: CliResult) -> str:
+    """The first line of ``thaw inspect``'s output: the model, its input and its layer count."""
+    return result.out.splitlines()[0]
 
-    @property
-    def header(self) -> str:
-        return self.out.splitlines()[0]
 
-    @property
-    def rows(self) -> list[Row]:
-        lines = self.out.splitlines()
-        assert lines[1].startswith("(BatchNorm layers are not counted")
-        assert lines[2].split() == [
-            "unfrozen",
-            "name",
-            "kind",
-            "params",
-            "trainable",
-            "if",
-            "unfrozen",
-        ]
-        rows = []
-        for line in lines[3:]:
-            match = ROW.match(line)
-            assert match, f"not a table row: {line!r}"
-            u, name, kind, params, cumulative = match.groups()
-            rows.append(
-                Row(
-                    int(u),
-                    name,
-                    kind.strip(),
-                    int(params.replace(",", "")),
-                    int(cumulative.replace(",", "")),
-                )
+def table(result: CliResult) -> list[Row]:
+    """The rows of ``thaw inspect``'s table, top layer (or block) first."""
+    lines = result.out.splitlines()
+    assert lines[1].startswith("(BatchNorm layers are not counted")
+    assert lines[2].split() == ["unfrozen", "name", "kind", "params", "trainable", "if", "unfrozen"]
+    rows = []
+    for line in lines[3:]:
+        match = ROW.match(line)
+        assert match, f"not a table row: {line!r}"
+        u, name, kind, params, cumulative = match.groups()
+        rows.append(
+            Row(
+                int(u),
+                name,
+                kind.strip(),
+                int(params.replace(",", "")),
+                int(cumulative.replace(",", "")),
             )
-        return rows
-
-    @property
-    def error_line(self) -> str:
-        lines = self.err.splitlines()
-        assert len(lines) == 1, f"expected exactly one line on stderr, got {lines!r}"
-        assert lines[0].startswith("thaw: error: "), lines[0]
-        return lines[0]
+        )
+    return rows
 
 
 @pytest.fixture
-def inspect(capsys: pytest.CaptureFixture[str]) -> Callable[..., Inspected]:
-    def run(*args: str | Path) -> Inspected:
-        rc = main(["inspect", *map(str, args)])
-        captured = capsys.readouterr()
-        return Inspected(rc, captured.out, captured.err)
+def inspect(thaw: Callable[..., CliResult]) -> Callable[..., CliResult]:
+    def run(*args: str | Path) -> CliResult:
+        return thaw("inspect", *args)
 
     return run
 
@@ -111,13 +91,13 @@ MOBILENET_ARGS = ("MobileNetV2", "--weights", "none", "--input-shape", "96,96,3"
 # --------------------------------------------------------------------------------- sources
 
 
-def test_inspect_demo(demo_model_path: Path, inspect: Callable[..., Inspected]) -> None:
+def test_inspect_demo(demo_model_path: Path, inspect: Callable[..., CliResult]) -> None:
     result = inspect("demo")
     assert result.rc == 0, result.err
     assert result.err == ""
-    assert result.header.startswith("demo CNN pretrained on the source domain (seed 0)")
-    assert result.header.endswith(": input (32, 32, 3), 5 layers with weights")
-    rows = result.rows
+    assert header(result).startswith("demo CNN pretrained on the source domain (seed 0)")
+    assert header(result).endswith(": input (32, 32, 3), 5 layers with weights")
+    rows = table(result)
     assert [r.name for r in rows] == [
         "top_conv",
         "block4_conv",
@@ -136,13 +116,13 @@ def test_inspect_demo(demo_model_path: Path, inspect: Callable[..., Inspected]) 
         assert count_trainable_weights(base) == row.cumulative, row
 
 
-def test_inspect_mobilenet_by_blocks(inspect: Callable[..., Inspected]) -> None:
+def test_inspect_mobilenet_by_blocks(inspect: Callable[..., CliResult]) -> None:
     result = inspect(*MOBILENET_ARGS, "--unfreeze-by", "blocks")
     assert result.rc == 0, result.err
-    assert result.header == (
+    assert header(result) == (
         "keras.applications.MobileNetV2 (weights: None): input (96, 96, 3), 19 blocks with weights"
     )
-    rows = result.rows
+    rows = table(result)
     names = [r.name for r in rows]
     assert names[0] == "Conv_1"
     assert names[-1] == "Conv1"
@@ -169,48 +149,48 @@ def test_inspect_mobilenet_by_blocks(inspect: Callable[..., Inspected]) -> None:
     assert count_trainable_weights(base) == rows[1].cumulative
 
 
-def test_inspect_mobilenet_by_layers_has_more_rows(inspect: Callable[..., Inspected]) -> None:
+def test_inspect_mobilenet_by_layers_has_more_rows(inspect: Callable[..., CliResult]) -> None:
     layers = inspect(*MOBILENET_ARGS)
     blocks = inspect(*MOBILENET_ARGS, "--unfreeze-by", "blocks")
     assert layers.rc == blocks.rc == 0
-    assert layers.header.endswith("52 layers with weights")
-    assert [r.name for r in layers.rows[:4]] == [
+    assert header(layers).endswith("52 layers with weights")
+    assert [r.name for r in table(layers)[:4]] == [
         "Conv_1",
         "block_16_project",
         "block_16_depthwise",
         "block_16_expand",
     ]
-    assert len(blocks.rows) < len(layers.rows)
+    assert len(table(blocks)) < len(table(layers))
     # the same weights in all: the last cumulative counts are the whole base
-    assert layers.rows[-1].cumulative == blocks.rows[-1].cumulative
+    assert table(layers)[-1].cumulative == table(blocks)[-1].cumulative
 
 
 def test_inspect_a_saved_keras_file(
-    tmp_path: Path, tiny_cnn: Callable[..., Any], inspect: Callable[..., Inspected]
+    tmp_path: Path, tiny_cnn: Callable[..., Any], inspect: Callable[..., CliResult]
 ) -> None:
     path = tmp_path / "tiny.keras"
     tiny_cnn().save(path)
 
     whole = inspect(path)
     assert whole.rc == 0, whole.err
-    assert whole.header == "tiny.keras: input (8, 8, 3), 3 layers with weights"
-    assert [(r.name, r.kind, r.params) for r in whole.rows] == [
+    assert header(whole) == "tiny.keras: input (8, 8, 3), 3 layers with weights"
+    assert [(r.name, r.kind, r.params) for r in table(whole)] == [
         ("old_head", "Dense", 6 * 3 + 3),
         ("conv2", "Conv2D", 3 * 3 * 4 * 6 + 6),
         ("conv1", "Conv2D", 3 * 3 * 3 * 4 + 4),
     ]
-    assert_cumulative(whole.rows)
+    assert_cumulative(table(whole))
 
     cut = inspect(path, "--cut-at", "features")
     assert cut.rc == 0, cut.err
-    assert cut.header == "tiny.keras, cut at 'features': input (8, 8, 3), 2 layers with weights"
-    assert [(r.name, r.cumulative) for r in cut.rows] == [("conv2", 222), ("conv1", 334)]
+    assert header(cut) == "tiny.keras, cut at 'features': input (8, 8, 3), 2 layers with weights"
+    assert [(r.name, r.cumulative) for r in table(cut)] == [("conv2", 222), ("conv1", 334)]
 
 
 # ------------------------------------------------------------------------------ bad input
 
 
-def test_unknown_source_is_one_line(tmp_path: Path, inspect: Callable[..., Inspected]) -> None:
+def test_unknown_source_is_one_line(tmp_path: Path, inspect: Callable[..., CliResult]) -> None:
     result = inspect(tmp_path / "nope.keras")
     assert result.rc == 2
     assert result.out == ""
@@ -222,12 +202,12 @@ def test_unknown_source_is_one_line(tmp_path: Path, inspect: Callable[..., Inspe
 
 
 @pytest.mark.parametrize("shape", ["96,96", "96,96,3,1", "a,b,c", ""])
-def test_bad_input_shape(inspect: Callable[..., Inspected], shape: str) -> None:
+def test_bad_input_shape(inspect: Callable[..., CliResult], shape: str) -> None:
     result = inspect("MobileNetV2", "--input-shape", shape)
     if shape == "":
         # an empty value means "not given": the default 224x224 input
         assert result.rc == 0, result.err
-        assert "input (224, 224, 3)" in result.header
+        assert "input (224, 224, 3)" in header(result)
         return
     assert result.rc == 2
     assert result.error_line == (
@@ -246,7 +226,7 @@ def test_bad_input_shape(inspect: Callable[..., Inspected], shape: str) -> None:
     ids=["unknown cut", "missing weights", "alpha without alpha", "too small input"],
 )
 def test_bad_model_settings(
-    demo_model_path: Path, inspect: Callable[..., Inspected], args: tuple[str, ...], fragment: str
+    demo_model_path: Path, inspect: Callable[..., CliResult], args: tuple[str, ...], fragment: str
 ) -> None:
     result = inspect(*args)
     assert result.rc == 2
