@@ -225,9 +225,11 @@ def get_manifest_info(
     seed_value = _first(config, _SEED_PATHS)
     seed = None if seed_value is None else manifest_text(seed_value)
 
-    entries: list[tuple[str, str]] = [
-        ("study name", study_name),
-        ("thaw version", manifest_text(study_attrs.get("thaw:version"))),
+    entries: list[tuple[str, str]] = [("study name", study_name)]
+    if not (isinstance(manifest, Mapping) and "thaw" in manifest):
+        # The manifest's own "thaw" row says it otherwise; only older or hand-made studies lack it.
+        entries.append(("thaw version", manifest_text(study_attrs.get("thaw:version"))))
+    entries += [
         ("objective metric", manifest_text(study_attrs.get("thaw:objective_metric"))),
         ("config hash", manifest_text(config_hash)),
         ("data fingerprint", manifest_text(fingerprint)),

@@ -116,6 +116,14 @@ def test_manifest(thaw_study: optuna.Study) -> None:
     assert entries["jax"] == "not recorded"
     labels = [label for label, _ in manifest.entries]
     assert labels.index("thaw") < labels.index("python") < labels.index("device")
+    assert "thaw version" not in labels  # the manifest's "thaw" row says it, once
+
+
+def test_manifest_without_versions_keeps_the_stored_thaw_version() -> None:
+    manifest = get_manifest_info("old", {"thaw:version": "0.0.9"})
+    entries = dict(manifest.entries)
+    assert entries["thaw version"] == "0.0.9"
+    assert "thaw" not in entries
 
 
 def test_manifest_missing_everything() -> None:
