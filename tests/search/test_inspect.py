@@ -6,6 +6,7 @@ weights) and a saved ``.keras`` file; one bad source runs as a real subprocess.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -69,10 +70,7 @@ def table(result: CliResult) -> list[Row]:
 
 @pytest.fixture
 def inspect(thaw: Callable[..., CliResult]) -> Callable[..., CliResult]:
-    def run(*args: str | Path) -> CliResult:
-        return thaw("inspect", *args)
-
-    return run
+    return functools.partial(thaw, "inspect")
 
 
 def assert_cumulative(rows: list[Row]) -> None:

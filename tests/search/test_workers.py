@@ -117,9 +117,10 @@ def postgres_url() -> str:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
         pytest.skip(f"{POSTGRES_ENV} is not set: no PostgreSQL server for the multi-worker tests")
-    if "\n" in url.strip() or not url.strip().startswith("postgresql"):
+    url = url.strip()
+    if "\n" in url or not url.startswith("postgresql"):
         pytest.fail(f"{POSTGRES_ENV} must be one postgresql:// URL, got {mask_url(url)!r}")
-    return url.strip()
+    return url
 
 
 @pytest.fixture
