@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     import optuna
 
-    from objectives import (
+    from thaw.objectives import (
         FineTuneObjective,
         FloatRange,
         IntRange,

@@ -25,7 +25,7 @@ def make_folder(root: Path, n_images: int, size: int = 128) -> None:
     """A class-per-subfolder folder of PNG and JPEG files rendered from the demo domain."""
     from PIL import Image
 
-    from objectives._demo import DEMO_CLASS_NAMES, TARGET_DOMAIN, render_images
+    from thaw.objectives._demo import DEMO_CLASS_NAMES, TARGET_DOMAIN, render_images
 
     x, y = render_images(n_images, TARGET_DOMAIN, seed=7, size=size)
     for i, (img, label) in enumerate(zip(x, y, strict=True)):
@@ -48,7 +48,7 @@ def main() -> None:
 
     import optuna
 
-    from objectives import (
+    from thaw.objectives import (
         FineTuneObjective,
         FloatRange,
         IntRange,

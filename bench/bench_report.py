@@ -32,7 +32,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from reports import diagnose_study, write_report
+from thaw.reports import diagnose_study, write_report
 
 EPOCHS = 20
 NUM_LAYERS = 154

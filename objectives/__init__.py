@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from objectives._data import ArrayData, DataSource, DataSourceError, load_npz
-from objectives._space import FloatRange, IntRange, SearchSpace, TrialParams
-from objectives._specs import (
+from thaw.objectives._data import ArrayData, DataSource, DataSourceError, load_npz
+from thaw.objectives._space import FloatRange, IntRange, SearchSpace, TrialParams
+from thaw.objectives._specs import (
     APPLICATION_NAMES,
     BATCHNORM_MODES,
     OBJECTIVE_METRICS,
@@ -22,40 +22,40 @@ from objectives._specs import (
 )
 
 _LAZY: dict[str, str] = {
-    "HistoryRecorder": "objectives._callbacks",
-    "TrialHistory": "objectives._callbacks",
-    "TrialReporter": "objectives._callbacks",
-    "DEMO_CLASS_NAMES": "objectives._demo",
-    "demo_pretrained_model_path": "objectives._demo",
-    "demo_target_data": "objectives._demo",
-    "load_data": "objectives._data",
-    "batchnorm_layers": "objectives._model",
-    "build_model": "objectives._model",
-    "count_trainable_weights": "objectives._model",
-    "cut_base": "objectives._model",
-    "freeze": "objectives._model",
-    "weighted_layers": "objectives._model",
-    "DivergedError": "objectives._objective",
-    "FineTuneObjective": "objectives._objective",
-    "TrialOutcome": "objectives._objective",
-    "compile_model": "objectives._objective",
-    "summarise_history": "objectives._objective",
-    "PretrainedBase": "objectives._sources",
-    "DeviceInfo": "objectives._device",
-    "configure_device": "objectives._device",
-    "list_gpus": "objectives._device",
-    "load_image_folder": "objectives._images",
-    "stream_image_folder": "objectives._images",
-    "StreamedImages": "objectives._images",
-    "FileBatches": "objectives._batches",
-    "load_application": "objectives._applications",
-    "adapt_batchnorm": "objectives._model",
-    "domain_shift_scores": "objectives._model",
-    "layer_groups": "objectives._model",
-    "block_name": "objectives._model",
-    "UnfreezeRow": "objectives._inspect",
-    "unfreeze_table": "objectives._inspect",
-    "load_pretrained": "objectives._sources",
+    "HistoryRecorder": "thaw.objectives._callbacks",
+    "TrialHistory": "thaw.objectives._callbacks",
+    "TrialReporter": "thaw.objectives._callbacks",
+    "DEMO_CLASS_NAMES": "thaw.objectives._demo",
+    "demo_pretrained_model_path": "thaw.objectives._demo",
+    "demo_target_data": "thaw.objectives._demo",
+    "load_data": "thaw.objectives._data",
+    "batchnorm_layers": "thaw.objectives._model",
+    "build_model": "thaw.objectives._model",
+    "count_trainable_weights": "thaw.objectives._model",
+    "cut_base": "thaw.objectives._model",
+    "freeze": "thaw.objectives._model",
+    "weighted_layers": "thaw.objectives._model",
+    "DivergedError": "thaw.objectives._objective",
+    "FineTuneObjective": "thaw.objectives._objective",
+    "TrialOutcome": "thaw.objectives._objective",
+    "compile_model": "thaw.objectives._objective",
+    "summarise_history": "thaw.objectives._objective",
+    "PretrainedBase": "thaw.objectives._sources",
+    "DeviceInfo": "thaw.objectives._device",
+    "configure_device": "thaw.objectives._device",
+    "list_gpus": "thaw.objectives._device",
+    "load_image_folder": "thaw.objectives._images",
+    "stream_image_folder": "thaw.objectives._images",
+    "StreamedImages": "thaw.objectives._images",
+    "FileBatches": "thaw.objectives._batches",
+    "load_application": "thaw.objectives._applications",
+    "adapt_batchnorm": "thaw.objectives._model",
+    "domain_shift_scores": "thaw.objectives._model",
+    "layer_groups": "thaw.objectives._model",
+    "block_name": "thaw.objectives._model",
+    "UnfreezeRow": "thaw.objectives._inspect",
+    "unfreeze_table": "thaw.objectives._inspect",
+    "load_pretrained": "thaw.objectives._sources",
 }
 
 

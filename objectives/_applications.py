@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from objectives._specs import ModelSourceError
+from thaw.objectives._specs import ModelSourceError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from objectives._images import StreamedImages
+from thaw.objectives._images import StreamedImages
 
 
 class FileBatches(keras.utils.PyDataset):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from objectives._images import StreamedImages
+    from thaw.objectives._images import StreamedImages
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def load_data(
     if source.kind == "directory":
         from pathlib import Path
 
-        from objectives._images import estimated_bytes, load_image_folder, stream_image_folder
+        from thaw.objectives._images import estimated_bytes, load_image_folder, stream_image_folder
 
         if not source.path:
             raise DataSourceError("data.path is required for an image folder")
@@ -158,7 +158,7 @@ def load_data(
             max_skipped_fraction=source.max_skipped_fraction,
         )
     if source.kind == "demo":
-        from objectives._demo import demo_target_data
+        from thaw.objectives._demo import demo_target_data
 
         return demo_target_data(seed=source.seed)
     if source.kind == "npz":

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from objectives._data import ArrayData
+from thaw.objectives._data import ArrayData
 
 if TYPE_CHECKING:
     import keras

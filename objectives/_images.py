@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from objectives._data import ArrayData, DataSourceError
+from thaw.objectives._data import ArrayData, DataSourceError
 
 _logger = logging.getLogger(__name__)
 

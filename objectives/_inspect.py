@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import keras
 
-from objectives._model import block_name, layer_groups
+from thaw.objectives._model import block_name, layer_groups
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Literal
 import keras
 import numpy as np
 
-from objectives._specs import BATCHNORM_MODES
+from thaw.objectives._specs import BATCHNORM_MODES
 
 _logger = logging.getLogger(__name__)
 

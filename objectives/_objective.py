@@ -11,13 +11,13 @@ import keras
 import numpy as np
 import optuna
 
-from objectives._callbacks import HistoryRecorder, TrialHistory, TrialReporter
-from objectives._data import ArrayData
-from objectives._images import StreamedImages
-from objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
-from objectives._sources import PretrainedBase
-from objectives._space import SearchSpace, TrialParams
-from objectives._specs import OBJECTIVE_METRICS, TrainSettings
+from thaw.objectives._callbacks import HistoryRecorder, TrialHistory, TrialReporter
+from thaw.objectives._data import ArrayData
+from thaw.objectives._images import StreamedImages
+from thaw.objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
+from thaw.objectives._sources import PretrainedBase
+from thaw.objectives._space import SearchSpace, TrialParams
+from thaw.objectives._specs import OBJECTIVE_METRICS, TrainSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class FineTuneObjective:
         data = self.data
         size = self.settings.batch_size
         if isinstance(data, StreamedImages):
-            from objectives._batches import FileBatches
+            from thaw.objectives._batches import FileBatches
 
             return {
                 "x": FileBatches(

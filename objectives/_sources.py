@@ -10,8 +10,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from objectives._model import cut_base, layer_groups
-from objectives._specs import ModelSource, ModelSourceError
+from thaw.objectives._model import cut_base, layer_groups
+from thaw.objectives._specs import ModelSource, ModelSourceError
 
 _logger = logging.getLogger(__name__)
 
@@ -82,14 +82,14 @@ def _load_model_file(path: Path, safe_mode: bool) -> keras.Model:
 def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> PretrainedBase:
     """Load the configured pretrained model and cut its head off."""
     if source.kind == "demo":
-        from objectives._demo import DEMO_FEATURE_LAYER, demo_pretrained_model_path
+        from thaw.objectives._demo import DEMO_FEATURE_LAYER, demo_pretrained_model_path
 
         path = demo_pretrained_model_path(seed=source.seed, cache_dir=cache_dir)
         model = _load_model_file(path, safe_mode=True)
         cut_at: str | None = source.cut_at or DEMO_FEATURE_LAYER
         description = f"demo CNN pretrained on the source domain (seed {source.seed})"
     elif source.kind == "application":
-        from objectives._applications import load_application
+        from thaw.objectives._applications import load_application
 
         if not source.name:
             raise ModelSourceError("model.name is required for a keras.applications network")

@@ -11,7 +11,7 @@ TensorFlow, ``objectives`` or ``search``. Data first, rendering second::
     files = write_comparison([study_a, study_b], Path("thaw-compare"))
 """
 
-from reports._charts import (
+from thaw.reports._charts import (
     CurveSeries,
     CurvesInfo,
     EfficiencyCurve,
@@ -24,7 +24,7 @@ from reports._charts import (
     get_efficiency_info,
     get_param_scatter_info,
 )
-from reports._compare import (
+from thaw.reports._compare import (
     ComparisonInfo,
     ParamCell,
     ParamComparison,
@@ -33,14 +33,14 @@ from reports._compare import (
     check_comparable,
     get_comparison_info,
 )
-from reports._compare_render import (
+from thaw.reports._compare_render import (
     ComparisonFiles,
     render_comparison_csv,
     render_comparison_html,
     render_comparison_markdown,
     write_comparison,
 )
-from reports._diagnosis import (
+from thaw.reports._diagnosis import (
     BATCHNORM_MISMATCH,
     HEALTHY,
     LR_TOO_HIGH,
@@ -55,14 +55,14 @@ from reports._diagnosis import (
     diagnose_study,
     diagnose_trial,
 )
-from reports._export import (
+from thaw.reports._export import (
     csv_columns,
     get_summary_dict,
     render_csv,
     render_summary_json,
     write_csv,
 )
-from reports._findings import (
+from thaw.reports._findings import (
     DeterminismInfo,
     DiagnosisInfo,
     DomainShiftInfo,
@@ -73,17 +73,17 @@ from reports._findings import (
     get_domain_shift_info,
     get_importance_info,
 )
-from reports._info import ReportInfo, get_report_info
-from reports._ranking import (
+from thaw.reports._info import ReportInfo, get_report_info
+from thaw.reports._ranking import (
     ParamColumn,
     RankingInfo,
     RankingRow,
     VerdictDetail,
     get_ranking_info,
 )
-from reports._render import render_html, render_markdown
-from reports._report import ReportFiles, write_report
-from reports._summary import (
+from thaw.reports._render import render_html, render_markdown
+from thaw.reports._report import ReportFiles, write_report
+from thaw.reports._summary import (
     AnswerInfo,
     ManifestInfo,
     PruneReasonSummary,
@@ -93,7 +93,7 @@ from reports._summary import (
     get_manifest_info,
     get_pruning_info,
 )
-from reports._svg import render_curves_svg, render_efficiency_svg, render_scatter_svg
+from thaw.reports._svg import render_curves_svg, render_efficiency_svg, render_scatter_svg
 
 __all__ = [
     "ComparisonFiles",

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reports._format import Align, html_escape, md_escape, md_table, md_table_code
+from thaw.reports._format import Align, html_escape, md_escape, md_table, md_table_code
 
 Target = Literal["both", "md", "html"]
 

@@ -11,8 +11,8 @@ from typing import Literal
 import numpy as np
 import optuna
 
-from reports._attrs import history_series, intermediate_series
-from reports._ranking import ParamColumn, RankingInfo, RankingRow, get_ranking_info
+from thaw.reports._attrs import history_series, intermediate_series
+from thaw.reports._ranking import ParamColumn, RankingInfo, RankingRow, get_ranking_info
 
 _logger = logging.getLogger(__name__)
 

@@ -20,15 +20,15 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from reports._attrs import dig
-from reports._charts import (
+from thaw.reports._attrs import dig
+from thaw.reports._charts import (
     EfficiencyCurve,
     EfficiencyInfo,
     get_efficiency_curve,
     get_efficiency_info,
 )
-from reports._diagnosis import VERDICTS
-from reports._findings import (
+from thaw.reports._diagnosis import VERDICTS
+from thaw.reports._findings import (
     DeterminismInfo,
     ImportanceInfo,
     get_determinism_info,
@@ -37,9 +37,9 @@ from reports._findings import (
     verdict_mix,
     with_verdicts,
 )
-from reports._format import fmt_num, fmt_value
-from reports._ranking import ParamColumn, RankingInfo, RankingRow, get_ranking_info
-from reports._summary import (
+from thaw.reports._format import fmt_num, fmt_value
+from thaw.reports._ranking import ParamColumn, RankingInfo, RankingRow, get_ranking_info
+from thaw.reports._summary import (
     MANIFEST_KEYS,
     NOT_RECORDED,
     AnswerInfo,

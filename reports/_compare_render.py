@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from reports._blocks import (
+from thaw.reports._blocks import (
     Block,
     Bullets,
     Figure,
@@ -26,10 +26,10 @@ from reports._blocks import (
     html_page,
     md_page,
 )
-from reports._compare import ComparisonInfo, StudyColumn, get_comparison_info
-from reports._format import MISSING, Align, fmt_num, fmt_value
-from reports._report import prepare_out_dir, write_text
-from reports._svg import render_efficiency_svg
+from thaw.reports._compare import ComparisonInfo, StudyColumn, get_comparison_info
+from thaw.reports._format import MISSING, Align, fmt_num, fmt_value
+from thaw.reports._report import prepare_out_dir, write_text
+from thaw.reports._svg import render_efficiency_svg
 
 _logger = logging.getLogger(__name__)
 

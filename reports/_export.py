@@ -9,9 +9,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from reports._findings import verdict_mix
-from reports._info import ReportInfo
-from reports._ranking import RankingInfo, RankingRow
+from thaw.reports._findings import verdict_mix
+from thaw.reports._info import ReportInfo
+from thaw.reports._ranking import RankingInfo, RankingRow
 
 SUMMARY_SCHEMA = "thaw-report/1"
 

@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import optuna
 
-from reports._attrs import as_float, as_str
-from reports._diagnosis import VERDICTS, StudyDiagnosis, diagnose_study
-from reports._ranking import RankingInfo, RankingRow, VerdictDetail
+from thaw.reports._attrs import as_float, as_str
+from thaw.reports._diagnosis import VERDICTS, StudyDiagnosis, diagnose_study
+from thaw.reports._ranking import RankingInfo, RankingRow, VerdictDetail
 
 IMPORTANCE_TITLES = {
     "best_val_loss": "best validation loss",

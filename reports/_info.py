@@ -6,9 +6,14 @@ from dataclasses import dataclass
 
 import optuna
 
-from reports._charts import CurvesInfo, ParamScatterInfo, get_curves_info, get_param_scatter_info
-from reports._diagnosis import StudyDiagnosis
-from reports._findings import (
+from thaw.reports._charts import (
+    CurvesInfo,
+    ParamScatterInfo,
+    get_curves_info,
+    get_param_scatter_info,
+)
+from thaw.reports._diagnosis import StudyDiagnosis
+from thaw.reports._findings import (
     DeterminismInfo,
     DiagnosisInfo,
     get_determinism_info,
@@ -16,8 +21,8 @@ from reports._findings import (
     run_diagnosis,
     with_verdicts,
 )
-from reports._ranking import RankingInfo, get_ranking_info
-from reports._summary import (
+from thaw.reports._ranking import RankingInfo, get_ranking_info
+from thaw.reports._summary import (
     AnswerInfo,
     ManifestInfo,
     PruningInfo,

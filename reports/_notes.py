@@ -23,7 +23,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from reports._attrs import (
+from thaw.reports._attrs import (
     HISTORY_KEYS,
     as_float,
     as_int,
@@ -33,8 +33,8 @@ from reports._attrs import (
     history_series,
     intermediate_series,
 )
-from reports._charts import CurveSeries, CurvesInfo, _use_log
-from reports._diagnosis import (
+from thaw.reports._charts import CurveSeries, CurvesInfo, _use_log
+from thaw.reports._diagnosis import (
     VERDICTS,
     StudyDiagnosis,
     Thresholds,
@@ -42,9 +42,9 @@ from reports._diagnosis import (
     Verdict,
     diagnose_trial,
 )
-from reports._format import fmt_num, fmt_value, one_line, truncate
-from reports._ranking import RankingInfo
-from reports._svg import render_curves_svg
+from thaw.reports._format import fmt_num, fmt_value, one_line, truncate
+from thaw.reports._ranking import RankingInfo
+from thaw.reports._svg import render_curves_svg
 
 __all__ = [
     "HISTORY_CSV_COLUMNS",

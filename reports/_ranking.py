@@ -18,7 +18,7 @@ from optuna.distributions import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from reports._attrs import (
+from thaw.reports._attrs import (
     argbest,
     as_float,
     as_int,

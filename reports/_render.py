@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from reports._blocks import (
+from thaw.reports._blocks import (
     Block,
     Bullets,
     Figure,
@@ -24,9 +24,9 @@ from reports._blocks import (
     html_section,
     md_block,
 )
-from reports._charts import CurveSeries, CurvesInfo, ParamScatter
-from reports._findings import DiagnosisInfo, ImportanceInfo, verdict_mix
-from reports._format import (
+from thaw.reports._charts import CurveSeries, CurvesInfo, ParamScatter
+from thaw.reports._findings import DiagnosisInfo, ImportanceInfo, verdict_mix
+from thaw.reports._format import (
     MISSING,
     Align,
     fmt_num,
@@ -37,10 +37,10 @@ from reports._format import (
     one_line,
     truncate,
 )
-from reports._info import ReportInfo
-from reports._ranking import RankingInfo, RankingRow
-from reports._summary import NOT_RECORDED, AnswerInfo, StrategyComparison
-from reports._svg import render_curves_svg, render_scatter_svg
+from thaw.reports._info import ReportInfo
+from thaw.reports._ranking import RankingInfo, RankingRow
+from thaw.reports._summary import NOT_RECORDED, AnswerInfo, StrategyComparison
+from thaw.reports._svg import render_curves_svg, render_scatter_svg
 
 MD_REASON_WIDTH = 48
 """Failure reasons are cut to this many characters in Markdown (full text in HTML/CSV)."""

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import optuna
 
-from reports._diagnosis import StudyDiagnosis
-from reports._export import render_csv, render_summary_json
-from reports._info import get_report_info
-from reports._render import render_html, render_markdown
+from thaw.reports._diagnosis import StudyDiagnosis
+from thaw.reports._export import render_csv, render_summary_json
+from thaw.reports._info import get_report_info
+from thaw.reports._render import render_html, render_markdown
 
 _logger = logging.getLogger(__name__)
 

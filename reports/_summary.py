@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reports._attrs import as_int, as_str, dig
-from reports._findings import get_determinism_info
-from reports._ranking import RankingInfo, RankingRow
+from thaw.reports._attrs import as_int, as_str, dig
+from thaw.reports._findings import get_determinism_info
+from thaw.reports._ranking import RankingInfo, RankingRow
 
 _logger = logging.getLogger(__name__)
 

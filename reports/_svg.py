@@ -13,8 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reports._charts import CurveSeries, CurvesInfo, EfficiencyInfo, ParamScatter
-from reports._format import html_escape, truncate
+from thaw.reports._charts import CurveSeries, CurvesInfo, EfficiencyInfo, ParamScatter
+from thaw.reports._format import html_escape, truncate
 
 OKABE_ITO = (
     "#0072B2",  # blue

@@ -1,6 +1,6 @@
 """thaw's front door: study files, study orchestration, pruners and the ``thaw`` CLI."""
 
-from search._config import (
+from thaw.search._config import (
     PrunerConfig,
     SamplerConfig,
     SpaceConfig,
@@ -10,7 +10,7 @@ from search._config import (
     mask_url,
     parse_study,
 )
-from search._pruners import (
+from thaw.search._pruners import (
     BELOW_PEERS,
     CLIMBING,
     DIVERGED,
@@ -19,7 +19,7 @@ from search._pruners import (
     PruneDecision,
     climbing_decision,
 )
-from search._study import (
+from thaw.search._study import (
     RunSummary,
     StorageError,
     StudyMismatchError,

@@ -60,7 +60,7 @@ def _import_keras_quietly() -> None:
 
 
 def _load_config(path: str) -> Any:
-    from search._config import StudyFileError, load_study_file
+    from thaw.search._config import StudyFileError, load_study_file
 
     try:
         return load_study_file(path)
@@ -69,7 +69,7 @@ def _load_config(path: str) -> Any:
 
 
 def _storage_url(config: Any, override: str | None) -> str:
-    from search._config import resolve_storage_url
+    from thaw.search._config import resolve_storage_url
 
     if override is None:
         return str(config.storage)
@@ -95,9 +95,9 @@ def _parse_gpus(value: str | None) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from objectives import DataSourceError, ModelSourceError
-    from search._config import StudyFileError, mask_url
-    from search._study import (
+    from thaw.objectives import DataSourceError, ModelSourceError
+    from thaw.search._config import StudyFileError, mask_url
+    from thaw.search._study import (
         FINISHED_STATES,
         StorageError,
         StudyMismatchError,
@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
 
     _import_keras_quietly()
-    from objectives import FineTuneObjective, configure_device, load_data, load_pretrained
+    from thaw.objectives import FineTuneObjective, configure_device, load_data, load_pretrained
 
     worker_mode = args.worker_total is not None
     device = configure_device(
@@ -206,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _make_publisher(url: str, study_dir: Path, artifact_dir: str | None = None) -> Any:
     """Publishes verdicts, notes and artifacts of each finished trial (optuna-dashboard)."""
-    from search._publish import (
+    from thaw.search._publish import (
         PublishError,
         TrialPublisher,
         default_artifact_dir,
@@ -258,7 +258,7 @@ def _run_workers(
         command = [
             sys.executable,
             "-m",
-            "search._cli",
+            "thaw.search._cli",
             "run",
             str(args.study_file),
             "--storage",
@@ -322,9 +322,9 @@ def _print_summary(summary: Any, study_file: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports import write_report
-    from search._config import mask_url
-    from search._study import StorageError, load_existing_study, open_storage
+    from thaw.reports import write_report
+    from thaw.search._config import mask_url
+    from thaw.search._study import StorageError, load_existing_study, open_storage
 
     config = _load_config(args.study_file)
     url = _storage_url(config, args.storage)
@@ -340,7 +340,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         files = write_report(study, out, storage_url_masked=mask_url(url))
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    from search._publish import (
+    from thaw.search._publish import (
         PublishError,
         default_artifact_dir,
         open_artifact_store,
@@ -362,9 +362,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from reports import write_comparison
-    from search._config import mask_url
-    from search._study import StorageError, load_existing_study, open_storage
+    from thaw.reports import write_comparison
+    from thaw.search._config import mask_url
+    from thaw.search._study import StorageError, load_existing_study, open_storage
 
     if len(args.study_files) < 2:
         raise UserError(
@@ -399,7 +399,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from objectives import APPLICATION_NAMES, ModelSource, ModelSourceError
+    from thaw.objectives import APPLICATION_NAMES, ModelSource, ModelSourceError
 
     source = args.model_source
     input_shape = None
@@ -436,7 +436,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             kind="file", path=path, cut_at=args.cut_at, unfreeze_by=args.unfreeze_by
         )
     _import_keras_quietly()
-    from objectives import load_pretrained, unfreeze_table
+    from thaw.objectives import load_pretrained, unfreeze_table
 
     try:
         pretrained = load_pretrained(model)
@@ -465,8 +465,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
-    from reports import TrialCurves, diagnose_study, diagnose_trial
-    from search._study import StorageError, load_existing_study, open_storage
+    from thaw.reports import TrialCurves, diagnose_study, diagnose_trial
+    from thaw.search._study import StorageError, load_existing_study, open_storage
 
     config = _load_config(args.study_file)
     url = _storage_url(config, args.storage)
@@ -573,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--json", action="store_true", help="machine-readable output")
     diagnose.set_defaults(func=cmd_diagnose)
 
-    from search._dashboard import add_dashboard_parser
+    from thaw.search._dashboard import add_dashboard_parser
 
     add_dashboard_parser(sub)
     return parser

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from objectives import (
+from thaw.objectives import (
     BATCHNORM_MODES,
     OBJECTIVE_METRICS,
     DataSource,
@@ -318,7 +318,7 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
         raise StudyFileError("model.path is only used with model.source: file; remove it")
     name = section.get("name")
     if kind == "application":
-        from objectives._specs import APPLICATION_NAMES
+        from thaw.objectives._specs import APPLICATION_NAMES
 
         if name not in APPLICATION_NAMES:
             raise StudyFileError(
@@ -475,7 +475,7 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         )
     diagnosis = top.get("diagnosis", {})
     try:
-        from reports import Thresholds
+        from thaw.reports import Thresholds
 
         thresholds = Thresholds.from_dict(diagnosis or {})
     except ValueError as exc:

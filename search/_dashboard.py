@@ -173,8 +173,8 @@ def make_dashboard_server(
     import optuna
     from optuna_dashboard import wsgi
 
-    from search._publish import PublishError, open_artifact_store
-    from search._study import StorageError, open_storage
+    from thaw.search._publish import PublishError, open_artifact_store
+    from thaw.search._study import StorageError, open_storage
 
     try:
         with warnings.catch_warnings():
@@ -274,9 +274,9 @@ def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """``thaw dashboard STUDY_FILE``: serve until Ctrl-C; exit status 0 then."""
-    from search._cli import UserError, _load_config, _storage_url
-    from search._config import mask_url
-    from search._publish import default_artifact_dir
+    from thaw.search._cli import UserError, _load_config, _storage_url
+    from thaw.search._config import mask_url
+    from thaw.search._publish import default_artifact_dir
 
     config = _load_config(args.study_file)
     url = _storage_url(config, args.storage)
@@ -319,7 +319,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m search._dashboard STUDY_FILE ...``: the same as ``thaw dashboard``."""
-    from search._cli import EXIT_INTERRUPTED, UserError, _fail
+    from thaw.search._cli import EXIT_INTERRUPTED, UserError, _fail
 
     parser = argparse.ArgumentParser(prog="thaw")
     add_dashboard_parser(parser.add_subparsers(dest="command", required=True))

@@ -44,8 +44,8 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
-from reports._diagnosis import Thresholds, diagnose_study
-from reports._notes import (
+from thaw.reports._diagnosis import Thresholds, diagnose_study
+from thaw.reports._notes import (
     render_history_csv,
     render_study_note,
     render_trial_curves_svg,
@@ -53,7 +53,7 @@ from reports._notes import (
     trial_verdicts,
     verdict_dicts,
 )
-from reports._ranking import get_ranking_info
+from thaw.reports._ranking import get_ranking_info
 
 _logger = logging.getLogger(__name__)
 

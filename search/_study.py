@@ -17,12 +17,11 @@ from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from search._config import PrunerConfig, SamplerConfig, StudyConfig, mask_url
-from search._pruners import ClimbingPruner
+from thaw._version import __version__
+from thaw.search._config import PrunerConfig, SamplerConfig, StudyConfig, mask_url
+from thaw.search._pruners import ClimbingPruner
 
 _logger = logging.getLogger(__name__)
-
-__version__ = "0.1.0"
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

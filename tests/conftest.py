@@ -45,7 +45,7 @@ def thaw_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def demo_model_path(thaw_cache_dir: Path) -> Path:
     """The pretrained demo model, trained once per session into the session cache."""
-    from objectives._demo import demo_pretrained_model_path
+    from thaw.objectives._demo import demo_pretrained_model_path
 
     path = demo_pretrained_model_path(seed=0)
     assert path.parent == thaw_cache_dir and path.is_file()

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from objectives import (
+from thaw.objectives import (
     APPLICATION_NAMES,
     ModelSource,
     ModelSourceError,
@@ -29,7 +29,7 @@ from objectives import (
     unfreeze_table,
     weighted_layers,
 )
-from objectives._applications import APPLICATIONS
+from thaw.objectives._applications import APPLICATIONS
 
 MOBILENET = ModelSource(
     kind="application",
@@ -204,7 +204,7 @@ def test_imagenet_weights_offline_say_which_file_and_where(tmp_path: Path) -> No
 
 
 _IMAGENET_SCRIPT = """
-from objectives import ModelSource, ModelSourceError, load_pretrained
+from thaw.objectives import ModelSource, ModelSourceError, load_pretrained
 try:
     load_pretrained(ModelSource(kind="application", name="MobileNetV2", weights="imagenet",
                                 input_shape=(96, 96, 3), alpha=0.35))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives import ArrayData, DataSource, DataSourceError, load_data, load_npz
-from objectives._demo import DEMO_CLASS_NAMES, demo_target_data
+from thaw.objectives import ArrayData, DataSource, DataSourceError, load_data, load_npz
+from thaw.objectives._demo import DEMO_CLASS_NAMES, demo_target_data
 
 Arrays = Callable[..., dict[str, np.ndarray]]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from objectives import DataSource, DataSourceError, load_data, load_image_folder
+from thaw.objectives import DataSource, DataSourceError, load_data, load_image_folder
 
 CLASSES = ("cat", "dog", "fox")
 # (width, height) of the generated images: every file has its own size and none is the target's

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from objectives import (
+from thaw.objectives import (
     batchnorm_layers,
     build_model,
     compile_model,

@@ -14,7 +14,7 @@ import pytest
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives import (
+from thaw.objectives import (
     ArrayData,
     DivergedError,
     FineTuneObjective,
@@ -28,7 +28,7 @@ from objectives import (
     cut_base,
     summarise_history,
 )
-from search import ClimbingPruner
+from thaw.search import ClimbingPruner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -220,7 +220,7 @@ def test_unknown_metric(pretrained: PretrainedBase, data: ArrayData) -> None:
 
 
 def test_build_freezes_as_the_params_say(pretrained: PretrainedBase, data: ArrayData) -> None:
-    from objectives import TrialParams
+    from thaw.objectives import TrialParams
 
     objective = FineTuneObjective(pretrained, data, SPACE, TrainSettings())
     model = objective.build(

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from objectives import ModelSource, ModelSourceError, PretrainedBase, load_pretrained
+from thaw.objectives import ModelSource, ModelSourceError, PretrainedBase, load_pretrained
 
 
 def saved(model: keras.Model, path: Path) -> Path:

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from PIL import Image
 
-from objectives import (
+from thaw.objectives import (
     DataSource,
     FineTuneObjective,
     FloatRange,

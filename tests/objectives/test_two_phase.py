@@ -18,7 +18,7 @@ import pytest
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives import (
+from thaw.objectives import (
     ArrayData,
     FineTuneObjective,
     FloatRange,
@@ -81,7 +81,7 @@ def reported_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.fixture
 def freeze_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Spy on the objective's ``freeze``: what was trainable, and the weights, at each call."""
-    import objectives._objective as objective_module
+    import thaw.objectives._objective as objective_module
 
     calls: list[dict[str, Any]] = []
     real_freeze = objective_module.freeze

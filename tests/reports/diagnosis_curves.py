@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reports._diagnosis import (
+from thaw.reports._diagnosis import (
     BATCHNORM_MISMATCH,
     HEALTHY,
     LR_TOO_HIGH,

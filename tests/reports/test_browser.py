@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 import pytest
 
-from reports import write_comparison, write_report
+from thaw.reports import write_comparison, write_report
 
 pytestmark = pytest.mark.browser
 

@@ -9,7 +9,7 @@ import pytest
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from reports import (
+from thaw.reports import (
     CurvesInfo,
     ParamScatterInfo,
     get_curves_info,
@@ -18,7 +18,7 @@ from reports import (
     render_curves_svg,
     render_scatter_svg,
 )
-from reports._svg import OKABE_ITO, linear_ticks, log_ticks
+from thaw.reports._svg import OKABE_ITO, linear_ticks, log_ticks
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from reports import (
+from thaw.reports import (
     ComparisonFiles,
     ComparisonInfo,
     get_comparison_info,

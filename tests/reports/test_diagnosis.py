@@ -31,7 +31,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from reports._diagnosis import (
+from thaw.reports._diagnosis import (
     BATCHNORM_MISMATCH,
     HEALTHY,
     LR_TOO_HIGH,

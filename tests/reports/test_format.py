@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from reports._format import fmt_num, fmt_seconds, fmt_value, md_escape, md_table, md_table_code
+from thaw.reports._format import fmt_num, fmt_seconds, fmt_value, md_escape, md_table, md_table_code
 
 REPORTS_DIR = Path(__file__).resolve().parents[2] / "reports"
 

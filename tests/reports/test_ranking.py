@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from reports import RankingInfo, RankingRow, get_ranking_info
+from thaw.reports import RankingInfo, RankingRow, get_ranking_info
 
 EXPECTED_RANKING: list[tuple[int | None, int, str, float | None]] = [
     # (rank, trial number, state, best val loss) for the ``thaw_study`` fixture

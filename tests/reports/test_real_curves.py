@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reports._diagnosis import (
+from thaw.reports._diagnosis import (
     BATCHNORM_MISMATCH,
     HEALTHY,
     LR_TOO_HIGH,

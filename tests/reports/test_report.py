@@ -13,7 +13,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from reports import ReportFiles, get_report_info, render_html, render_markdown, write_report
+from thaw.reports import ReportFiles, get_report_info, render_html, render_markdown, write_report
 
 AddTrial = Callable[..., optuna.trial.FrozenTrial]
 Params = Callable[..., dict[str, Any]]

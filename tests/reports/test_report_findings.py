@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from reports import (
+from thaw.reports import (
     ReportFiles,
     diagnose_study,
     get_determinism_info,
@@ -25,7 +25,7 @@ from reports import (
     render_markdown,
     write_report,
 )
-from reports._summary import mask_password
+from thaw.reports._summary import mask_password
 
 AddTrial = Callable[..., optuna.trial.FrozenTrial]
 Params = Callable[..., dict[str, Any]]

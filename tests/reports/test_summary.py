@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from reports import (
+from thaw.reports import (
     get_answer_info,
     get_manifest_info,
     get_pruning_info,

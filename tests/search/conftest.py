@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from search._cli import main
+from thaw.search._cli import main
 
 
 @dataclass(frozen=True)

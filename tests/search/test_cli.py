@@ -1,6 +1,6 @@
 """``thaw run`` and ``thaw report`` end to end: real training, real SQLite storage, real files.
 
-Most tests call ``search._cli.main`` in-process; a few run ``python -m search._cli`` in a
+Most tests call ``thaw.search._cli.main`` in-process; a few run ``python -m thaw.search._cli`` in a
 subprocess. The demo study (3 trials of 2 epochs) is run once per module and copied where a
 test changes it.
 """
@@ -23,9 +23,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from objectives import DataSource, load_data
-from search import load_study_file, reference_configurations
-from search._cli import main
+from thaw.objectives import DataSource, load_data
+from thaw.search import load_study_file, reference_configurations
+from thaw.search._cli import main
 
 if TYPE_CHECKING:
     from conftest import CliResult  # tests/search/conftest.py, a fixture module
@@ -493,7 +493,7 @@ def test_image_shape_mismatch_is_a_user_error(
 def test_ctrl_c_during_a_trial_exits_130_and_keeps_finished_trials(
     file_study: Path, thaw: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from objectives._objective import FineTuneObjective
+    from thaw.objectives._objective import FineTuneObjective
 
     real_fit = FineTuneObjective.fit
 
@@ -516,7 +516,7 @@ def test_ctrl_c_during_a_trial_exits_130_and_keeps_finished_trials(
 
 def run_module(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "search._cli", *map(str, args)],
+        [sys.executable, "-m", "thaw.search._cli", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,

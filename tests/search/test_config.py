@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from objectives import FloatRange, IntRange
-from search import SpaceConfig, StudyFileError, load_study_file, mask_url, parse_study
-from search._config import resolve_storage_url
+from thaw.objectives import FloatRange, IntRange
+from thaw.search import SpaceConfig, StudyFileError, load_study_file, mask_url, parse_study
+from thaw.search._config import resolve_storage_url
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_YAML = REPO / "studies" / "demo.yaml"

@@ -1,7 +1,7 @@
 """``thaw dashboard`` end to end: a real SQLite study published by TrialPublisher, the real
 optuna-dashboard server in a subprocess, its JSON API, and headless Chromium on its pages.
 
-The server is started as ``python -m search._dashboard STUDY_FILE`` (what ``thaw dashboard``
+The server is started as ``python -m thaw.search._dashboard STUDY_FILE`` (what ``thaw dashboard``
 runs). Browser checks need /usr/bin/chromium, /usr/bin/chromedriver
 (``bash .ci/install-browser.sh``) and selenium; they are skipped with the reason otherwise.
 Screenshots go to ``$THAW_SCREENSHOT_DIR`` when set, else to a temp folder.
@@ -29,9 +29,9 @@ from typing import Any
 import optuna
 import pytest
 
-from reports import write_report
-from reports._notes import render_history_csv, render_trial_curves_svg
-from search._dashboard import (
+from thaw.reports import write_report
+from thaw.reports._notes import render_history_csv, render_trial_curves_svg
+from thaw.search._dashboard import (
     DashboardError,
     PortInUseError,
     check_port,
@@ -39,7 +39,7 @@ from search._dashboard import (
     main,
     make_dashboard_server,
 )
-from search._publish import (
+from thaw.search._publish import (
     TrialPublisher,
     default_artifact_dir,
     open_artifact_store,
@@ -160,11 +160,11 @@ def _report_paths(files: Any) -> list[Path]:
 
 
 class Server:
-    """``python -m search._dashboard STUDY_FILE --port 0`` with its printed URL."""
+    """``python -m thaw.search._dashboard STUDY_FILE --port 0`` with its printed URL."""
 
     def __init__(self, study_file: Path, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "search._dashboard", str(study_file), "--port", "0", *args],
+            [sys.executable, "-m", "thaw.search._dashboard", str(study_file), "--port", "0", *args],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

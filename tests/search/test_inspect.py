@@ -1,6 +1,6 @@
 """``thaw inspect``: what each value of ``unfrozen_layers`` unfreezes, top first.
 
-The CLI runs in-process (``search._cli.main``) on the demo CNN, a real MobileNetV2 (random
+The CLI runs in-process (``thaw.search._cli.main``) on the demo CNN, a real MobileNetV2 (random
 weights) and a saved ``.keras`` file; one bad source runs as a real subprocess.
 """
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from objectives import (
+from thaw.objectives import (
     APPLICATION_NAMES,
     ModelSource,
     count_trainable_weights,
@@ -233,14 +233,14 @@ def test_bad_model_settings(
 
 
 def run_inspect(path: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m search._cli inspect PATH`` with the TensorFlow variables of a plain shell."""
+    """``python -m thaw.search._cli inspect PATH`` with a plain shell's TensorFlow variables."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")
     }
     return subprocess.run(
-        [sys.executable, "-m", "search._cli", "inspect", str(path)],
+        [sys.executable, "-m", "thaw.search._cli", "inspect", str(path)],
         capture_output=True,
         text=True,
         env=env,

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import pytest
 
-from objectives import (
+from thaw.objectives import (
     FloatRange,
     IntRange,
     ModelSource,
@@ -23,7 +23,7 @@ from objectives import (
     TrainSettings,
     TrialParams,
 )
-from reports import (
+from thaw.reports import (
     BATCHNORM_MISMATCH,
     HEALTHY,
     LR_TOO_HIGH,
@@ -79,7 +79,7 @@ def run_pathologies(cache_dir: Path, storage: str) -> dict[str, list[str]]:
     """Run every pathology and the peers; return the verdict names per pathology."""
     import keras
 
-    from objectives import FineTuneObjective, demo_target_data, load_pretrained
+    from thaw.objectives import FineTuneObjective, demo_target_data, load_pretrained
 
     pretrained = load_pretrained(ModelSource(kind="demo"), cache_dir=cache_dir)
     space = SearchSpace(
@@ -177,7 +177,7 @@ def test_induced_pathology_gets_its_verdict(
 
 
 def confusion_table(verdicts: dict[str, list[str]]) -> str:
-    from reports import VERDICTS
+    from thaw.reports import VERDICTS
 
     lines = ["| induced pathology | expected | " + " | ".join(VERDICTS) + " |"]
     lines.append("|---|---|" + "---|" * len(VERDICTS))
@@ -191,7 +191,7 @@ def confusion_table(verdicts: dict[str, list[str]]) -> str:
 if __name__ == "__main__":  # pragma: no cover - prints the confusion table for the notes
     import tempfile
 
-    from objectives._demo import default_cache_dir
+    from thaw.objectives._demo import default_cache_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         result = run_pathologies(default_cache_dir(), f"sqlite:///{tmp}/p.db")

@@ -11,7 +11,7 @@ import pytest
 from optuna.pruners import BasePruner, MedianPruner
 from optuna.trial import TrialState
 
-from search import (
+from thaw.search import (
     BELOW_PEERS,
     CLIMBING,
     DIVERGED,

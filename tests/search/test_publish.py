@@ -18,13 +18,13 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.trial import TrialState
 
-from reports._notes import (
+from thaw.reports._notes import (
     note_escape,
     render_history_csv,
     render_trial_curves_svg,
     render_trial_note,
 )
-from search._publish import (
+from thaw.search._publish import (
     TrialPublisher,
     default_artifact_dir,
     open_artifact_store,
@@ -216,7 +216,7 @@ class BrokenStore:
 def test_a_failure_to_publish_is_logged_and_never_stops_the_study(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import search._publish as publish
+    import thaw.search._publish as publish
 
     def broken_diagnosis(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("diagnosis exploded")
@@ -224,7 +224,7 @@ def test_a_failure_to_publish_is_logged_and_never_stops_the_study(
     monkeypatch.setattr(publish, "diagnose_study", broken_diagnosis)
     study = make_study(tmp_path)
     publisher = TrialPublisher(BrokenStore(), study_note_every_s=0)
-    with caplog.at_level(logging.WARNING, logger="search._publish"):
+    with caplog.at_level(logging.WARNING, logger="thaw.search._publish"):
         study.optimize(publisher.wrap(objective), n_trials=3, callbacks=[publisher])
         publisher.finish(study)
     assert len(study.get_trials()) == 3

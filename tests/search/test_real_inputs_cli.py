@@ -2,7 +2,7 @@
 random weights, alpha 0.35, 96x96) and a generated image folder with a corrupt file; then the
 bad inputs a user meets with their own files, each refused in one line before storage is touched.
 
-The CLI runs in-process (``search._cli.main``); the study is run once for the module.
+The CLI runs in-process (``thaw.search._cli.main``); the study is run once for the module.
 """
 
 from __future__ import annotations

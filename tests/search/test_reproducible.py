@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from search._cli import main
+from thaw.search._cli import main
 
 STUDY = {
     "name": "repro",

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import (
+from thaw.search import (
     StorageError,
     StudyMismatchError,
     create_or_resume,
@@ -19,7 +19,7 @@ from search import (
     parse_study,
     reference_configurations,
 )
-from search._study import summarise
+from thaw.search._study import summarise
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

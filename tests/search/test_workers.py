@@ -23,7 +23,7 @@ import yaml
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from search._config import mask_url
+from thaw.search._config import mask_url
 
 if TYPE_CHECKING:
     from conftest import CliResult  # tests/search/conftest.py, a fixture module
@@ -151,7 +151,7 @@ def test_two_workers_share_a_postgres_study(
         [
             sys.executable,
             "-m",
-            "search._cli",
+            "thaw.search._cli",
             "run",
             str(study_file),
             "--workers",
