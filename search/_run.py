@@ -24,6 +24,7 @@ from thaw.search._study import (
     RunSummary,
     StorageError,
     StudyMismatchError,
+    check_storage_url,
     create_or_resume,
     open_storage,
     summarise,
@@ -119,8 +120,10 @@ def run_study(
             f"--workers {workers} needs a storage several processes can share; SQLite is for one "
             "process. Use a PostgreSQL URL (--storage postgresql://user@host/db) or one worker"
         )
+    # Nothing is written before every input is checked: the storage URL first (without opening
+    # it), then the model, the data and the search space; only then is the storage opened.
     try:
-        optuna_storage = open_storage(url)
+        check_storage_url(url)
     except StorageError as exc:
         raise RunError(str(exc)) from None
 
@@ -148,6 +151,10 @@ def run_study(
         objective = FineTuneObjective(pretrained, data, space, config.train, seed=config.seed)
     except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
         raise RunError(f"{config.path}: {exc}") from None
+    try:
+        optuna_storage = open_storage(url)
+    except StorageError as exc:
+        raise RunError(str(exc)) from None
     try:
         optuna_study, resumed = create_or_resume(
             config, optuna_storage, pretrained.num_layers, data.summary()
@@ -187,6 +194,12 @@ def run_study(
         f"Device: {', '.join(device.gpus) or 'CPU'}"
         f"{', mixed precision' if device.mixed_precision else ''}."
     )
+    ignored = getattr(data, "ignored_files", ())
+    if ignored:
+        say(
+            f"Ignored {len(ignored)} files that are not images: {', '.join(ignored[:10])}"
+            f"{' ...' if len(ignored) > 10 else ''}"
+        )
     if data.skipped_files:
         say(
             f"Skipped {len(data.skipped_files)} unreadable files: "

@@ -62,6 +62,48 @@ def make_pruner(config: PrunerConfig, max_epochs: int) -> ClimbingPruner:
     )
 
 
+def check_storage_url(url: str) -> None:
+    """Check a storage URL without opening it (nothing is created); one-line StorageError."""
+    masked = mask_url(url)
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - sqlalchemy raises several kinds for a malformed URL
+        raise StorageError(
+            f"storage {masked} is not a database URL; use e.g. sqlite:///demo.db or "
+            "postgresql://user@host/db"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql"):
+        raise StorageError(
+            f"storage {masked}: unknown database {backend!r}; use sqlite:///file.db or "
+            "postgresql://user@host/db"
+        )
+    if backend != "sqlite":
+        return
+    if not url.startswith("sqlite:///") or parsed.database in (None, "", ":memory:"):
+        raise StorageError(
+            f"storage {masked}: an in-memory SQLite database is lost when thaw exits; give a "
+            "file, e.g. sqlite:///demo.db"
+        )
+    db = Path(url[len("sqlite:///") :])
+    if not db.parent.exists():
+        raise StorageError(
+            f"cannot open storage {masked}: folder {db.parent} does not exist; create it or "
+            "change 'storage'"
+        )
+    if db.is_dir():
+        raise StorageError(f"storage {masked} is a folder; give a file such as {db}/study.db")
+    if db.exists() and db.stat().st_size > 0:
+        with db.open("rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            raise StorageError(
+                f"storage {masked}: {db} exists and is not a SQLite database; give another file"
+            )
+
+
 def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """Open an RDB storage; one-line :class:`StorageError` (password masked) when it fails."""
     masked = mask_url(url)
