@@ -62,16 +62,16 @@ def is_image_name(path: Path) -> bool:
     )
 
 
-def list_files(
-    root: Path, classes: list[str], ignored: list[str] | None = None
-) -> list[ImageFile]:
+def list_files(root: Path, classes: list[str], ignored: list[str] | None = None) -> list[ImageFile]:
     """Image files of each class folder; other files go to ``ignored`` (relative paths)."""
     files: list[ImageFile] = []
     for label, name in enumerate(classes):
         entries = []
         others = []
         for p in sorted((root / name).rglob("*")):
-            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts[:-1]):
+            if not p.is_file() or any(
+                part.startswith(".") for part in p.relative_to(root).parts[:-1]
+            ):
                 continue
             (entries if is_image_name(p) else others).append(p)
         if ignored is not None:

@@ -238,7 +238,10 @@ def test_empty_class_folder(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "d", per_class=3, classes=("a", "b"), corrupt=False)
     (root / "c").mkdir()
     (root / "c" / ".hidden").write_text("x")  # hidden files do not count
-    with pytest.raises(DataSourceError, match=r"class folder .*/c has no images \(it holds only non-image files: .hidden, ...\); add images"):
+    with pytest.raises(
+        DataSourceError,
+        match=r"class folder .*/c has no images \(it holds only non-image files: .hidden, ...\); add images",
+    ):
         load_image_folder(root, (8, 8))
 
 
