@@ -195,10 +195,11 @@ def _integer_labels(name: str, y: np.ndarray) -> np.ndarray:
         np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
     ):
         raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
-    if np.issubdtype(y.dtype, np.floating):
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            bad = [v for v in y.tolist() if not (np.isfinite(v) and v == round(v))][:3]
-            raise ValueError(f"{name} must hold integer class labels, got values such as {bad}")
+    if np.issubdtype(y.dtype, np.floating) and (
+        not np.all(np.isfinite(y)) or not np.all(y == np.round(y))
+    ):
+        bad = [v for v in y.tolist() if not (np.isfinite(v) and v == round(v))][:3]
+        raise ValueError(f"{name} must hold integer class labels, got values such as {bad}")
     negative = sorted({int(v) for v in np.unique(y[y < 0])})
     if negative:
         raise ValueError(

@@ -240,7 +240,8 @@ def test_empty_class_folder(tmp_path: Path) -> None:
     (root / "c" / ".hidden").write_text("x")  # hidden files do not count
     with pytest.raises(
         DataSourceError,
-        match=r"class folder .*/c has no images \(it holds only non-image files: .hidden, ...\); add images",
+        match=r"class folder .*/c has no images \(it holds only non-image files: .hidden, "
+        r"...\); add images",
     ):
         load_image_folder(root, (8, 8))
 
