@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import optuna
-from optuna.exceptions import ExperimentalWarning, StorageInternalError
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -89,7 +89,7 @@ def with_retries(
     while True:
         try:
             return call()
-        except (StorageInternalError, Exception) as exc:
+        except Exception as exc:
             if not is_connection_error(exc) or time.monotonic() + wait > deadline:
                 raise
             attempt += 1
@@ -130,6 +130,13 @@ _RETRIED = (
     "get_trial_user_attrs",
     "get_trial_system_attrs",
     "record_heartbeat",
+    # Optuna's _CachedStorage (what optuna.load_study puts around an RDBStorage) reaches the
+    # database through these; without them a restart would still fail the running trial.
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_best_trial_id",
+    "_get_trials",
+    "_get_stale_trial_ids",
 )
 
 
