@@ -99,6 +99,8 @@ class Outcome:
     exit_codes: list[int] = field(default_factory=list)
     worker_lines: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    tracebacks: int = 0
+    warnings: int = 0
 
     def lines(self) -> list[str]:
         ok = (
@@ -116,6 +118,7 @@ class Outcome:
             f"  trials retried        {self.retried}",
             f"  duplicated numbers    {self.duplicated}",
             f"  left RUNNING          {self.running}",
+            f"  tracebacks on stderr  {self.tracebacks}, Optuna warnings {self.warnings}",
             f"  reference strategies  {sum(s in self.strategies for s in STRATEGIES)} of 3 "
             f"completed",
             *(f"  {line}" for line in self.worker_lines),
@@ -208,6 +211,11 @@ def final_outcome(outcome: Outcome, watcher: Watcher) -> Outcome:
     return outcome
 
 
+def count_noise(outcome: Outcome, stderr: str) -> None:
+    outcome.tracebacks += stderr.count("Traceback (most recent call last)")
+    outcome.warnings += stderr.count("ExperimentalWarning")
+
+
 def thaw_command(study_file: Path, *args: str) -> list[str]:
     return [
         sys.executable,
@@ -283,6 +291,7 @@ def run_postgres_scenario(
             proc.wait()
     outcome.exit_codes.append(proc.returncode)
     outcome.worker_lines = [line for line in err.splitlines() if line.startswith("thaw: worker")]
+    count_noise(outcome, err)
     outcome.seconds = time.monotonic() - start
     final_outcome(outcome, watcher)
     optuna.delete_study(study_name=name, storage=url)
@@ -324,6 +333,7 @@ def run_sqlite_scenario(
         thaw_command(study_file), cwd=folder, capture_output=True, text=True, timeout=timeout
     )
     outcome.exit_codes.append(again.returncode)
+    count_noise(outcome, again.stderr)
     outcome.worker_lines = [
         line for line in again.stdout.splitlines() if line.startswith("Queued again")
     ]
