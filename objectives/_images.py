@@ -66,8 +66,8 @@ def list_files(root: Path, classes: list[str], ignored: list[str] | None = None)
     """Image files of each class folder; other files go to ``ignored`` (relative paths)."""
     files: list[ImageFile] = []
     for label, name in enumerate(classes):
-        entries = []
-        others = []
+        entries: list[Path] = []
+        others: list[Path] = []
         for p in sorted((root / name).rglob("*")):
             if not p.is_file() or any(
                 part.startswith(".") for part in p.relative_to(root).parts[:-1]

@@ -298,10 +298,10 @@ def recover_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorag
     for t in trials:
         if t.state != TrialState.FAIL or t.number in done:
             continue
-        reason = t.user_attrs.get(LOST)
-        if reason is None and t.user_attrs.get("fail_reason") == INTERRUPTED:
-            reason = INTERRUPTED
-        if reason is not None and enqueue_retry(study, t, str(reason)):
+        why = t.user_attrs.get(LOST)
+        if why is None and t.user_attrs.get("fail_reason") == INTERRUPTED:
+            why = INTERRUPTED
+        if why is not None and enqueue_retry(study, t, str(why)):
             done.add(t.number)
             if t.number not in retried:
                 retried.append(t.number)
