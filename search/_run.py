@@ -248,6 +248,7 @@ def run_study(
             counted + n_trials,
             timeout=options.timeout,
             callbacks=[publisher],
+            show_progress_bar=options.show_progress_bar,
         )
     publisher.finish(optuna_study)
     summary = summarise(optuna_study, finished, resumed, interrupted)
@@ -264,6 +265,7 @@ def optimize_exactly(
     timeout: float | None = None,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
     poll_seconds: float = 2.0,
+    show_progress_bar: bool = False,
 ) -> bool:
     """Run trials until the whole study counts ``target`` completed and pruned trials.
 
@@ -301,6 +303,11 @@ def optimize_exactly(
 
     start = time.monotonic()
     last_recovery = start
+    bar: Any = None
+    if show_progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=target, initial=min(target, counted_trials(study)), unit="trial")
     try:
         while timeout is None or time.monotonic() - start < timeout:
             slots.acquire()
@@ -326,6 +333,9 @@ def optimize_exactly(
                     )
             finally:
                 release()
+            if bar is not None:
+                bar.n = min(target, counted_trials(study))
+                bar.refresh()
             if failures[0] >= budget:
                 _logger.warning(
                     "Stopping: %d trials failed in this run (see each trial's fail_reason)",
@@ -338,6 +348,8 @@ def optimize_exactly(
         return True
     finally:
         slots.close()
+        if bar is not None:
+            bar.close()
     return False
 
 
