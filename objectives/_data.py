@@ -25,6 +25,8 @@ class ArrayData:
     skipped_files: tuple[str, ...] = field(default=())
     #: Fingerprint computed while loading (hash of the files used); None: hash the arrays.
     digest: str | None = None
+    #: Files in the class folders that are not images (README.txt, .DS_Store): not used.
+    ignored_files: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if len(self.x_train) != len(self.y_train):
@@ -39,6 +41,20 @@ class ArrayData:
             raise ValueError(
                 f"need at least two classes, got {len(self.class_names)}: {list(self.class_names)}"
             )
+        for name, x in (("x_train", self.x_train), ("x_val", self.x_val)):
+            if x.ndim != 4:
+                raise ValueError(
+                    f"{name} must hold images as (count, height, width, channels), got shape "
+                    f"{tuple(x.shape)}; add a channel axis for grayscale images"
+                )
+            if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+                raise ValueError(f"{name} must hold numbers, got dtype {x.dtype}")
+        if self.x_train.shape[1:] != self.x_val.shape[1:]:
+            raise ValueError(
+                f"training images have shape {tuple(self.x_train.shape[1:])} but validation "
+                f"images {tuple(self.x_val.shape[1:])}; they must match"
+            )
+        check_labels(self.y_train, self.y_val, self.class_names)
 
     @property
     def num_classes(self) -> int:
@@ -72,11 +88,47 @@ class ArrayData:
             "train_counts": self.counts(self.y_train),
             "val_counts": self.counts(self.y_val),
             "skipped_files": list(self.skipped_files),
+            "ignored_files": list(self.ignored_files),
         }
 
 
 class DataSourceError(ValueError):
     """The target data cannot be loaded as configured."""
+
+
+def check_labels(y_train: np.ndarray, y_val: np.ndarray, class_names: tuple[str, ...]) -> None:
+    """Integer labels ``0..len(class_names)-1``; every class has training images, and validation
+    has no label that training lacks. Raises ``ValueError`` naming the labels received."""
+    n = len(class_names)
+    for name, y in (("y_train", y_train), ("y_val", y_val)):
+        if y.ndim != 1:
+            raise ValueError(
+                f"{name} must be one integer label per image (1-D), got shape {tuple(y.shape)}"
+            )
+        if len(y) == 0:
+            raise ValueError(f"{name} is empty; training and validation both need images")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+        bad = sorted({int(v) for v in np.unique(y[(y < 0) | (y >= n)])})
+        if bad:
+            raise ValueError(
+                f"{name} has labels {bad[:5]} outside 0..{n - 1} ({n} classes: "
+                f"{', '.join(class_names[:5])}{', ...' if n > 5 else ''}); labels must be class "
+                "indices from 0"
+            )
+    missing = sorted(set(range(n)) - {int(v) for v in np.unique(y_train)})
+    val_only = sorted({int(v) for v in np.unique(y_val)} & set(missing))
+    if val_only:
+        raise ValueError(
+            f"validation labels {val_only[:5]} do not occur in the training labels; every "
+            "validation class needs training images"
+        )
+    if missing:
+        raise ValueError(
+            f"class {class_names[missing[0]]!r} (label {missing[0]}) has no training images"
+            f"{f' (and {len(missing) - 1} more classes)' if len(missing) > 1 else ''}; add "
+            "images or remove the class"
+        )
 
 
 @dataclass(frozen=True)
@@ -112,19 +164,48 @@ def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
         if isinstance(exc, DataSourceError):
             raise
         raise DataSourceError(f"cannot read {path} as .npz arrays: {exc}") from None
-    num_classes = int(max(arrays["y_train"].max(), arrays["y_val"].max())) + 1
-    names = class_names or tuple(f"class_{i}" for i in range(num_classes))
     try:
+        labels = {k: _integer_labels(k, arrays[k]) for k in ("y_train", "y_val")}
+        top = max((int(y.max()) for y in labels.values() if y.size), default=0)
+        if class_names and top >= len(class_names):
+            raise ValueError(
+                f"the labels go up to {top} but data.class_names names {len(class_names)} "
+                f"classes ({', '.join(class_names)}); give one name per label 0..{top}"
+            )
+        names = class_names or tuple(f"class_{i}" for i in range(top + 1))
         return ArrayData(
             x_train=arrays["x_train"],
-            y_train=arrays["y_train"].astype("int32"),
+            y_train=labels["y_train"],
             x_val=arrays["x_val"],
-            y_val=arrays["y_val"].astype("int32"),
+            y_val=labels["y_val"],
             class_names=names,
             source=str(path),
         )
     except ValueError as exc:
         raise DataSourceError(f"{path}: {exc}") from None
+
+
+def _integer_labels(name: str, y: np.ndarray) -> np.ndarray:
+    """Labels as int32; refuses non-numbers, fractions and negatives with the values seen."""
+    if y.ndim != 1:
+        raise ValueError(
+            f"{name} must be one integer label per image (1-D), got shape {tuple(y.shape)}"
+        )
+    if y.dtype == bool or not (
+        np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+    ):
+        raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating) and (
+        not np.all(np.isfinite(y)) or not np.all(y == np.round(y))
+    ):
+        bad = [v for v in y.tolist() if not (np.isfinite(v) and v == round(v))][:3]
+        raise ValueError(f"{name} must hold integer class labels, got values such as {bad}")
+    negative = sorted({int(v) for v in np.unique(y[y < 0])})
+    if negative:
+        raise ValueError(
+            f"{name} has negative labels {negative[:5]}; labels must be class indices 0, 1, 2, ..."
+        )
+    return y.astype("int32")
 
 
 def load_data(

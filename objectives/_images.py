@@ -44,14 +44,44 @@ def list_class_folders(root: Path) -> list[str]:
     return classes
 
 
-def list_files(root: Path, classes: list[str]) -> list[ImageFile]:
+#: Files that class folders often hold besides images: skipped and listed, never decoded.
+NON_IMAGE_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether a file in a class folder is meant as an image (by its name; content checked later).
+
+    Hidden files (``.DS_Store``, ``._x.jpg``), ``Thumbs.db``, ``desktop.ini`` and any suffix not
+    in :data:`IMAGE_SUFFIXES` (``README.txt``, ``labels.csv``) are not images.
+    """
+    name = path.name
+    return (
+        not name.startswith(".")
+        and name.lower() not in NON_IMAGE_NAMES
+        and path.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def list_files(root: Path, classes: list[str], ignored: list[str] | None = None) -> list[ImageFile]:
+    """Image files of each class folder; other files go to ``ignored`` (relative paths)."""
     files: list[ImageFile] = []
     for label, name in enumerate(classes):
-        entries = sorted(
-            p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
+        entries: list[Path] = []
+        others: list[Path] = []
+        for p in sorted((root / name).rglob("*")):
+            if not p.is_file() or any(
+                part.startswith(".") for part in p.relative_to(root).parts[:-1]
+            ):
+                continue
+            (entries if is_image_name(p) else others).append(p)
+        if ignored is not None:
+            ignored.extend(p.relative_to(root).as_posix() for p in others)
         if not entries:
-            raise DataSourceError(f"class folder {root / name} is empty; add images or remove it")
+            hint = f" (it holds only non-image files: {others[0].name}, ...)" if others else ""
+            raise DataSourceError(
+                f"class folder {root / name} has no images{hint}; add images "
+                f"({', '.join(IMAGE_SUFFIXES)}) or remove the folder"
+            )
         files.extend(ImageFile(p, label) for p in entries)
     return files
 
@@ -150,6 +180,7 @@ class _Folder:
     val: _Scan | None
     skipped: list[str]
     hasher: hashlib._Hash
+    ignored: list[str]
 
 
 def _scan_folder(
@@ -164,7 +195,8 @@ def _scan_folder(
     hasher = hashlib.sha256()
     hasher.update(("\0".join(classes)).encode())
     hasher.update(f"{image_size}{channels}".encode())
-    train = _scan(list_files(path, classes), path, hasher, image_size, channels, decode)
+    ignored: list[str] = []
+    train = _scan(list_files(path, classes, ignored), path, hasher, image_size, channels, decode)
     skipped = list(train.skipped)
     val = None
     if val_path is not None:
@@ -175,7 +207,10 @@ def _scan_folder(
                 f"folder has {classes}; they must match"
             )
         hasher.update(b"\0validation\0")
-        val = _scan(list_files(val_path, classes), val_path, hasher, image_size, channels, decode)
+        val_ignored: list[str] = []
+        val_files = list_files(val_path, classes, val_ignored)
+        ignored += [f"validation/{s}" for s in val_ignored]
+        val = _scan(val_files, val_path, hasher, image_size, channels, decode)
         skipped += [f"validation/{s}" for s in val.skipped]
     total = len(train.files) + len(train.skipped)
     if val is not None:
@@ -195,7 +230,9 @@ def _scan_folder(
                 raise DataSourceError(f"class {name!r} has no readable image in {folder}")
     if skipped:
         _logger.info("Skipped %d unreadable files: %s", len(skipped), ", ".join(skipped[:10]))
-    return _Folder(classes, train, val, skipped, hasher)
+    if ignored:
+        _logger.info("Ignored %d non-image files: %s", len(ignored), ", ".join(ignored[:10]))
+    return _Folder(classes, train, val, skipped, hasher, ignored)
 
 
 def _split(folder: _Folder, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +273,7 @@ def load_image_folder(
         source=str(path),
         skipped_files=tuple(folder.skipped),
         digest=folder.hasher.hexdigest(),
+        ignored_files=tuple(folder.ignored),
     )
 
 
@@ -257,6 +295,8 @@ class StreamedImages:
     source: str
     skipped_files: tuple[str, ...]
     digest: str
+    #: Files in the class folders that are not images (README.txt, .DS_Store): not used.
+    ignored_files: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -280,6 +320,7 @@ class StreamedImages:
             "train_counts": self.counts(self.y_train),
             "val_counts": self.counts(self.y_val),
             "skipped_files": list(self.skipped_files),
+            "ignored_files": list(self.ignored_files),
             "streamed": True,
         }
 
@@ -322,10 +363,11 @@ def stream_image_folder(
         source=str(path),
         skipped_files=tuple(folder.skipped),
         digest=folder.hasher.hexdigest(),
+        ignored_files=tuple(folder.ignored),
     )
 
 
 def estimated_bytes(path: Path, image_size: tuple[int, int], channels: int) -> int:
     """Memory the decoded folder would take in the objective (uint8 plus a float32 copy)."""
-    n = sum(1 for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    n = sum(1 for p in path.rglob("*") if p.is_file() and is_image_name(p))
     return n * image_size[0] * image_size[1] * channels * 5

@@ -32,6 +32,11 @@ class PretrainedBase:
         self.preprocess = preprocess
         self.unfreeze_by = unfreeze_by
         self.num_layers = len(layer_groups(model, unfreeze_by))
+        if self.num_layers == 0:
+            raise ModelSourceError(
+                f"the model '{model.name}' has no layers with weights (BatchNorm excluded) below "
+                "the cut, so there is nothing to fine-tune; check 'model.path' and 'model.cut_at'"
+            )
         shape = model.input_shape[1:]
         if any(d is None for d in shape):
             raise ModelSourceError(

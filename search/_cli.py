@@ -115,7 +115,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_summary(summary: Any, study_file: Path) -> None:
     print()
     if summary.interrupted:
-        print("Interrupted: the running trial was marked failed; finished trials are kept.")
+        print(
+            "Interrupted: the running trial was marked failed and queued again; finished trials "
+            "are kept."
+        )
     counts = summary.counts
     print(
         f"Study {summary.study_name!r}: {summary.trials_run} trials run now; in all "

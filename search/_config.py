@@ -564,12 +564,24 @@ def load_study_file(path: str | Path) -> StudyConfig:
         )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyFileError(f"cannot read study file {str(path)!r}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise StudyFileError(
             f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
         ) from None
+    if raw is None:
+        raise StudyFileError(
+            f"{path}: the study file is empty; write at least 'name:' and 'model:' (see "
+            "studies/demo.yaml)"
+        )
+    if not isinstance(raw, Mapping):
+        raise StudyFileError(
+            f"{path}: the study file must be a mapping of keys (name: ..., model: ...), got "
+            f"{type(raw).__name__} {str(raw)[:80]!r}"
+        )
     try:
         return parse_study(raw, path)
     except StudyFileError as exc:

@@ -7,23 +7,38 @@ them logged at INFO by default).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from thaw.search._config import StudyConfig, StudyFileError, load_study_file, mask_url
+from thaw.search._faults import (
+    INTERRUPTED,
+    LOST,
+    WORKER,
+    TrialSlots,
+    counted_trials,
+    quiet_experimental,
+    recover_lost_trials,
+    worker_id,
+)
 from thaw.search._study import (
     FINISHED_STATES,
     RunSummary,
     StorageError,
     StudyMismatchError,
+    check_storage_url,
     create_or_resume,
     open_storage,
     summarise,
@@ -119,8 +134,10 @@ def run_study(
             f"--workers {workers} needs a storage several processes can share; SQLite is for one "
             "process. Use a PostgreSQL URL (--storage postgresql://user@host/db) or one worker"
         )
+    # Nothing is written before every input is checked: the storage URL first (without opening
+    # it), then the model, the data and the search space; only then is the storage opened.
     try:
-        optuna_storage = open_storage(url)
+        check_storage_url(url)
     except StorageError as exc:
         raise RunError(str(exc)) from None
 
@@ -149,6 +166,10 @@ def run_study(
     except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
         raise RunError(f"{config.path}: {exc}") from None
     try:
+        optuna_storage = open_storage(url)
+    except StorageError as exc:
+        raise RunError(str(exc)) from None
+    try:
         optuna_study, resumed = create_or_resume(
             config, optuna_storage, pretrained.num_layers, data.summary()
         )
@@ -168,18 +189,26 @@ def run_study(
 
     finished = len(optuna_study.get_trials(deepcopy=False, states=FINISHED_STATES))
     if options.worker_total is not None:
-        interrupted = _run_as_worker(
-            optuna_study, objective, publisher, options.worker_total, options.timeout
+        interrupted = optimize_exactly(
+            optuna_study,
+            optuna_storage,
+            url,
+            publisher.wrap(objective),
+            options.worker_total,
+            timeout=options.timeout,
+            callbacks=[publisher],
         )
         return RunResult(
             optuna_study, summarise(optuna_study, finished, resumed, interrupted), interrupted
         )
+    recovered = recover_lost_trials(optuna_study, optuna_storage)
+    counted = counted_trials(optuna_study)
     n_trials = (
-        options.n_trials if options.n_trials is not None else max(0, config.n_trials - finished)
+        options.n_trials if options.n_trials is not None else max(0, config.n_trials - counted)
     )
     say(
         f"{'Resuming' if resumed else 'Created'} study {config.name!r} in {mask_url(url)}: "
-        f"{finished} trials finished, running {n_trials} more"
+        f"{counted} trials finished, running {n_trials} more"
         f"{f' on {workers} workers' if workers > 1 else ''}.\n"
         f"Model: {pretrained.description}, {pretrained.num_layers} {pretrained.unfreeze_by} with "
         f"weights; data: {len(data.y_train)} training and {len(data.y_val)} validation images, "
@@ -187,6 +216,17 @@ def run_study(
         f"Device: {', '.join(device.gpus) or 'CPU'}"
         f"{', mixed precision' if device.mixed_precision else ''}."
     )
+    if recovered:
+        say(
+            f"Queued again {len(recovered)} trials lost by an earlier run (killed or "
+            f"interrupted): {', '.join(map(str, recovered))}."
+        )
+    ignored = getattr(data, "ignored_files", ())
+    if ignored:
+        say(
+            f"Ignored {len(ignored)} files that are not images: {', '.join(ignored[:10])}"
+            f"{' ...' if len(ignored) > 10 else ''}"
+        )
     if data.skipped_files:
         say(
             f"Skipped {len(data.skipped_files)} unreadable files: "
@@ -197,23 +237,120 @@ def run_study(
     failed_workers: list[str] = []
     if n_trials > 0 and workers > 1:
         interrupted, failed_workers = _run_workers(
-            config.path, url, options, finished + n_trials, say
+            config.path, url, options, counted + n_trials, say, optuna_study, optuna_storage
         )
     elif n_trials > 0:
-        try:
-            optuna_study.optimize(
-                publisher.wrap(objective),
-                n_trials=n_trials,
-                timeout=options.timeout,
-                catch=(Exception,),
-                callbacks=[publisher],
-                show_progress_bar=options.show_progress_bar,
-            )
-        except KeyboardInterrupt:
-            interrupted = True
+        interrupted = optimize_exactly(
+            optuna_study,
+            optuna_storage,
+            url,
+            publisher.wrap(objective),
+            counted + n_trials,
+            timeout=options.timeout,
+            callbacks=[publisher],
+            show_progress_bar=options.show_progress_bar,
+        )
     publisher.finish(optuna_study)
     summary = summarise(optuna_study, finished, resumed, interrupted)
     return RunResult(optuna_study, summary, interrupted, failed_workers)
+
+
+def optimize_exactly(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    url: str,
+    objective: Callable[[optuna.Trial], float],
+    target: int,
+    *,
+    timeout: float | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    poll_seconds: float = 2.0,
+    show_progress_bar: bool = False,
+) -> bool:
+    """Run trials until the whole study counts ``target`` completed and pruned trials.
+
+    Several processes may call this on one study: each checks the count and creates its next
+    trial under one lock (:class:`TrialSlots`), so the study never overshoots; a process whose
+    slot is taken by running trials waits, and takes over a trial another worker lost. Failed
+    and interrupted trials do not count; lost ones are queued again. Stops early after as many
+    failures of its own as trials it had to run, or after ``timeout`` seconds (no new trial).
+    Returns whether Ctrl-C interrupted it.
+    """
+    slots = TrialSlots(url, study.study_name)
+    me = worker_id()
+    held = [False]
+    failures = [0]
+    budget = max(1, target - counted_trials(study))
+
+    def release() -> None:
+        if held[0]:
+            held[0] = False
+            slots.release()
+
+    def tracked(trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER, me)
+        release()  # the trial exists (RUNNING): other workers may now take the next slot
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            with contextlib.suppress(Exception):
+                trial.set_user_attr(LOST, INTERRUPTED)
+            raise
+
+    def count_failures(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and LOST not in trial.user_attrs:
+            failures[0] += 1
+
+    start = time.monotonic()
+    last_recovery = start
+    bar: Any = None
+    if show_progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=target, initial=min(target, counted_trials(study)), unit="trial")
+    try:
+        while timeout is None or time.monotonic() - start < timeout:
+            slots.acquire()
+            held[0] = True
+            try:
+                if time.monotonic() - last_recovery >= poll_seconds:
+                    recover_lost_trials(study, storage)
+                    last_recovery = time.monotonic()
+                counted = counted_trials(study)
+                if counted >= target:
+                    break
+                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                if counted + running >= target:
+                    release()
+                    time.sleep(poll_seconds)
+                    continue
+                with quiet_experimental():
+                    study.optimize(
+                        tracked,
+                        n_trials=1,
+                        catch=(Exception,),
+                        callbacks=[*callbacks, count_failures],
+                    )
+            finally:
+                release()
+            if bar is not None:
+                bar.n = min(target, counted_trials(study))
+                bar.refresh()
+            if failures[0] >= budget:
+                _logger.warning(
+                    "Stopping: %d trials failed in this run (see each trial's fail_reason)",
+                    failures[0],
+                )
+                break
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            recover_lost_trials(study, storage)  # queue the interrupted trial again
+        return True
+    finally:
+        slots.close()
+        if bar is not None:
+            bar.close()
+    return False
 
 
 def make_publisher(url: str, study_dir: Path, artifact_dir: Path | None = None) -> Any:
@@ -236,30 +373,14 @@ def make_publisher(url: str, study_dir: Path, artifact_dir: Path | None = None) 
         raise RunError(str(exc)) from None
 
 
-def _run_as_worker(
-    study: optuna.Study, objective: Any, publisher: Any, total: int, timeout: float | None
-) -> bool:
-    """One worker process: run trials until the study holds ``total`` trials."""
-    from optuna.study import MaxTrialsCallback
-
-    try:
-        study.optimize(
-            publisher.wrap(objective),
-            timeout=timeout,
-            catch=(Exception,),
-            callbacks=[MaxTrialsCallback(total, states=None), publisher],
-        )
-    except KeyboardInterrupt:
-        return True
-    return False
-
-
 def _run_workers(
     study_file: Path,
     url: str,
     options: RunOptions,
     total: int,
     say: Callable[[str], None],
+    study: optuna.Study | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> tuple[bool, list[str]]:
     """Start one worker process per GPU (or share the CPU cores).
 
@@ -301,14 +422,36 @@ def _run_workers(
         + "."
     )
     interrupted = False
+    codes: list[int | None] = [None] * len(procs)
     try:
-        codes = [p.wait() for p in procs]
+        while any(c is None for c in codes):
+            for i, p in enumerate(procs):
+                if codes[i] is None and (code := p.poll()) is not None:
+                    codes[i] = code
+                    if code not in (0, EXIT_INTERRUPTED):
+                        say(f"Worker {i} (pid {p.pid}) {_exit_reason(code)}; the others go on.")
+                        if study is not None and storage is not None:
+                            # its running trial is failed with the reason and queued again
+                            with contextlib.suppress(Exception):
+                                recover_lost_trials(study, storage)
+            time.sleep(0.5)
     except KeyboardInterrupt:
         interrupted = True
         codes = [p.wait() for p in procs]
     failed = [
-        f"worker {i} (pid {p.pid}) exited with status {c}"
+        f"worker {i} (pid {p.pid}) {_exit_reason(c)}"
         for i, (p, c) in enumerate(zip(procs, codes, strict=True))
         if c not in (0, EXIT_INTERRUPTED)
     ]
     return interrupted or EXIT_INTERRUPTED in codes, failed
+
+
+def _exit_reason(code: int | None) -> str:
+    """``killed by SIGKILL`` for a signal, ``exited with status 1`` otherwise."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with status {code}"

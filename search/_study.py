@@ -62,6 +62,48 @@ def make_pruner(config: PrunerConfig, max_epochs: int) -> ClimbingPruner:
     )
 
 
+def check_storage_url(url: str) -> None:
+    """Check a storage URL without opening it (nothing is created); one-line StorageError."""
+    masked = mask_url(url)
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - sqlalchemy raises several kinds for a malformed URL
+        raise StorageError(
+            f"storage {masked} is not a database URL; use e.g. sqlite:///demo.db or "
+            "postgresql://user@host/db"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql"):
+        raise StorageError(
+            f"storage {masked}: unknown database {backend!r}; use sqlite:///file.db or "
+            "postgresql://user@host/db"
+        )
+    if backend != "sqlite":
+        return
+    if not url.startswith("sqlite:///") or parsed.database in (None, "", ":memory:"):
+        raise StorageError(
+            f"storage {masked}: an in-memory SQLite database is lost when thaw exits; give a "
+            "file, e.g. sqlite:///demo.db"
+        )
+    db = Path(url[len("sqlite:///") :])
+    if not db.parent.exists():
+        raise StorageError(
+            f"cannot open storage {masked}: folder {db.parent} does not exist; create it or "
+            "change 'storage'"
+        )
+    if db.is_dir():
+        raise StorageError(f"storage {masked} is a folder; give a file such as {db}/study.db")
+    if db.exists() and db.stat().st_size > 0:
+        with db.open("rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            raise StorageError(
+                f"storage {masked}: {db} exists and is not a SQLite database; give another file"
+            )
+
+
 def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """Open an RDB storage; one-line :class:`StorageError` (password masked) when it fails."""
     masked = mask_url(url)
@@ -77,13 +119,12 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStor
                 f"cannot open storage {masked}: folder {db.parent} does not exist; create it or "
                 "change 'storage'"
             )
-    kwargs: dict[str, Any] = {}
-    if not url.startswith("sqlite"):
-        # Several workers share this storage: a worker that dies leaves a trial RUNNING; the
-        # heartbeat marks it failed so the study does not wait for it forever.
-        kwargs = {"heartbeat_interval": 60, "grace_period": 180}
+    # Heartbeats on every RDB storage, SQLite included: a trial whose worker dies is failed with
+    # the reason and queued again (search/_faults.py); a dropped connection is retried.
+    from thaw.search._faults import make_rdb_storage
+
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        return make_rdb_storage(url)
     except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "cannot open"
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         detail = detail.replace(url, masked)
@@ -180,10 +221,22 @@ def create_or_resume(
         attrs = study.user_attrs
         stored_hash = attrs.get("thaw:config_hash")
         if stored_hash is None:
-            raise StudyMismatchError(
-                f"study {config.name!r} exists in {mask_url(config.storage)} but was not created "
-                "by thaw; choose another 'name'"
-            )
+            if not _half_created(study):
+                raise StudyMismatchError(
+                    f"study {config.name!r} exists in {mask_url(config.storage)} but was not "
+                    "created by thaw; choose another 'name'"
+                )
+            if study.direction != StudyDirection[config.direction.upper()]:
+                raise StudyMismatchError(
+                    f"study {config.name!r} in {mask_url(config.storage)} was left half-created "
+                    f"with direction {study.direction.name.lower()}, but objective "
+                    f"{config.train.metric!r} needs {config.direction}; delete it (optuna "
+                    "delete-study) or choose another 'name'"
+                )
+            # Killed while it was being created: finish the creation, never refuse it.
+            _logger.warning("Study %r was left half-created; completing it", config.name)
+            complete_creation(study, config, num_layers, data_summary)
+            return study, False
         if stored_hash != config_hash:
             stored = attrs.get("thaw:config", {})
             changed = [k for k, v in config.search_relevant().items() if stored.get(k) != v]
@@ -207,16 +260,39 @@ def create_or_resume(
         pruner=pruner,
         direction=StudyDirection[config.direction.upper()],
     )
+    complete_creation(study, config, num_layers, data_summary)
+    return study, False
+
+
+def _half_created(study: optuna.Study) -> bool:
+    """A study thaw began to create and did not finish (killed): no ``thaw:config_hash`` yet,
+    and at most the waiting reference trials thaw queues at creation."""
+    return all(
+        t.state == TrialState.WAITING and "strategy" in t.user_attrs
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+def complete_creation(
+    study: optuna.Study, config: StudyConfig, num_layers: int, data_summary: dict[str, Any]
+) -> None:
+    """Store the study's attrs and queue the reference trials not queued yet.
+
+    ``thaw:config_hash`` is written last: a study without it is half-created, and the next run
+    completes it (:func:`create_or_resume`).
+    """
     study.set_user_attr("thaw:version", __version__)
     study.set_user_attr("thaw:config", config.to_dict())
-    study.set_user_attr("thaw:config_hash", config_hash)
     study.set_user_attr("thaw:objective_metric", config.train.metric)
     study.set_user_attr("thaw:num_layers", num_layers)
     study.set_user_attr("thaw:data", data_summary)
     study.set_user_attr("thaw:manifest", manifest())
     if config.reference_trials:
-        enqueue_reference_trials(study, config, num_layers)
-    return study, False
+        queued = {t.user_attrs.get("strategy") for t in study.get_trials(deepcopy=False)}
+        for ref in reference_configurations(config, num_layers):
+            if ref["strategy"] not in queued:
+                study.enqueue_trial(ref["params"], user_attrs={"strategy": ref["strategy"]})
+    study.set_user_attr("thaw:config_hash", config.config_hash())
 
 
 def reference_configurations(config: StudyConfig, num_layers: int) -> list[dict[str, Any]]:

@@ -36,8 +36,9 @@ def make_folder(
 ) -> Path:
     """``root/<class>/img_<i>.png|.jpg``, alternating formats and sizes.
 
-    With ``corrupt``: ``cat/broken.jpg`` (garbage bytes) and ``dog/notes.txt`` (not an image),
-    plus a hidden ``.DS_Store`` that must be ignored rather than skipped.
+    With ``corrupt``: ``cat/broken.jpg`` and ``dog/broken.png`` (garbage bytes, skipped as
+    unreadable), plus ``dog/notes.txt``, ``dog/Thumbs.db`` and a hidden ``dog/.DS_Store``: not
+    images, so ignored and listed, never counted as unreadable.
     """
     for c, name in enumerate(classes):
         for i in range(per_class):
@@ -50,7 +51,9 @@ def make_folder(
             )
     if corrupt:
         (root / classes[0] / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg \x00\x17" * 8)
+        (root / classes[1] / "broken.png").write_bytes(b"\x89PNG but truncated")
         (root / classes[1] / "notes.txt").write_text("labelled by Bob, 2024\n")
+        (root / classes[1] / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 thumbnails")
         (root / classes[1] / ".DS_Store").write_bytes(b"\x00\x01hidden")
     return root
 
@@ -79,8 +82,9 @@ def test_loads_resized_uint8_and_lists_unreadable_files(folder: Path) -> None:
     assert len(data.skipped_files) == 2
     skipped = sorted(data.skipped_files)
     assert skipped[0].startswith("cat/broken.jpg (")
-    assert skipped[1].startswith("dog/notes.txt (")
-    assert not any(".DS_Store" in s for s in data.skipped_files)
+    assert skipped[1].startswith("dog/broken.png (")
+    assert data.ignored_files == ("dog/.DS_Store", "dog/Thumbs.db", "dog/notes.txt")
+    assert data.summary()["ignored_files"] == list(data.ignored_files)
     summary = data.summary()
     assert summary["skipped_files"] == list(data.skipped_files)
     assert summary["class_names"] == list(CLASSES)
@@ -234,7 +238,11 @@ def test_empty_class_folder(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "d", per_class=3, classes=("a", "b"), corrupt=False)
     (root / "c").mkdir()
     (root / "c" / ".hidden").write_text("x")  # hidden files do not count
-    with pytest.raises(DataSourceError, match=r"class folder .*/c is empty; add images or remove"):
+    with pytest.raises(
+        DataSourceError,
+        match=r"class folder .*/c has no images \(it holds only non-image files: .hidden, "
+        r"...\); add images",
+    ):
         load_image_folder(root, (8, 8))
 
 

@@ -507,8 +507,19 @@ def test_ctrl_c_during_a_trial_exits_130_and_keeps_finished_trials(
     assert result.rc == 130
     assert "Interrupted: the running trial was marked failed" in result.out
     trials = trials_in(file_study.parent / "tiny.db", "tiny")
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    # the interrupted trial is queued again with its parameters; it does not count
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
     assert trials[1].user_attrs["fail_reason"] == "interrupted by the user (Ctrl-C)"
+    assert trials[2].user_attrs["thaw:retry_of"]["trial"] == 1
+    assert trials[2].system_attrs["fixed_params"] == trials[1].params
+
+    monkeypatch.setattr(FineTuneObjective, "fit", real_fit)
+    again = thaw("run", file_study, "--no-progress")
+    assert again.rc == 0, again.err
+    assert "1 trials finished, running 1 more" in again.out
+    trials = trials_in(file_study.parent / "tiny.db", "tiny")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].params == trials[1].params
 
 
 # ------------------------------------------------------------------------- subprocesses

@@ -195,7 +195,8 @@ def test_resume_with_different_data_is_refused(tmp_path: Path) -> None:
 
 def test_foreign_study_with_the_same_name_is_refused(tmp_path: Path) -> None:
     config = config_in(tmp_path)
-    optuna.create_study(study_name="s", storage=config.storage)
+    foreign = optuna.create_study(study_name="s", storage=config.storage)
+    foreign.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # empty: half-created
     with pytest.raises(StudyMismatchError, match=r"exists in .* but was not created by thaw"):
         create_or_resume(config, open_storage(config.storage), NUM_LAYERS, DATA)
 

@@ -1,0 +1,402 @@
+"""Faults bench: no trial lost when workers are killed and the database restarts.
+
+PostgreSQL: starts the machine's PostgreSQL (``.ci/start-postgres.sh``), runs ``thaw run --workers
+4`` on a tiny saved CNN with ``.npz`` data and the three reference strategies, and in the middle of
+trials sends SIGKILL to a worker that is running a trial (3 times) and restarts the database once
+(``pg_ctlcluster ... restart``). SQLite: one process, killed in the middle of a trial, then
+``thaw run`` again to resume. For each it prints:
+
+- completed (complete + pruned) trials against ``n_trials``: the target is exact;
+- trials lost: trials seen completed during the run that are not completed at the end (target 0);
+- trials retried: trials queued again after their worker died (``thaw:retry_of``);
+- duplicated trial numbers (target 0), trials left RUNNING (target 0);
+- the reference strategies among the completed trials (target: all 3);
+- ``thaw run``'s exit status and the lines naming the killed workers.
+
+Run it (as root, on a machine with PostgreSQL 15 installed; a few minutes on 2 cores)::
+
+    nice -n 10 python bench/faults.py [--n-trials 12] [--epochs 4] [--kills 3] [--restarts 1]
+
+``run_postgres_scenario`` and ``run_sqlite_scenario`` also serve tests/search/test_faults_e2e.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+STRATEGIES = ("full fine-tuning", "partial fine-tuning", "feature extraction")
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def write_inputs(folder: Path, name: str, n_trials: int, epochs: int, storage: str) -> Path:
+    """A tiny CNN (2 weighted layers below the cut), random 8x8 images, and the study file."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.Conv2D(6, 3, padding="same", name="conv2")(x)
+    x = layers.GlobalAveragePooling2D(name="features")(x)
+    outputs = layers.Dense(3, activation="softmax", name="old_head")(x)
+    keras.Model(inputs, outputs, name="tiny").save(folder / "tiny.keras")
+    rng = np.random.default_rng(0)
+    np.savez(
+        folder / "data.npz",
+        x_train=rng.integers(0, 256, (96, 8, 8, 3), dtype=np.uint8),
+        y_train=np.arange(96) % 3,
+        x_val=rng.integers(0, 256, (48, 8, 8, 3), dtype=np.uint8),
+        y_val=np.arange(48) % 3,
+    )
+    study = {
+        "name": name,
+        "n_trials": n_trials,
+        "storage": storage,
+        "reference_trials": True,
+        "model": {"source": "file", "path": "tiny.keras", "cut_at": "features"},
+        "data": {"source": "npz", "path": "data.npz", "class_names": ["a", "b", "c"]},
+        "search_space": {"unfrozen_layers": [0, "all"]},
+        "train": {"epochs": epochs, "batch_size": 8},
+        "sampler": {"name": "random"},
+        "pruner": {"compare": "none"},
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Outcome:
+    storage: str
+    n_trials: int
+    counted: int = 0
+    lost: int = 0
+    retried: int = 0
+    duplicated: int = 0
+    running: int = 0
+    strategies: list[str] = field(default_factory=list)
+    kills: int = 0
+    restarts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+    worker_lines: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    tracebacks: int = 0
+    warnings: int = 0
+
+    def lines(self) -> list[str]:
+        ok = (
+            self.counted == self.n_trials
+            and self.lost == 0
+            and self.duplicated == 0
+            and self.running == 0
+            and set(STRATEGIES) <= set(self.strategies)
+        )
+        return [
+            f"[{self.storage}] {self.kills} SIGKILLs, {self.restarts} database restarts, "
+            f"{self.seconds:.0f} s, thaw run exit {self.exit_codes}",
+            f"  completed trials      {self.counted} / n_trials {self.n_trials}",
+            f"  trials lost           {self.lost}",
+            f"  trials retried        {self.retried}",
+            f"  duplicated numbers    {self.duplicated}",
+            f"  left RUNNING          {self.running}",
+            f"  tracebacks on stderr  {self.tracebacks}, Optuna warnings {self.warnings}",
+            f"  reference strategies  {sum(s in self.strategies for s in STRATEGIES)} of 3 "
+            f"completed",
+            *(f"  {line}" for line in self.worker_lines),
+            f"  targets met: {'yes' if ok else 'NO'}",
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return self.lines()[-1].endswith("yes")
+
+
+class Watcher:
+    """Reads the study while thaw runs: which trials were seen completed, and who runs what."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self.seen_complete: set[int] = set()
+
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        try:
+            study = optuna.load_study(study_name=self.name, storage=self.url)
+            trials = study.get_trials(deepcopy=False)
+        except Exception:  # noqa: BLE001 - not created yet, or the database is restarting
+            return []
+        self.seen_complete |= {t.number for t in trials if t.state == TrialState.COMPLETE}
+        return trials
+
+    def counted(self) -> int:
+        return sum(t.state in COUNTED for t in self.trials())
+
+    def running_worker_pid(self, among: set[int]) -> int | None:
+        """A live worker pid (of ``among``) that is in the middle of a trial."""
+        for t in self.trials():
+            if t.state == TrialState.RUNNING and t.intermediate_values:
+                pid = str(t.user_attrs.get("thaw:worker", "")).rpartition(":")[2]
+                if pid.isdigit() and int(pid) in among:
+                    return int(pid)
+        return None
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, proc: subprocess.Popen[str]) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.5)
+    return False
+
+
+def child_pids(pid: int) -> set[int]:
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def restart_postgres() -> None:
+    version = sorted(os.listdir("/usr/lib/postgresql"), key=float)[-1]
+    subprocess.run(
+        ["pg_ctlcluster", version, "main", "restart", "-m", "fast"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def final_outcome(outcome: Outcome, watcher: Watcher) -> Outcome:
+    study = optuna.load_study(study_name=watcher.name, storage=watcher.url)
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
+    outcome.counted = sum(t.state in COUNTED for t in trials)
+    outcome.lost = len(watcher.seen_complete - complete)
+    outcome.retried = sum("thaw:retry_of" in t.user_attrs for t in trials)
+    outcome.duplicated = len(numbers) - len(set(numbers))
+    outcome.running = sum(t.state == TrialState.RUNNING for t in trials)
+    outcome.strategies = sorted(
+        str(t.user_attrs["strategy"])
+        for t in trials
+        if t.state in COUNTED and "strategy" in t.user_attrs
+    )
+    return outcome
+
+
+def count_noise(outcome: Outcome, stderr: str) -> None:
+    outcome.tracebacks += stderr.count("Traceback (most recent call last)")
+    outcome.warnings += stderr.count("ExperimentalWarning")
+
+
+def thaw_command(study_file: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "thaw.search._cli",
+        "run",
+        str(study_file),
+        "--no-progress",
+        *args,
+    ]
+
+
+def run_postgres_scenario(
+    url: str,
+    folder: Path,
+    *,
+    n_trials: int = 12,
+    epochs: int = 4,
+    workers: int = 4,
+    kills: int = 3,
+    restarts: int = 1,
+    timeout: float = 1500,
+    say: Callable[[str], None] = print,
+) -> Outcome:
+    """``thaw run --workers`` on PostgreSQL with ``kills`` SIGKILLs and ``restarts`` restarts."""
+    name = f"thaw-faults-{uuid.uuid4().hex[:8]}"
+    study_file = write_inputs(folder, name, n_trials, epochs, url)
+    outcome = Outcome("postgresql", n_trials)
+    watcher = Watcher(url, name)
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        thaw_command(study_file, "--workers", str(workers)),
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # events spread over the run: kill, restart, kill, kill ... each after 1-2 more trials
+        events = ["kill"] * kills
+        for i in range(restarts):
+            events.insert(min(1 + 2 * i, len(events)), "restart")
+        done_before = 0
+        for event in events:
+            step = max(1, (n_trials - 3) // (len(events) + 1))
+            if not wait_for(
+                lambda d=done_before, s=step: watcher.counted() >= d + s, timeout, proc
+            ):
+                say(f"  the run ended or stalled before the {event}")
+                break
+            done_before = watcher.counted()
+            if event == "restart":
+                say(f"  restarting PostgreSQL after {done_before} completed trials")
+                restart_postgres()
+                outcome.restarts += 1
+                continue
+            pid = None
+            deadline = time.monotonic() + 300
+            while pid is None and time.monotonic() < deadline and proc.poll() is None:
+                pid = watcher.running_worker_pid(child_pids(proc.pid))
+                if pid is None:
+                    time.sleep(0.3)
+            if pid is None:
+                say("  no worker in the middle of a trial to kill")
+                continue
+            say(f"  SIGKILL to worker pid {pid} after {done_before} completed trials")
+            os.kill(pid, signal.SIGKILL)
+            outcome.kills += 1
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    outcome.exit_codes.append(proc.returncode)
+    outcome.worker_lines = [line for line in err.splitlines() if line.startswith("thaw: worker")]
+    count_noise(outcome, err)
+    outcome.seconds = time.monotonic() - start
+    final_outcome(outcome, watcher)
+    optuna.delete_study(study_name=name, storage=url)
+    return outcome
+
+
+def run_sqlite_scenario(
+    folder: Path,
+    *,
+    n_trials: int = 6,
+    epochs: int = 4,
+    timeout: float = 900,
+    say: Callable[[str], None] = print,
+) -> Outcome:
+    """One process on SQLite, SIGKILLed in the middle of a trial, then ``thaw run`` again."""
+    name = "thaw-faults-sqlite"
+    url = f"sqlite:///{folder / 'faults.db'}"
+    study_file = write_inputs(folder, name, n_trials, epochs, url)
+    outcome = Outcome("sqlite", n_trials)
+    watcher = Watcher(url, name)
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        thaw_command(study_file), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        if wait_for(lambda: watcher.counted() >= 1, timeout, proc) and wait_for(
+            lambda: watcher.running_worker_pid({proc.pid}) is not None, timeout, proc
+        ):
+            say(f"  SIGKILL to thaw run (pid {proc.pid}) after {watcher.counted()} trials")
+            os.kill(proc.pid, signal.SIGKILL)
+            outcome.kills += 1
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    outcome.exit_codes.append(proc.returncode)
+    again = subprocess.run(
+        thaw_command(study_file), cwd=folder, capture_output=True, text=True, timeout=timeout
+    )
+    outcome.exit_codes.append(again.returncode)
+    count_noise(outcome, again.stderr)
+    outcome.worker_lines = [
+        line for line in again.stdout.splitlines() if line.startswith("Queued again")
+    ]
+    outcome.seconds = time.monotonic() - start
+    return final_outcome(outcome, watcher)
+
+
+def start_postgres() -> str:
+    proc = subprocess.run(
+        ["bash", str(REPO / ".ci" / "start-postgres.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return proc.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--restarts", type=int, default=1)
+    parser.add_argument("--sqlite-trials", type=int, default=6)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    results: list[Outcome] = []
+    tmp = Path(tempfile.mkdtemp(prefix="thaw-faults-"))
+    try:
+        if not args.skip_postgres:
+            url = start_postgres()
+            print(f"PostgreSQL: {args.workers} workers, n_trials {args.n_trials}", flush=True)
+            (tmp / "pg").mkdir()
+            results.append(
+                run_postgres_scenario(
+                    url,
+                    tmp / "pg",
+                    n_trials=args.n_trials,
+                    epochs=args.epochs,
+                    workers=args.workers,
+                    kills=args.kills,
+                    restarts=args.restarts,
+                )
+            )
+        print(f"SQLite: one process, n_trials {args.sqlite_trials}", flush=True)
+        (tmp / "sqlite").mkdir()
+        results.append(
+            run_sqlite_scenario(tmp / "sqlite", n_trials=args.sqlite_trials, epochs=args.epochs)
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    for outcome in results:
+        print("\n".join(outcome.lines()))
+    return 0 if all(o.ok for o in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__: list[Any] = ["run_postgres_scenario", "run_sqlite_scenario", "Outcome"]
