@@ -36,6 +36,7 @@ class PretrainedBase:
         self._model = model
         self._weights = model.get_weights()
         self._working: keras.Model | None = None
+        self._node_counts: list[tuple[keras.layers.Layer, int, int]] = []
         self._fingerprint: str | None = None
         self.description = description
         self.preprocess = preprocess
@@ -89,10 +90,47 @@ class PretrainedBase:
         """
         if self._working is None:
             self._working = keras.models.clone_model(self._model)
+            self._node_counts = _node_counts(self._working)
+        else:
+            _forget_later_nodes(self._node_counts)
         self._working.set_weights(self._weights)
         _reseed_random_layers(self._working, seed)
         keras.utils.set_random_seed(seed)
         return self._working
+
+
+def _all_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    found = [layer]
+    for sub in getattr(layer, "layers", None) or []:
+        found.extend(_all_layers(sub))
+    return found
+
+
+def _node_counts(model: keras.Model) -> list[tuple[keras.layers.Layer, int, int]]:
+    return [
+        (
+            layer,
+            len(getattr(layer, "_inbound_nodes", ())),
+            len(getattr(layer, "_outbound_nodes", ())),
+        )
+        for layer in _all_layers(model)
+    ]
+
+
+def _forget_later_nodes(counts: list[tuple[keras.layers.Layer, int, int]]) -> None:
+    """Drop the graph nodes earlier trials added to the working copy's layers.
+
+    Each trial calls the base on a new input and cuts it for the cache; Keras records every such
+    call on the layers (``_inbound_nodes``/``_outbound_nodes``), which would keep every earlier
+    trial's head alive. The models that made them are gone by the next trial.
+    """
+    for layer, inbound, outbound in counts:
+        nodes = getattr(layer, "_inbound_nodes", None)
+        if isinstance(nodes, list):
+            del nodes[inbound:]
+        nodes = getattr(layer, "_outbound_nodes", None)
+        if isinstance(nodes, list):
+            del nodes[outbound:]
 
 
 def _reseed_random_layers(model: keras.Model, seed: int) -> None:

@@ -365,3 +365,19 @@ def test_mixed_precision_policy_survives_the_trials(
         assert keras.config.dtype_policy().name == "mixed_float16"
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def test_working_copy_forgets_the_graphs_of_earlier_trials(tiny_cnn: Callable[..., Any]) -> None:
+    """Each trial calls the base on a new input and cuts it; nothing of that piles up."""
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    models = []
+    for seed in range(3):
+        base = pretrained.working_copy(seed=seed)
+        freeze(base, 1)
+        model = build_model(base, 3, 0.1)
+        assert split_frozen_prefix(model, base) is not None
+        models.append(model)
+    # the latest trial's model still runs, and its graph is the only one recorded on the base
+    x = np.zeros((2, 8, 8, 3), "float32")
+    assert models[-1].predict(x, verbose=0).shape == (2, 3)
+    assert len(base._inbound_nodes) == 1
