@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,10 +206,10 @@ def main() -> None:
             )
             plain_runs, cold_runs, warm_runs = [], [], []
             for _ in range(args.repeats):
-                plain_runs.append(timed(lambda o=plain, p=params: one_trial(o, p, "plain")))
+                plain_runs.append(timed(partial(one_trial, plain, params, "plain")))
                 cache.clear()
-                cold_runs.append(timed(lambda o=cached, p=params: one_trial(o, p, "cold")))
-                warm_runs.append(timed(lambda o=cached, p=params: one_trial(o, p, "warm")))
+                cold_runs.append(timed(partial(one_trial, cached, params, "cold")))
+                warm_runs.append(timed(partial(one_trial, cached, params, "warm")))
             (pw, pc), (cw, _), (ww, wc) = (
                 median_pair(plain_runs),
                 median_pair(cold_runs),
