@@ -163,7 +163,9 @@ class FineTuneObjective:
             raise
 
     def build(self, params: TrialParams) -> keras.Model:
-        """A fresh copy of the base with a new head, frozen for the first phase and compiled."""
+        """The base (pretrained weights restored from memory) with a new head, frozen for the
+        first phase and compiled. Valid until the next call: the base is reused by the next trial.
+        """
         base = self.pretrained.working_copy(seed=int(np.random.randint(2**30)))
         if params.batchnorm == "adapt":
             # The adapted statistics do not depend on the trial: compute them once.
