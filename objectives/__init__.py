@@ -22,6 +22,10 @@ from thaw.objectives._specs import (
 )
 
 _LAZY: dict[str, str] = {
+    "CACHE_FROZEN": "thaw.objectives._cache",
+    "FeatureCache": "thaw.objectives._cache",
+    "Split": "thaw.objectives._cache",
+    "split_frozen_prefix": "thaw.objectives._cache",
     "HistoryRecorder": "thaw.objectives._callbacks",
     "TrialHistory": "thaw.objectives._callbacks",
     "TrialReporter": "thaw.objectives._callbacks",

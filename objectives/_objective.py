@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from dataclasses import dataclass
@@ -11,6 +12,14 @@ import keras
 import numpy as np
 import optuna
 
+from thaw.objectives._cache import (
+    CACHE_FROZEN,
+    CACHEABLE_BATCHNORM,
+    FeatureCache,
+    Split,
+    cache_key,
+    split_frozen_prefix,
+)
 from thaw.objectives._callbacks import HistoryRecorder, TrialHistory, TrialReporter
 from thaw.objectives._data import ArrayData
 from thaw.objectives._images import StreamedImages
@@ -82,8 +91,14 @@ def compile_model(
 class FineTuneObjective:
     """Callable objective holding the pretrained base and the data, loaded once.
 
-    For each trial: a fresh copy of the base, the top ``unfrozen_layers`` unfrozen, a new head,
-    AdamW, a fit reporting the metric every epoch. Returns the best value reached.
+    For each trial: the base with its pretrained weights restored, the top ``unfrozen_layers``
+    unfrozen, a new head, AdamW, a fit reporting the metric every epoch. Returns the best value.
+
+    With ``settings.cache_frozen == "auto"`` and in-memory data, the activations at the top of the
+    frozen bottom (BatchNorm ``frozen`` or ``adapt``) are computed once and kept in
+    ``feature_cache``; each epoch then trains only the top of the network on them
+    (:mod:`thaw.objectives._cache`). The results are those of an uncached trial; callbacks then
+    see the top part as ``self.model``, and the full model shares its trained variables.
     """
 
     def __init__(
@@ -93,6 +108,7 @@ class FineTuneObjective:
         space: SearchSpace,
         settings: TrainSettings,
         seed: int = 0,
+        feature_cache: FeatureCache | None = None,
     ) -> None:
         if settings.metric not in OBJECTIVE_METRICS:
             raise ValueError(
@@ -118,6 +134,18 @@ class FineTuneObjective:
             self._x_train = self._preprocess(data.x_train)
             self._x_val = self._preprocess(data.x_val)
         self._adapted_weights: list[np.ndarray] | None = None
+        cache_frozen = settings.cache_frozen
+        if cache_frozen not in CACHE_FROZEN:
+            raise ValueError(f"cache_frozen={cache_frozen!r}; expected one of {CACHE_FROZEN}")
+        self._cache_frozen = cache_frozen == "auto" and not self._streamed
+        if self._cache_frozen and feature_cache is None:
+            from thaw.objectives._demo import default_cache_dir
+
+            feature_cache = FeatureCache(default_cache_dir() / "features")
+        self.feature_cache = feature_cache
+        self._data_fingerprint: str | None = None
+        #: Boundary of each phase of the last trial ("" when that phase trained uncached).
+        self.last_boundaries: list[str] = []
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.space.suggest(trial)
@@ -135,8 +163,10 @@ class FineTuneObjective:
             raise
 
     def build(self, params: TrialParams) -> keras.Model:
-        """A fresh copy of the base with a new head, frozen for the first phase and compiled."""
-        base = self.pretrained.instantiate()
+        """The base (pretrained weights restored from memory) with a new head, frozen for the
+        first phase and compiled. Valid until the next call: the base is reused by the next trial.
+        """
+        base = self.pretrained.working_copy(seed=int(np.random.randint(2**30)))
         if params.batchnorm == "adapt":
             # The adapted statistics do not depend on the trial: compute them once.
             if self._adapted_weights is None:
@@ -181,6 +211,7 @@ class FineTuneObjective:
         if warmup > 0:
             trial.set_user_attr("warmup_epochs", warmup)
             phases = [(0, warmup), (warmup, self.settings.epochs)]
+        self.last_boundaries = []
         for i, (initial_epoch, epochs) in enumerate(phases):
             if i == 1:
                 if reporter.pruned_at is not None or reporter.diverged_at is not None:
@@ -190,14 +221,61 @@ class FineTuneObjective:
                 self._compile(model, params)
             if epochs <= initial_epoch:
                 continue
-            model.fit(
-                **self._fit_data(trial.number),
+            fit_model, fit_data = self._phase_model(model, params, trial.number)
+            # The same random state for the fit whether or not the features came from the cache.
+            keras.utils.set_random_seed((self.seed * 100_003 + trial.number * 7 + i) % (2**31))
+            fit_model.fit(
+                **fit_data,
                 initial_epoch=initial_epoch,
                 epochs=epochs,
                 callbacks=callbacks,
                 verbose=0,
             )
         return reporter
+
+    def _phase_model(
+        self, model: keras.Model, params: TrialParams, seed: int
+    ) -> tuple[keras.Model, dict[str, Any]]:
+        """What to fit this phase: the top of the network on cached features, or the model."""
+        split = None
+        if self._cache_frozen and params.batchnorm in CACHEABLE_BATCHNORM:
+            split = split_frozen_prefix(model, model.layers[1])
+        if split is None:
+            self.last_boundaries.append("")
+            return model, self._fit_data(seed)
+        features = self._features(split, params.batchnorm)
+        self._compile(split.suffix, params)
+        self.last_boundaries.append(split.boundary)
+        _logger.debug("training on cached features at %s %s", split.boundary, split.feature_shape)
+        return split.suffix, {
+            "x": features[0],
+            "y": self.data.y_train,
+            "validation_data": (features[1], self.data.y_val),
+            "batch_size": self.settings.batch_size,
+        }
+
+    def _features(self, split: Split, batchnorm: str) -> tuple[np.ndarray, ...]:
+        """Boundary activations of the training and validation images, from the cache if there."""
+        assert self.feature_cache is not None and isinstance(self.data, ArrayData)
+        if self._data_fingerprint is None:
+            self._data_fingerprint = self.data.fingerprint()
+        key = cache_key(
+            self._data_fingerprint,
+            self.pretrained.fingerprint(),
+            split.boundary,
+            batchnorm,
+            str(split.prefix.outputs[0].dtype),
+        )
+        found = self.feature_cache.get(key)
+        if found is not None:
+            return found
+        size = max(self.settings.batch_size, 64)
+        features = (
+            np.asarray(split.prefix.predict(self._x_train, batch_size=size, verbose=0)),
+            np.asarray(split.prefix.predict(self._x_val, batch_size=size, verbose=0)),
+        )
+        self.feature_cache.put(key, features)
+        return features
 
     def _fit_data(self, seed: int) -> dict[str, Any]:
         """The data arguments of ``fit``: in-memory arrays, or batches decoded from files."""
@@ -222,8 +300,17 @@ class FineTuneObjective:
         }
 
     def run(self, trial: optuna.Trial, params: TrialParams) -> float:
-        keras.backend.clear_session()
+        # clear_session resets the global dtype policy too: keep mixed precision on.
+        policy = keras.config.dtype_policy()
+        keras.backend.clear_session(free_memory=False)
+        keras.config.set_dtype_policy(policy)
         keras.utils.set_random_seed((self.seed * 100_003 + trial.number) % (2**31))
+        try:
+            return self._run(trial, params)
+        finally:
+            gc.collect()
+
+    def _run(self, trial: optuna.Trial, params: TrialParams) -> float:
         model = self.build(params)
         history = TrialHistory()
         reporter = self.fit(trial, model, params, history)

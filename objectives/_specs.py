@@ -61,6 +61,8 @@ class TrainSettings:
     ``epochs`` is the total per trial; the first ``warmup_epochs`` of them train the head only
     (base frozen), the rest train the unfrozen layers too. ``mixed_precision``: ``"auto"`` turns
     it on when a GPU is visible. ``jit_compile`` compiles the train step with XLA.
+    ``cache_frozen``: ``"auto"`` computes the activations at the top of the frozen bottom of the
+    network once and trains the rest on them (same results, fewer computations); ``"off"``.
     """
 
     epochs: int = 15
@@ -69,3 +71,4 @@ class TrainSettings:
     warmup_epochs: int = 0
     mixed_precision: str = "auto"
     jit_compile: bool = False
+    cache_frozen: str = "auto"

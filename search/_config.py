@@ -464,7 +464,7 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
     train = _Section(
         "train",
         top.get("train"),
-        ("epochs", "batch_size", "warmup_epochs", "mixed_precision", "jit_compile"),
+        ("epochs", "batch_size", "warmup_epochs", "mixed_precision", "jit_compile", "cache_frozen"),
     )
     epochs = train.get_int("epochs", 15, minimum=1)
     warmup_epochs = train.get_int("warmup_epochs", 0, minimum=0)
@@ -535,6 +535,7 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
             warmup_epochs=warmup_epochs,
             mixed_precision=train.get_str("mixed_precision", "auto", choices=("auto", "on", "off")),
             jit_compile=train.get_bool("jit_compile", False),
+            cache_frozen=train.get_str("cache_frozen", "auto", choices=("auto", "off")),
         ),
         sampler=SamplerConfig(
             name=sampler.get_str("name", "tpe", choices=SAMPLERS),

@@ -1,0 +1,276 @@
+"""Trial speed and memory, measured side by side in one run (issue 14).
+
+1. Overhead: a thaw trial (SQLite storage, callbacks, rebuild of the model from weights in
+   memory) against a bare ``model.fit`` of the same model, data and epochs (demo CNN, full
+   fine-tuning, caching off so both do the same computation).
+2. Feature extraction on MobileNetV2 (alpha 0.35, 96 px, weights=None, synthetic images): a trial
+   with ``cache_frozen: off`` against one with ``auto``, cold (the features are computed in the
+   trial) and warm (another trial already cached them).
+3. The same with about 10% of the weighted layers unfrozen.
+4. Resident memory (RSS) after trial 10 and after trial 100 of a tiny-model study.
+
+Each timing is the median of ``--repeats`` runs, the variants alternating, so the machine's noise
+hits them alike. Run it niced on a shared machine:
+
+    nice -n 10 python bench/speed.py [--images 512 --epochs 5 --repeats 3 --trials 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process (Linux /proc), in MiB."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall and CPU seconds of ``fn()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def median_pair(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=512, help="MobileNetV2 training images")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=100, help="trials of the memory study")
+    parser.add_argument("--skip", nargs="*", default=(), choices=("overhead", "cache", "memory"))
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    import optuna
+
+    from thaw.objectives import (
+        ArrayData,
+        FineTuneObjective,
+        FloatRange,
+        IntRange,
+        ModelSource,
+        PretrainedBase,
+        SearchSpace,
+        TrainSettings,
+        TrialParams,
+        build_model,
+        compile_model,
+        demo_target_data,
+        freeze,
+        load_pretrained,
+    )
+    from thaw.objectives._cache import FeatureCache
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tmp = Path(tempfile.mkdtemp(prefix="thaw-speed-"))
+    print(f"keras {keras.__version__} backend {keras.backend.backend()}, CPU only (no GPU here)")
+
+    def space_for(pretrained: PretrainedBase) -> SearchSpace:
+        return SearchSpace(
+            unfrozen_layers=IntRange(0, pretrained.num_layers),
+            learning_rate=FloatRange(1e-4, 1e-2, log=True),
+            dropout=FloatRange(0.0, 0.5),
+            weight_decay=FloatRange(1e-6, 1e-3, log=True),
+        )
+
+    def one_trial(objective: FineTuneObjective, params: TrialParams, name: str) -> None:
+        storage = f"sqlite:///{tmp / 'speed.db'}"
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+        study.enqueue_trial(
+            {
+                "unfrozen_layers": params.unfrozen_layers,
+                "learning_rate": params.learning_rate,
+                "dropout": params.dropout,
+                "weight_decay": params.weight_decay,
+            }
+        )
+        study.optimize(objective, n_trials=1)
+        state = study.trials[-1].state
+        if state != optuna.trial.TrialState.COMPLETE:
+            raise RuntimeError(f"bench trial ended {state}: {study.trials[-1].user_attrs}")
+
+    # ------------------------------------------------------------------ 1. overhead vs bare fit
+    if "overhead" not in args.skip:
+        pretrained = load_pretrained(ModelSource("demo"))
+        data = demo_target_data(train_per_class=40, val_per_class=40)
+        settings = TrainSettings(epochs=args.epochs, batch_size=16, cache_frozen="off")
+        params = TrialParams(pretrained.num_layers, 1e-3, 0.2, 1e-4)
+        objective = FineTuneObjective(pretrained, data, space_for(pretrained), settings)
+        x_train = data.x_train.astype("float32")
+        x_val = data.x_val.astype("float32")
+
+        def bare() -> None:
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(0)
+            base = pretrained.instantiate()
+            freeze(base, params.unfrozen_layers, params.batchnorm)
+            model = build_model(base, data.num_classes, params.dropout)
+            compile_model(model, params.learning_rate, params.weight_decay)
+            fit_s = timed(
+                lambda: model.fit(
+                    x_train,
+                    data.y_train,
+                    validation_data=(x_val, data.y_val),
+                    batch_size=settings.batch_size,
+                    epochs=settings.epochs,
+                    verbose=0,
+                )
+            )
+            bare_runs.append(fit_s)
+
+        bare_runs: list[tuple[float, float]] = []
+        trial_runs: list[tuple[float, float]] = []
+        one_trial(objective, params, "warm-up")  # builds the working copy once, as a study does
+        for _ in range(args.repeats):
+            bare()
+            trial_runs.append(timed(lambda: one_trial(objective, params, "overhead")))
+        (bw, bc), (tw, tc) = median_pair(bare_runs), median_pair(trial_runs)
+        print(
+            f"[overhead] demo CNN, {len(x_train)} images, {settings.epochs} epochs, full "
+            f"fine-tuning: bare fit {bw:.2f} s wall / {bc:.2f} s CPU; thaw trial {tw:.2f} s / "
+            f"{tc:.2f} s -> {tw / bw:.3f}x wall, {tc / bc:.3f}x CPU (target <= 1.05x)"
+        )
+        keras.backend.clear_session()
+
+    # ----------------------------------------------------------- 2./3. frozen-prefix caching
+    if "cache" not in args.skip:
+        keras.utils.set_random_seed(0)
+        t0 = time.perf_counter()
+        net = keras.applications.MobileNetV2(
+            input_shape=(96, 96, 3), alpha=0.35, weights=None, include_top=False
+        )
+        build_s = time.perf_counter() - t0
+        pretrained = PretrainedBase(net, "MobileNetV2 alpha 0.35 96 px (weights=None)")
+        t0 = time.perf_counter()
+        pretrained.instantiate()
+        clone_s = time.perf_counter() - t0
+        pretrained.working_copy()
+        t0 = time.perf_counter()
+        pretrained.working_copy()
+        reuse_s = time.perf_counter() - t0
+        print(
+            f"[model] MobileNetV2: build {build_s:.2f} s, clone (instantiate) {clone_s:.2f} s, "
+            f"restore weights from memory (working_copy) {reuse_s:.3f} s"
+        )
+        rng = np.random.default_rng(0)
+        n_val = max(args.images // 4, 32)
+        data = ArrayData(
+            x_train=rng.integers(0, 256, (args.images, 96, 96, 3), dtype=np.uint8),
+            y_train=(np.arange(args.images) % 6).astype("int32"),
+            x_val=rng.integers(0, 256, (n_val, 96, 96, 3), dtype=np.uint8),
+            y_val=(np.arange(n_val) % 6).astype("int32"),
+            class_names=tuple("abcdef"),
+        )
+        space = space_for(pretrained)
+        ten_percent = max(1, round(pretrained.num_layers * 0.1))
+        for label, unfrozen in (
+            ("feature extraction", 0),
+            (f"{ten_percent} of {pretrained.num_layers} layers unfrozen (~10%)", ten_percent),
+        ):
+            params = TrialParams(unfrozen, 1e-3, 0.2, 1e-4)
+            plain = FineTuneObjective(
+                pretrained,
+                data,
+                space,
+                TrainSettings(epochs=args.epochs, batch_size=32, cache_frozen="off"),
+            )
+            cache = FeatureCache(directory=tmp / "features")
+            cached = FineTuneObjective(
+                pretrained,
+                data,
+                space,
+                TrainSettings(epochs=args.epochs, batch_size=32),
+                feature_cache=cache,
+            )
+            plain_runs, cold_runs, warm_runs = [], [], []
+            for _ in range(args.repeats):
+                plain_runs.append(timed(partial(one_trial, plain, params, "plain")))
+                cache.clear()
+                cold_runs.append(timed(partial(one_trial, cached, params, "cold")))
+                warm_runs.append(timed(partial(one_trial, cached, params, "warm")))
+            (pw, pc), (cw, _), (ww, wc) = (
+                median_pair(plain_runs),
+                median_pair(cold_runs),
+                median_pair(warm_runs),
+            )
+            print(
+                f"[cache] {label}, {args.images} images, {args.epochs} epochs, boundary "
+                f"{cached.last_boundaries[0] or 'none'}: uncached {pw:.2f} s; cached, features "
+                f"computed in the trial {cw:.2f} s -> {pw / cw:.2f}x; cached, features from an "
+                f"earlier trial {ww:.2f} s -> {pw / ww:.2f}x (CPU {pc / wc:.2f}x) "
+                f"(target >= {5 if unfrozen == 0 else 2}x)"
+            )
+        keras.backend.clear_session()
+
+    # -------------------------------------------------------------------- 4. memory over trials
+    if "memory" not in args.skip:
+        inputs = keras.Input((16, 16, 3), name="image")
+        x = keras.layers.Rescaling(1 / 255)(inputs)
+        for i, filters in enumerate((8, 16), start=1):
+            x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{i}")(x)
+            x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+            x = keras.layers.Activation("relu")(x)
+        x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+        tiny = PretrainedBase(keras.Model(inputs, x, name="tiny"), "tiny CNN")
+        rng = np.random.default_rng(1)
+        data = ArrayData(
+            x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8),
+            y_train=(np.arange(64) % 3).astype("int32"),
+            x_val=rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8),
+            y_val=(np.arange(32) % 3).astype("int32"),
+            class_names=("a", "b", "c"),
+        )
+        objective = FineTuneObjective(
+            tiny,
+            data,
+            space_for(tiny),
+            TrainSettings(epochs=1, batch_size=16),
+            feature_cache=FeatureCache(directory=tmp / "tiny-features"),
+        )
+        study = optuna.create_study(
+            study_name="memory",
+            storage=f"sqlite:///{tmp / 'memory.db'}",
+            sampler=optuna.samplers.RandomSampler(seed=0),
+        )
+        marks: dict[int, float] = {}
+        t0 = time.perf_counter()
+
+        def mark(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            n = trial.number + 1
+            if n in (10, args.trials // 2, args.trials):
+                marks[n] = rss_mib()
+
+        study.optimize(objective, n_trials=args.trials, callbacks=[mark])
+        first, last = marks[10], marks[args.trials]
+        print(
+            f"[memory] tiny-model study, {args.trials} trials in {time.perf_counter() - t0:.0f} s: "
+            f"RSS after trial 10 {first:.0f} MiB, after trial {args.trials // 2} "
+            f"{marks[args.trials // 2]:.0f} MiB, after trial {args.trials} {last:.0f} MiB -> "
+            f"{last / first:.3f}x (target <= 1.10x)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""Frozen-prefix caching: where the network is cut, that cached trials train exactly like uncached
+ones, reuse across trials, the memory bound and the disk, and the base reused from memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+import pytest
+from keras import layers
+
+from thaw.objectives import (
+    ArrayData,
+    FineTuneObjective,
+    FloatRange,
+    IntRange,
+    ModelSource,
+    PretrainedBase,
+    SearchSpace,
+    TrainSettings,
+    build_model,
+    cut_base,
+    demo_target_data,
+    freeze,
+    load_pretrained,
+)
+from thaw.objectives._cache import FeatureCache, is_frozen, split_frozen_prefix
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+Arrays = Callable[..., dict[str, np.ndarray]]
+
+SPACE = SearchSpace(
+    unfrozen_layers=IntRange(0, 2),
+    learning_rate=FloatRange(1e-3, 1e-2, log=True),
+    dropout=FloatRange(0.0, 0.5),
+    weight_decay=FloatRange(1e-6, 1e-4, log=True),
+)
+
+
+def run_trial(objective: FineTuneObjective, params: dict[str, Any]) -> list[float]:
+    """Run one enqueued trial; its per-epoch val losses."""
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    return list(trial.user_attrs["history"]["val_loss"])
+
+
+def objectives(
+    pretrained: PretrainedBase, data: ArrayData, settings: TrainSettings
+) -> tuple[FineTuneObjective, FineTuneObjective]:
+    cached = FineTuneObjective(
+        pretrained, data, SPACE, settings, feature_cache=FeatureCache(directory=None)
+    )
+    plain = FineTuneObjective(
+        pretrained, data, SPACE, TrainSettings(**{**vars(settings), "cache_frozen": "off"})
+    )
+    return cached, plain
+
+
+# ------------------------------------------------------------- cached == uncached, tiny CNN
+
+
+@pytest.mark.parametrize(
+    ("nested", "unfrozen", "batchnorm", "boundary"),
+    [
+        (False, 0, "frozen", "thaw_finetune/tiny_cnn_base"),
+        (False, 1, "frozen", "tiny_cnn_base/relu1"),
+        (False, 2, "adapt", "tiny_cnn_base/rescale"),
+        (True, 0, "frozen", "thaw_finetune/tiny_cnn_base"),
+        (True, 1, "frozen", "tiny_cnn_base/backbone"),
+    ],
+)
+def test_cached_trial_matches_uncached_trial(
+    tiny_cnn: Callable[..., Any],
+    tiny_arrays: Arrays,
+    nested: bool,
+    unfrozen: int,
+    batchnorm: str,
+    boundary: str,
+) -> None:
+    pretrained = PretrainedBase(cut_base(tiny_cnn(nested=nested), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    cached, plain = objectives(pretrained, data, TrainSettings(epochs=3, batch_size=8))
+    params = {
+        "unfrozen_layers": unfrozen,
+        "learning_rate": 5e-3,
+        "dropout": 0.3,  # the head's dropout runs in both
+        "weight_decay": 1e-4,
+    }
+    space = SearchSpace(**{**vars(SPACE), "batchnorm": (batchnorm,)})
+    cached.space = plain.space = space
+    # plain first: the cached trial must not depend on what ran before it either
+    expected = run_trial(plain, params)
+    got = run_trial(cached, params)
+    assert plain.last_boundaries == [""]
+    assert cached.last_boundaries == [boundary]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert cached.feature_cache is not None and cached.feature_cache.misses == 1
+
+
+def test_cached_trial_matches_on_the_demo_cnn_with_warmup(demo_model_path: Path) -> None:
+    """Warm-up phase (head only) and fine-tuning phase are cut at different boundaries."""
+    pretrained = load_pretrained(ModelSource("demo"))
+    data = demo_target_data(train_per_class=4, val_per_class=8)
+    settings = TrainSettings(epochs=3, batch_size=8, warmup_epochs=1)
+    cached, plain = objectives(pretrained, data, settings)
+    params = {"unfrozen_layers": 2, "learning_rate": 1e-3, "dropout": 0.2, "weight_decay": 1e-4}
+    space = SearchSpace(
+        unfrozen_layers=IntRange(0, 5),
+        **{k: v for k, v in vars(SPACE).items() if k not in ("unfrozen_layers",)},
+    )
+    cached.space = plain.space = space
+    expected = run_trial(plain, params)
+    got = run_trial(cached, params)
+    assert cached.last_boundaries == [
+        "thaw_finetune/thaw_demo_cnn_base",
+        "thaw_demo_cnn_base/block3_pool",
+    ]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_features_are_reused_across_trials_and_the_full_model_holds_the_result(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays
+) -> None:
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    cache = FeatureCache(directory=None)
+    objective = FineTuneObjective(
+        pretrained, data, SPACE, TrainSettings(epochs=2, batch_size=8), feature_cache=cache
+    )
+    params = {"unfrozen_layers": 1, "learning_rate": 1e-2, "dropout": 0.0, "weight_decay": 1e-6}
+    run_trial(objective, params)
+    run_trial(objective, {**params, "learning_rate": 2e-3})
+    assert (cache.misses, cache.hits) == (1, 1)
+
+    # build + fit by hand: the full model is the prefix plus the trained top
+    trial = optuna.create_study().ask()
+    from thaw.objectives._callbacks import TrialHistory
+    from thaw.objectives._space import TrialParams
+
+    p = TrialParams(**params)
+    model = objective.build(p)
+    before = [w.copy() for w in model.get_weights()]
+    objective.fit(trial, model, p, TrialHistory())
+    after = model.get_weights()
+    changed = [not np.allclose(a, b) for a, b in zip(before, after, strict=True)]
+    names = [w.path for w in model.weights]
+    assert any(c for c, n in zip(changed, names, strict=True) if "conv2" in n)
+    assert any(c for c, n in zip(changed, names, strict=True) if "head_dense" in n)
+    assert not any(c for c, n in zip(changed, names, strict=True) if "conv1" in n or "bn1" in n)
+    x = objective._x_val
+    split = split_frozen_prefix(model, model.layers[1])
+    assert split is not None
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0),
+        split.suffix.predict(split.prefix.predict(x, verbose=0), verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "batchnorm"),
+    [
+        (TrainSettings(epochs=1, batch_size=8, cache_frozen="off"), "frozen"),
+        (TrainSettings(epochs=1, batch_size=8), "train"),
+    ],
+    ids=["off", "batchnorm-train"],
+)
+def test_no_cache_when_off_or_batchnorm_trains(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays, settings: TrainSettings, batchnorm: str
+) -> None:
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    space = SearchSpace(**{**vars(SPACE), "batchnorm": (batchnorm,)})
+    objective = FineTuneObjective(pretrained, data, space, settings)
+    run_trial(objective, {"unfrozen_layers": 1})
+    assert objective.last_boundaries == [""]
+
+
+def test_unknown_cache_frozen_is_refused(tiny_cnn: Callable[..., Any], tiny_arrays: Arrays) -> None:
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    with pytest.raises(
+        ValueError, match=r"cache_frozen='always'; expected one of \('auto', 'off'\)"
+    ):
+        FineTuneObjective(pretrained, data, SPACE, TrainSettings(cache_frozen="always"))
+
+
+# ----------------------------------------------------------------------- where the cut lies
+
+
+def residual_base() -> keras.Model:
+    """stem -> a -> b, a -> skip; add(b, skip) -> c. A cut at b is crossed by a -> skip."""
+    inputs = keras.Input((8, 8, 3), name="image")
+    stem = layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    a = layers.Conv2D(4, 3, padding="same", name="a")(stem)
+    b = layers.Conv2D(4, 3, padding="same", name="b")(a)
+    skip = layers.Conv2D(4, 1, name="skip")(a)
+    added = layers.Add(name="add")([b, skip])
+    c = layers.Conv2D(4, 3, padding="same", name="c")(added)
+    return keras.Model(inputs, c, name="res")
+
+
+@pytest.mark.parametrize(
+    ("trainable", "boundary"),
+    [
+        ({"c"}, "res/add"),  # the block is whole below c
+        ({"add", "c"}, "res/add"),  # no weights: "trainable" changes nothing
+        ({"skip", "c"}, "res/a"),  # not "b": a -> skip crosses it
+        ({"b", "skip", "c"}, "res/a"),
+        ({"a", "b", "skip", "c"}, "res/stem"),
+        ({"stem", "a", "b", "skip", "c"}, None),  # nothing frozen above the input
+    ],
+)
+def test_cut_moves_below_a_crossing_skip_connection(
+    trainable: set[str], boundary: str | None
+) -> None:
+    base = residual_base()
+    for layer in base.layers:
+        layer.trainable = layer.name in trainable
+    model = build_model(base, 3, 0.1)
+    split = split_frozen_prefix(model, base)
+    assert (split.boundary if split else None) == boundary
+    if split is not None:
+        x = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype("float32")
+        np.testing.assert_allclose(
+            model.predict(x, verbose=0),
+            split.suffix.predict(split.prefix.predict(x, verbose=0), verbose=0),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        assert {id(w) for w in split.suffix.trainable_weights} == {
+            id(w) for w in model.trainable_weights
+        }
+
+
+def test_cut_stops_below_random_layers_and_trainable_batchnorm() -> None:
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, name="conv1")(inputs)
+    x = layers.RandomFlip(name="flip")(x)
+    x = layers.Conv2D(4, 3, name="conv2")(x)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Conv2D(4, 3, name="conv3")(x)
+    base = keras.Model(inputs, x, name="aug")
+    for layer in base.layers:
+        layer.trainable = layer.name == "conv3"
+    model = build_model(base, 3, 0.0)
+    split = split_frozen_prefix(model, base)
+    assert split is not None and split.boundary == "aug/conv1"
+    assert not is_frozen(base.get_layer("flip"))
+    base.get_layer("flip").trainable = False  # still random: trainable says nothing about it
+    assert not is_frozen(base.get_layer("flip"))
+    bn = base.get_layer("bn")
+    assert is_frozen(bn)
+    bn.trainable = True  # a trainable BatchNorm runs in training mode
+    assert not is_frozen(bn)
+
+
+def test_the_head_dropout_is_never_cached(tiny_cnn: Callable[..., Any]) -> None:
+    base = cut_base(tiny_cnn(), "relu2")  # 4-D output: the head pools first
+    freeze(base, 0)
+    model = build_model(base, 3, 0.5)
+    split = split_frozen_prefix(model, base)
+    assert split is not None and split.boundary == "thaw_finetune/head_pool"
+    assert [layer.name for layer in split.suffix.layers][1:] == ["head_dropout", "head_dense"]
+
+
+# ---------------------------------------------------------------------------- FeatureCache
+
+
+def test_feature_cache_spills_to_disk_beyond_its_bound(tmp_path: Path) -> None:
+    a = (np.ones((10, 4), "float32"), np.zeros((5, 4), "float32"))  # 240 bytes
+    b = (np.full((10, 4), 2, "float32"), np.full((5, 4), 3, "float32"))
+    cache = FeatureCache(tmp_path / "features", max_memory_bytes=300)
+    cache.put("a", a)
+    assert cache.memory_bytes == 240 and not any((tmp_path / "features").glob("*"))
+    cache.put("b", b)  # a (least recently used) goes to disk
+    assert cache.memory_bytes == 240
+    assert sorted(p.name for p in (tmp_path / "features").glob("*")) == [
+        "a-0.npy",
+        "a-1.npy",
+        "a.count",
+    ]
+    got = cache.get("a")
+    assert got is not None
+    for x, y in zip(got, a, strict=True):
+        np.testing.assert_array_equal(x, y)
+    cache.clear()
+    again = FeatureCache(tmp_path / "features", max_memory_bytes=300)  # another process
+    assert "a" in again and "b" not in again
+    big = (np.ones((100, 4), "float32"),)
+    again.put("big", big)  # larger than the bound: straight to disk
+    assert again.memory_bytes == 0 and "big" in again
+
+
+def test_feature_cache_without_directory_drops_evicted_entries() -> None:
+    cache = FeatureCache(None, max_memory_bytes=200)
+    cache.put("a", (np.ones(40, "float32"),))
+    cache.put("b", (np.ones(40, "float32"),))
+    assert "a" not in cache and "b" in cache
+    assert cache.get("a") is None and cache.misses == 1
+    with pytest.raises(ValueError, match=r"max_memory_bytes=-1"):
+        FeatureCache(None, max_memory_bytes=-1)
+
+
+# ------------------------------------------------------------------- the base, from memory
+
+
+def test_working_copy_is_built_once_and_reset_every_trial(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays
+) -> None:
+    original = tiny_cnn()
+    pretrained = PretrainedBase(original, "tiny")
+    first = pretrained.working_copy(seed=1)
+    assert first is not original
+    for w in first.weights:
+        w.assign(w + 1.0)
+    second = pretrained.working_copy(seed=1)
+    assert second is first
+    for a, b in zip(second.get_weights(), pretrained.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(original.get_weights(), pretrained.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_trial_results_do_not_depend_on_earlier_trials(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays
+) -> None:
+    """The first trial builds the working copy, later ones reuse it: same trial, same curve."""
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    space = SearchSpace(**{**vars(SPACE), "batchnorm": ("frozen", "train")})
+    objective = FineTuneObjective(
+        pretrained, data, space, TrainSettings(epochs=2, batch_size=8, cache_frozen="off")
+    )
+    params = {
+        "unfrozen_layers": 2,
+        "learning_rate": 1e-2,
+        "dropout": 0.2,
+        "weight_decay": 1e-5,
+        "batchnorm": "frozen",
+    }
+    first = run_trial(objective, params)
+    run_trial(objective, {**params, "unfrozen_layers": 0, "batchnorm": "train"})
+    assert run_trial(objective, params) == pytest.approx(first, rel=1e-6)
+
+
+def test_mixed_precision_policy_survives_the_trials(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays
+) -> None:
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    objective = FineTuneObjective(pretrained, data, SPACE, TrainSettings(epochs=1, batch_size=8))
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        run_trial(objective, {"unfrozen_layers": 0})
+        assert keras.config.dtype_policy().name == "mixed_float16"
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def test_working_copy_forgets_the_graphs_of_earlier_trials(tiny_cnn: Callable[..., Any]) -> None:
+    """Each trial calls the base on a new input and cuts it; nothing of that piles up."""
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    models = []
+    for seed in range(3):
+        base = pretrained.working_copy(seed=seed)
+        freeze(base, 1)
+        model = build_model(base, 3, 0.1)
+        assert split_frozen_prefix(model, base) is not None
+        models.append(model)
+    # the latest trial's model still runs, and its graph is the only one recorded on the base
+    x = np.zeros((2, 8, 8, 3), "float32")
+    assert models[-1].predict(x, verbose=0).shape == (2, 3)
+    assert len(base._inbound_nodes) == 1
