@@ -161,8 +161,9 @@ def test_domain_shift_and_determinism_shown(shifted_study: optuna.Study, tmp_pat
     assert '<p id="determinism" class="note">This run cannot be deterministic' in html
     summary = json.loads(files.summary_json.read_text(encoding="utf-8"))
     assert summary["determinism"]["deterministic"] is False
-    assert summary["diagnosis"]["domain_shift"]["overall"] == pytest.approx(0.42)
-    assert summary["diagnosis"]["domain_shift"]["layers"]["stem"] == pytest.approx(0.05)
+    shift = summary["findings"]["domain_shift"]
+    assert shift["overall"] == pytest.approx(0.42)
+    assert {x["layer"]: x["score"] for x in shift["layers"]}["stem"] == pytest.approx(0.05)
 
 
 @pytest.mark.parametrize(
