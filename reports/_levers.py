@@ -217,27 +217,31 @@ def _with_sentence(f: LeverFinding, maximize: bool) -> LeverFinding:
     if f.kind == "categorical":
         subject = level_words(f.param, f.level)
         who = (
-            f"all {f.top_k} best trials"
+            f"the {f.top_k} best trials all use it"
             if f.n_top == f.top_k
-            else (f"{f.n_top} of the {f.top_k} best trials")
+            else f"{f.n_top} of the {f.top_k} best trials use it"
         )
-        lead = f"{subject} makes the difference: {who} use it"
+        lead = f"{subject} makes the difference: {who}"
         others = [s for s in f.levels if s.level != f.level and s.best is not None]
         if others:
             never = "above" if maximize else "below"
             lead += "; " + ", ".join(
                 f"{LEVEL_SHORT.get((f.param, s.level), f'{f.param} = {s.level}')} never gets "
-                f"{never} {fmt_num(s.best)}"
+                f"{never} {_g3(s.best)}"
                 for s in others
             )
     else:
         words = PARAM_WORDS.get(f.param, f.param)
-        who = f"all {f.top_k}" if f.n_top == f.top_k else f"{f.n_top} of the {f.top_k}"
-        lead = f"{words} {f.level}: {who} best trials lie there"
+        who = (
+            f"the {f.top_k} best trials all lie there"
+            if f.n_top == f.top_k
+            else f"{f.n_top} of the {f.top_k} best trials lie there"
+        )
+        lead = f"{words} {f.level}: {who}"
         if f.best_outside is not None:
-            lead += f"; elsewhere the best {metric} is {fmt_num(f.best_outside)}"
+            lead += f"; elsewhere the best {metric} is {_g3(f.best_outside)}"
     if f.ratio is not None:
-        lead += f" ({fmt_num(f.ratio)}x the best)"
+        lead += f" ({f.ratio:.2g}x the best)" if f.ratio < 10 else f" ({f.ratio:.0f}x the best)"
     lead += (
         f". Matched on the other parameters, it won {f.pairs_won} of "
         f"{f.pairs} {'pair' if f.pairs == 1 else 'pairs'}."
@@ -273,6 +277,10 @@ def _levels(column: ParamColumn, rows: Sequence[RankingRow]) -> dict[int, str] |
             if bins[r.number] == b:
                 out[r.number] = text
     return out
+
+
+def _g3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _stat(
