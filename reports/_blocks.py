@@ -54,8 +54,10 @@ details summary{cursor:pointer;color:#0057a0;white-space:nowrap}
 details dl{margin:.3em 0;display:grid;grid-template-columns:max-content minmax(0,1fr);gap:0 .8em}
 details dt{font-weight:bold}details dd{margin:0;overflow-wrap:anywhere}
 @media (max-width:640px){body{margin:.6em auto;padding:0 .5em}h1{font-size:1.3em}
-table{font-size:12px}th,td{padding:2px 3px}th{white-space:normal}td.text{min-width:0}
-td.fold{min-width:0}details dl{grid-template-columns:minmax(0,1fr)}}
+table{font-size:12px}th,td{padding:2px 3px}th{white-space:normal}
+td{overflow-wrap:anywhere}td.num{white-space:normal;overflow-wrap:normal}
+td.text{min-width:0}td.fold{min-width:0}details summary{white-space:normal}
+details dl{grid-template-columns:minmax(0,1fr)}}
 @media print{body{max-width:none;margin:0;font-size:11pt}.table-wrap{overflow:visible}
 figure,table{break-inside:avoid}h2,h3{break-after:avoid}}
 """.strip()
@@ -192,7 +194,9 @@ def html_head(title: str, subtitle: str, toc: tuple[tuple[str, str], ...] = ()) 
     nav = (
         [
             '<nav class="toc" aria-label="Contents">Contents: '
-            + "".join(f'<a href="#{html_escape(key)}">{html_escape(text)}</a>' for key, text in toc)
+            + " ".join(
+                f'<a href="#{html_escape(key)}">{html_escape(text)}</a>' for key, text in toc
+            )
             + "</nav>"
         ]
         if toc

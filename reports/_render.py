@@ -555,7 +555,7 @@ def _ranking_table_html(ranking: RankingInfo) -> Table:
         text_columns=frozenset({1, len(headers) - 1}),
         only="html",
         id="ranking-table",
-        folds=tuple(("config, epochs, evidence", _row_details(r, ranking)) for r in rows),
+        folds=tuple(("config", _row_details(r, ranking)) for r in rows),
     )
 
 

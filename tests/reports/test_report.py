@@ -124,7 +124,9 @@ def test_html_ranking_rows_in_order(report: ReportFiles) -> None:
     assert header == ["rank", "trial", "best val loss", "val acc", "verdict", "details"]
     numbers = [int(re.match(r"\d+", row[1]).group()) for row in rows]  # type: ignore[union-attr]
     assert numbers == RANKED_ORDER
-    by_trial = {n: dict(zip(header, row, strict=True)) for n, row in zip(numbers, rows)}
+    by_trial = {
+        n: dict(zip(header, row, strict=True)) for n, row in zip(numbers, rows, strict=True)
+    }
     assert by_trial[3]["rank"] == "1" and by_trial[3]["best val loss"] == "0.38"
     assert by_trial[4]["trial"] == "4, pruned at epoch 5 (climbing)"
     assert "pruned because" in by_trial[4]["details"] and "val loss rose" in by_trial[4]["details"]
