@@ -45,6 +45,12 @@ _TEXT_COLUMNS = frozenset({"prune_reason", "prune_detail", "fail_reason", "strat
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def summary_schema() -> dict[str, Any]:
+    """The JSON Schema of ``summary.json`` (``reports/summary.schema.json``) as a dict."""
+    schema: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return schema
+
+
 def csv_columns(ranking: RankingInfo) -> tuple[str, ...]:
     params = tuple(f"params_{c.name}" for c in ranking.param_columns)
     return CSV_COLUMNS[:3] + params + CSV_COLUMNS[3:]

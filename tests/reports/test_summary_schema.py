@@ -12,8 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from thaw.reports import get_report_info, get_summary_dict, write_report
-from thaw.reports._export import SCHEMA_FILE
+from thaw.reports import get_report_info, get_summary_dict, summary_schema, write_report
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a dev dependency")
 
@@ -22,7 +21,7 @@ Params = Callable[..., dict[str, Any]]
 
 
 def _validate(summary: dict[str, Any]) -> None:
-    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    schema = summary_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(summary)
 
