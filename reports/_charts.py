@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -229,7 +229,10 @@ def get_answer_curves(curves: CurvesInfo, best_number: int | None) -> CurvesInfo
     """The answer's chart: the best trial's curve against the textbook strategies' curves
     (validation loss only; log scale when their range calls for it)."""
     series = tuple(s for s in curves.series if s.number == best_number or s.strategy is not None)
-    series = tuple(sorted(series, key=lambda s: (s.number != best_number, s.number)))
+    series = tuple(
+        replace(s, label=f"{s.label} (use this)") if s.number == best_number else s
+        for s in sorted(series, key=lambda s: (s.number != best_number, s.number))
+    )
     values = [v for s in series for v in s.val_loss if v is not None]
     y_log = _use_log(values)
     return CurvesInfo(

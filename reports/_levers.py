@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from thaw.reports._format import fmt_num
@@ -93,8 +93,10 @@ class LeverFinding:
     pairs_won: int
     """Matched pairs (outside trial, nearest inside trial) and how many the level won."""
     levels: tuple[LevelStat, ...]
-    """Every level of a categorical parameter; inside and outside for a range."""
+    """Every level of a categorical parameter; the numeric bins of a range."""
     sentence: str
+    brief: str = ""
+    """The sentence for the first screen: the matched pairs in a short parenthesis."""
 
 
 @dataclass(frozen=True)
@@ -242,11 +244,11 @@ def _with_sentence(f: LeverFinding, maximize: bool) -> LeverFinding:
             lead += f"; elsewhere the best {metric} is {_g3(f.best_outside)}"
     if f.ratio is not None:
         lead += f" ({f.ratio:.2g}x the best)" if f.ratio < 10 else f" ({f.ratio:.0f}x the best)"
-    lead += (
-        f". Matched on the other parameters, it won {f.pairs_won} of "
-        f"{f.pairs} {'pair' if f.pairs == 1 else 'pairs'}."
-    )
-    return LeverFinding(**{**f.__dict__, "sentence": lead[0].upper() + lead[1:]})
+    lead = lead[0].upper() + lead[1:]
+    pairs = f"{f.pairs} {'pair' if f.pairs == 1 else 'pairs'}"
+    sentence = f"{lead}. Matched on the other parameters, it won {f.pairs_won} of {pairs}."
+    brief = f"{lead} (like-for-like comparisons: won {f.pairs_won} of {pairs})."
+    return replace(f, sentence=sentence, brief=brief)
 
 
 def _levels(column: ParamColumn, rows: Sequence[RankingRow]) -> dict[int, str] | None:

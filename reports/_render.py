@@ -305,18 +305,10 @@ def _versus_lines(answer: AnswerInfo) -> tuple[str, ...]:
 def _why_lines(info: ReportInfo) -> tuple[str, ...]:
     lines: list[str] = []
     if info.levers is not None:
-        lines += [_short_lever(f.sentence) for f in info.levers.findings[: MAX_WHY - 1]]
+        lines += [f.brief or f.sentence for f in info.levers.findings[: MAX_WHY - 1]]
     if info.diagnosis is not None and info.answer.n_trials:
         lines.append(info.diagnosis.sentences[0])
     return tuple(lines[:MAX_WHY])
-
-
-def _short_lever(sentence: str) -> str:
-    """The lever sentence with its matched-pairs evidence in brief."""
-    head, _, tail = sentence.partition(" Matched on the other parameters, it won ")
-    if not tail:
-        return sentence
-    return f"{head.rstrip('.')} (like-for-like comparisons: won {tail.rstrip('.')})."
 
 
 def _shift_words(info: ReportInfo) -> str:
