@@ -19,6 +19,7 @@ from thaw.reports._charts import (
     ParamScatter,
     ParamScatterInfo,
     ScatterPoint,
+    get_answer_curves,
     get_curves_info,
     get_efficiency_curve,
     get_efficiency_info,
@@ -60,6 +61,7 @@ from thaw.reports._export import (
     get_summary_dict,
     render_csv,
     render_summary_json,
+    summary_schema,
     write_csv,
 )
 from thaw.reports._findings import (
@@ -74,6 +76,7 @@ from thaw.reports._findings import (
     get_importance_info,
 )
 from thaw.reports._info import ReportInfo, get_report_info
+from thaw.reports._levers import LevelStat, LeverFinding, LeverInfo, get_lever_info
 from thaw.reports._ranking import (
     ParamColumn,
     RankingInfo,
@@ -115,7 +118,12 @@ __all__ = [
     "get_determinism_info",
     "get_diagnosis_info",
     "get_domain_shift_info",
+    "get_answer_curves",
     "get_efficiency_curve",
+    "get_lever_info",
+    "LeverFinding",
+    "LeverInfo",
+    "LevelStat",
     "get_efficiency_info",
     "get_importance_info",
     "render_comparison_csv",
@@ -166,6 +174,7 @@ __all__ = [
     "render_markdown",
     "render_scatter_svg",
     "render_summary_json",
+    "summary_schema",
     "write_csv",
     "write_report",
 ]

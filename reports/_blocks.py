@@ -46,6 +46,18 @@ figure{margin:.5em 0}figcaption{font-size:13px;color:#333;max-width:780px}
 svg.chart{max-width:100%;height:auto}
 .diagnosis-body{border-left:4px solid #0072B2;padding-left:1em}
 pre{white-space:pre-wrap}
+nav.toc{font-size:14px;margin:.2em 0 .4em}nav.toc a{margin-right:.9em;white-space:nowrap}
+section.answer p,section.answer ul{margin:.35em 0}section.answer li{margin:.15em 0}
+section.answer h2{margin-top:.6em}.gloss{color:#444;font-size:.92em}
+td.fold{min-width:6em;max-width:34em}
+details summary{cursor:pointer;color:#0057a0;white-space:nowrap}
+details dl{margin:.3em 0;display:grid;grid-template-columns:max-content minmax(0,1fr);gap:0 .8em}
+details dt{font-weight:bold}details dd{margin:0;overflow-wrap:anywhere}
+@media (max-width:640px){body{margin:.6em auto;padding:0 .5em}h1{font-size:1.3em}
+table{font-size:12px}th,td{padding:2px 3px}th{white-space:normal}
+td{overflow-wrap:anywhere}td.num{white-space:normal;overflow-wrap:normal}
+td.text{min-width:0}td.fold{min-width:0}details summary{white-space:normal}
+details dl{grid-template-columns:minmax(0,1fr)}}
 @media print{body{max-width:none;margin:0;font-size:11pt}.table-wrap{overflow:visible}
 figure,table{break-inside:avoid}h2,h3{break-after:avoid}}
 """.strip()
@@ -91,6 +103,10 @@ class Table:
     """``(row, column) -> (fraction 0..1, alternate colour)``: a bar drawn before the text."""
     only: Target = "both"
     id: str | None = None
+    folds: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    """Per row ``(summary, ((label, text), ...))``: HTML adds a last column whose cell folds
+    the pairs into ``<details>``; Markdown leaves them out (give it its own columns)."""
+    fold_header: str = "details"
 
 
 @dataclass(frozen=True)
@@ -173,7 +189,19 @@ def md_page(title: str, subtitle: str, sections: list[Section]) -> str:
     return "\n\n".join(part for part in out if part) + "\n"
 
 
-def html_head(title: str, subtitle: str) -> list[str]:
+def html_head(title: str, subtitle: str, toc: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    """Page head and header; ``toc`` is ``(section id, title)`` pairs for a contents line."""
+    nav = (
+        [
+            '<nav class="toc" aria-label="Contents">Contents: '
+            + " ".join(
+                f'<a href="#{html_escape(key)}">{html_escape(text)}</a>' for key, text in toc
+            )
+            + "</nav>"
+        ]
+        if toc
+        else []
+    )
     return [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -185,12 +213,13 @@ def html_head(title: str, subtitle: str) -> list[str]:
         "</head>",
         "<body>",
         f'<header><h1>{html_escape(title)}</h1><p class="meta">'
-        f"{html_escape(subtitle)}</p></header>",
+        f"{html_escape(subtitle)}</p>{''.join(nav)}</header>",
     ]
 
 
 def html_section(section: Section) -> list[str]:
-    out = [f'<section class="{section.key}">', f"<h2>{html_escape(section.title)}</h2>"]
+    key = html_escape(section.key)
+    out = [f'<section class="{key}" id="{key}">', f"<h2>{html_escape(section.title)}</h2>"]
     out += [html_block(block) for block in section.blocks if block.only != "md"]
     out.append("</section>")
     return out
@@ -218,6 +247,18 @@ def _html_figure(figure: Figure) -> str:
     )
 
 
+def _fold_cell(summary: str, items: tuple[tuple[str, str], ...]) -> str:
+    if not items:
+        return '<td class="fold"></td>'
+    pairs = "".join(
+        f"<dt>{html_escape(label)}</dt><dd>{html_escape(text)}</dd>" for label, text in items
+    )
+    return (
+        f'<td class="fold"><details><summary>{html_escape(summary)}</summary>'
+        f"<dl>{pairs}</dl></details></td>"
+    )
+
+
 def _html_table(table: Table) -> str:
     def cls(i: int) -> str:
         if i in table.text_columns:
@@ -238,10 +279,14 @@ def _html_table(table: Table) -> str:
         return f"<td{cls(i)}>{html_escape(text)}</td>"
 
     head = "".join(f"<th{cls(i)}>{html_escape(h)}</th>" for i, h in enumerate(table.headers))
+    if table.folds:
+        head += f"<th>{html_escape(table.fold_header)}</th>"
     body = []
     for r, row in enumerate(table.rows):
         row_cls = f' class="{html_escape(table.row_classes[r])}"' if table.row_classes else ""
         cells = "".join(cell(r, i, c) for i, c in enumerate(row))
+        if table.folds:
+            cells += _fold_cell(*table.folds[r])
         body.append(f"<tr{row_cls}>{cells}</tr>")
     return (
         f'<div class="table-wrap"><table{_attrs(table.id)}>\n'

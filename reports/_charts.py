@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -29,7 +29,8 @@ class CurveSeries:
 
     number: int
     label: str
-    role: Literal["top", "strategy"]
+    role: Literal["top", "strategy", "climbing"]
+    """``climbing``: a trial pruned because its validation loss climbed (always drawn)."""
     strategy: str | None
     state: str
     epochs: tuple[int, ...]
@@ -170,7 +171,7 @@ def get_curves_info(
     """
     ranking = ranking if ranking is not None else get_ranking_info(study)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    chosen: list[tuple[RankingRow, Literal["top", "strategy"]]] = [
+    chosen: list[tuple[RankingRow, Literal["top", "strategy", "climbing"]]] = [
         (row, "top") for row in ranking.ranked[:top_n]
     ]
     taken = {row.number for row, _ in chosen}
@@ -178,6 +179,12 @@ def get_curves_info(
         (row, "strategy")
         for row in ranking.rows
         if row.strategy is not None and row.number not in taken and row.state != "FAIL"
+    ]
+    taken = {row.number for row, _ in chosen}
+    chosen += [
+        (row, "climbing")
+        for row in ranking.rows
+        if row.state == "PRUNED" and row.prune_reason == "climbing" and row.number not in taken
     ]
 
     series: list[CurveSeries] = []
@@ -215,6 +222,24 @@ def get_curves_info(
         y_log=y_log,
         x_label="epoch",
         y_label="loss (lower is better" + (", log scale)" if y_log else ")"),
+    )
+
+
+def get_answer_curves(curves: CurvesInfo, best_number: int | None) -> CurvesInfo:
+    """The answer's chart: the best trial's curve against the textbook strategies' curves
+    (validation loss only; log scale when their range calls for it)."""
+    series = tuple(s for s in curves.series if s.number == best_number or s.strategy is not None)
+    series = tuple(
+        replace(s, label=f"{s.label} (use this)") if s.number == best_number else s
+        for s in sorted(series, key=lambda s: (s.number != best_number, s.number))
+    )
+    values = [v for s in series for v in s.val_loss if v is not None]
+    y_log = _use_log(values)
+    return CurvesInfo(
+        series=series,
+        y_log=y_log,
+        x_label="epoch",
+        y_label="val loss (lower is better" + (", log scale)" if y_log else ")"),
     )
 
 

@@ -11,9 +11,11 @@ from typing import Any
 
 from thaw.reports._findings import verdict_mix
 from thaw.reports._info import ReportInfo
-from thaw.reports._ranking import RankingInfo, RankingRow
+from thaw.reports._ranking import RankingInfo, RankingRow, VerdictDetail
 
-SUMMARY_SCHEMA = "thaw-report/1"
+SUMMARY_SCHEMA = "thaw-report/2"
+SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
+"""The JSON Schema every ``summary.json`` validates against (shipped with the package)."""
 
 CSV_COLUMNS = (
     "rank",
@@ -43,6 +45,12 @@ _TEXT_COLUMNS = frozenset({"prune_reason", "prune_detail", "fail_reason", "strat
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def summary_schema() -> dict[str, Any]:
+    """The JSON Schema of ``summary.json`` (``reports/summary.schema.json``) as a dict."""
+    schema: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return schema
+
+
 def csv_columns(ranking: RankingInfo) -> tuple[str, ...]:
     params = tuple(f"params_{c.name}" for c in ranking.param_columns)
     return CSV_COLUMNS[:3] + params + CSV_COLUMNS[3:]
@@ -69,8 +77,11 @@ def write_csv(ranking: RankingInfo, path: Path) -> Path:
 
 
 def get_summary_dict(info: ReportInfo) -> dict[str, Any]:
-    """The answer, counts, pruning savings and manifest as a JSON-able dict."""
+    """The report as typed data (schema ``thaw-report/2``, see ``docs/summary.md`` and
+    ``reports/summary.schema.json``): one ``best``, every ranking row with its parameters
+    and verdicts with evidence, the findings, pruning savings and the manifest."""
     ranking, answer, pruning, manifest = info.ranking, info.answer, info.pruning, info.manifest
+    overall = answer.best_overall
     summary: dict[str, Any] = {
         "schema": SUMMARY_SCHEMA,
         "study_name": info.study_name,
@@ -79,9 +90,10 @@ def get_summary_dict(info: ReportInfo) -> dict[str, Any]:
         "rank_by": ranking.rank_by,
         "counts": dict(ranking.state_counts),
         "n_trials": ranking.n_trials,
-        "best": _trial_summary(answer.best),
-        "best_overall": _trial_summary(answer.best_overall),
-        "best_searched": _trial_summary(answer.best_searched),
+        "best": None if answer.best is None else _row_dict(answer.best),
+        "better_pruned_trial": None
+        if overall is None or (answer.best is not None and overall.number == answer.best.number)
+        else overall.number,
         "strategies": [
             {
                 "strategy": s.strategy,
@@ -91,11 +103,11 @@ def get_summary_dict(info: ReportInfo) -> dict[str, Any]:
                 "score": s.score,
                 "best_val_loss": s.best_val_loss,
                 "val_accuracy_at_best": s.val_accuracy_at_best,
-                "search_advantage": s.search_advantage,
+                "loss_ratio": s.loss_ratio,
+                "accuracy_difference": s.accuracy_difference,
             }
             for s in answer.strategies
         ],
-        "pruned_by_reason": dict(answer.prune_counts),
         "pruning": {
             "configured_epochs": pruning.configured_epochs,
             "epochs_source": pruning.epochs_source,
@@ -113,58 +125,81 @@ def get_summary_dict(info: ReportInfo) -> dict[str, Any]:
                 for r in pruning.by_reason
             },
         },
-        "manifest": {
-            "config_hash": manifest.config_hash,
-            "data_fingerprint": manifest.data_fingerprint,
-            "seed": manifest.seed,
-            "storage_url": manifest.storage_url,
-            "entries": dict(manifest.entries),
-        },
-        "ranking": [
-            {
-                "rank": r.rank,
-                "number": r.number,
-                "state": r.state,
-                "score": r.score,
-                "verdicts": list(r.verdicts),
-                "verdicts_source": r.verdicts_source,
-            }
-            for r in ranking.rows
-        ],
+        "manifest": dict(manifest.values),
+        "ranking": [_row_dict(r) for r in ranking.rows],
+        "findings": _findings_dict(info),
         "determinism": None
         if info.determinism is None
         else {
             "recorded": info.determinism.recorded,
             "deterministic": info.determinism.deterministic,
             "reason": info.determinism.reason,
-            "sentence": info.determinism.sentence,
         },
         "diagnosis": _diagnosis_summary(info),
     }
     return _json_safe(summary)
 
 
+def _findings_dict(info: ReportInfo) -> dict[str, Any]:
+    levers = info.levers
+    diagnosis = info.diagnosis
+    shift = None if diagnosis is None else diagnosis.domain_shift
+    return {
+        "levers": []
+        if levers is None
+        else [
+            {
+                "param": f.param,
+                "kind": f.kind,
+                "level": f.level,
+                "low": f.low,
+                "high": f.high,
+                "n_top": f.n_top,
+                "top_k": f.top_k,
+                "best_inside": f.best_inside,
+                "best_outside": f.best_outside,
+                "ratio": f.ratio,
+                "matched_pairs": f.pairs,
+                "matched_pairs_won": f.pairs_won,
+                "levels": [
+                    {
+                        "level": s.level,
+                        "n_trials": s.n_trials,
+                        "best": s.best,
+                        "median": s.median,
+                        "n_top": s.n_top,
+                    }
+                    for s in f.levels
+                ],
+                "sentence": f.sentence,
+            }
+            for f in levers.findings
+        ],
+        "climb": None if diagnosis is None else dict(diagnosis.climb_data) or None,
+        "domain_shift": None
+        if shift is None
+        else {
+            "measured": shift.measured,
+            "overall": shift.overall,
+            "level": shift.level,
+            "layers": [{"layer": name, "score": score} for name, score in shift.layers],
+            "sentence": shift.sentence,
+        },
+    }
+
+
 def _diagnosis_summary(info: ReportInfo) -> dict[str, Any] | None:
     diagnosis = info.diagnosis
     if diagnosis is None:
         return None
-    shift = diagnosis.domain_shift
     return {
         "sentences": list(diagnosis.sentences),
-        "climb_findings": list(diagnosis.climb_findings),
         "verdict_mix": dict(verdict_mix(info.ranking.rows)),
         "importances": {
-            t.key: {"evaluator": t.evaluator, "values": dict(t.bars)}
+            t.key: {"evaluator": t.evaluator or None, "values": dict(t.bars)}
             for t in diagnosis.importances.targets
         },
-        "domain_shift": {
-            "measured": shift.measured,
-            "overall": shift.overall,
-            "level": shift.level,
-            "layers": dict(shift.layers),
-            "sentence": shift.sentence,
-            "feature_extraction_vs_finetuning": shift.feature_extraction_sentence,
-        },
+        "feature_extraction_vs_finetuning": diagnosis.domain_shift.feature_extraction_sentence,
     }
 
 
@@ -176,13 +211,12 @@ def render_summary_json(info: ReportInfo) -> str:
     return text + "\n"
 
 
-def _trial_summary(row: RankingRow | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
+def _row_dict(row: RankingRow) -> dict[str, Any]:
+    """One trial as typed data: the ranking row, ``best`` and the strategies use it."""
     return {
+        "rank": row.rank,
         "number": row.number,
         "state": row.state,
-        "rank": row.rank,
         "params": dict(row.params),
         "score": row.score,
         "objective_value": row.objective_value,
@@ -191,10 +225,28 @@ def _trial_summary(row: RankingRow | None) -> dict[str, Any] | None:
         "best_epoch": row.best_epoch,
         "final_val_loss": row.final_val_loss,
         "epochs_run": row.epochs_run,
+        "duration_s": row.duration_s,
         "strategy": row.strategy,
-        "prune_reason": row.prune_reason,
-        "prune_epoch": row.prune_epoch,
-        "verdicts": list(row.verdicts),
+        "warmup_epochs": row.warmup_epochs,
+        "prune": None
+        if row.state != "PRUNED"
+        else {"reason": row.prune_reason, "epoch": row.prune_epoch, "detail": row.prune_detail},
+        "fail_reason": row.fail_reason,
+        "verdicts": [
+            {
+                "verdict": d.verdict,
+                "confidence": d.confidence,
+                "evidence": d.evidence,
+                "recommendation": d.recommendation,
+            }
+            for d in (
+                row.verdict_details
+                or tuple(VerdictDetail(v, None, None, None) for v in row.verdicts)
+            )
+        ],
+        "verdicts_source": row.verdicts_source,
+        "datetime_start": row.datetime_start,
+        "datetime_complete": row.datetime_complete,
     }
 
 

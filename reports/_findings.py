@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import optuna
@@ -100,6 +100,8 @@ class DiagnosisInfo:
     """Computed verdicts per trial number (used where a trial stored none)."""
     importances: ImportanceInfo
     domain_shift: DomainShiftInfo
+    climb_data: Mapping[str, Any] = field(default_factory=dict)
+    """The climb summary as data (counts, climbed trials, findings with their splits)."""
 
 
 def run_diagnosis(study: optuna.Study) -> StudyDiagnosis:
@@ -131,6 +133,7 @@ def get_diagnosis_info(
         },
         importances=get_importance_info(diagnosis),
         domain_shift=get_domain_shift_info(diagnosis),
+        climb_data=climb.to_dict(),
     )
 
 

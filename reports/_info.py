@@ -21,6 +21,7 @@ from thaw.reports._findings import (
     run_diagnosis,
     with_verdicts,
 )
+from thaw.reports._levers import LeverInfo, get_lever_info
 from thaw.reports._ranking import RankingInfo, get_ranking_info
 from thaw.reports._summary import (
     AnswerInfo,
@@ -48,6 +49,8 @@ class ReportInfo:
     """``None`` when the report was built with ``diagnose=False``."""
     determinism: DeterminismInfo | None = None
     top_n: int = 5
+    levers: LeverInfo | None = None
+    """Parameter levels the best trials share (controlled comparison); see ``_levers``."""
 
 
 def get_report_info(
@@ -84,4 +87,5 @@ def get_report_info(
         diagnosis=diagnosis,
         determinism=get_determinism_info(attrs),
         top_n=top_n,
+        levers=get_lever_info(ranking),
     )

@@ -24,7 +24,7 @@ from thaw.reports._blocks import (
     html_section,
     md_block,
 )
-from thaw.reports._charts import CurveSeries, CurvesInfo, ParamScatter
+from thaw.reports._charts import CurveSeries, CurvesInfo, ParamScatter, get_answer_curves
 from thaw.reports._findings import DiagnosisInfo, ImportanceInfo, verdict_mix
 from thaw.reports._format import (
     MISSING,
@@ -38,8 +38,9 @@ from thaw.reports._format import (
     truncate,
 )
 from thaw.reports._info import ReportInfo
+from thaw.reports._levers import level_words
 from thaw.reports._ranking import RankingInfo, RankingRow
-from thaw.reports._summary import NOT_RECORDED, AnswerInfo, StrategyComparison
+from thaw.reports._summary import NOT_RECORDED, AnswerInfo
 from thaw.reports._svg import render_curves_svg, render_scatter_svg
 
 MD_REASON_WIDTH = 48
@@ -59,7 +60,12 @@ def render_markdown(info: ReportInfo, diagnosis_markdown: str | None = None) -> 
     already-escaped Markdown.
     """
     out = [f"# thaw report: {md_escape(info.study_name)}", md_escape(_subtitle(info))]
-    for section in _sections(info):
+    sections = _sections(info)
+    out.append(
+        "Contents: "
+        + " · ".join(f"[{md_escape(s.title)}](#{_md_anchor(s.title)})" for s in sections)
+    )
+    for section in sections:
         out.append(f"## {md_escape(section.title)}")
         out += [md_block(block) for block in section.blocks if block.only != "html"]
         if section.key == "answer" and diagnosis_markdown is not None:
@@ -81,8 +87,10 @@ def render_html(
     escaped as preformatted text.
     """
     title = f"thaw report: {info.study_name}"
-    out = html_head(title, _subtitle(info))
-    for section in _sections(info):
+    sections = _sections(info)
+    toc = tuple((section.key, section.title) for section in sections)
+    out = html_head(title, _subtitle(info), toc)
+    for section in sections:
         out += html_section(section)
         if section.key == "answer" and (diagnosis_html is not None or diagnosis_markdown):
             out.append('<section class="diagnosis">')
@@ -109,9 +117,15 @@ def _subtitle(info: ReportInfo) -> str:
     )
 
 
+def _md_anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, spaces to hyphens, punctuation dropped."""
+    return "".join(c for c in title.lower().replace(" ", "-") if c.isalnum() or c in "-_")
+
+
 def _sections(info: ReportInfo) -> list[Section]:
     return [
         Section("answer", "Answer", _answer_blocks(info)),
+        Section("why", "Why: diagnosis", _why_blocks(info)),
         Section("ranking", "Ranking", _ranking_blocks(info)),
         Section("curves", "Learning curves", _curves_blocks(info.curves)),
         Section("params", "Parameters against best validation loss", _param_blocks(info)),
@@ -120,7 +134,25 @@ def _sections(info: ReportInfo) -> list[Section]:
     ]
 
 
+STRATEGY_GLOSS = {
+    "full fine-tuning": "every layer trains, learning rate 1e-3",
+    "partial fine-tuning": "only the top layers train, learning rate 1e-4",
+    "feature extraction": "the pretrained model stays frozen, only the new head trains",
+}
+"""One-line glosses of the textbook strategies, shown at their first use."""
+SHIFT_WORDS = {
+    "low": "to the pretrained model, your images look much like its pretraining images",
+    "moderate": "to the pretrained model, your images differ somewhat from its pretraining images",
+    "high": "to the pretrained model, your images differ clearly from its pretraining images",
+    "unknown": "measured per layer only, without an overall score",
+}
+MAX_WHY = 3
+"""Findings on the first screen."""
+
+
 def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
+    """The first screen: what to use, how much better than the textbook strategies, why,
+    the domain shift in words, one chart. About a dozen lines."""
     answer = info.answer
     blocks: list[Block] = []
     best, overall = answer.best, answer.best_overall
@@ -139,16 +171,204 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
     else:
         blocks.append(
             Para(
-                f"Best configuration: trial {best.number} "
-                f"({answer.score_label} {fmt_num(best.score)}).",
+                f"Use trial {best.number}: {_config_text(info.ranking, best, answer)}.",
                 lead=True,
                 id="best-configuration",
             )
         )
-        blocks.append(_params_table(info.ranking, best, answer))
-        blocks.append(Bullets(_best_facts(best, overall, answer)))
-    blocks += _strategy_blocks(answer)
-    if info.diagnosis is not None and answer.n_trials:
+        gloss = _config_gloss(best)
+        if gloss:
+            blocks.append(Para(gloss, cls="gloss", id="config-gloss"))
+        blocks.append(Para(_result_text(best, answer), id="best-result"))
+    versus = _versus_lines(answer)
+    if versus:
+        blocks.append(Bullets(versus, id="versus-strategies"))
+    why = _why_lines(info)
+    if why:
+        blocks.append(Para("Why:", id="why-lead"))
+        blocks.append(Bullets(why, id="answer-why"))
+    shift = _shift_words(info)
+    if shift:
+        blocks.append(Para(shift, id="domain-shift-words"))
+    if best is not None and overall is not None and overall.number != best.number:
+        better = "higher" if answer.maximize else "lower"
+        blocks.append(
+            Para(
+                f"Pruned trial {overall.number} reached a {better} {answer.score_label} "
+                f"({fmt_num(overall.score)}) before it was stopped {_stop_text(overall)}; "
+                "its configuration may deserve a full run.",
+                cls="note",
+            )
+        )
+    chart = _answer_chart(info)
+    if chart is not None:
+        blocks.append(chart)
+    blocks.append(Para(_counts_sentence(answer), id="trial-counts"))
+    return tuple(blocks)
+
+
+def _config_text(ranking: RankingInfo, best: RankingRow, answer: AnswerInfo) -> str:
+    parts = []
+    for column in ranking.param_columns:
+        if column.name not in best.params:
+            continue
+        text = f"{column.name} {fmt_value(best.params[column.name])}"
+        if column.name == "unfrozen_layers" and answer.num_layers is not None:
+            text += f" of {answer.num_layers}"
+        parts.append(text)
+    if best.warmup_epochs is not None:
+        parts.append(f"warmup_epochs {best.warmup_epochs}")
+    if best.strategy is not None:
+        parts.append(f"(the textbook strategy {best.strategy})")
+    return ", ".join(parts) if parts else "no parameters recorded"
+
+
+def _config_gloss(best: RankingRow) -> str:
+    """One line of plain words for the parameters whose names are jargon."""
+    glosses = []
+    if "unfrozen_layers" in best.params:
+        glosses.append(
+            "unfrozen_layers: layers with weights, counted from the top, that train "
+            "(0: only the new classification head trains)"
+        )
+    mode = best.params.get("batchnorm")
+    if mode is not None:
+        glosses.append(f"batchnorm {mode}: {level_words('batchnorm', str(mode))}")
+    if "weight_decay" in best.params:
+        glosses.append("weight_decay: a penalty that keeps weights small")
+    return "; ".join(glosses) + "." if glosses else ""
+
+
+def _result_text(best: RankingRow, answer: AnswerInfo) -> str:
+    at = f" at epoch {best.best_epoch}" if best.best_epoch is not None else ""
+    if best.epochs_run is not None and best.best_epoch is not None:
+        at += f" of {best.epochs_run}"
+    accuracy = (
+        f", with validation accuracy {_num3(best.val_accuracy_at_best)}"
+        if best.val_accuracy_at_best is not None
+        else ""
+    )
+    lead = ""
+    if answer.maximize:
+        lead = f"It reached {answer.score_label} {fmt_num(best.score)}. "
+    return (
+        f"{lead}Its validation loss (the error on held-out images the model never trains on; "
+        f"lower is better) is {_num3(best.best_val_loss)}{at}{accuracy}."
+    )
+
+
+def _versus_lines(answer: AnswerInfo) -> tuple[str, ...]:
+    best = answer.best
+    if best is None:
+        return ()
+    lines = []
+    for s in answer.strategies:
+        if s.number == best.number:
+            continue
+        gloss = STRATEGY_GLOSS.get(s.strategy)
+        name = (
+            f"{s.strategy} ({gloss}; trial {s.number})"
+            if gloss
+            else f"{s.strategy} (trial {s.number})"
+        )
+        if s.state == "PRUNED":
+            name += ", pruned"
+        parts = []
+        if answer.maximize and best.score is not None and s.score is not None:
+            parts.append(
+                f"{answer.score_label} {best.score - s.score:+.3g} "
+                f"({_num3(best.score)} against {_num3(s.score)})"
+            )
+        if s.loss_ratio is not None and s.best_val_loss is not None:
+            if s.loss_ratio >= 1:
+                parts.append(
+                    f"{_ratio(s.loss_ratio)} lower validation loss "
+                    f"({_num3(best.best_val_loss)} against {_num3(s.best_val_loss)})"
+                )
+            else:
+                parts.append(
+                    f"{_ratio(1 / s.loss_ratio)} higher validation loss "
+                    f"({_num3(best.best_val_loss)} against {_num3(s.best_val_loss)})"
+                )
+        elif s.best_val_loss is None:
+            parts.append("no validation loss recorded for the strategy")
+        if s.accuracy_difference is not None and s.val_accuracy_at_best is not None:
+            parts.append(
+                f"accuracy {s.accuracy_difference:+.2f} "
+                f"({_num3(best.val_accuracy_at_best)} against {_num3(s.val_accuracy_at_best)})"
+            )
+        if parts:
+            lines.append(f"Against {name}: " + ", ".join(parts) + ".")
+    return tuple(lines)
+
+
+def _why_lines(info: ReportInfo) -> tuple[str, ...]:
+    lines: list[str] = []
+    if info.levers is not None:
+        lines += [f.brief or f.sentence for f in info.levers.findings[: MAX_WHY - 1]]
+    if info.diagnosis is not None and info.answer.n_trials:
+        lines.append(info.diagnosis.sentences[0])
+    return tuple(lines[:MAX_WHY])
+
+
+def _shift_words(info: ReportInfo) -> str:
+    if info.diagnosis is None:
+        return ""
+    shift = info.diagnosis.domain_shift
+    if not shift.measured:
+        return (
+            "Domain shift (how different your images look to the pretrained model from its "
+            "pretraining images) was not measured."
+        )
+    score = f"{shift.overall:.2f}, " if shift.overall is not None else ""
+    words = SHIFT_WORDS.get(shift.level, shift.level)
+    text = (
+        f"Domain shift: {score}{shift.level}. {words[0].upper()}{words[1:]} "
+        "(0 would mean no difference)"
+    )
+    names = [name for name, _ in shift.layers[:2]]
+    if names:
+        text += f"; the most shifted layers are {' and '.join(names)}"
+    return text + "."
+
+
+def _answer_chart(info: ReportInfo) -> Figure | None:
+    best = info.answer.best
+    if best is None:
+        return None
+    curves = get_answer_curves(info.curves, best.number)
+    if not curves.series or all(s.number != best.number for s in curves.series):
+        return None
+    others = len(curves.series) - 1
+    title = f"Trial {best.number} against the textbook strategies: validation loss per epoch"
+    svg = render_curves_svg(curves, train=False, title=title)
+    if not svg:
+        return None
+    caption = (
+        f"Validation loss per epoch of trial {best.number} (the answer)"
+        + (
+            f" and the {others} textbook strategy trial{'s' if others != 1 else ''}"
+            if others
+            else ""
+        )
+        + "; markers are best epochs, a cross is where a pruned trial stopped"
+        + ("; log scale." if curves.y_log else ".")
+    )
+    return Figure(svg, caption, id="answer-chart")
+
+
+def _num3(value: float | None) -> str:
+    """Three significant digits for the plain-words screen."""
+    return MISSING if value is None else f"{value:.3g}"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x"
+
+
+def _why_blocks(info: ReportInfo) -> tuple[Block, ...]:
+    blocks: list[Block] = []
+    if info.diagnosis is not None and info.answer.n_trials:
         blocks.append(
             Para(
                 "Diagnosis: " + " ".join(info.diagnosis.sentences),
@@ -156,102 +376,69 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
                 cls="summary",
             )
         )
-    blocks.append(Bullets((_counts_sentence(answer),)))
+    blocks += _lever_blocks(info)
+    if info.diagnosis is not None:
+        if info.diagnosis.climb_findings:
+            blocks.append(Heading("Where validation loss climbed", id="climb"))
+            blocks.append(Bullets(info.diagnosis.climb_findings, id="climb-findings"))
+        blocks += _domain_shift_blocks(info.diagnosis)
+        blocks += _importance_blocks(info.diagnosis)
+    if not blocks:
+        blocks.append(Para("No diagnosis: the report was written without one."))
     return tuple(blocks)
 
 
-def _params_table(ranking: RankingInfo, best: RankingRow, answer: AnswerInfo) -> Table:
-    rows = []
-    for column in ranking.param_columns:
-        if column.name not in best.params:
-            continue
-        text = fmt_value(best.params[column.name])
-        if column.name == "unfrozen_layers" and answer.num_layers is not None:
-            text += f" of {answer.num_layers} layers with weights"
-        rows.append((column.name, text))
-    if best.warmup_epochs is not None:
-        rows.append(("warmup_epochs", str(best.warmup_epochs)))
-    return Table(("parameter", "value"), ("left", "left"), tuple(rows), id="best-params")
-
-
-def _best_facts(
-    best: RankingRow, overall: RankingRow | None, answer: AnswerInfo
-) -> tuple[str, ...]:
-    facts = []
-    at_epoch = f" at epoch {best.best_epoch}" if best.best_epoch is not None else ""
-    accuracy = (
-        f", val accuracy {fmt_num(best.val_accuracy_at_best)} at that epoch"
-        if best.val_accuracy_at_best is not None
-        else ""
-    )
-    facts.append(f"Best val loss {fmt_num(best.best_val_loss)}{at_epoch}{accuracy}.")
-    if best.final_val_loss is not None or best.epochs_run is not None:
-        facts.append(
-            f"Final val loss {fmt_num(best.final_val_loss)} after "
-            f"{_plural(best.epochs_run, 'epoch')}."
-        )
-    if best.strategy is not None:
-        facts.append(f"This is the textbook strategy trial '{best.strategy}'.")
-    if best.verdicts:
-        source = " (computed by the diagnosis)" if best.verdicts_source == "computed" else ""
-        facts.append(f"Verdicts{source}: {', '.join(best.verdicts)}.")
-    if overall is not None and overall.number != best.number:
-        better = "higher" if answer.maximize else "lower"
-        facts.append(
-            f"Pruned trial {overall.number} reached a {better} {answer.score_label} "
-            f"({fmt_num(overall.score)}) before it was stopped {_stop_text(overall)}; "
-            "its configuration may deserve a full run."
-        )
-    return tuple(facts)
-
-
-def _strategy_blocks(answer: AnswerInfo) -> list[Block]:
-    if not answer.strategies:
+def _lever_blocks(info: ReportInfo) -> list[Block]:
+    levers = info.levers
+    if levers is None:
         return []
-    searched = answer.best_searched
-    if searched is None:
-        lead = (
-            "No searched (non-strategy) trial completed, so the textbook strategies cannot "
-            "be compared with the search yet."
+    if not levers.findings:
+        return [
+            Heading("What the best trials share", id="levers"),
+            Para(
+                f"No parameter level sets the best {levers.top_k} trials apart yet "
+                f"({_plural(levers.n_scored, 'scored trial')})."
+            ),
+        ]
+    rows = []
+    for f in levers.findings:
+        elsewhere = "; ".join(
+            f"{lv.level}: {_num3(lv.best)} ({_plural(lv.n_trials, 'trial')})"
+            for lv in f.levels
+            if lv.level != f.level
         )
-    else:
-        comparable = [s for s in answer.strategies if s.search_advantage is not None]
-        wins = [s for s in comparable if s.search_advantage is not None and s.search_advantage > 0]
-        lead = (
-            f"The best searched configuration (trial {searched.number}, "
-            f"{answer.score_label} {fmt_num(searched.score)}) beat {len(wins)} of "
-            f"{_plural(len(comparable), 'textbook strategy trial')}."
+        rows.append(
+            (
+                f.param,
+                f.level,
+                f"{f.n_top} of {f.top_k}",
+                _num3(f.best_inside),
+                elsewhere or MISSING,
+                f"{f.pairs_won} of {f.pairs}",
+            )
         )
-        ahead = [s for s in comparable if (s.search_advantage or 0.0) < 0]
-        if ahead:
-            # The strategy the search trails most (largest negative advantage).
-            top = min(ahead, key=lambda s: (s.search_advantage or 0.0, s.number))
-            lead += f" Still ahead of it: {top.strategy} (trial {top.number})."
-    rows = tuple(_strategy_row(s, answer) for s in answer.strategies)
-    headers = ["strategy", "trial", "state", "rank"]
-    aligns: list[Align] = ["left", "right", "left", "right"]
-    if answer.maximize:
-        headers.append(answer.score_label)
-        aligns.append("right")
-    headers += ["best val loss", "val acc", "search vs strategy"]
-    aligns += ["right", "right", "left"]
-    return [Para(lead), Table(tuple(headers), tuple(aligns), rows)]
-
-
-def _strategy_row(s: StrategyComparison, answer: AnswerInfo) -> tuple[str, ...]:
-    if s.search_advantage is None:
-        verdict = MISSING
-    elif s.search_advantage > 0:
-        verdict = f"search better by {fmt_num(s.search_advantage)}"
-    elif s.search_advantage < 0:
-        verdict = f"strategy better by {fmt_num(-s.search_advantage)}"
-    else:
-        verdict = "tie"
-    cells = [s.strategy, str(s.number), s.state.lower(), fmt_num(s.rank)]
-    if answer.maximize:
-        cells.append(fmt_num(s.score))
-    cells += [fmt_num(s.best_val_loss), fmt_num(s.val_accuracy_at_best), verdict]
-    return tuple(cells)
+    return [
+        Heading("What the best trials share", id="levers"),
+        Para(
+            "Each row is a parameter level most of the best trials use, compared with the "
+            "others: the best score at each level, and like-for-like pairs (each trial outside "
+            "the level against its nearest trial inside it on all other parameters)."
+        ),
+        Table(
+            (
+                "parameter",
+                "level",
+                "best trials",
+                "best there",
+                "best at other levels",
+                "pairs won",
+            ),
+            ("left", "left", "right", "right", "left", "right"),
+            tuple(rows),
+            text_columns=frozenset({4}),
+            id="lever-table",
+        ),
+    ]
 
 
 def _counts_sentence(answer: AnswerInfo) -> str:
@@ -263,7 +450,15 @@ def _counts_sentence(answer: AnswerInfo) -> str:
     parts.append(f"{answer.n_failed} failed")
     if answer.n_unfinished:
         parts.append(f"{answer.n_unfinished} still running or waiting (not ranked)")
-    return f"{_plural(answer.n_trials, 'trial')}: " + ", ".join(parts) + "."
+    return (
+        f"{_plural(answer.n_trials, 'trial')}: "
+        + ", ".join(parts)
+        + (
+            ". Pruned: stopped early by thaw, ranked by the best value reached before stopping."
+            if answer.n_pruned
+            else "."
+        )
+    )
 
 
 def _ranking_blocks(info: ReportInfo) -> tuple[Block, ...]:
@@ -322,6 +517,81 @@ def _verdict_detail_blocks(info: ReportInfo) -> list[Block]:
 
 
 def _ranking_table(ranking: RankingInfo, target: Literal["md", "html"]) -> Table:
+    return _ranking_table_md(ranking) if target == "md" else _ranking_table_html(ranking)
+
+
+def _ranking_table_html(ranking: RankingInfo) -> Table:
+    """Few columns that fit 1280 px (and wrap on a phone); the rest folded per row."""
+    rows = ranking.rows
+    headers = ["rank", "trial"]
+    aligns: list[Align] = ["right", "left"]
+    if ranking.maximize:
+        headers.append(f"best {ranking.objective_metric}")
+        aligns.append("right")
+    headers += ["best val loss", "val acc", "verdict"]
+    aligns += ["right", "right", "left"]
+    body = []
+    for r in rows:
+        cells = [fmt_num(r.rank), _trial_cell(r)]
+        if ranking.maximize:
+            cells.append(fmt_num(r.objective_value))
+        cells += [fmt_num(r.best_val_loss), fmt_num(r.val_accuracy_at_best), _verdict_cell(r)]
+        body.append(tuple(cells))
+    return Table(
+        headers=tuple(headers),
+        aligns=tuple(aligns),
+        rows=tuple(body),
+        row_classes=tuple(
+            f"state-{r.state.lower()}" + (" rank-1" if r.rank == 1 else "") for r in rows
+        ),
+        text_columns=frozenset({1, len(headers) - 1}),
+        only="html",
+        id="ranking-table",
+        folds=tuple(("config", _row_details(r, ranking)) for r in rows),
+    )
+
+
+def _trial_cell(row: RankingRow) -> str:
+    text = str(row.number)
+    if row.strategy is not None:
+        text += f" {row.strategy}"
+    if row.state == "PRUNED":
+        text += f", pruned {_stop_text(row)}"
+    elif row.state == "FAIL":
+        text += ", failed"
+    return text
+
+
+def _row_details(row: RankingRow, ranking: RankingInfo) -> tuple[tuple[str, str], ...]:
+    items = [
+        (column.name, fmt_value(row.params[column.name]))
+        for column in ranking.param_columns
+        if column.name in row.params
+    ]
+    if row.warmup_epochs is not None:
+        items.append(("warmup_epochs", str(row.warmup_epochs)))
+    items.append(("best epoch", f"{fmt_num(row.best_epoch)} of {fmt_num(row.epochs_run)} run"))
+    items.append(("final val loss", fmt_num(row.final_val_loss)))
+    if row.duration_s is not None:
+        items.append(("time", f"{fmt_seconds(row.duration_s)} s"))
+    if row.state == "PRUNED" and row.prune_detail:
+        items.append(("pruned because", one_line(row.prune_detail)))
+    if row.fail_reason:
+        items.append(("failed because", one_line(row.fail_reason)))
+    for detail in row.verdict_details:
+        text = detail.verdict
+        if detail.confidence is not None:
+            text += f" (confidence {detail.confidence:.2f})"
+        if detail.evidence:
+            text += f": {one_line(detail.evidence)}"
+        if detail.recommendation:
+            text += f". Try: {one_line(detail.recommendation)}"
+        items.append(("verdict", text))
+    return tuple(items)
+
+
+def _ranking_table_md(ranking: RankingInfo) -> Table:
+    target: Literal["md", "html"] = "md"
     rows = ranking.rows
     columns: list[tuple[str, Align, list[str]]] = [
         ("rank", "right", [fmt_num(r.rank) for r in rows]),
@@ -497,8 +767,6 @@ def _param_blocks(info: ReportInfo) -> tuple[Block, ...]:
         blocks.append(Figures(tuple(figures)))
     else:
         blocks.append(Para("No trial recorded a validation loss to plot.", only="html"))
-    if info.diagnosis is not None:
-        blocks += _importance_blocks(info.diagnosis)
     return tuple(blocks)
 
 
@@ -548,9 +816,6 @@ def _importance_blocks(diagnosis: DiagnosisInfo) -> list[Block]:
                 id="importance-table",
             )
         )
-    if diagnosis.climb_findings:
-        blocks.append(Para("Where validation loss climbed:"))
-        blocks.append(Bullets(diagnosis.climb_findings))
     return blocks
 
 
@@ -632,7 +897,6 @@ _CODE_ENTRIES = frozenset({"config hash", "data fingerprint", "storage"})
 def _manifest_blocks(info: ReportInfo) -> tuple[Block, ...]:
     blocks: list[Block] = []
     if info.diagnosis is not None:
-        blocks += _domain_shift_blocks(info.diagnosis)
         blocks.append(Heading("Versions, settings and provenance", id="provenance"))
     if info.determinism is not None:
         cls = None if info.determinism.deterministic else "note"

@@ -7,7 +7,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from thaw.reports._attrs import as_int, as_str, dig
@@ -66,6 +66,10 @@ class StrategyComparison:
     val_accuracy_at_best: float | None
     search_advantage: float | None
     """How much better the best searched trial's score is (positive: the search wins)."""
+    loss_ratio: float | None = None
+    """The strategy's best val loss divided by the answer's (2.0: the answer's loss is half)."""
+    accuracy_difference: float | None = None
+    """The answer's val accuracy at its best epoch minus the strategy's (positive: better)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ class ManifestInfo:
     config_hash: str | None
     seed: str | None
     storage_url: str | None
+    values: Mapping[str, Any] = field(default_factory=dict)
+    """The manifest as typed data under stable snake_case keys (summary.json)."""
 
 
 def get_answer_info(ranking: RankingInfo, study_attrs: Mapping[str, Any]) -> AnswerInfo:
@@ -134,7 +140,7 @@ def get_answer_info(ranking: RankingInfo, study_attrs: Mapping[str, Any]) -> Ans
         (row for row in ranked if row.state == "COMPLETE" and row.strategy is None), None
     )
     strategies = tuple(
-        _compare(row, best_searched, ranking.maximize)
+        _compare(row, best_searched, ranking.maximize, best)
         for row in sorted(
             (r for r in ranking.rows if r.strategy is not None),
             key=lambda r: (_strategy_order(r.strategy), r.strategy or "", r.number),
@@ -257,13 +263,68 @@ def get_manifest_info(
         entries += [(key, manifest_text(manifest[key])) for key in keys]
     else:
         entries.append(("versions", manifest_text(None)))
+    determinism = get_determinism_info(study_attrs)
+    values: dict[str, Any] = {
+        "study_name": study_name,
+        "thaw_version": _json_value(study_attrs.get("thaw:version")),
+        "objective_metric": as_str(study_attrs.get("thaw:objective_metric")),
+        "config_hash": config_hash,
+        "data_fingerprint": fingerprint,
+        "class_names": [str(c) for c in class_names] if isinstance(class_names, list) else None,
+        "train_counts": _int_list(dig(data, "train_counts")),
+        "val_counts": _int_list(dig(data, "val_counts")),
+        "seed": _json_value(seed_value),
+        "sampler": _json_value(_first(config, _SAMPLER_PATHS)),
+        "pruner": _json_value(_first(config, _PRUNER_PATHS)),
+        "model": _json_value(_first(config, _MODEL_PATHS)),
+        "num_layers": as_int(study_attrs.get("thaw:num_layers")),
+        "deterministic": determinism.deterministic,
+        "determinism_reason": determinism.reason,
+        "storage_url": storage_url_masked,
+        "versions": {_snake(str(k)): _json_value(v) for k, v in manifest.items()}
+        if isinstance(manifest, Mapping)
+        else None,
+    }
     return ManifestInfo(
         entries=tuple(entries),
         data_fingerprint=fingerprint,
         config_hash=config_hash,
         seed=seed,
         storage_url=storage_url_masked,
+        values=values,
     )
+
+
+def _snake(key: str) -> str:
+    """A stable snake_case identifier for a manifest key (``Device Name`` -> ``device_name``)."""
+    return re.sub(r"[^0-9a-z]+", "_", key.lower()).strip("_") or "key"
+
+
+def _int_list(value: Any) -> list[int] | None:
+    if isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return list(value)
+    return None
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as typed JSON data: a string holding a JSON object or list is parsed."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text[:1] in ("{", "[") and text[-1:] in ("}", "]"):
+            try:
+                return json.loads(text)
+            except ValueError:
+                return value
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return str(value)
 
 
 def mask_password(url: str) -> str:
@@ -278,8 +339,22 @@ def mask_password(url: str) -> str:
 
 
 def _compare(
-    row: RankingRow, best_searched: RankingRow | None, maximize: bool
+    row: RankingRow,
+    best_searched: RankingRow | None,
+    maximize: bool,
+    best: RankingRow | None = None,
 ) -> StrategyComparison:
+    ratio: float | None = None
+    accuracy: float | None = None
+    if best is not None:
+        if (
+            best.best_val_loss is not None
+            and row.best_val_loss is not None
+            and best.best_val_loss > 0
+        ):
+            ratio = row.best_val_loss / best.best_val_loss
+        if best.val_accuracy_at_best is not None and row.val_accuracy_at_best is not None:
+            accuracy = best.val_accuracy_at_best - row.val_accuracy_at_best
     advantage: float | None = None
     if best_searched is not None and best_searched.score is not None and row.score is not None:
         diff = best_searched.score - row.score
@@ -293,6 +368,8 @@ def _compare(
         best_val_loss=row.best_val_loss,
         val_accuracy_at_best=row.val_accuracy_at_best,
         search_advantage=advantage,
+        loss_ratio=ratio,
+        accuracy_difference=accuracy,
     )
 
 

@@ -32,6 +32,8 @@ AXIS_COLOUR = "#333333"
 GRID_COLOUR = "#dddddd"
 FONT = "Helvetica, Arial, sans-serif"
 FONT_SIZE = 12
+SCATTER_FONT = 15
+"""Scatter charts are 480 units wide: 15-unit text is >= 10 px on a 390 px phone."""
 LEGEND_ROW = 18
 DASHES = ("", "7 4", "2 3", "9 3 2 3", "4 4", "1 2")
 """Dash patterns per series, so lines differ in greyscale print too."""
@@ -133,11 +135,11 @@ def _with_margin(lo: float, hi: float, log: bool, frac: float = 0.03) -> tuple[f
     return lo - pad, hi + pad
 
 
-def _open_svg(width: int, height: int, title: str) -> list[str]:
+def _open_svg(width: int, height: int, title: str, font_size: int = FONT_SIZE) -> list[str]:
     return [
         f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="{html_escape(title)}" font-family="{FONT}" '
-        f'font-size="{FONT_SIZE}">',
+        f'font-size="{font_size}">',
         f"<title>{html_escape(title)}</title>",
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
     ]
@@ -151,8 +153,10 @@ def _axes(
     x_label: str,
     y_label: str,
     x_tick_labels: Sequence[str] | None = None,
+    font_size: int = FONT_SIZE,
 ) -> list[str]:
     """Grid, axis lines, tick labels and axis titles for the plot area x.start..x.end."""
+    k = font_size / FONT_SIZE
     left, right, bottom, top = x.start, x.end, y.start, y.end
     out = ['<g class="grid" stroke="#dddddd" stroke-width="1">']
     out += [
@@ -172,7 +176,7 @@ def _axes(
             f'stroke="{AXIS_COLOUR}"/>'
         )
         out.append(
-            f'<text x="{_n(px)}" y="{_n(bottom + 18)}" text-anchor="middle">'
+            f'<text x="{_n(px)}" y="{_n(bottom + 18 * k)}" text-anchor="middle">'
             f"{html_escape(truncate(label, 14))}</text>"
         )
     for tick in y_ticks:
@@ -182,16 +186,16 @@ def _axes(
             f'stroke="{AXIS_COLOUR}"/>'
         )
         out.append(
-            f'<text x="{_n(left - 8)}" y="{_n(py + 4)}" text-anchor="end">'
+            f'<text x="{_n(left - 8)}" y="{_n(py + 4 * k)}" text-anchor="end">'
             f"{html_escape(_tick_text(tick))}</text>"
         )
     out.append("</g>")
     mid_x, mid_y = (left + right) / 2, (top + bottom) / 2
     out.append(
-        f'<text x="{_n(mid_x)}" y="{_n(bottom + 40)}" text-anchor="middle" '
+        f'<text x="{_n(mid_x)}" y="{_n(bottom + 40 * k)}" text-anchor="middle" '
         f'font-weight="bold">{html_escape(x_label)}</text>'
     )
-    y_pos = _n(left - 52)
+    y_pos = _n(left - 52 * k)
     out.append(
         f'<text x="{y_pos}" y="{_n(mid_y)}" text-anchor="middle" font-weight="bold" '
         f'transform="rotate(-90 {y_pos} {_n(mid_y)})">{html_escape(y_label)}</text>'
@@ -199,19 +203,51 @@ def _axes(
     return out
 
 
-def render_curves_svg(info: CurvesInfo) -> str:
-    """Validation (solid) and training (dashed) loss per epoch, one colour per trial.
+SERIES_COLOURS = OKABE_ITO[:7]
+"""Line colours in order (Okabe-Ito without yellow, which is too weak on white)."""
+MARKERS = ("circle", "square", "triangle", "diamond", "down")
+"""Best-epoch marker shapes per series (with colour and dash they tell series apart)."""
+CHART_FONT = 16
+"""Font size of the wide charts (viewBox units): at a 390 px phone width they still show
+text >= 10 px, since the viewBox is at most :data:`CHART_WIDTH` wide."""
+CHART_WIDTH = 560
 
-    A filled dot marks each trial's best epoch; a cross marks where a pruned trial stopped.
-    Returns an empty string when there is nothing to draw.
+
+def series_style(index: int) -> tuple[str, str, str]:
+    """``(colour, dash pattern, marker)`` of the ``index``-th series: the three cycle at
+    different lengths (7, 6, 5), so any two of the first 42 series differ in something."""
+    return (
+        SERIES_COLOURS[index % len(SERIES_COLOURS)],
+        DASHES[index % len(DASHES)],
+        MARKERS[index % len(MARKERS)],
+    )
+
+
+def render_curves_svg(info: CurvesInfo, *, train: bool = True, title: str | None = None) -> str:
+    """Validation loss per epoch (thick line), one colour, dash pattern and marker per trial;
+    with ``train``, training loss as a thin faded line of the same colour.
+
+    The series' marker sits on its best epoch; a cross marks where a pruned trial stopped.
+    The legend is below the plot, so the chart stays legible on a phone. Returns an empty
+    string when there is nothing to draw.
     """
-    values = [v for s in info.series for v in (*s.val_loss, *s.train_loss) if v is not None]
+    values = [
+        v
+        for s in info.series
+        for v in (*s.val_loss, *(s.train_loss if train else ()))
+        if v is not None
+    ]
     if not values or info.max_epoch == 0:
         return ""
-    legend_rows = len(info.series) + 5
-    width, left, right_margin, top, bottom_margin = 780, 72, 250, 16, 58
-    height = max(400, top + LEGEND_ROW * legend_rows + bottom_margin)
-    right, bottom = width - right_margin, height - bottom_margin
+    fs = CHART_FONT
+    row = round(fs * 1.5)
+    width, left, right, top = CHART_WIDTH, 84, CHART_WIDTH - 16, 14
+    plot_h = 260
+    bottom = top + plot_h
+    legend_top = bottom + 3 * fs + 12
+    n_keys = 3 if train else 2
+    n_rows = len(info.series) + n_keys
+    height = legend_top + row * n_rows + 8
 
     y_lo, y_hi, y_ticks = _axis_ticks(min(values), max(values), info.y_log)
     max_epoch = info.max_epoch
@@ -222,65 +258,93 @@ def render_curves_svg(info: CurvesInfo) -> str:
     x = _Scale(x_lo, x_hi, False, left, right)
     y = _Scale(*_with_margin(y_lo, y_hi, info.y_log), info.y_log, bottom, top)
 
-    out = _open_svg(width, height, "Learning curves: loss per epoch")
-    out += _axes(x, y, x_ticks, y_ticks, info.x_label, info.y_label)
+    out = _open_svg(width, height, title or "Learning curves: loss per epoch", fs)
+    out += _axes(x, y, x_ticks, y_ticks, info.x_label, info.y_label, font_size=fs)
     for i, series in enumerate(info.series):
-        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        colour, dash, marker = series_style(i)
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         out.append(f'<g class="series" stroke="{colour}" fill="{colour}">')
         out.append(f"<title>{html_escape(_series_title(series))}</title>")
-        out += _polyline(
-            series.epochs, series.train_loss, x, y, 'stroke-width="1.5" stroke-dasharray="6 4"'
-        )
-        out += _polyline(series.epochs, series.val_loss, x, y, 'stroke-width="2.2"')
+        if train:
+            out += _polyline(
+                series.epochs, series.train_loss, x, y, 'stroke-width="1.2" stroke-opacity="0.4"'
+            )
+        out += _polyline(series.epochs, series.val_loss, x, y, f'stroke-width="2.6"{dash_attr}')
         best = _value_at(series, series.best_epoch, exact=True)
         if best is not None:
-            out.append(
-                f'<circle cx="{_n(x(best[0]))}" cy="{_n(y(best[1]))}" r="4" stroke="#ffffff" '
-                'stroke-width="1"/>'
-            )
+            out.append(_marker(marker, x(best[0]), y(best[1]), 5.5))
         stop = _value_at(series, series.stopped_epoch, exact=False)
         if stop is not None:
-            out.append(_cross(x(stop[0]), y(stop[1]), 6))
+            out.append(_cross(x(stop[0]), y(stop[1]), 7))
         out.append("</g>")
 
-    lx, ly = right + 18, top + 8
+    lx = 12.0
     out.append('<g class="legend">')
     for i, series in enumerate(info.series):
-        colour = OKABE_ITO[i % len(OKABE_ITO)]
-        row_y = ly + i * LEGEND_ROW
+        colour, dash, marker = series_style(i)
+        row_y = legend_top + i * row
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         out.append(
-            f'<line x1="{_n(lx)}" y1="{_n(row_y)}" x2="{_n(lx + 24)}" y2="{_n(row_y)}" '
-            f'stroke="{colour}" stroke-width="2.2"/>'
+            f'<g stroke="{colour}" fill="{colour}"><line x1="{_n(lx)}" y1="{_n(row_y)}" '
+            f'x2="{_n(lx + 40)}" y2="{_n(row_y)}" stroke-width="2.6"{dash_attr}/>'
+            f"{_marker(marker, lx + 20, row_y, 5.5)}</g>"
         )
         out.append(
-            f'<text x="{_n(lx + 30)}" y="{_n(row_y + 4)}">'
-            f"{html_escape(truncate(_legend_label(series), 34))}</text>"
+            f'<text x="{_n(lx + 50)}" y="{_n(row_y + fs * 0.35)}">'
+            f"{html_escape(truncate(_legend_label(series), 52))}</text>"
         )
-    key_y = ly + (len(info.series) + 0.5) * LEGEND_ROW
-    out.append(
-        f'<line x1="{_n(lx)}" y1="{_n(key_y)}" x2="{_n(lx + 24)}" y2="{_n(key_y)}" '
-        f'stroke="{AXIS_COLOUR}" stroke-width="2.2"/>'
-        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">validation loss</text>'
+    key_y = legend_top + len(info.series) * row
+    keys = [
+        (
+            f'<line x1="{_n(lx)}" y1="{_n(key_y)}" x2="{_n(lx + 40)}" y2="{_n(key_y)}" '
+            f'stroke="{AXIS_COLOUR}" stroke-width="2.6"/>',
+            "validation loss; the marker is the best epoch",
+        )
+    ]
+    if train:
+        keys.append(
+            (
+                f'<line x1="{_n(lx)}" y1="{_n(key_y + row)}" x2="{_n(lx + 40)}" '
+                f'y2="{_n(key_y + row)}" stroke="{AXIS_COLOUR}" stroke-width="1.2" '
+                'stroke-opacity="0.4"/>',
+                "training loss (thin, faded)",
+            )
+        )
+    cross_y = key_y + row * len(keys)
+    keys.append(
+        (
+            f'<g stroke="{AXIS_COLOUR}">{_cross(lx + 20, cross_y, 7)}</g>',
+            "pruned: stopped here",
+        )
     )
-    key_y += LEGEND_ROW
-    out.append(
-        f'<line x1="{_n(lx)}" y1="{_n(key_y)}" x2="{_n(lx + 24)}" y2="{_n(key_y)}" '
-        f'stroke="{AXIS_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
-        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">training loss</text>'
-    )
-    key_y += LEGEND_ROW
-    out.append(
-        f'<circle cx="{_n(lx + 12)}" cy="{_n(key_y)}" r="4" fill="{AXIS_COLOUR}"/>'
-        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">best epoch</text>'
-    )
-    key_y += LEGEND_ROW
-    out.append(
-        f'<g stroke="{AXIS_COLOUR}">{_cross(lx + 12, key_y, 6)}</g>'
-        f'<text x="{_n(lx + 30)}" y="{_n(key_y + 4)}">pruned: stopped here</text>'
-    )
+    for k, (shape, text) in enumerate(keys):
+        out.append(shape)
+        out.append(f'<text x="{_n(lx + 50)}" y="{_n(key_y + k * row + fs * 0.35)}">{text}</text>')
     out.append("</g>")
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _marker(shape: str, cx: float, cy: float, r: float) -> str:
+    edge = 'stroke="#ffffff" stroke-width="1"'
+    if shape == "circle":
+        return f'<circle cx="{_n(cx)}" cy="{_n(cy)}" r="{_n(r)}" {edge}/>'
+    if shape == "square":
+        return (
+            f'<rect x="{_n(cx - r)}" y="{_n(cy - r)}" width="{_n(2 * r)}" '
+            f'height="{_n(2 * r)}" {edge}/>'
+        )
+    if shape == "diamond":
+        return (
+            f'<path d="M{_n(cx)},{_n(cy - r * 1.3)} L{_n(cx + r * 1.3)},{_n(cy)} '
+            f'L{_n(cx)},{_n(cy + r * 1.3)} L{_n(cx - r * 1.3)},{_n(cy)} Z" {edge}/>'
+        )
+    if shape == "down":
+        return (
+            f'<path d="M{_n(cx)},{_n(cy + r * 1.2)} L{_n(cx + r * 1.2)},{_n(cy - r)} '
+            f'L{_n(cx - r * 1.2)},{_n(cy - r)} Z" {edge}/>'
+        )
+    return f'<path d="{_triangle(cx, cy, r * 1.2)}" {edge}/>'
 
 
 def render_scatter_svg(scatter: ParamScatter, y_label: str, y_log: bool) -> str:
@@ -291,8 +355,9 @@ def render_scatter_svg(scatter: ParamScatter, y_label: str, y_log: bool) -> str:
     """
     if not scatter.points:
         return ""
-    width, left, right, top, bottom = 500, 72, 484, 34, 282
-    height = bottom + 58
+    fs = SCATTER_FONT
+    width, left, right, top, bottom = 480, 84, 466, 52, 282
+    height = bottom + 64
     ys = [p.y for p in scatter.points]
     y_lo, y_hi, y_ticks = _axis_ticks(min(ys), max(ys), y_log)
     y = _Scale(*_with_margin(y_lo, y_hi, y_log), y_log, bottom, top + 8)
@@ -311,8 +376,8 @@ def render_scatter_svg(scatter: ParamScatter, y_label: str, y_log: bool) -> str:
         x = _Scale(*_with_margin(x_lo, x_hi, scatter.log_x), scatter.log_x, left, right)
 
     title = f"{scatter.param} against best validation loss"
-    out = _open_svg(width, height, title)
-    out += _axes(x, y, x_ticks, y_ticks, scatter.x_label, y_label, tick_labels)
+    out = _open_svg(width, height, title, fs)
+    out += _axes(x, y, x_ticks, y_ticks, scatter.x_label, y_label, tick_labels, font_size=fs)
     out.append('<g class="points">')
     # Pruned first so completed trials are drawn on top.
     for point in sorted(scatter.points, key=lambda p: (p.state == "COMPLETE", p.number)):
@@ -341,14 +406,14 @@ def render_scatter_svg(scatter: ParamScatter, y_label: str, y_log: bool) -> str:
     out.append("</g>")
     out.append(
         '<g class="legend">'
-        f'<circle cx="{_n(left + 8)}" cy="14" r="4.5" fill="{COMPLETE_COLOUR}"/>'
-        f'<text x="{_n(left + 18)}" y="18">complete</text>'
-        f'<path d="{_triangle(left + 98, 14, 5.5)}" fill="none" stroke="{PRUNED_COLOUR}" '
-        'stroke-width="1.6"/>'
-        f'<text x="{_n(left + 108)}" y="18">pruned (best before stopping)</text>'
-        f'<circle cx="{_n(left + 310)}" cy="14" r="8" fill="none" stroke="{AXIS_COLOUR}" '
+        f'<circle cx="20" cy="14" r="4.5" fill="{COMPLETE_COLOUR}"/>'
+        '<text x="30" y="19">complete</text>'
+        f'<circle cx="140" cy="14" r="8" fill="none" stroke="{AXIS_COLOUR}" '
         'stroke-width="1.5"/>'
-        f'<text x="{_n(left + 324)}" y="18">rank 1</text>'
+        '<text x="154" y="19">rank 1</text>'
+        f'<path d="{_triangle(20, 36, 5.5)}" fill="none" stroke="{PRUNED_COLOUR}" '
+        'stroke-width="1.6"/>'
+        '<text x="30" y="41">pruned (best before stopping)</text>'
         "</g>"
     )
     out.append("</svg>")

@@ -142,6 +142,12 @@ def _print_summary(summary: Any, study_file: Path) -> None:
 # -------------------------------------------------------------------------------- report
 
 
+def default_report_dir(study_file: Path, study_name: str) -> Path:
+    """Where ``thaw report`` writes without ``--out``: ``<name>-report/`` beside the study
+    file (``studies/demo.yaml`` -> ``studies/demo-report/``), whatever the working folder."""
+    return Path(study_file).parent / f"{study_name}-report"
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from thaw.reports import write_report
     from thaw.search._config import mask_url
@@ -149,7 +155,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     config = _load_config(args.study_file, args.storage)
     url = str(config.storage)
-    out = Path(args.out) if args.out else Path("thaw-report") / config.name
+    out = Path(args.out) if args.out else default_report_dir(config.path, config.name)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder (it is created if missing)")
     try:
@@ -368,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write report.md, report.html and trials.csv")
     report.add_argument("study_file")
     report.add_argument("--storage", help="Optuna storage URL (overrides the study file)")
-    report.add_argument("--out", help="output folder (default: thaw-report/<study name>)")
+    report.add_argument(
+        "--out", help="output folder (default: <study name>-report/ beside the study file)"
+    )
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser("compare", help="compare several studies side by side")

@@ -31,21 +31,25 @@ import json
 import logging
 import math
 import mimetypes
+import os
+import re
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
 from thaw.reports._diagnosis import Thresholds, diagnose_study
 from thaw.reports._notes import (
+    note_escape,
     render_history_csv,
     render_study_note,
     render_trial_curves_svg,
@@ -109,7 +113,22 @@ def default_artifact_dir(storage_url: str, study_file_dir: Path | str) -> Path:
     return (base / ARTIFACTS_DIR_NAME).resolve()
 
 
-def open_artifact_store(artifact_dir: Path | str) -> FileSystemArtifactStore:
+class ThawArtifactStore(FileSystemArtifactStore):
+    """:class:`optuna.artifacts.FileSystemArtifactStore` that remembers its folder, so the
+    publisher can keep readable per-trial names beside the id-named files
+    (:data:`READABLE_DIR_NAME`)."""
+
+    def __init__(self, folder: Path | str) -> None:
+        super().__init__(str(folder))
+        self.folder = Path(folder)
+
+
+READABLE_DIR_NAME = "by-trial"
+"""``<artifact folder>/by-trial/<study>/trial-<n>-<file>``: readable links to the artifacts
+(the files themselves are named by artifact id, as optuna's artifact store requires)."""
+
+
+def open_artifact_store(artifact_dir: Path | str) -> ThawArtifactStore:
     """A file-system artifact store in ``artifact_dir``, created if missing.
 
     Raises:
@@ -127,7 +146,7 @@ def open_artifact_store(artifact_dir: Path | str) -> FileSystemArtifactStore:
         raise PublishError(
             f"artifact folder {path} is not a folder; pass another with --artifact-dir"
         )
-    return FileSystemArtifactStore(path)
+    return ThawArtifactStore(path)
 
 
 # ---------------------------------------------------------------------------------- notes
@@ -157,15 +176,89 @@ def save_study_note(study: optuna.Study, body: str) -> None:
 
 
 def study_note(study: optuna.Study, thresholds: Thresholds | None = None) -> str:
-    """The study note: diagnosis and the top-10 ranking, stamped with the time (UTC)."""
+    """The study note: diagnosis and the top-10 ranking, stamped with the time (UTC), then
+    the study's configuration as a readable table (the ``thaw:config`` user attr is a JSON
+    blob in the dashboard's attribute list)."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return render_study_note(
+    note = render_study_note(
         study.study_name,
         diagnose_study(study, thresholds or Thresholds()),
         get_ranking_info(study),
         study_attrs=study.user_attrs,
         top_n=TOP_N,
         updated=stamp,
+    )
+    table = config_table(study.user_attrs.get("thaw:config"))
+    if table:
+        note = note.rstrip("\n") + "\n\n#### Configuration\n\n" + table + "\n"
+    return note
+
+
+def config_table(config: Any) -> str:
+    """A study configuration (nested mapping) as a two-column Markdown table with dotted
+    keys (``train.epochs | 20``); empty for anything that is not a mapping."""
+    if not isinstance(config, Mapping):
+        return ""
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for key in sorted(value, key=str):
+                walk(f"{prefix}.{key}" if prefix else str(key), value[key])
+        elif isinstance(value, (list, tuple)):
+            rows.append((prefix, ", ".join(_cell_text(v) for v in value)))
+        else:
+            rows.append((prefix, _cell_text(value)))
+
+    walk("", config)
+    lines = ["| setting | value |", "| --- | --- |"]
+    lines += [f"| {note_escape(k, 80)} | {note_escape(v, 200)} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "-" if value is None else str(value)
+
+
+def set_metric_name(study: optuna.Study) -> None:
+    """Name the objective (``thaw:objective_metric``, else ``val_loss``) so the dashboard
+    shows ``val_loss`` instead of ``Objective 0``. Idempotent; keeps names already set."""
+    if study.metric_names is None:
+        metric = study.user_attrs.get("thaw:objective_metric")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric if isinstance(metric, str) and metric else "val_loss"])
+
+
+def pruned_best_line(trial: FrozenTrial, maximize: bool = False) -> str:
+    """For a pruned trial: the best value it reached, which the report ranks it by (the
+    dashboard's value column shows the last reported value). Empty for other trials."""
+    if trial.state != TrialState.PRUNED:
+        return ""
+    best = trial.user_attrs.get("best_val_loss")
+    epoch = trial.user_attrs.get("best_epoch")
+    what = "best val loss"
+    values = {step: v for step, v in trial.intermediate_values.items() if math.isfinite(v)}
+    if maximize or not isinstance(best, (int, float)):
+        if not values:
+            return ""
+        if maximize:
+            step = max(values, key=lambda k: (values[k], -k))
+        else:
+            step = min(values, key=lambda k: (values[k], k))
+        best, epoch = values[step], step
+        what = "best value" if maximize else what
+    last_step = max(trial.intermediate_values) if trial.intermediate_values else None
+    at = f" at epoch {epoch}" if isinstance(epoch, int) else ""
+    stopped = f", stopped at epoch {last_step}" if last_step is not None else ""
+    return (
+        f"**Pruned{stopped}. The {what} it reached: {float(best):.4g}{at}.** "
+        "thaw ranks pruned trials by this value; the dashboard's value column shows the "
+        "last reported one."
     )
 
 
@@ -258,6 +351,50 @@ def publish_report_artifacts(
     return published
 
 
+VERDICT_ATTR = "verdict"
+"""Trial user attr with the verdict names as one string (``healthy``, ``overfitting,
+lr_too_high``): optuna-dashboard shows scalar user attrs as trial-table columns."""
+
+
+def verdict_text(names: Iterable[str]) -> str:
+    return ", ".join(dict.fromkeys(names)) or "none"
+
+
+def readable_name(study_name: str, filename: str) -> Path:
+    """``by-trial/<study>/<filename>`` with the study name made safe for a folder name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study"
+    return Path(READABLE_DIR_NAME) / safe / Path(filename).name
+
+
+def link_readable_name(
+    artifact_store: ArtifactStore, study_name: str, filename: str, artifact_id: str
+) -> Path | None:
+    """Point ``<folder>/by-trial/<study>/<filename>`` at the artifact file (a relative
+    symbolic link, replaced atomically). When the link pointed at another artifact (the
+    study was re-created under the same name), that orphaned file is removed, so reruns
+    do not pile up files. Only for :class:`ThawArtifactStore`; returns the link or
+    ``None``. Never raises (logs at debug level)."""
+    folder = getattr(artifact_store, "folder", None)
+    if not isinstance(folder, Path):
+        return None
+    link = folder / readable_name(study_name, filename)
+    target = Path("..") / ".." / artifact_id
+    try:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        previous = os.readlink(link) if link.is_symlink() else None
+        tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex}")
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+        if previous is not None and Path(previous).name != artifact_id:
+            old = folder / Path(previous).name
+            if old.is_file() and old.parent == folder:
+                old.unlink()
+    except OSError as exc:
+        _logger.debug("no readable link for artifact %s: %s", artifact_id, exc)
+        return None
+    return link
+
+
 def _report_paths(files: Any) -> list[Path]:
     names = ("markdown", "html", "csv", "summary_json")
     if all(hasattr(files, name) for name in names):
@@ -341,13 +478,24 @@ class TrialPublisher:
                 study, frozen, state=state, trials=trials, thresholds=self.thresholds
             )
             trial.set_user_attr("verdicts", [v.to_dict() for v in verdicts])
+            # One readable string: the dashboard lists it as a column of the trial table.
+            trial.set_user_attr(VERDICT_ATTR, verdict_text(v.verdict for v in verdicts))
             metric = study.user_attrs.get("thaw:objective_metric", "val_loss")
+            existing = {m.filename: m.artifact_id for m in get_all_artifact_meta(trial)}
             with tempfile.TemporaryDirectory(prefix="thaw-publish-") as tmp:
                 for path in _artifact_files(frozen, state, metric, Path(tmp)):
-                    upload_artifact(
-                        artifact_store=cast(Any, self.artifact_store),
-                        file_path=str(path),
-                        study_or_trial=trial,
+                    artifact_id = existing.get(path.name)
+                    if artifact_id is not None:  # published before: replace, not add
+                        with path.open("rb") as handle:
+                            self.artifact_store.write(artifact_id, handle)
+                    else:
+                        artifact_id = upload_artifact(
+                            artifact_store=cast(Any, self.artifact_store),
+                            file_path=str(path),
+                            study_or_trial=trial,
+                        )
+                    link_readable_name(
+                        self.artifact_store, study.study_name, path.name, artifact_id
                     )
         except Exception as exc:  # noqa: BLE001 - publishing must never stop the study
             self._log_failure(f"trial {trial.number}", exc)
@@ -385,12 +533,23 @@ class TrialPublisher:
             verdicts = list(trial_verdicts(study, frozen_trial, thresholds=self.thresholds))
         metric = study.user_attrs.get("thaw:objective_metric")
         note = render_trial_note(frozen_trial, verdicts, objective_metric=metric)
+        best_line = pruned_best_line(
+            frozen_trial, maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE
+        )
+        if best_line:
+            head, sep, rest = note.partition("\n\n")
+            note = f"{head}{sep}{best_line}\n\n{rest}" if sep else f"{note}\n\n{best_line}\n"
         save_trial_note(study, frozen_trial, note)
         if not _has_artifacts(study, frozen_trial):
             with tempfile.TemporaryDirectory(prefix="thaw-publish-") as tmp:
                 files = _artifact_files(frozen_trial, state, metric or "val_loss", Path(tmp))
                 for path in files:
-                    _attach_to_finished_trial(study, frozen_trial, self.artifact_store, path)
+                    artifact_id = _attach_to_finished_trial(
+                        study, frozen_trial, self.artifact_store, path
+                    )
+                    link_readable_name(
+                        self.artifact_store, study.study_name, path.name, artifact_id
+                    )
 
     def finish(self, study: optuna.Study) -> None:
         """Refresh the study note now (call at the end of ``thaw run``). Never raises."""
@@ -399,6 +558,10 @@ class TrialPublisher:
         self._publish_study_note(study)
 
     def _publish_study_note(self, study: optuna.Study) -> None:
+        try:
+            set_metric_name(study)
+        except Exception as exc:  # noqa: BLE001 - publishing must never stop the study
+            self._log_failure("the metric name", exc)
         try:
             save_study_note(study, study_note(study, self.thresholds))
         except Exception as exc:  # noqa: BLE001 - publishing must never stop the study

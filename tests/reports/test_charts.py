@@ -31,9 +31,9 @@ def scatter(thaw_study: optuna.Study) -> ParamScatterInfo:
     return get_param_scatter_info(thaw_study)
 
 
-def test_curves_top5_then_strategy_trials(curves: CurvesInfo) -> None:
+def test_curves_top5_then_strategy_then_climbing_trials(curves: CurvesInfo) -> None:
     # Top 5 are trials 3, 8, 10, 1, 2 (1 and 2 are strategy trials); strategy trial 0 is
-    # ranked 7th but is always shown.
+    # ranked 7th but is always shown, and so is trial 4, pruned because it climbed.
     assert [(s.number, s.role) for s in curves.series] == [
         (3, "top"),
         (8, "top"),
@@ -41,6 +41,7 @@ def test_curves_top5_then_strategy_trials(curves: CurvesInfo) -> None:
         (1, "strategy"),
         (2, "strategy"),
         (0, "strategy"),
+        (4, "climbing"),
     ]
     first = curves.series[0]
     assert first.epochs == tuple(range(1, 11))

@@ -120,21 +120,26 @@ def test_csv_columns_and_rows(report: ReportFiles) -> None:
 def test_html_ranking_rows_in_order(report: ReportFiles) -> None:
     parsed = _parse(report.html.read_text(encoding="utf-8"))
     header, *rows = parsed.rows["ranking"]
-    assert header[:3] == ["rank", "trial", "state"]
-    assert "best val loss" in header and "pruned" in header and "failed" in header
-    assert [int(row[1]) for row in rows] == RANKED_ORDER
-    by_trial = {int(row[1]): dict(zip(header, row, strict=True)) for row in rows}
+    # Few columns (fits 1280 px); parameters, epochs and evidence fold into "details".
+    assert header == ["rank", "trial", "best val loss", "val acc", "verdict", "details"]
+    numbers = [int(re.match(r"\d+", row[1]).group()) for row in rows]  # type: ignore[union-attr]
+    assert numbers == RANKED_ORDER
+    by_trial = {
+        n: dict(zip(header, row, strict=True)) for n, row in zip(numbers, rows, strict=True)
+    }
     assert by_trial[3]["rank"] == "1" and by_trial[3]["best val loss"] == "0.38"
-    assert by_trial[4]["pruned"].startswith("climbing @5: val loss rose")
-    assert by_trial[7]["rank"] == "-" and by_trial[7]["state"] == "fail"
-    assert by_trial[1]["strategy"] == "partial fine-tuning"
+    assert by_trial[4]["trial"] == "4, pruned at epoch 5 (climbing)"
+    assert "pruned because" in by_trial[4]["details"] and "val loss rose" in by_trial[4]["details"]
+    assert "learning_rate" in by_trial[3]["details"]
+    assert by_trial[7]["rank"] == "-" and by_trial[7]["trial"] == "7, failed"
+    assert by_trial[1]["trial"] == "1 partial fine-tuning"
 
 
 def test_html_has_an_svg_per_chart(report: ReportFiles) -> None:
     html = report.html.read_text(encoding="utf-8")
-    # 1 learning-curves chart + 1 scatter per parameter (5 parameters)
-    assert html.count("<svg") == html.count("</svg>") == 6
-    assert html.count("<figure>") == 6
+    # the answer's chart + 1 learning-curves chart + 1 scatter per parameter (5 parameters)
+    assert html.count("<svg") == html.count("</svg>") == 7
+    assert html.count("<figure>") == 6 and html.count('<figure id="answer-chart">') == 1
 
 
 def test_html_is_self_contained(report: ReportFiles) -> None:
@@ -146,7 +151,9 @@ def test_html_is_self_contained(report: ReportFiles) -> None:
     assert not tags & {"script", "img", "link", "iframe", "object", "embed", "image", "use"}
     for tag, attrs in parsed.tags:
         names = {name for name, _ in attrs}
-        assert not names & {"src", "href", "xlink:href"}, tag
+        assert not names & {"src", "xlink:href"}, tag
+        # Links only inside the page (the table of contents).
+        assert all(value.startswith("#") for name, value in attrs if name == "href"), tag
         assert not any(name.startswith("on") for name in names), tag
 
 
@@ -155,23 +162,39 @@ def test_section_order(report: ReportFiles) -> None:
     headings = re.findall(r"^## (.+)$", md, flags=re.M)
     assert headings == [
         "Answer",
+        "Why: diagnosis",
         "Ranking",
         "Learning curves",
         "Parameters against best validation loss",
         "Pruning",
         "Manifest",
     ]
-    sections = re.findall(r'<section class="([a-z]+)">', report.html.read_text(encoding="utf-8"))
-    assert sections == ["answer", "ranking", "curves", "params", "pruning", "manifest"]
+    html = report.html.read_text(encoding="utf-8")
+    sections = re.findall(r'<section class="([a-z]+)" id="[a-z]+">', html)
+    assert sections == ["answer", "why", "ranking", "curves", "params", "pruning", "manifest"]
+    toc = re.findall(r'<a href="#([a-z]+)">', html)
+    assert toc == sections
+    assert (
+        "Contents: [Answer](#answer) · [Why: diagnosis](#why-diagnosis)"
+        in report.markdown.read_text(encoding="utf-8")
+    )
 
 
 def test_markdown_answer_and_numbers(report: ReportFiles) -> None:
     md = report.markdown.read_text(encoding="utf-8")
     answer = md.split("## Ranking")[0]
-    assert "**Best configuration: trial 3 (best val loss 0.38).**" in answer
-    assert "20 of 154 layers with weights" in answer
-    assert "beat 3 of 3 textbook strategy trials" in answer
-    assert "search better by 0.22" in answer
+    assert (
+        "**Use trial 3: unfrozen_layers 20 of 154, learning_rate 0.0003, dropout 0.3, "
+        "weight_decay 0.0001.**"
+    ) in answer
+    assert answer.count("learning_rate 0.0003") == 1  # the configuration is shown once
+    assert "unfrozen_layers: layers with weights, counted from the top, that train" in answer
+    # How much better, as a ratio of validation loss and as an accuracy difference.
+    assert (
+        "Against full fine-tuning (every layer trains, learning rate 1e-3; trial 0): 1.6x lower "
+        "validation loss (0.38 against 0.6), accuracy +0.11 (0.86 against 0.75)."
+    ) in answer
+    assert "Against partial fine-tuning" in answer and "Against feature extraction" in answer
     assert "3 pruned (climbing 1, below_peers 1, diverged 1)" in answer
     assert "66 epochs" in md and "34 saved (34%)" in md
     assert f"`{STORAGE_SHOWN}`" in md
@@ -201,11 +224,17 @@ def test_summary_json(report: ReportFiles) -> None:
     assert summary["best"]["number"] == 3
     assert summary["best"]["params"]["learning_rate"] == pytest.approx(3e-4)
     assert summary["counts"] == {"COMPLETE": 7, "FAIL": 1, "PRUNED": 3, "RUNNING": 1}
-    assert summary["pruned_by_reason"] == {"below_peers": 1, "climbing": 1, "diverged": 1}
+    by_reason = summary["pruning"]["by_reason"]
+    assert {k: v["n_trials"] for k, v in by_reason.items()} == {
+        "below_peers": 1,
+        "climbing": 1,
+        "diverged": 1,
+    }
     assert summary["pruning"]["epochs_saved"] == 34
     assert summary["manifest"]["storage_url"] == STORAGE_SHOWN
     assert [r["number"] for r in summary["ranking"]] == RANKED_ORDER
-    assert "NaN" not in text
+    # No NaN/Infinity values (a prune detail may say "loss is NaN" in words).
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-finite value {c} in JSON"))
 
 
 def test_rerender_is_byte_identical(
@@ -341,7 +370,7 @@ def test_no_completed_trials_says_so(
     assert "OSError: disk full" in md
     summary = json.loads(files.summary_json.read_text(encoding="utf-8"))
     assert summary["best"] is None
-    assert summary["best_overall"]["number"] == 0
+    assert summary["better_pruned_trial"] == 0
 
 
 def test_out_dir_is_a_file(thaw_study: optuna.Study, tmp_path: Path) -> None:
@@ -402,7 +431,12 @@ def test_maximize_study_report(
         user_attrs={"strategy": "feature extraction"},
     )
     md = write_report(study, tmp_path / "out").markdown.read_text(encoding="utf-8")
-    assert "**Best configuration: trial 0 (best val_accuracy 0.81).**" in md
+    assert "**Use trial 0: unfrozen_layers 5" in md
     assert "best val_accuracy" in md.split("## Ranking")[1]
     assert "best val loss" in md.split("## Ranking")[1]
-    assert "search better by 0.01" in md
+    # The objective first; the loss ratio says honestly that the strategy's loss was lower.
+    assert (
+        "Against feature extraction (the pretrained model stays frozen, only the new head "
+        "trains; trial 1): best val_accuracy +0.01 (0.81 against 0.8), 1.1x higher validation "
+        "loss (0.5 against 0.45), accuracy +0.01 (0.81 against 0.8)."
+    ) in md

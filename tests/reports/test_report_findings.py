@@ -71,8 +71,12 @@ def test_answer_states_the_diagnosis_in_two_sentences(
     assert '<p id="diagnosis-summary" class="summary">Diagnosis: 2 of 10 trials' in html
     md = report.markdown.read_text(encoding="utf-8")
     answer = _section(md, "## Answer")
-    assert "Diagnosis: 2 of 10 trials climbed" in answer
-    assert answer.index("textbook strategy") < answer.index("Diagnosis:")
+    # The first screen gives the climb headline as one of its "why" lines ...
+    assert "- 2 of 10 trials climbed" in answer
+    assert answer.index("Against full fine-tuning") < answer.index("Why:")
+    # ... and the full two-sentence diagnosis opens the next section.
+    why = _section(md, "## Why: diagnosis")
+    assert why.lstrip().startswith("Diagnosis: 2 of 10 trials climbed")
 
 
 def test_trials_without_stored_verdicts_get_computed_ones(
@@ -103,13 +107,13 @@ def test_trials_without_stored_verdicts_get_computed_ones(
 def test_importances_for_best_loss_and_climb(thaw_study: optuna.Study, report: ReportFiles) -> None:
     importances = diagnose_study(thaw_study).importances
     md = report.markdown.read_text(encoding="utf-8")
-    params = _section(md, "## Parameters against best validation loss")
+    params = _section(md, "## Why: diagnosis")
     block = params.split("### Parameter importances", 1)[1]
     assert "importance for best validation loss" in block
     assert "importance for climb (final minus best validation loss)" in block
     for name, share in importances.best_val_loss.items():
         assert re.search(rf"\| {name} +\| {100 * share:.0f}% ", block), name
-    assert "Where validation loss climbed:" in block
+    assert "### Where validation loss climbed" in params
     html = report.html.read_text(encoding="utf-8")
     assert 'id="importance-table"' in html
     assert html.count('<span class="bar"') == len(importances.best_val_loss)
@@ -119,15 +123,19 @@ def test_importances_for_best_loss_and_climb(thaw_study: optuna.Study, report: R
 def test_section_order_follows_the_issue(report: ReportFiles) -> None:
     md = report.markdown.read_text(encoding="utf-8")
     markers = [
-        "**Best configuration: trial 3",
-        "textbook strategy trials",
+        "**Use trial 3:",
+        "Against full fine-tuning",
+        "\nWhy:\n",
+        "Domain shift (how different",
+        "## Why: diagnosis",
         "Diagnosis: ",
+        "### Where validation loss climbed",
+        "### Domain shift",
+        "### Parameter importances",
         "## Ranking",
         "## Learning curves",
         "## Parameters against best validation loss",
-        "### Parameter importances",
         "## Pruning",
-        "### Domain shift",
         "### Versions, settings and provenance",
         "| study name ",
     ]
@@ -161,8 +169,9 @@ def test_domain_shift_and_determinism_shown(shifted_study: optuna.Study, tmp_pat
     assert '<p id="determinism" class="note">This run cannot be deterministic' in html
     summary = json.loads(files.summary_json.read_text(encoding="utf-8"))
     assert summary["determinism"]["deterministic"] is False
-    assert summary["diagnosis"]["domain_shift"]["overall"] == pytest.approx(0.42)
-    assert summary["diagnosis"]["domain_shift"]["layers"]["stem"] == pytest.approx(0.05)
+    shift = summary["findings"]["domain_shift"]
+    assert shift["overall"] == pytest.approx(0.42)
+    assert {x["layer"]: x["score"] for x in shift["layers"]}["stem"] == pytest.approx(0.05)
 
 
 @pytest.mark.parametrize(
@@ -245,7 +254,11 @@ def test_html_ids_for_readers_and_tests(report: ReportFiles) -> None:
     html = report.html.read_text(encoding="utf-8")
     for element_id in (
         "best-configuration",
-        "best-params",
+        "best-result",
+        "versus-strategies",
+        "answer-why",
+        "answer-chart",
+        "domain-shift-words",
         "diagnosis-summary",
         "verdict-mix",
         "ranking-table",

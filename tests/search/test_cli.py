@@ -253,7 +253,10 @@ def test_report_default_folder(
     monkeypatch.chdir(tmp_path)
     result = thaw("report", demo_run.study_file)
     assert result.rc == 0, result.err
-    assert (tmp_path / "thaw-report" / "cli-demo" / "report.html").is_file()
+    # Beside the study file, not in the working folder.
+    out = Path(demo_run.study_file).parent / "cli-demo-report"
+    assert (out / "report.html").is_file()
+    assert not (tmp_path / "thaw-report").exists()
 
 
 @pytest.mark.slow
@@ -561,7 +564,7 @@ def test_subprocess_run_then_report(tmp_path: Path, demo_model_path: Path) -> No
 
     report = run_module("report", study_file, cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
-    out = tmp_path / "thaw-report" / "cli-demo"
+    out = tmp_path / "studies" / "cli-demo-report"  # beside the study file
     with (out / "trials.csv").open(newline="", encoding="utf-8") as f:
         assert len(list(csv.DictReader(f))) == 2
     assert json.loads((out / "summary.json").read_text())["n_trials"] == 2

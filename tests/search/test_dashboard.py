@@ -286,6 +286,15 @@ def test_trials_carry_intermediate_values_user_attrs_notes_and_artifacts(
         assert names == [f"trial-{number}-history.csv", f"trial-{number}-learning-curves.svg"]
     attrs2 = {a["key"]: a["value"] for a in trials[2]["user_attrs"]}
     assert attrs2["prune_reason"] == "climbing"
+    # The dashboard names the objective and lists the verdict as a trial-table column.
+    assert detail["objective_names"] == ["val_loss"]
+    assert "verdict" in {a["key"] for a in detail["union_user_attrs"]}
+    for number in range(5):
+        attrs = {a["key"]: a["value"] for a in trials[number]["user_attrs"]}
+        names = [v["verdict"] for v in json.loads(attrs["verdicts"])]
+        assert attrs["verdict"] == ", ".join(dict.fromkeys(names)), number
+    # A pruned trial's note states the best value it reached (what the report ranks by).
+    assert "The best val loss it reached:" in trials[2]["note"]["body"]
     assert {a["key"]: a["value"] for a in trials[0]["user_attrs"]}["best_epoch"] == "10"
     assert "**Overfitting**" in trials[1]["note"]["body"]
     assert "**Learning rate too high**" in trials[3]["note"]["body"]
@@ -501,7 +510,7 @@ def test_trial_page_shows_note_and_chart(
             : null;""",
         "the learning-curve artifact image",
     )
-    assert size[0] >= 700 and size[1] >= 300, size
+    assert size[0] >= 500 and size[1] >= 300, size
     _check_safe_and_quiet(driver)
     driver.execute_script("window.scrollTo(0, 0)")
     assert driver.save_screenshot(str(screenshot_dir / "dashboard-trial-note.png"))

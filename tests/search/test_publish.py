@@ -184,6 +184,53 @@ def test_wrapped_objective_and_callback_publish_everything(tmp_path: Path) -> No
     assert "Classes (2): cat, \\<img src=x onerror=alert(1)\\>." in study_note
 
 
+def test_dashboard_gets_metric_name_verdict_column_config_table_and_pruned_best(
+    tmp_path: Path,
+) -> None:
+    study = make_study(tmp_path)
+    study.set_user_attr("thaw:config", {"train": {"epochs": EPOCHS, "batch_size": 16}, "name": XSS})
+    artifacts = tmp_path / "artifacts"
+    publisher = TrialPublisher(open_artifact_store(artifacts), study_note_every_s=0)
+    study.optimize(publisher.wrap(objective), n_trials=3, callbacks=[publisher])
+    publisher.finish(study)
+
+    assert study.metric_names == ["val_loss"]  # not "Objective 0"
+    trials = study.get_trials()
+    assert trials[0].user_attrs["verdict"] == "healthy"
+    assert "overfitting" in trials[1].user_attrs["verdict"].split(", ")
+    detail = study_detail(study, artifacts)
+    note = detail["note"]["body"]
+    assert "#### Configuration" in note and "| train.epochs | 8 |" in note
+    assert "| name | \\<img src=x onerror=alert(1)\\> |" in note  # escaped
+    pruned = detail["trials"][2]["note"]["body"]
+    best = min(trials[2].intermediate_values.values())
+    assert f"The best val loss it reached: {best:.4g} at epoch" in pruned
+    assert "stopped at epoch 5" in pruned
+
+    # Readable per-trial names beside the id-named files.
+    link = artifacts / "by-trial" / "pub" / "trial-0-learning-curves.svg"
+    assert link.is_symlink()
+    assert link.read_text(encoding="utf-8") == render_trial_curves_svg(trials[0])
+
+
+def test_artifacts_are_replaced_not_piled_up_when_a_study_is_recreated(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first = make_study(tmp_path / "one")
+    publisher = TrialPublisher(open_artifact_store(artifacts), study_note_every_s=0)
+    first.optimize(publisher.wrap(objective), n_trials=2, callbacks=[publisher])
+    files = sorted(p.name for p in artifacts.iterdir() if p.is_file())
+    assert len(files) == 4  # 2 trials x (chart, history)
+    # The same study name again (the database was deleted and the study rerun).
+    second = make_study(tmp_path / "two")
+    second.optimize(publisher.wrap(objective), n_trials=2, callbacks=[publisher])
+    again = sorted(p.name for p in artifacts.iterdir() if p.is_file())
+    assert len(again) == 4 and not set(again) & set(files)
+    for meta in get_all_artifact_meta(second.get_trials()[1], storage=second._storage):
+        assert (artifacts / meta.artifact_id).is_file()
+
+
 def test_callback_alone_still_attaches_artifacts_and_verdicts_in_the_note(
     tmp_path: Path,
 ) -> None:
