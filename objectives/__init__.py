@@ -22,7 +22,11 @@ from thaw.objectives._specs import (
 )
 
 _LAZY: dict[str, str] = {
+    "BestEpoch": "thaw.objectives._callbacks",
     "HistoryRecorder": "thaw.objectives._callbacks",
+    "RestoreBestWeights": "thaw.objectives._callbacks",
+    "BestModelKeeper": "thaw.objectives._keep",
+    "kept_model_file": "thaw.objectives._keep",
     "TrialHistory": "thaw.objectives._callbacks",
     "TrialReporter": "thaw.objectives._callbacks",
     "DEMO_CLASS_NAMES": "thaw.objectives._demo",

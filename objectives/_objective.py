@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,13 @@ import keras
 import numpy as np
 import optuna
 
-from thaw.objectives._callbacks import HistoryRecorder, TrialHistory, TrialReporter
+from thaw.objectives._callbacks import (
+    BestEpoch,
+    HistoryRecorder,
+    RestoreBestWeights,
+    TrialHistory,
+    TrialReporter,
+)
 from thaw.objectives._data import ArrayData
 from thaw.objectives._images import StreamedImages
 from thaw.objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
@@ -118,6 +125,26 @@ class FineTuneObjective:
             self._x_train = self._preprocess(data.x_train)
             self._x_val = self._preprocess(data.x_val)
         self._adapted_weights: list[np.ndarray] | None = None
+        #: Called with (trial, model at its best epoch, best value) when a trial's training
+        #: ends, pruned or not (``keep_best`` saves the top models through it).
+        self.on_trial_model: Callable[[optuna.Trial, keras.Model, float], None] | None = None
+        #: Extra Keras callbacks for every fit (TensorBoard, the user's own).
+        self.extra_callbacks: Callable[[optuna.Trial], list[keras.callbacks.Callback]] | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> FineTuneObjective:
+        """The objective of a parsed study file (``thaw.load_config(path)``).
+
+        Loads the pretrained model and the data once; pass the result to your own
+        ``optuna.create_study(...).optimize(objective, n_trials=...)``.
+        """
+        from thaw.objectives._data import load_data
+        from thaw.objectives._sources import load_pretrained
+
+        pretrained = load_pretrained(config.model)
+        data = load_data(config.data, pretrained.input_shape)
+        space = config.space.resolve(pretrained.num_layers, pretrained.unfreeze_by)
+        return cls(pretrained, data, space, config.train, seed=config.seed)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.space.suggest(trial)
@@ -175,7 +202,12 @@ class FineTuneObjective:
     ) -> TrialReporter:
         """Train; with warm-up, head only first, then the unfrozen layers (epochs continue)."""
         reporter = TrialReporter(trial, monitor=self.settings.metric)
-        callbacks = [HistoryRecorder(trial, history), reporter]
+        best = BestEpoch(maximize=OBJECTIVE_METRICS[self.settings.metric] == "maximize")
+        restorer = RestoreBestWeights(best, self.settings.epochs, monitor=self.settings.metric)
+        callbacks: list[keras.callbacks.Callback] = [HistoryRecorder(trial, history), reporter]
+        if self.extra_callbacks is not None:
+            callbacks += self.extra_callbacks(trial)
+        callbacks.append(restorer)  # last: the others see the epoch's own weights
         phases = [(0, self.settings.epochs)]
         warmup = min(self.settings.warmup_epochs, self.settings.epochs)
         if warmup > 0:
@@ -221,12 +253,25 @@ class FineTuneObjective:
             "batch_size": size,
         }
 
-    def run(self, trial: optuna.Trial, params: TrialParams) -> float:
+    def trial_seed(self, number: int) -> int:
+        """The random seed trial ``number`` trains with (stored on the trial as ``seed``)."""
+        return (self.seed * 100_003 + number) % (2**31)
+
+    def train(
+        self, trial: optuna.Trial, params: TrialParams, seed: int | None = None
+    ) -> tuple[keras.Model, TrialHistory, TrialReporter]:
+        """Build and fit one configuration; the model comes back at its best epoch."""
         keras.backend.clear_session()
-        keras.utils.set_random_seed((self.seed * 100_003 + trial.number) % (2**31))
+        seed = self.trial_seed(trial.number) if seed is None else seed
+        trial.set_user_attr("seed", seed)
+        keras.utils.set_random_seed(seed)
         model = self.build(params)
         history = TrialHistory()
         reporter = self.fit(trial, model, params, history)
+        return model, history, reporter
+
+    def run(self, trial: optuna.Trial, params: TrialParams) -> float:
+        model, history, reporter = self.train(trial, params)
         try:
             outcome = summarise_history(history.to_dict(), self.settings.metric)
         except DivergedError:
@@ -235,6 +280,11 @@ class FineTuneObjective:
             raise
         for key, value in outcome.user_attrs().items():
             trial.set_user_attr(key, value)
+        if self.on_trial_model is not None and math.isfinite(outcome.best_value):
+            try:
+                self.on_trial_model(trial, model, outcome.best_value)
+            except OSError as exc:  # a full disk must not fail the trial
+                _logger.warning("Trial %d: best model not kept: %s", trial.number, exc)
         if reporter.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
         if reporter.diverged_at is not None:
