@@ -378,7 +378,7 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
         weights=weights,
         input_shape=input_shape,
         alpha=float(alpha) if alpha is not None else None,
-        unfreeze_by=section.get_str("unfreeze_by", "layers", choices=("layers", "blocks")),
+        unfreeze_by=section.get("unfreeze_by") or ("blocks" if kind == "kerashub" else "layers"),
     )
 
 

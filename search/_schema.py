@@ -121,8 +121,10 @@ class ModelSection(_Section):
     cut_at: Annotated[str | None, Expect("a layer name")] = Field(
         None, description="layer whose output feeds the new head"
     )
-    unfreeze_by: Literal["layers", "blocks"] = Field(
-        "layers", description="layers | blocks (never split a residual block)"
+    unfreeze_by: Literal["layers", "blocks"] | None = Field(
+        None,
+        description="layers | blocks: never split a residual block (default: blocks for "
+        "kerashub, else layers)",
     )
     seed: int = Field(0, description="demo: the seed of the pretrained demo model")
     safe_mode: bool = Field(True, description="false only for model files you trust")
