@@ -37,7 +37,12 @@ _LAZY: dict[str, str] = {
 }
 
 
+_SUBPACKAGES = ("search", "objectives", "reports")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"thaw.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'thaw' has no attribute {name!r}")
@@ -47,7 +52,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, *_SUBPACKAGES])
 
 
 __all__ = ["__version__", *sorted(_LAZY)]

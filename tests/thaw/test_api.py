@@ -33,6 +33,17 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
         thaw.rn  # noqa: B018
 
 
+def test_public_names_and_subpackages_are_reachable_from_thaw() -> None:
+    import thaw
+
+    assert {"run", "report", "diagnose", "load_best", "trials_frame", "FineTuneObjective"} <= set(
+        thaw.__all__
+    )
+    assert set(thaw.__all__) <= set(dir(thaw))
+    assert thaw.reports.write_report is not None
+    assert thaw.search.parse_study is not None
+
+
 @pytest.fixture
 def study_file(
     tmp_path: Path, tiny_cnn: Callable[..., Any], tiny_arrays: Callable[..., dict[str, Any]]
