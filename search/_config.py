@@ -103,6 +103,8 @@ class StudyConfig:
     tensorboard: bool = False
     #: Extra Keras callbacks by import path (``train.callbacks``).
     callbacks: tuple[str, ...] = ()
+    #: One CSV file of epoch metrics per trial under the study folder (``train.csv_log``).
+    csv_log: bool = False
 
     @property
     def direction(self) -> str:
@@ -495,6 +497,7 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         keep_best=study.keep_best,
         tensorboard=train.tensorboard,
         callbacks=tuple(train.callbacks),
+        csv_log=train.csv_log,
     )
 
 

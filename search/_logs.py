@@ -1,4 +1,4 @@
-"""Logs people expect from a fit: TensorBoard runs per trial, and the user's own callbacks.
+"""Logs people expect from a fit: TensorBoard runs and CSV logs per trial, the user's callbacks.
 
 ``train.callbacks`` names Keras callback classes by import path; they are imported before the
 storage is touched (a bad path is one line, exit 2) and built with no arguments for each trial,
@@ -15,6 +15,7 @@ from typing import Any
 from thaw.search._config import StudyConfig
 
 TENSORBOARD_DIR_NAME = "tensorboard"
+CSV_LOG_DIR_NAME = "logs"
 
 
 class CallbackImportError(ValueError):
@@ -51,22 +52,31 @@ def tensorboard_dir(config: StudyConfig) -> Path:
     return config.path.resolve().parent / TENSORBOARD_DIR_NAME / config.name
 
 
+def csv_log_dir(config: StudyConfig) -> Path:
+    """``<study file folder>/logs/<study name>``: ``trial-<n>.csv`` per trial."""
+    return config.path.resolve().parent / CSV_LOG_DIR_NAME / config.name
+
+
 def trial_callbacks(
     config: StudyConfig, classes: Sequence[type]
 ) -> Callable[[Any], list[Any]] | None:
     """A factory of each trial's extra callbacks, or None when there are none."""
-    if not config.tensorboard and not classes:
+    if not config.tensorboard and not config.csv_log and not classes:
         return None
-    folder = tensorboard_dir(config)
 
     def make(trial: Any) -> list[Any]:
-        callbacks = [cls() for cls in classes]
-        if config.tensorboard:
-            import keras
+        import keras
 
-            log_dir = folder / f"trial-{trial.number}"
-            callbacks.insert(0, keras.callbacks.TensorBoard(log_dir=str(log_dir)))
-        return callbacks
+        callbacks = []
+        if config.tensorboard:
+            log_dir = tensorboard_dir(config) / f"trial-{trial.number}"
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
+        if config.csv_log:
+            csv_path = csv_log_dir(config) / f"trial-{trial.number}.csv"
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            # append: a warm-up's second fit() phase continues the same file
+            callbacks.append(keras.callbacks.CSVLogger(str(csv_path), append=True))
+        return callbacks + [cls() for cls in classes]
 
     return make
 

@@ -174,6 +174,7 @@ class TrainSection(_Section):
     mixed_precision: Literal["auto", "on", "off"] = Field("auto")
     jit_compile: bool = Field(False, description="compile the train step with XLA")
     tensorboard: bool = Field(False, description="one TensorBoard run per trial")
+    csv_log: bool = Field(False, description="one CSV file of epoch metrics per trial")
     callbacks: Annotated[list[str], BeforeValidator(_check_callbacks)] = Field(
         default_factory=list, description="Keras callbacks by import path"
     )

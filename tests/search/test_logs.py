@@ -66,7 +66,13 @@ def test_tensorboard_run_per_trial_and_user_callbacks(
     callback_module: Path,
 ) -> None:
     path = _study(
-        tmp_path, tiny_cnn, tiny_arrays, tensorboard=True, callbacks=["thaw_test_cbs.EpochLog"]
+        tmp_path,
+        tiny_cnn,
+        tiny_arrays,
+        tensorboard=True,
+        csv_log=True,
+        warmup_epochs=1,
+        callbacks=["thaw_test_cbs.EpochLog"],
     )
     result = thaw("run", path, "--no-progress")
     assert result.rc == 0, result.err
@@ -75,10 +81,13 @@ def test_tensorboard_run_per_trial_and_user_callbacks(
         for split in ("train", "validation"):
             events = list((run / split).glob("events.out.tfevents.*"))
             assert events and events[0].stat().st_size > 0, (run, split)
+        rows = (tmp_path / "logs" / "tiny" / f"trial-{trial}.csv").read_text().splitlines()
+        assert rows[0].split(",")[0] == "epoch" and "val_loss" in rows[0]
+        assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]  # both phases, one file
     lines = callback_module.read_text().splitlines()
     assert len(lines) == 4  # 2 trials x 2 epochs
     instances = {line.split()[0] for line in lines}
-    assert len(instances) == 2  # a fresh callback per trial
+    assert len(instances) == 2  # a fresh callback per trial, kept across its two fit phases
     assert all("'val_loss'" in line for line in lines)
 
 
