@@ -89,3 +89,73 @@ class TrialReporter(keras.callbacks.Callback):
             self.pruned_at = step
         if self.pruned_at is not None or self.diverged_at is not None:
             self.model.stop_training = True
+
+
+class BestEpoch:
+    """The best epoch of one trial so far, and the model's weights at its end.
+
+    Owned by the objective for the whole trial, so a second ``fit()`` phase (after the warm-up)
+    competes with the first. Non-finite values never count; a tie keeps the earlier epoch.
+    """
+
+    def __init__(self, maximize: bool = False) -> None:
+        self.maximize = maximize
+        self.epoch: int | None = None
+        self.value: float | None = None
+        self.weights: list[Any] | None = None
+
+    def update(self, epoch: int, value: float, model: keras.Model) -> bool:
+        """Record epoch ``epoch`` (1-based) if its value is the best so far."""
+        if not math.isfinite(value):
+            return False
+        if self.value is not None and (
+            value <= self.value if self.maximize else value >= self.value
+        ):
+            return False
+        self.epoch, self.value = epoch, value
+        self.weights = [w.copy() for w in model.get_weights()]
+        return True
+
+
+class RestoreBestWeights(keras.callbacks.Callback):
+    """Puts the best epoch's weights back into the model when the trial's training ends.
+
+    Unlike ``EarlyStopping(restore_best_weights=True)``, the best is tracked across fit phases
+    (a :class:`BestEpoch` shared by them), and the weights are restored only when the trial
+    stops: when the fit reaches ``final_epoch`` or something (the pruner) stopped it. So the
+    second phase of a warm-up starts from the warm-up's last weights, as without this callback.
+    """
+
+    def __init__(
+        self,
+        best: BestEpoch,
+        final_epoch: int,
+        monitor: str = "val_loss",
+        model_to_keep: keras.Model | None = None,
+    ) -> None:
+        super().__init__()
+        #: The model whose weights are kept and restored (default: the model being fitted);
+        #: the whole model when a phase fits only its top, which shares the layers.
+        self.model_to_keep = model_to_keep
+        self.best = best
+        self.final_epoch = final_epoch
+        self.monitor = monitor
+        self.last_epoch = 0
+        self.restored_epoch: int | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.last_epoch = 0
+        self.restored_epoch = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.last_epoch = epoch + 1
+        value = (logs or {}).get(self.monitor)
+        if value is not None:
+            self.best.update(epoch + 1, float(value), self.model_to_keep or self.model)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        stopped = bool(getattr(self.model, "stop_training", False))
+        if (stopped or self.last_epoch >= self.final_epoch) and self.best.weights is not None:
+            (self.model_to_keep or self.model).set_weights(self.best.weights)
+            self.restored_epoch = self.best.epoch
+            _logger.debug("Restored the weights of epoch %s", self.best.epoch)

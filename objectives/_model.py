@@ -48,9 +48,11 @@ def weighted_layers(base: keras.Model) -> list[keras.layers.Layer]:
 
 
 #: Block prefixes of common architectures: MobileNetV2 ``block_3_``, EfficientNet ``block2a_``,
-#: ResNet stages ``conv3_``, DenseNet ``conv4_block7_``-> stage ``conv4``, ConvNeXt stages.
+#: ResNet stages ``conv3_``, DenseNet ``conv4_block7_``-> stage ``conv4``, ConvNeXt stages,
+#: KerasHub's ResNet blocks ``stack1_block0_`` and transformer layers ``transformer_layer_3_``.
 _BLOCK_PATTERN = re.compile(
-    r"^(expanded_conv|block_\d+|block\d+[a-z]?|conv\d+|stage_?\d+|\w+_stage_\d+)_"
+    r"^(expanded_conv|block_\d+|block\d+[a-z]?|conv\d+|stage_?\d+|\w+_stage_\d+"
+    r"|stack\d+_block\d+|transformer_layer_\d+)_"
 )
 UNFREEZE_BY: tuple[str, ...] = ("layers", "blocks")
 

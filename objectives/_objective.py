@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,13 @@ from thaw.objectives._cache import (
     cache_key,
     split_frozen_prefix,
 )
-from thaw.objectives._callbacks import HistoryRecorder, TrialHistory, TrialReporter
+from thaw.objectives._callbacks import (
+    BestEpoch,
+    HistoryRecorder,
+    RestoreBestWeights,
+    TrialHistory,
+    TrialReporter,
+)
 from thaw.objectives._data import ArrayData
 from thaw.objectives._images import StreamedImages
 from thaw.objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
@@ -146,6 +153,26 @@ class FineTuneObjective:
         self._data_fingerprint: str | None = None
         #: Boundary of each phase of the last trial ("" when that phase trained uncached).
         self.last_boundaries: list[str] = []
+        #: Called with (trial, model at its best epoch, best value) when a trial's training
+        #: ends, pruned or not (``keep_best`` saves the top models through it).
+        self.on_trial_model: Callable[[optuna.Trial, keras.Model, float], None] | None = None
+        #: Extra Keras callbacks for every fit (TensorBoard, the user's own).
+        self.extra_callbacks: Callable[[optuna.Trial], list[keras.callbacks.Callback]] | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> FineTuneObjective:
+        """The objective of a parsed study file (``thaw.load_config(path)``).
+
+        Loads the pretrained model and the data once; pass the result to your own
+        ``optuna.create_study(...).optimize(objective, n_trials=...)``.
+        """
+        from thaw.objectives._data import load_data
+        from thaw.objectives._sources import load_pretrained
+
+        pretrained = load_pretrained(config.model)
+        data = load_data(config.data, pretrained.input_shape)
+        space = config.space.resolve(pretrained.num_layers, pretrained.unfreeze_by)
+        return cls(pretrained, data, space, config.train, seed=config.seed)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.space.suggest(trial)
@@ -205,7 +232,15 @@ class FineTuneObjective:
     ) -> TrialReporter:
         """Train; with warm-up, head only first, then the unfrozen layers (epochs continue)."""
         reporter = TrialReporter(trial, monitor=self.settings.metric)
-        callbacks = [HistoryRecorder(trial, history), reporter]
+        best = BestEpoch(maximize=OBJECTIVE_METRICS[self.settings.metric] == "maximize")
+        # The whole model is kept and restored: a phase may fit only its top on cached features.
+        restorer = RestoreBestWeights(
+            best, self.settings.epochs, monitor=self.settings.metric, model_to_keep=model
+        )
+        callbacks: list[keras.callbacks.Callback] = [HistoryRecorder(trial, history), reporter]
+        if self.extra_callbacks is not None:
+            callbacks += self.extra_callbacks(trial)
+        callbacks.append(restorer)  # last: the others see the epoch's own weights
         phases = [(0, self.settings.epochs)]
         warmup = min(self.settings.warmup_epochs, self.settings.epochs)
         if warmup > 0:
@@ -299,21 +334,34 @@ class FineTuneObjective:
             "batch_size": size,
         }
 
-    def run(self, trial: optuna.Trial, params: TrialParams) -> float:
+    def trial_seed(self, number: int) -> int:
+        """The random seed trial ``number`` trains with (stored on the trial as ``seed``)."""
+        return (self.seed * 100_003 + number) % (2**31)
+
+    def train(
+        self, trial: optuna.Trial, params: TrialParams, seed: int | None = None
+    ) -> tuple[keras.Model, TrialHistory, TrialReporter]:
+        """Build and fit one configuration; the model comes back at its best epoch."""
         # clear_session resets the global dtype policy too: keep mixed precision on.
         policy = keras.config.dtype_policy()
         keras.backend.clear_session(free_memory=False)
         keras.config.set_dtype_policy(policy)
-        keras.utils.set_random_seed((self.seed * 100_003 + trial.number) % (2**31))
+        seed = self.trial_seed(trial.number) if seed is None else seed
+        trial.set_user_attr("seed", seed)
+        keras.utils.set_random_seed(seed)
+        model = self.build(params)
+        history = TrialHistory()
+        reporter = self.fit(trial, model, params, history)
+        return model, history, reporter
+
+    def run(self, trial: optuna.Trial, params: TrialParams) -> float:
         try:
             return self._run(trial, params)
         finally:
             gc.collect()
 
     def _run(self, trial: optuna.Trial, params: TrialParams) -> float:
-        model = self.build(params)
-        history = TrialHistory()
-        reporter = self.fit(trial, model, params, history)
+        model, history, reporter = self.train(trial, params)
         try:
             outcome = summarise_history(history.to_dict(), self.settings.metric)
         except DivergedError:
@@ -322,6 +370,11 @@ class FineTuneObjective:
             raise
         for key, value in outcome.user_attrs().items():
             trial.set_user_attr(key, value)
+        if self.on_trial_model is not None and math.isfinite(outcome.best_value):
+            try:
+                self.on_trial_model(trial, model, outcome.best_value)
+            except OSError as exc:  # a full disk must not fail the trial
+                _logger.warning("Trial %d: best model not kept: %s", trial.number, exc)
         if reporter.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
         if reporter.diverged_at is not None:

@@ -217,6 +217,17 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
                 raise ModelSourceError(str(exc)) from None
             description += f", cut at '{source.cut_at}'"
         return PretrainedBase(base, description, preprocess, source.unfreeze_by)
+    elif source.kind == "kerashub":
+        from thaw.objectives._kerashub import load_kerashub_backbone
+
+        if not source.name:
+            raise ModelSourceError("model.preset is required for a KerasHub backbone")
+        model, hub_preprocess = load_kerashub_backbone(source.name)
+        description = f"KerasHub {type(model).__name__} ({Path(source.name).name})"
+        base = cut_base_or_fail(model, source.cut_at)
+        if source.input_shape is not None and tuple(base.input_shape[1:]) != source.input_shape:
+            base = _fix_input_shape(base, source.input_shape)
+        return PretrainedBase(base, description, hub_preprocess, source.unfreeze_by)
     elif source.kind == "file":
         if source.path is None:
             raise ModelSourceError("model.path is required for a model file")
@@ -235,6 +246,13 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
         base = _fix_input_shape(base, source.input_shape)
         description += f", input {source.input_shape}"
     return PretrainedBase(base, description, None, source.unfreeze_by)
+
+
+def cut_base_or_fail(model: keras.Model, cut_at: str | None) -> keras.Model:
+    try:
+        return cut_base(model, cut_at)
+    except ValueError as exc:
+        raise ModelSourceError(str(exc)) from None
 
 
 def _fix_input_shape(base: keras.Model, shape: tuple[int, int, int]) -> keras.Model:

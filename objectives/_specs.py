@@ -23,7 +23,7 @@ APPLICATION_NAMES: tuple[str, ...] = (
     "Xception",
 )
 
-ModelKind = Literal["demo", "glyphs", "file", "application"]
+ModelKind = Literal["demo", "glyphs", "file", "application", "kerashub"]
 
 
 class ModelSourceError(ValueError):
@@ -33,7 +33,8 @@ class ModelSourceError(ValueError):
 @dataclass(frozen=True)
 class ModelSource:
     """A pretrained model: the embedded demo, a saved Keras model file, or a
-    ``keras.applications`` network by name.
+    ``keras.applications`` network by name, or a KerasHub backbone (``name``: its preset
+    folder or preset name).
 
     ``cut_at`` names the layer whose output feeds the new head (None: the whole model, or for an
     application ``include_top=False``). ``safe_mode`` stays on unless the user allows unsafe

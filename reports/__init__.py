@@ -75,6 +75,7 @@ from thaw.reports._findings import (
     get_domain_shift_info,
     get_importance_info,
 )
+from thaw.reports._frame import get_trial_records
 from thaw.reports._info import ReportInfo, get_report_info
 from thaw.reports._levers import LevelStat, LeverFinding, LeverInfo, get_lever_info
 from thaw.reports._ranking import (
@@ -99,6 +100,7 @@ from thaw.reports._summary import (
 from thaw.reports._svg import render_curves_svg, render_efficiency_svg, render_scatter_svg
 
 __all__ = [
+    "get_trial_records",
     "ComparisonFiles",
     "ComparisonInfo",
     "DeterminismInfo",

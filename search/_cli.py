@@ -158,6 +158,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_report_dir(config.path, config.name)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder (it is created if missing)")
+    table_format = getattr(args, "format", "csv")
+    if table_format == "parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise UserError(
+                "--format parquet needs pyarrow: pip install 'thaw-keras[parquet]' (or use "
+                "--format csv)"
+            )
     try:
         storage = open_storage(url, must_exist=True)
         study = load_existing_study(storage, config.name, url)
@@ -179,8 +188,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         publish_report_artifacts(study, store, files)
     except (PublishError, OSError) as exc:
         _logger.warning("Report not attached to the study in the dashboard: %s", exc)
+    written = [files.markdown, files.html, files.csv, files.summary_json]
+    if table_format == "parquet":
+        from thaw._api import trials_frame
+
+        parquet = out / "trials.parquet"
+        trials_frame(study).to_parquet(parquet, index=False)
+        written.append(parquet)
     print(f"Report for study {config.name!r} written to {out}/:")
-    for path in (files.markdown, files.html, files.csv, files.summary_json):
+    for path in written:
         print(f"  {path}")
     return 0
 
@@ -341,6 +357,59 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------- export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from thaw.search._export import ExportError, export_trial
+    from thaw.search._study import StorageError, load_existing_study, open_storage
+
+    config = _load_config(args.study_file, args.storage)
+    url = str(config.storage)
+    if args.tolerance is not None and not args.tolerance >= 0:
+        raise UserError(f"--tolerance must be >= 0, got {args.tolerance}")
+    try:
+        study = load_existing_study(open_storage(url, must_exist=True), config.name, url)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+    _import_keras_quietly()
+    from thaw.objectives import DataSourceError, ModelSourceError
+
+    kwargs = {} if args.tolerance is None else {"tolerance": args.tolerance}
+    try:
+        result = export_trial(config, study, args.out, args.trial, **kwargs)
+    except (ExportError, ModelSourceError, DataSourceError) as exc:
+        raise UserError(str(exc)) from None
+    stored = "not stored" if result.stored_val_loss is None else f"{result.stored_val_loss:.6g}"
+    print(
+        f"Trial {result.number}'s best-epoch model ({result.source}) written to {result.path}: "
+        f"validation loss {result.measured_val_loss:.6g}, stored {stored}"
+        + ("" if result.difference is None else f", difference {result.difference:.2e}")
+        + "."
+    )
+    if result.stored_val_loss is not None and not result.matches:
+        print(
+            f"thaw: the validation loss differs from the stored one by more than "
+            f"{result.tolerance:g}; the training is not reproducible here (another device, "
+            "library version or non-deterministic ops?)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+# -------------------------------------------------------------------------------- schema
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from thaw.search._schema import study_file_schema
+
+    print(json.dumps(study_file_schema(), indent=2, sort_keys=True))
+    return 0
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -377,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--out", help="output folder (default: <study name>-report/ beside the study file)"
     )
+    report.add_argument(
+        "--format",
+        choices=("csv", "parquet"),
+        default="csv",
+        help="trial table format: trials.csv (always written) or also trials.parquet (pyarrow)",
+    )
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser("compare", help="compare several studies side by side")
@@ -403,6 +478,23 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--trial", type=int, help="diagnose this trial number only")
     diagnose.add_argument("--json", action="store_true", help="machine-readable output")
     diagnose.set_defaults(func=cmd_diagnose)
+
+    export = sub.add_parser("export", help="write a trial's best-epoch model as a .keras file")
+    export.add_argument("study_file")
+    export.add_argument("--storage", help="Optuna storage URL (overrides the study file)")
+    export.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    export.add_argument("--out", required=True, help="the .keras file to write")
+    export.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest accepted difference from the stored validation loss (default 1e-4)",
+    )
+    export.set_defaults(func=cmd_export)
+
+    schema = sub.add_parser(
+        "schema", help="print the JSON Schema of study files (for editor completion)"
+    )
+    schema.set_defaults(func=cmd_schema)
 
     from thaw.search._dashboard import add_dashboard_parser
 

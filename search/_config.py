@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,11 @@ from thaw.objectives import (
     SearchSpace,
     TrainSettings,
 )
+from thaw.search._schema import StudyFileError, unknown_key_message, validate_study_file
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random")
 COMPARATIVE_PRUNERS: tuple[str, ...] = ("median", "hyperband", "successive_halving", "none")
 ALL = "all"
-
-
-class StudyFileError(ValueError):
-    """A study file is invalid. The message is one line: what is wrong and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,14 @@ class StudyConfig:
     reference_trials: bool = False
     thresholds: Any = None  # reports.Thresholds: verdict thresholds of the diagnosis
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Keep the top 3 trials' best-epoch models as .keras files beside the storage.
+    keep_best: bool = True
+    #: One TensorBoard run per trial under the study folder (``train.tensorboard``).
+    tensorboard: bool = False
+    #: Extra Keras callbacks by import path (``train.callbacks``).
+    callbacks: tuple[str, ...] = ()
+    #: One CSV file of epoch metrics per trial under the study folder (``train.csv_log``).
+    csv_log: bool = False
 
     @property
     def direction(self) -> str:
@@ -163,10 +168,7 @@ class _Section:
             )
         unknown = sorted(set(map(str, data)) - set(allowed))
         if unknown:
-            raise StudyFileError(
-                f"unknown key {self.key(where, unknown[0])!r}; expected one of: "
-                f"{', '.join(allowed)}"
-            )
+            raise StudyFileError(unknown_key_message(where, unknown[0], allowed))
         self.where = where
         self.data = data
 
@@ -303,7 +305,9 @@ def _resolve_path(base_dir: Path, value: str) -> Path:
 
 
 def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
-    kind = section.get_str("source", "demo", choices=("demo", "file", "application", "glyphs"))
+    kind = section.get_str(
+        "source", "demo", choices=("demo", "file", "application", "glyphs", "kerashub")
+    )
     path = None
     if kind == "file":
         raw_path = section.get("path")
@@ -327,6 +331,18 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
             )
     elif name is not None:
         raise StudyFileError("model.name is only used with model.source: application; remove it")
+    preset = section.get("preset")
+    if kind == "kerashub":
+        if not isinstance(preset, str) or not preset:
+            raise StudyFileError(
+                "model.preset is required when model.source is 'kerashub' (a folder saved with "
+                "save_to_preset, or a preset name)"
+            )
+        local = _resolve_path(base_dir, preset)
+        # A local folder is stored resolved; anything else is a preset name (needs a download).
+        name = str(local) if local.exists() or "/" in preset or preset.startswith(".") else preset
+    elif preset is not None:
+        raise StudyFileError("model.preset is only used with model.source: kerashub; remove it")
     weights = section.get("weights", "imagenet")
     if weights is not None and not isinstance(weights, str):
         raise StudyFileError(
@@ -366,7 +382,7 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
         weights=weights,
         input_shape=input_shape,
         alpha=float(alpha) if alpha is not None else None,
-        unfreeze_by=section.get_str("unfreeze_by", "layers", choices=("layers", "blocks")),
+        unfreeze_by=section.get("unfreeze_by") or ("blocks" if kind == "kerashub" else "layers"),
     )
 
 
@@ -437,122 +453,62 @@ def resolve_storage_url(url: str, base_dir: Path) -> str:
     return url
 
 
-TOP_KEYS = (
-    "name",
-    "seed",
-    "n_trials",
-    "objective",
-    "storage",
-    "model",
-    "data",
-    "search_space",
-    "train",
-    "sampler",
-    "pruner",
-    "reference_trials",
-    "diagnosis",
-)
-
-
 def parse_study(raw: Any, path: Path) -> StudyConfig:
-    """Validate a loaded study file; raise :class:`StudyFileError` with one line on a problem."""
-    top = _Section("", raw, TOP_KEYS)
+    """Validate a loaded study file; raise :class:`StudyFileError` with one line on a problem.
+
+    Keys, types, ranges and defaults come from the schema (:mod:`thaw.search._schema`); the
+    checks that need several values or the file system are made here.
+    """
+    study = validate_study_file(raw)
     base_dir = path.parent.resolve()
-    name = top.get_str("name", path.stem)
-    seed = top.get_int("seed", 0, minimum=0)
-    objective = top.get_str("objective", "val_loss", choices=tuple(OBJECTIVE_METRICS))
-    train = _Section(
-        "train",
-        top.get("train"),
-        ("epochs", "batch_size", "warmup_epochs", "mixed_precision", "jit_compile", "cache_frozen"),
-    )
-    epochs = train.get_int("epochs", 15, minimum=1)
-    warmup_epochs = train.get_int("warmup_epochs", 0, minimum=0)
-    if warmup_epochs >= epochs:
+    name = study.name or path.stem
+    train = study.train
+    if train.warmup_epochs >= train.epochs:
         raise StudyFileError(
-            f"train.warmup_epochs={warmup_epochs} must be below train.epochs={epochs} (epochs is "
-            "the total, warm-up included)"
+            f"train.warmup_epochs={train.warmup_epochs} must be below train.epochs="
+            f"{train.epochs} (epochs is the total, warm-up included)"
         )
-    diagnosis = top.get("diagnosis", {})
     try:
         from thaw.reports import Thresholds
 
-        thresholds = Thresholds.from_dict(diagnosis or {})
+        thresholds = Thresholds.from_dict(study.diagnosis)
     except ValueError as exc:
         raise StudyFileError(f"diagnosis: {exc}") from None
-    sampler = _Section("sampler", top.get("sampler"), ("name", "n_startup_trials"))
-    pruner = _Section(
-        "pruner",
-        top.get("pruner"),
-        ("compare", "patience", "min_delta", "n_startup_trials", "n_warmup_steps"),
-    )
-    space = _Section(
-        "search_space",
-        top.get("search_space"),
-        ("unfrozen_layers", "learning_rate", "dropout", "weight_decay", "batchnorm"),
-    )
-    model = _Section(
-        "model",
-        top.get("model"),
-        (
-            "source",
-            "path",
-            "name",
-            "weights",
-            "input_shape",
-            "alpha",
-            "cut_at",
-            "unfreeze_by",
-            "seed",
-            "safe_mode",
-        ),
-    )
-    data = _Section(
-        "data",
-        top.get("data"),
-        (
-            "source",
-            "path",
-            "val_path",
-            "val_fraction",
-            "max_skipped_fraction",
-            "seed",
-            "class_names",
-        ),
-    )
+    settings = {f.name for f in fields(TrainSettings)}
+    train_values = {k: v for k, v in train.model_dump().items() if k in settings}
+
+    def section(where: str) -> _Section:
+        model = getattr(study, where)
+        return _Section(where, model.model_dump(), tuple(type(model).model_fields))
+
     return StudyConfig(
         name=name,
         path=path,
-        seed=seed,
-        n_trials=top.get_int("n_trials", 20, minimum=1),
-        model=_model(model, base_dir, seed),
-        data=_data(data, base_dir),
-        space=_space(space),
-        train=TrainSettings(
-            epochs=epochs,
-            batch_size=train.get_int("batch_size", 16, minimum=1),
-            metric=objective,
-            warmup_epochs=warmup_epochs,
-            mixed_precision=train.get_str("mixed_precision", "auto", choices=("auto", "on", "off")),
-            jit_compile=train.get_bool("jit_compile", False),
-            cache_frozen=train.get_str("cache_frozen", "auto", choices=("auto", "off")),
-        ),
-        sampler=SamplerConfig(
-            name=sampler.get_str("name", "tpe", choices=SAMPLERS),
-            n_startup_trials=sampler.get_int("n_startup_trials", 8, minimum=0),
-        ),
-        pruner=PrunerConfig(
-            compare=pruner.get_str("compare", "median", choices=COMPARATIVE_PRUNERS),
-            patience=pruner.get_int("patience", 3, minimum=1),
-            min_delta=pruner.get_float("min_delta", 0.03, minimum=0.0),
-            n_startup_trials=pruner.get_int("n_startup_trials", 8, minimum=0),
-            n_warmup_steps=pruner.get_int("n_warmup_steps", 5, minimum=0),
-        ),
-        storage=_storage(top.get("storage"), base_dir, name),
-        reference_trials=top.get_bool("reference_trials", False),
+        seed=study.seed,
+        n_trials=study.n_trials,
+        model=_model(section("model"), base_dir, study.seed),
+        data=_data(section("data"), base_dir),
+        space=_space(section("search_space")),
+        train=TrainSettings(metric=study.objective, **train_values),
+        sampler=SamplerConfig(**study.sampler.model_dump()),
+        pruner=PrunerConfig(**study.pruner.model_dump()),
+        storage=_storage(study.storage, base_dir, name),
+        reference_trials=study.reference_trials,
         thresholds=thresholds,
         raw=dict(raw),
+        keep_best=study.keep_best,
+        tensorboard=train.tensorboard,
+        callbacks=tuple(train.callbacks),
+        csv_log=train.csv_log,
     )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TOP_KEYS":  # the study file's top-level keys, from the schema
+        from thaw.search._schema import StudyFile
+
+        return tuple(StudyFile.model_fields)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_study_file(path: str | Path) -> StudyConfig:

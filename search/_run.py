@@ -67,8 +67,16 @@ class RunOptions:
     # Set on the worker processes that run_study starts (``--worker-total`` on the CLI).
     worker_total: int | None = None
     worker_count: int | None = None
+    # Epochs the whole run may spend (all trials together); enforced by the budget (issue 9).
+    budget_epochs: int | None = None
 
     def __post_init__(self) -> None:
+        if self.budget_epochs is not None and (
+            isinstance(self.budget_epochs, bool)
+            or not isinstance(self.budget_epochs, int)
+            or self.budget_epochs < 1
+        ):
+            raise RunError(f"budget_epochs must be an integer >= 1, got {self.budget_epochs!r}")
         if self.n_trials is not None and self.n_trials < 1:
             raise RunError(f"--n-trials must be >= 1, got {self.n_trials}")
         if self.timeout is not None and self.timeout <= 0:
@@ -134,8 +142,15 @@ def run_study(
             f"--workers {workers} needs a storage several processes can share; SQLite is for one "
             "process. Use a PostgreSQL URL (--storage postgresql://user@host/db) or one worker"
         )
-    # Nothing is written before every input is checked: the storage URL first (without opening
-    # it), then the model, the data and the search space; only then is the storage opened.
+    # Nothing is written before every input is checked: the callbacks and the storage URL first
+    # (without opening it), then the model, the data and the search space; only then is the
+    # storage opened.
+    from thaw.search._logs import CallbackImportError, import_callbacks
+
+    try:
+        callback_classes = import_callbacks(config.callbacks)
+    except CallbackImportError as exc:
+        raise RunError(f"{config.path}: {exc}") from None
     try:
         check_storage_url(url)
     except StorageError as exc:
@@ -185,6 +200,11 @@ def run_study(
         except ValueError as exc:
             _logger.warning("Domain-shift score not measured: %s", exc)
 
+    from thaw.search._export import attach_keeper
+    from thaw.search._logs import attach_logs
+
+    attach_keeper(config, objective, optuna_study)
+    attach_logs(config, objective, callback_classes)
     publisher = make_publisher(url, config.path.parent, options.artifact_dir)
 
     finished = len(optuna_study.get_trials(deepcopy=False, states=FINISHED_STATES))

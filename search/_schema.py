@@ -1,0 +1,339 @@
+"""The study file's schema: one pydantic model per section, the single list of accepted keys.
+
+Each field is declared once, with its type, default, range and description; from these come
+the validation (unknown keys refused, with "did you mean"), the defaults, the JSON Schema
+(``thaw schema``) and the check that the README documents only accepted keys. Checks that need
+more than one value or the file system (paths exist, low <= high, resolving ``all``) happen when
+:func:`thaw.search._config.parse_study` builds the typed dataclasses from the validated model.
+
+Adding a key: add a field to the section's model here; a ``train`` field that names a
+:class:`~thaw.objectives.TrainSettings` field is passed on to it automatically.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from thaw.objectives._specs import APPLICATION_NAMES, BATCHNORM_MODES
+
+
+class StudyFileError(ValueError):
+    """A study file is invalid. The message is one line: what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Expect:
+    """Field metadata: any wrong value of this field is reported as ``<key> must be <what>``."""
+
+    what: str
+
+
+def unknown_key_message(where: str, key: str, allowed: Sequence[str]) -> str:
+    """``unknown key 'train.epoch'; expected one of: ...; did you mean 'epochs'?``"""
+    name = f"{where}.{key}" if where else key
+    message = f"unknown key {name!r}; expected one of: {', '.join(allowed)}"
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return message + (f"; did you mean {close[0]!r}?" if close else "")
+
+
+class _Section(BaseModel):
+    """A mapping of the study file: strict types, unknown keys refused; ``key:`` alone is {}."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+
+#: ``[low, high]`` or ``{low: .., high: .., log: ..}`` (validated when the config is built).
+Bounds = Annotated[
+    Any,
+    Field(
+        description="[low, high] or {low: .., high: .., log: true|false}",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "array", "items": {"type": ["number", "string"]}, "minItems": 2},
+                {
+                    "type": "object",
+                    "properties": {
+                        "low": {"type": ["number", "string"]},
+                        "high": {"type": ["number", "string"]},
+                        "log": {"type": "boolean"},
+                    },
+                    "additionalProperties": False,
+                },
+            ]
+        },
+    ),
+]
+
+ModelKindName = Literal["demo", "glyphs", "file", "application", "kerashub"]
+DataKindName = Literal["demo", "glyphs", "npz", "directory"]
+
+
+def _check_callbacks(value: Any) -> Any:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*", v) for v in value
+    ):
+        raise StudyFileError(
+            "train.callbacks must be a list of import paths such as "
+            f"['mypkg.callbacks.MyCallback'], got {value!r}"
+        )
+    return value
+
+
+class ModelSection(_Section):
+    """``model``: the pretrained model."""
+
+    source: ModelKindName = Field(
+        "demo", description="demo | glyphs | file | application | kerashub"
+    )
+    path: str | None = Field(None, description="file: a .keras (or legacy .h5) model file")
+    preset: str | None = Field(None, description="kerashub: a preset directory (or name)")
+    name: Annotated[str | None, Expect("a keras.applications name")] = Field(
+        None, description=f"application: one of {', '.join(APPLICATION_NAMES)}"
+    )
+    weights: Annotated[str | None, Expect("'imagenet', null or a weights file path")] = Field(
+        "imagenet", description="application: imagenet | null | path/to/weights.h5"
+    )
+    input_shape: Annotated[list[int] | None, Expect("[height, width, channels]")] = Field(
+        None, description="[height, width, channels]"
+    )
+    alpha: Annotated[float | None, Expect("a number such as 0.35")] = Field(
+        None, description="MobileNet width multiplier"
+    )
+    cut_at: Annotated[str | None, Expect("a layer name")] = Field(
+        None, description="layer whose output feeds the new head"
+    )
+    unfreeze_by: Literal["layers", "blocks"] | None = Field(
+        None,
+        description="layers | blocks: never split a residual block (default: blocks for "
+        "kerashub, else layers)",
+    )
+    seed: int = Field(0, description="demo, glyphs: the seed of the pretrained model")
+    safe_mode: bool = Field(True, description="false only for model files you trust")
+
+
+class DataSection(_Section):
+    """``data``: the target data."""
+
+    source: DataKindName = Field("demo", description="demo | glyphs | npz | directory")
+    path: str | None = Field(None, description="directory: one subfolder per class; npz: arrays")
+    val_path: str | None = Field(None, description="directory: a validation folder")
+    val_fraction: Annotated[float, Expect("a number between 0 and 1")] = Field(
+        0.2, gt=0.0, lt=1.0, allow_inf_nan=False, description="seeded stratified split"
+    )
+    max_skipped_fraction: Annotated[float, Expect("a number in [0, 1]")] = Field(
+        0.05, ge=0.0, le=1.0, allow_inf_nan=False, description="unreadable files allowed"
+    )
+    max_memory_mb: int = Field(
+        2048, ge=1, description="above it, images are decoded batch by batch from files"
+    )
+    seed: int = Field(0, description="seed of the validation split")
+    class_names: Annotated[list[str], Expect("a list of strings")] = Field(
+        default_factory=list, description="names of the classes (npz)"
+    )
+
+
+class SpaceSection(_Section):
+    """``search_space``: the searched ranges."""
+
+    unfrozen_layers: Bounds = Field(
+        {"low": 0, "high": "all"}, description="layers with weights, from the top ('all')"
+    )
+    learning_rate: Bounds = Field({"low": 1e-5, "high": 1e-2, "log": True})
+    dropout: Bounds = Field({"low": 0.0, "high": 0.6, "log": False})
+    weight_decay: Bounds = Field({"low": 1e-6, "high": 1e-1, "log": True})
+    batchnorm: Annotated[list[str] | str, Expect(f"a list drawn from {list(BATCHNORM_MODES)}")] = (
+        Field(["frozen"], description="frozen | adapt | train, searched when more than one")
+    )
+
+
+class TrainSection(_Section):
+    """``train``: how each trial trains."""
+
+    epochs: int = Field(15, ge=1, description="total epochs per trial")
+    batch_size: int = Field(16, ge=1)
+    warmup_epochs: int = Field(0, ge=0, description="head-only epochs before unfreezing")
+    mixed_precision: Literal["auto", "on", "off"] = Field("auto")
+    jit_compile: bool = Field(False, description="compile the train step with XLA")
+    cache_frozen: Literal["auto", "off"] = Field(
+        "auto", description="auto | off: train on cached frozen-prefix activations"
+    )
+    tensorboard: bool = Field(False, description="one TensorBoard run per trial")
+    csv_log: bool = Field(False, description="one CSV file of epoch metrics per trial")
+    callbacks: Annotated[list[str], BeforeValidator(_check_callbacks)] = Field(
+        default_factory=list, description="Keras callbacks by import path"
+    )
+
+
+class SamplerSection(_Section):
+    name: Literal["tpe", "random"] = "tpe"
+    n_startup_trials: int = Field(8, ge=0)
+
+
+class PrunerSection(_Section):
+    compare: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.03, ge=0.0, allow_inf_nan=False)
+    n_startup_trials: int = Field(8, ge=0)
+    n_warmup_steps: int = Field(5, ge=0)
+
+
+def _check_storage(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or "://" not in value):
+        raise StudyFileError(
+            f"storage must be a database URL such as 'sqlite:///demo.db' or "
+            f"'postgresql://user@host/db', got {value!r}"
+        )
+    return value
+
+
+class StudyFile(_Section):
+    """A thaw study file (YAML)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="thaw study file")
+
+    name: str | None = Field(None, min_length=1, description="default: the file name")
+    seed: int = Field(0, ge=0, description="trial t trains with seed (seed*100003 + t)")
+    n_trials: int = Field(20, ge=1, description="finished trials the study should hold")
+    objective: Literal["val_loss", "val_accuracy"] = Field(
+        "val_loss", description="val_loss (minimised) or val_accuracy (maximised)"
+    )
+    storage: Annotated[str | None, BeforeValidator(_check_storage)] = Field(
+        None, description="database URL; default sqlite:///<study folder>/<name>.db"
+    )
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    search_space: SpaceSection = Field(default_factory=SpaceSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    sampler: SamplerSection = Field(default_factory=SamplerSection)
+    pruner: PrunerSection = Field(default_factory=PrunerSection)
+    reference_trials: bool = Field(False, description="enqueue the textbook strategies first")
+    diagnosis: dict[str, Any] = Field(
+        default_factory=dict, description="verdict thresholds (see thaw.reports.Thresholds)"
+    )
+    keep_best: bool = Field(True, description="keep the top 3 trials' best-epoch models")
+
+    @field_validator("diagnosis", mode="before")
+    @classmethod
+    def _diagnosis_mapping(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+def study_file_schema() -> dict[str, Any]:
+    """The JSON Schema of a study file (for editor completion: ``thaw schema``)."""
+    schema = StudyFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+# ------------------------------------------------------------------------- one-line errors
+
+
+def validate_study_file(raw: Any) -> StudyFile:
+    """Validate a loaded study file; raise :class:`StudyFileError` with one line."""
+    if not isinstance(raw, dict):
+        raise StudyFileError(
+            f"the study file must be a mapping of keys, got {type(raw).__name__} {raw!r}"
+        )
+    try:
+        return StudyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise StudyFileError(_one_line(exc, raw)) from None
+
+
+def _one_line(exc: ValidationError, raw: Any) -> str:
+    errors = exc.errors(include_url=False)
+    unknown = sorted(
+        (e for e in errors if e["type"] == "extra_forbidden"),
+        key=lambda e: (len(e["loc"]), [str(p) for p in e["loc"]]),
+    )
+    error = unknown[0] if unknown else errors[0]
+    return _message(error, raw)
+
+
+def _walk(loc: Sequence[Any]) -> tuple[list[str], Any, Any]:
+    """Follow ``loc`` through the models: the dotted key path, the field's info, its model."""
+    model: Any = StudyFile
+    path: list[str] = []
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            break
+        if not isinstance(part, str) or part not in model.model_fields:
+            return path + ([str(part)] if isinstance(part, str) else []), None, model
+        info = model.model_fields[part]
+        path.append(part)
+        expect = next((m for m in info.metadata if isinstance(m, Expect)), None)
+        if expect is not None:
+            return path, info, expect
+        annotation = info.annotation
+        model = annotation if isinstance(annotation, type) else None
+    return path, None, model
+
+
+def _value_at(raw: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    return raw
+
+
+def _message(error: Any, raw: Any) -> str:
+    kind, loc, value = error["type"], tuple(error["loc"]), error.get("input")
+    ctx = error.get("ctx") or {}
+    path, _, found = _walk(loc)
+    where = ".".join(path)
+    if kind == "extra_forbidden":
+        parent = path[:-1]
+        _, _, model = _walk(tuple(parent))
+        allowed = list(model.model_fields) if model is not None else []
+        return unknown_key_message(".".join(parent), path[-1], allowed)
+    if kind == "value_error" and isinstance(ctx.get("error"), StudyFileError):
+        return str(ctx["error"])
+    if isinstance(found, Expect):
+        return f"{where} must be {found.what}, got {_value_at(raw, path)!r}"
+    if kind in ("model_type", "dict_type"):
+        return f"{where} must be a mapping of keys, got {type(value).__name__} {value!r}"
+    if kind == "int_type" or kind == "int_parsing":
+        return f"{where} must be an integer, got {value!r}"
+    if kind in ("float_type", "float_parsing"):
+        return f"{where} must be a number, got {value!r}"
+    if kind == "finite_number":
+        return f"{where} must be finite, got {value!r}"
+    if kind == "bool_type":
+        return f"{where} must be true or false, got {value!r}"
+    if kind in ("string_type", "string_too_short"):
+        return f"{where} must be a non-empty string, got {value!r}"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"{where} is {value!r}; expected one of: {', '.join(choices)}"
+    bounds = {
+        "greater_than_equal": ">=",
+        "greater_than": ">",
+        "less_than_equal": "<=",
+        "less_than": "<",
+    }
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"{where} must be {bounds[kind]} {limit}, got {value}"
+    if kind == "value_error":
+        return f"{where}: {ctx.get('error', error['msg'])}"
+    return f"{where}: {error['msg']}, got {value!r}"

@@ -1,0 +1,123 @@
+"""What ``pip install`` puts on the path, and that the declared dependencies are the used ones."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+CODE_DIRS = ("thaw", "search", "objectives", "reports")
+#: distribution -> import name, where they differ
+IMPORT_NAMES = {
+    "pyyaml": "yaml",
+    "pillow": "PIL",
+    "optuna-dashboard": "optuna_dashboard",
+    "keras-tuner": "keras_tuner",
+    "keras-hub": "keras_hub",
+    "psycopg": "psycopg",
+}
+#: declared for the benchmark (bench/), not imported by the package itself
+BENCH_ONLY = {"keras-tuner"}
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0].lower()
+
+
+def _imported(module: str, dirs: tuple[str, ...]) -> bool:
+    pattern = re.compile(rf"^\s*(import|from)\s+{re.escape(module)}\b", re.MULTILINE)
+    return any(
+        pattern.search(path.read_text(encoding="utf-8"))
+        for d in dirs
+        for path in (REPO / d).rglob("*.py")
+    )
+
+
+@pytest.mark.parametrize("requirement", _pyproject()["project"]["dependencies"])
+def test_every_declared_dependency_is_imported(requirement: str) -> None:
+    name = _name(requirement)
+    module = IMPORT_NAMES.get(name, name.replace("-", "_"))
+    dirs = ("bench",) if name in BENCH_ONLY else CODE_DIRS
+    if name in BENCH_ONLY and not _imported(module, dirs):
+        pytest.skip(f"{name} is kept for the KerasTuner comparison bench, not in this tree yet")
+    assert _imported(module, dirs), f"{name} is declared but {module} is never imported"
+
+
+@pytest.mark.parametrize(
+    ("extra", "module"),
+    [("postgres", "psycopg"), ("kerashub", "keras_hub"), ("parquet", "pyarrow")],
+)
+def test_optional_parts_are_extras_imported_lazily(extra: str, module: str) -> None:
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert extra in extras
+    declared = {_name(r) for r in _pyproject()["project"]["dependencies"]}
+    assert not {_name(r) for r in extras[extra]} & declared
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_only_the_thaw_package(tmp_path: Path) -> None:
+    # Build from a copy, so no build/ folder is left in the repository.
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name if source.exists() else _mkdir(source) / name)
+    for name in CODE_DIRS:
+        shutil.copytree(REPO / name, source / name, ignore=ignore)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("thaw_keras-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/", 1)[0] for name in names}
+    dist_info = {t for t in top if t.endswith(".dist-info")}
+    assert top - dist_info == {"thaw"}, sorted(top)
+    for module in (
+        "thaw/__init__.py",
+        "thaw/_api.py",
+        "thaw/search/_config.py",
+        "thaw/objectives/_objective.py",
+        "thaw/reports/__init__.py",
+    ):
+        assert module in names
+    (info,) = dist_info
+    assert f"{info}/entry_points.txt" in names
+
+
+def test_the_mypy_link_tree_mirrors_the_installed_layout() -> None:
+    tree = REPO / ".mypy" / "thaw"
+    expected = {p.name for p in (REPO / "thaw").glob("*.py")} | {"search", "objectives", "reports"}
+    assert {p.name for p in tree.iterdir()} == expected, "update .mypy/thaw (links)"
+    for name in expected:
+        link = tree / name
+        target = REPO / "thaw" / name if name.endswith(".py") else REPO / name
+        assert link.is_symlink() and link.resolve() == target.resolve(), name

@@ -1,0 +1,146 @@
+"""thaw as a library: only the public names of ``import thaw``, on a tiny model and data."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+
+def test_import_thaw_loads_neither_keras_nor_tensorflow() -> None:
+    code = (
+        "import sys, thaw\n"
+        "assert callable(thaw.run) and callable(thaw.trials_frame)\n"
+        "heavy = sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    import thaw
+
+    with pytest.raises(AttributeError, match="no attribute 'rn'"):
+        thaw.rn  # noqa: B018
+
+
+def test_public_names_and_subpackages_are_reachable_from_thaw() -> None:
+    import thaw
+
+    assert {"run", "report", "diagnose", "load_best", "trials_frame", "FineTuneObjective"} <= set(
+        thaw.__all__
+    )
+    assert set(thaw.__all__) <= set(dir(thaw))
+    assert thaw.reports.write_report is not None
+    assert thaw.search.parse_study is not None
+
+
+@pytest.fixture
+def study_file(
+    tmp_path: Path, tiny_cnn: Callable[..., Any], tiny_arrays: Callable[..., dict[str, Any]]
+) -> Path:
+    tiny_cnn().save(tmp_path / "tiny.keras")
+    np.savez(tmp_path / "data.npz", **tiny_arrays())
+    path = tmp_path / "tiny.yaml"
+    study = {
+        "name": "tiny",
+        "n_trials": 4,
+        "model": {"source": "file", "path": "tiny.keras", "cut_at": "features"},
+        "data": {"source": "npz", "path": "data.npz", "class_names": ["a", "b", "c"]},
+        "search_space": {"learning_rate": [1e-3, 3e-2]},
+        "train": {"epochs": 3, "batch_size": 8},
+        "sampler": {"name": "random"},
+        "pruner": {"compare": "none"},
+    }
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+@pytest.mark.slow
+def test_public_api_end_to_end(study_file: Path, tmp_path: Path) -> None:
+    import keras
+
+    import thaw
+
+    study = thaw.run(study_file)
+    assert isinstance(study, optuna.Study)
+    assert len(study.trials) == 4
+
+    frame = thaw.trials_frame(study)
+    assert len(frame) == 4
+    assert {"rank", "number", "state", "params_learning_rate", "best_val_loss"} <= set(frame)
+    assert list(frame["rank"].dropna()) == sorted(frame["rank"].dropna())
+
+    diagnosis = thaw.diagnose(study)
+    assert {d.number for d in diagnosis.trials} == {t.number for t in study.trials}
+    verdicts = thaw.diagnose(study.trials[0].user_attrs["history"])
+    assert isinstance(verdicts, list)
+
+    files = thaw.report(study, tmp_path / "report")
+    assert files.html.is_file() and files.csv.is_file()
+
+    # The top 3 trials' best-epoch models are kept; the worst trial's file was deleted.
+    best_first = frame.sort_values("best_val_loss")["number"].tolist()
+    folder = tmp_path / "models" / "tiny"
+    assert sorted(p.name for p in folder.glob("*.keras")) == sorted(
+        f"trial-{n}.keras" for n in best_first[:3]
+    )
+
+    model = thaw.load_best(study)
+    assert isinstance(model, keras.Model)
+    data = np.load(tmp_path / "data.npz")
+    model.compile(loss="sparse_categorical_crossentropy")
+    measured = model.evaluate(data["x_val"], data["y_val"], batch_size=8, verbose=0)
+    assert measured == pytest.approx(frame["best_val_loss"].min(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_objective_in_the_users_own_study(study_file: Path) -> None:
+    import thaw
+
+    objective = thaw.FineTuneObjective.from_config(thaw.load_config(study_file))
+    study = optuna.create_study()
+    study.optimize(objective, n_trials=2)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert math.isfinite(study.best_value)
+    assert study.best_trial.user_attrs["best_val_loss"] == pytest.approx(study.best_value)
+
+
+def test_diagnose_takes_a_history_dict() -> None:
+    import thaw
+
+    history = {
+        "loss": [1.0, 0.6, 0.3, 0.15, 0.07, 0.03],
+        "val_loss": [1.0, 0.8, 0.9, 1.1, 1.3, 1.6],
+        "accuracy": [0.4, 0.6, 0.8, 0.9, 0.95, 0.99],
+        "val_accuracy": [0.4, 0.55, 0.55, 0.5, 0.5, 0.48],
+    }
+    verdicts = thaw.diagnose(history)
+    assert [v.verdict for v in verdicts] == ["overfitting"]
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [({"loss": [1.0]}, "no 'val_loss' values"), (3, "takes an optuna.Study")],
+)
+def test_diagnose_refuses_what_it_cannot_read(value: Any, match: str) -> None:
+    import thaw
+
+    with pytest.raises((TypeError, ValueError), match=match):
+        thaw.diagnose(value)
+
+
+def test_run_refuses_a_bad_budget(study_file: Path) -> None:
+    import thaw
+
+    with pytest.raises(thaw.RunError, match="budget_epochs must be an integer >= 1, got 0"):
+        thaw.run(study_file, budget_epochs=0)
