@@ -31,8 +31,8 @@ MAX_TOP = 5
 MIN_SHARE = 0.8
 """Share of the top trials that must use a level for it to be a finding."""
 N_BINS = 3
-"""Numeric parameters are cut into this many bins of (nearly) equal trial counts, on a log
-scale for log parameters, before their levels are compared."""
+"""Numeric parameters are cut into this many bins of (nearly) equal numbers of distinct
+values, on a log scale for log parameters, before their levels are compared."""
 MIN_RATIO = 1.1
 """For losses: the best trial outside the level must be at least this many times worse."""
 MAX_FINDINGS = 3
