@@ -83,8 +83,8 @@ Bounds = Annotated[
     ),
 ]
 
-ModelKindName = Literal["demo", "glyphs", "file", "application", "kerashub"]
-DataKindName = Literal["demo", "glyphs", "npz", "directory"]
+ModelKindName = Literal["demo", "file", "application", "kerashub", "glyphs"]
+DataKindName = Literal["demo", "npz", "directory", "glyphs"]
 
 
 def _check_callbacks(value: Any) -> Any:
@@ -104,7 +104,7 @@ class ModelSection(_Section):
     """``model``: the pretrained model."""
 
     source: ModelKindName = Field(
-        "demo", description="demo | glyphs | file | application | kerashub"
+        "demo", description="demo | file | application | kerashub | glyphs"
     )
     path: str | None = Field(None, description="file: a .keras (or legacy .h5) model file")
     preset: str | None = Field(None, description="kerashub: a preset directory (or name)")
@@ -135,7 +135,7 @@ class ModelSection(_Section):
 class DataSection(_Section):
     """``data``: the target data."""
 
-    source: DataKindName = Field("demo", description="demo | glyphs | npz | directory")
+    source: DataKindName = Field("demo", description="demo | npz | directory | glyphs")
     path: str | None = Field(None, description="directory: one subfolder per class; npz: arrays")
     val_path: str | None = Field(None, description="directory: a validation folder")
     val_fraction: Annotated[float, Expect("a number between 0 and 1")] = Field(

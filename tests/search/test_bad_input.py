@@ -204,7 +204,7 @@ CASES: list[Case] = [
     Case(
         "validation fraction above 1",
         "config",
-        "data.val_fraction must be between 0 and 1, got 1.5",
+        "data.val_fraction must be a number between 0 and 1, got 1.5",
         {"data.val_fraction": 1.5},
     ),
     Case("unknown model source", "config", "model.source is 'hub'", {"model.source": "hub"}),
