@@ -123,6 +123,19 @@ def test_a_trial_of_a_dead_worker_is_failed_with_the_reason_and_queued_again(
     study.tell(alive, 0.5)
 
 
+def test_a_running_trial_of_an_older_run_on_sqlite_is_recovered(
+    created: tuple[Any, Any, optuna.Study],
+) -> None:
+    config, storage, study = created
+    trial = study.ask()  # no worker recorded: left RUNNING by a thaw without heartbeats
+    config.space.resolve(NUM_LAYERS).suggest(trial)
+    assert recover_lost_trials(study, storage) == [0]
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs[LOST].startswith("left running by an earlier run")
+    assert trials[-1].user_attrs["strategy"] == "full fine-tuning"
+
+
 def test_the_retry_runs_with_the_same_params_and_every_strategy_completes(
     created: tuple[Any, Any, optuna.Study],
 ) -> None:
