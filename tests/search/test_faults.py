@@ -207,6 +207,7 @@ def test_stale_heartbeat_fails_and_retries_the_trial(tmp_path: Path) -> None:
     study.enqueue_trial({"x": 0.25}, user_attrs={"strategy": "feature extraction"})
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
+    trial.set_user_attr(WORKER, "another-host:4242")  # only its heartbeat can tell it is gone
     trial_id = storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name("hb"), trial.number
     )
