@@ -31,7 +31,17 @@ def _configure_logging(verbosity: int) -> None:
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING if verbosity <= 1 else logging.INFO)
+    if verbosity <= 1:
+        # "Trial 3 failed with parameters ... because of the following error: ..." stays one
+        # line; -vv shows the traceback. The reason is stored on the trial either way.
+        logging.getLogger("optuna.study._optimize").addFilter(_drop_traceback)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if verbosity <= 1 else "0")
+
+
+def _drop_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info = None
+    record.exc_text = None
+    return True
 
 
 def _import_keras_quietly() -> None:

@@ -275,14 +275,20 @@ def recover_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorag
     """
     host = socket.gethostname()
     mine = os.getpid()
+    # SQLite serves one process: a running trial no process of thaw owns was left by a run that
+    # died before thaw recorded workers (or heartbeats) on trials.
+    single_process = str(getattr(storage, "url", "")).startswith("sqlite")
     retried: list[int] = []
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(t.user_attrs.get(WORKER, ""))
         name, _, pid = owner.rpartition(":")
-        if name != host or not pid.isdigit() or int(pid) == mine or _pid_alive(int(pid)):
+        if not owner and single_process:
+            reason = "left running by an earlier run that ended without finishing it"
+        elif name != host or not pid.isdigit() or int(pid) == mine or _pid_alive(int(pid)):
             continue
-        reason = f"its worker (pid {pid} on {host}) died while the trial ran"
+        else:
+            reason = f"its worker (pid {pid} on {host}) died while the trial ran"
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
             storage.set_trial_user_attr(trial_id, LOST, reason)

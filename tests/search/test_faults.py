@@ -123,6 +123,19 @@ def test_a_trial_of_a_dead_worker_is_failed_with_the_reason_and_queued_again(
     study.tell(alive, 0.5)
 
 
+def test_a_running_trial_of_an_older_run_on_sqlite_is_recovered(
+    created: tuple[Any, Any, optuna.Study],
+) -> None:
+    config, storage, study = created
+    trial = study.ask()  # no worker recorded: left RUNNING by a thaw without heartbeats
+    config.space.resolve(NUM_LAYERS).suggest(trial)
+    assert recover_lost_trials(study, storage) == [0]
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs[LOST].startswith("left running by an earlier run")
+    assert trials[-1].user_attrs["strategy"] == "full fine-tuning"
+
+
 def test_the_retry_runs_with_the_same_params_and_every_strategy_completes(
     created: tuple[Any, Any, optuna.Study],
 ) -> None:
@@ -194,6 +207,7 @@ def test_stale_heartbeat_fails_and_retries_the_trial(tmp_path: Path) -> None:
     study.enqueue_trial({"x": 0.25}, user_attrs={"strategy": "feature extraction"})
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
+    trial.set_user_attr(WORKER, "another-host:4242")  # only its heartbeat can tell it is gone
     trial_id = storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name("hb"), trial.number
     )
