@@ -34,7 +34,10 @@ from thaw.reports._attrs import (
     intermediate_series,
 )
 from thaw.reports._charts import CurveSeries, CurvesInfo, _use_log
-from thaw.reports._diagnosis import (
+from thaw.reports._format import fmt_num, fmt_value, one_line, truncate
+from thaw.reports._ranking import RankingInfo
+from thaw.reports._svg import render_curves_svg
+from thaw.reports.diagnosis import (
     VERDICTS,
     StudyDiagnosis,
     Thresholds,
@@ -42,9 +45,6 @@ from thaw.reports._diagnosis import (
     Verdict,
     diagnose_trial,
 )
-from thaw.reports._format import fmt_num, fmt_value, one_line, truncate
-from thaw.reports._ranking import RankingInfo
-from thaw.reports._svg import render_curves_svg
 
 __all__ = [
     "HISTORY_CSV_COLUMNS",

@@ -44,7 +44,6 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw.reports._diagnosis import Thresholds, diagnose_study
 from thaw.reports._notes import (
     render_history_csv,
     render_study_note,
@@ -54,6 +53,7 @@ from thaw.reports._notes import (
     verdict_dicts,
 )
 from thaw.reports._ranking import get_ranking_info
+from thaw.reports.diagnosis import Thresholds, diagnose_study
 
 _logger = logging.getLogger(__name__)
 
