@@ -62,6 +62,11 @@ class TrialCurves:
         warmup_epochs: Head-only epochs before unfreezing (0 = unfrozen from epoch 1).
         prune_epoch: Epoch the trial was pruned at, if any.
         strategy: Textbook reference strategy name, if the trial is one.
+        num_classes: Number of classes K of the target, when known: the chance level of a
+            cross-entropy is ln K and of the accuracy 1/K.
+        probes: End-of-trial measurements (user attr ``probes``, see ``objectives._probes``):
+            ``train_loss``/``train_accuracy`` in inference mode, ``val_loss_moving_stats`` and
+            ``val_loss_batch_stats`` (BatchNorm probe), ``weight_drift`` per unfrozen block.
     """
 
     number: int
@@ -75,16 +80,27 @@ class TrialCurves:
     warmup_epochs: int = 0
     prune_epoch: int | None = None
     strategy: str | None = None
+    num_classes: int | None = None
+    probes: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(
+            self, "probes", dict(self.probes) if isinstance(self.probes, Mapping) else {}
+        )
+        k = _opt_int(self.num_classes)
+        object.__setattr__(self, "num_classes", k if k is not None and k >= 2 else None)
         for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
             object.__setattr__(self, name, _clean_series(getattr(self, name)))
         object.__setattr__(self, "warmup_epochs", max(0, _opt_int(self.warmup_epochs) or 0))
 
     @classmethod
     def from_frozen_trial(
-        cls, ft: FrozenTrial, *, intermediate_is_val_loss: bool = False
+        cls,
+        ft: FrozenTrial,
+        *,
+        intermediate_is_val_loss: bool = False,
+        num_classes: int | None = None,
     ) -> TrialCurves:
         """Read curves from a trial as stored by thaw (see ``docs/storage.md``).
 
@@ -114,6 +130,8 @@ class TrialCurves:
             warmup_epochs=_opt_int(attrs.get("warmup_epochs")) or 0,
             prune_epoch=_opt_int(attrs.get("prune_epoch")),
             strategy=strategy if isinstance(strategy, str) else None,
+            num_classes=num_classes,
+            probes=attrs.get("probes") if isinstance(attrs.get("probes"), Mapping) else {},
         )
 
     def _num(self, key: str) -> float | None:
@@ -138,6 +156,42 @@ class TrialCurves:
     @property
     def weight_decay(self) -> float | None:
         return self._num("weight_decay")
+
+    @property
+    def batchnorm(self) -> str | None:
+        """``frozen``, ``adapt``, ``train`` or ``None`` when the trial did not record it."""
+        v = self.params.get("batchnorm")
+        return v if isinstance(v, str) else None
+
+    @property
+    def chance_loss(self) -> float | None:
+        """Cross-entropy of a uniform guess, ln K (``None`` when K is unknown)."""
+        return None if self.num_classes is None else math.log(self.num_classes)
+
+    @property
+    def chance_accuracy(self) -> float | None:
+        """Accuracy of a uniform guess, 1/K (``None`` when K is unknown)."""
+        return None if self.num_classes is None else 1.0 / self.num_classes
+
+    def probe(self, key: str) -> float | None:
+        """A numeric end-of-trial probe, or ``None``."""
+        v = self.probes.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        return float(v)
+
+    @property
+    def max_weight_drift(self) -> tuple[str, float] | None:
+        """The unfrozen block whose weights moved most from the pretrained ones (relative L2)."""
+        drift = self.probes.get("weight_drift")
+        if not isinstance(drift, Mapping):
+            return None
+        items = [
+            (str(k), float(v))
+            for k, v in drift.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        return max(items, key=lambda kv: (kv[1], kv[0])) if items else None
 
     @property
     def epochs(self) -> int:
@@ -212,6 +266,13 @@ class _Profile:
     train_rise: _TrainRise | None
     oscillation: tuple[int, int] | None
     explosion: _Explosion | None = None
+    val_stuck: bool = False
+    """Val loss and accuracy never left the chance band (only judged when K is known)."""
+    train_learned: bool | None = None
+    """Train accuracy clearly above chance at the end (inference probe when stored);
+    ``None`` when K or the train accuracy is unknown."""
+    train_norm_accuracy: float | None = None
+    """Final train accuracy rescaled so chance is 0 and perfect is 1."""
 
     @property
     def diverged(self) -> bool:
@@ -334,6 +395,39 @@ def _climbed(
     return tail_rise >= need and final_rise >= need and tail_rise >= t.climb_noise_multiple * noise
 
 
+def norm_accuracy(acc: float, chance: float) -> float:
+    """Accuracy rescaled so that chance (1/K) is 0 and perfect is 1."""
+    return (acc - chance) / max(1.0 - chance, _EPS)
+
+
+def _val_stuck(
+    curves: TrialCurves, val: dict[int, float], val_acc: dict[int, float], t: Thresholds
+) -> bool:
+    """Never left the chance band: val accuracy never clearly above 1/K (and the val loss never
+    clearly below ln K); judged on the loss alone when no accuracy was recorded."""
+    chance_loss, chance_acc = curves.chance_loss, curves.chance_accuracy
+    if chance_loss is None or chance_acc is None or not val:
+        return False
+    loss_stuck = min(val.values()) >= (1.0 - t.chance_loss_margin) * chance_loss
+    if not val_acc:
+        return loss_stuck
+    acc_stuck = (
+        max(norm_accuracy(a, chance_acc) for a in val_acc.values()) <= t.chance_accuracy_margin
+    )
+    loose_loss = min(val.values()) >= (1.0 - 2.0 * t.chance_loss_margin) * chance_loss
+    return acc_stuck and loose_loss
+
+
+def _train_accuracy_end(curves: TrialCurves, train_acc: dict[int, float]) -> float | None:
+    probe = curves.probe("train_accuracy")
+    if probe is not None:
+        return probe
+    if not train_acc:
+        return None
+    tail = [train_acc[e] for e in sorted(train_acc)[-2:]]
+    return max(tail)
+
+
 def _profile(curves: TrialCurves, t: Thresholds) -> _Profile:
     val = _finite(curves.val_loss)
     train = _finite(curves.loss)
@@ -348,12 +442,22 @@ def _profile(curves: TrialCurves, t: Thresholds) -> _Profile:
         and final_epoch is not None
         and best_epoch < final_epoch - max(1, (final_epoch - min(val)) // 3)
     )
+    train_acc = _finite(curves.accuracy)
+    val_acc = _finite(curves.val_accuracy)
+    acc_end = _train_accuracy_end(curves, train_acc)
+    chance_acc = curves.chance_accuracy
+    train_norm = (
+        None if acc_end is None or chance_acc is None else norm_accuracy(acc_end, chance_acc)
+    )
     return _Profile(
         curves=curves,
+        val_stuck=_val_stuck(curves, val, val_acc, t),
+        train_learned=None if train_norm is None else train_norm >= t.learned_min_accuracy,
+        train_norm_accuracy=train_norm,
         val=val,
         train=train,
-        train_acc=_finite(curves.accuracy),
-        val_acc=_finite(curves.val_accuracy),
+        train_acc=train_acc,
+        val_acc=val_acc,
         best_epoch=best_epoch,
         best_val=None if best_epoch is None else val[best_epoch],
         final_epoch=final_epoch,
@@ -372,20 +476,40 @@ def _profile(curves: TrialCurves, t: Thresholds) -> _Profile:
 
 
 def _explosion(p: _Profile, others: Sequence[_Profile], t: Thresholds) -> _Explosion | None:
-    """Largest explosive early loss of ``p`` relative to the others' median epoch-1 level."""
+    """Largest explosive early loss of ``p``.
+
+    The reference is the chance level ln K when K is known (the peers' median epoch-1 level
+    raises it, never lowers it); without K, the peers' median epoch-1 level. A loss of at least
+    ``explosion_min_loss`` is explosive whatever the reference. A val-only explosion of a trial
+    whose BatchNorm layers train (train loss sane) is left to the BatchNorm rule.
+    """
     found: list[tuple[float, _Explosion]] = []
+    chance = p.curves.chance_loss
     for name, attr in (("train loss", "train"), ("val loss", "val")):
         series: dict[int, float] = getattr(p, attr)
         refs = [lvl for q in others if (lvl := getattr(q, attr).get(1)) is not None]
         early = [(e, v) for e, v in series.items() if e <= t.explosion_epochs]
-        if not refs or not early:
+        if not early:
             continue
-        reference = statistics.median(refs)
-        if reference <= 0:
-            continue
+        candidates = [r for r in (chance, statistics.median(refs) if refs else None) if r]
+        reference = max(candidates) if candidates else None
         epoch, value = max(early, key=lambda ev: (ev[1], -ev[0]))
-        if value >= t.explosion_factor * reference:
-            found.append((value / reference, _Explosion(name, epoch, value, reference, len(refs))))
+        if reference is not None and reference > 0 and value >= t.explosion_factor * reference:
+            pass
+        elif value >= t.explosion_min_loss:
+            reference = (
+                reference if reference is not None and reference > 0 else t.explosion_min_loss
+            )
+        else:
+            continue
+        if (
+            attr == "val"
+            and p.curves.batchnorm == "train"
+            and not any(ex.series == "train loss" for _, ex in found)
+        ):
+            continue
+        n_refs = len(refs) if chance is None or (refs and statistics.median(refs) > chance) else 0
+        found.append((value / reference, _Explosion(name, epoch, value, reference, n_refs)))
     return max(found, key=lambda fx: fx[0])[1] if found else None
 
 

@@ -156,6 +156,37 @@ class Thresholds:
             ... and at or above this as high.
         importance_min_trials:
             Fewest trials with a finite target before parameter importances are computed.
+        chance_accuracy_margin:
+            Chance band: a val accuracy within this fraction of the way from chance (1/K) to
+            perfect (1) is "at chance" ...
+        chance_loss_margin:
+            ... and a val loss within this fraction below ln K. A trial whose val curves never
+            leave the band learnt nothing that generalises and is never healthy.
+        learned_min_accuracy:
+            The training set was learnt when the final train accuracy (inference-mode probe if
+            stored) is at least this fraction of the way from chance to perfect.
+        underfit_max_accuracy:
+            A trial that left the chance band still underfits (too little fine-tuning) when its
+            final train accuracy is below this fraction of the way from chance to perfect.
+        bn_val_chance_margin:
+            BatchNorm mismatch (curve rules, K known): val accuracy at most this fraction of the
+            way from chance to perfect while the train accuracy is learnt.
+        bn_probe_ratio:
+            BatchNorm probe: val loss with the moving statistics at least this multiple of the
+            val loss with batch statistics is a mismatch; below it, the probe clears BatchNorm.
+        lr_high:
+            An Adam-family learning rate at or above this wrecks pretrained weights; with val
+            curves at chance it is the cause named.
+        lr_low:
+            A learning rate at or below this is named as a cause of not learning.
+        drift_high:
+            Weight-drift probe: an unfrozen block whose weights moved by at least this relative L2
+            distance from the pretrained ones had its features overwritten.
+        drift_low:
+            ... and at most this barely moved (supports "learning rate too low").
+        explosion_min_loss:
+            A loss (nats) at or above this in the first ``explosion_epochs`` epochs is explosive
+            whatever the reference: no K makes a uniform guess that bad.
     """
 
     climb_min_relative_rise: float = _threshold(0.10, low=0.0, low_open=True)
@@ -196,6 +227,17 @@ class Thresholds:
     domain_shift_low: float = _threshold(0.2, low=0.0)
     domain_shift_high: float = _threshold(0.5, low=0.0)
     importance_min_trials: int = _threshold(5, low=2, integer=True)
+    chance_accuracy_margin: float = _threshold(0.15, low=0.0, high=1.0, high_open=True)
+    chance_loss_margin: float = _threshold(0.10, low=0.0, high=0.5)
+    learned_min_accuracy: float = _threshold(0.5, low=0.0, high=1.0)
+    underfit_max_accuracy: float = _threshold(0.6, low=0.0, high=1.0)
+    bn_val_chance_margin: float = _threshold(0.3, low=0.0, high=1.0)
+    bn_probe_ratio: float = _threshold(1.5, low=1.0, low_open=True)
+    lr_high: float = _threshold(1e-2, low=0.0, low_open=True)
+    lr_low: float = _threshold(1e-5, low=0.0)
+    drift_high: float = _threshold(1.0, low=0.0, low_open=True)
+    drift_low: float = _threshold(1e-3, low=0.0)
+    explosion_min_loss: float = _threshold(20.0, low=0.0, low_open=True)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

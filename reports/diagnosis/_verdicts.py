@@ -15,6 +15,7 @@ from thaw.reports.diagnosis._features import (
     _Profile,
     _profile,
     _with_explosions,
+    norm_accuracy,
 )
 from thaw.reports.diagnosis._format import _EPS, _fmt_pct, _fmt_sig, _rel, _scale
 from thaw.reports.diagnosis._thresholds import DEFAULT_THRESHOLDS, Thresholds
@@ -171,8 +172,59 @@ class _BatchNorm:
     onset: int
 
 
+def _bn_can_mismatch(p: _Profile) -> bool:
+    """BatchNorm statistics can only mismatch where BatchNorm layers run in training mode:
+    ``batchnorm: train`` with layers unfrozen, or a run that did not record ``batchnorm``."""
+    c = p.curves
+    if c.unfrozen_layers == 0:
+        return False
+    return c.batchnorm in (None, "train")
+
+
+def _bn_probe(p: _Profile, t: Thresholds) -> tuple[bool, str, float] | None:
+    """The BatchNorm probe, when stored: (mismatch?, evidence, ratio)."""
+    moving = p.curves.probe("val_loss_moving_stats")
+    batch = p.curves.probe("val_loss_batch_stats")
+    if moving is None or batch is None:
+        return None
+    ratio = moving / max(batch, _EPS)
+    evidence = (
+        f"BatchNorm probe: val loss {moving:.3f} with the moving statistics vs {batch:.3f} with "
+        f"batch statistics ({ratio:.1f}x)"
+    )
+    return ratio >= t.bn_probe_ratio and moving - batch >= t.bn_min_gap, evidence, ratio
+
+
 def _bn_mismatch(p: _Profile, t: Thresholds) -> _BatchNorm | None:
-    return _bn_early(p, t) or _bn_late(p, t)
+    if not _bn_can_mismatch(p):
+        return None
+    probe = _bn_probe(p, t)
+    curve = _bn_early(p, t) or _bn_late(p, t)
+    if probe is None:
+        return curve
+    mismatch, evidence, ratio = probe
+    if not mismatch:
+        return None  # the direct measurement clears BatchNorm
+    if curve is not None:
+        return _BatchNorm(f"{curve.evidence}; {evidence}", max(0.9, curve.confidence), curve.onset)
+    confidence = _scale(ratio / t.bn_probe_ratio, 1.0, 2.0, 0.7, 0.9)
+    return _BatchNorm(evidence, confidence, max(p.curves.warmup_epochs, 1))
+
+
+def _learned(p: _Profile, acc: float, t: Thresholds) -> bool:
+    chance = p.curves.chance_accuracy
+    if chance is None:
+        return acc >= t.bn_min_train_accuracy
+    return norm_accuracy(acc, chance) >= t.learned_min_accuracy
+
+
+def _val_near_chance(p: _Profile, val_acc: float | None, train_acc: float, t: Thresholds) -> bool:
+    chance = p.curves.chance_accuracy
+    if val_acc is None:
+        return chance is None  # without K or val accuracy, the loss gap decides
+    if chance is None:
+        return val_acc / max(train_acc, _EPS) <= t.bn_max_val_to_train_accuracy
+    return norm_accuracy(val_acc, chance) <= t.bn_val_chance_margin
 
 
 def _span(epochs: Sequence[int]) -> str:
@@ -191,7 +243,10 @@ def _bn_early(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     ratio = statistics.median(p.val[e] / max(p.train[e], _EPS) for e in epochs)
     gap = statistics.median(p.val[e] - p.train[e] for e in epochs)
     acc = statistics.median(accs)
-    if ratio < t.bn_gap_ratio or gap < t.bn_min_gap or acc < t.bn_min_train_accuracy:
+    if ratio < t.bn_gap_ratio or gap < t.bn_min_gap or not _learned(p, acc, t):
+        return None
+    val_accs = [p.val_acc[e] for e in epochs if e in p.val_acc]
+    if not _val_near_chance(p, statistics.median(val_accs) if val_accs else None, acc, t):
         return None
     val_med = statistics.median(p.val[e] for e in epochs)
     train_med = statistics.median(p.train[e] for e in epochs)
@@ -214,7 +269,7 @@ def _bn_late(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     """
     w = p.curves.warmup_epochs
     onset = next(
-        (e for e, a in sorted(p.train_acc.items()) if e > w and a >= t.bn_min_train_accuracy),
+        (e for e, a in sorted(p.train_acc.items()) if e > w and _learned(p, a, t)),
         None,
     )
     if onset is None:
@@ -230,13 +285,13 @@ def _bn_late(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     val_acc = statistics.median(p.val_acc[e] for e in epochs)
     acc_ratio = val_acc / max(train_acc, _EPS)
     gap = statistics.median(p.val[e] - p.train[e] for e in epochs)
-    if acc_ratio > t.bn_max_val_to_train_accuracy or gap < t.bn_min_gap:
+    if not _val_near_chance(p, val_acc, train_acc, t) or gap < t.bn_min_gap:
         return None
     loss_ratio = statistics.median(p.val[e] / max(p.train[e], _EPS) for e in epochs)
     val_med = statistics.median(p.val[e] for e in epochs)
     train_med = statistics.median(p.train[e] for e in epochs)
     evidence = (
-        f"train accuracy first reached {t.bn_min_train_accuracy:g} at epoch {onset}; over "
+        f"train accuracy first got clearly above chance at epoch {onset}; over "
         f"{_span(epochs)} val accuracy was only {val_acc:.2f} vs train accuracy {train_acc:.2f} "
         f"({acc_ratio:.2f}x) and val loss {loss_ratio:.1f}x train loss (median {val_med:.3f} vs "
         f"{train_med:.3f})"
@@ -290,10 +345,16 @@ def _explosion_evidence(
     factor = x.value / max(x.reference, _EPS)
     low = math.log10(t.explosion_factor)
     confidence = _scale(math.log10(factor), low, low + 3.0, 0.7, 0.9)
+    chance = p.curves.chance_loss
+    if x.n_peers:
+        of = f"median epoch-1 {x.series} of {x.n_peers} peer{'s' if x.n_peers != 1 else ''}"
+    elif chance is not None and abs(x.reference - chance) < 1e-9:
+        of = f"chance level ln {p.curves.num_classes}"
+    else:
+        of = "largest loss a classifier can plausibly start from"
     part = (
         f"{x.series} was {_fmt_big(x.value)} at epoch {x.epoch}, {_fmt_big(factor)}x the "
-        f"median epoch-1 {x.series} of {x.n_peers} peer{'s' if x.n_peers != 1 else ''} "
-        f"({x.reference:.3f})"
+        f"{of} ({x.reference:.3f})"
     )
     reference = _fe_level(peers)
     if reference is None:
@@ -379,10 +440,24 @@ def _lr_verdict(
         ups, steps = p.oscillation
         parts.append(f"train loss went up in {ups} of {steps} epoch-to-epoch steps")
         confidence = max(confidence, _scale(ups / steps, 0.3, 0.5, 0.55, 0.8))
+    lr = c.learning_rate
+    if p.val_stuck and lr is not None and lr >= t.lr_high and not p.train_learned:
+        parts.append(
+            f"val loss and accuracy never left the chance band (ln {c.num_classes} = "
+            f"{c.chance_loss:.3f}, accuracy {c.chance_accuracy:.2f}) at learning rate "
+            f"{_fmt_sig(lr)}, at or above {_fmt_sig(t.lr_high)}"
+        )
+        confidence = max(confidence, 0.8)
+    drift = c.max_weight_drift
+    if drift is not None and drift[1] >= t.drift_high and (parts or p.val_stuck):
+        parts.append(
+            f"the weights of {drift[0]} moved {drift[1]:.2f}x their pretrained norm (weight-drift "
+            "probe): the pretrained features were overwritten"
+        )
+        confidence = max(confidence, 0.75)
     if not parts:
         return None
 
-    lr = c.learning_rate
     u = c.unfrozen_layers
     depth = _depth_phrase(u, num_layers)
     safer = [
@@ -699,12 +774,122 @@ def _healthy_verdict(p: _Profile, t: Thresholds) -> Verdict:
     return Verdict(HEALTHY, confidence, evidence, rec)
 
 
+def _more_layers(u: int | None, num_layers: int | None) -> str | None:
+    """Advice to unfreeze more layers, or ``None`` when the trial already unfroze them all."""
+    if num_layers is not None and u is not None and u >= num_layers:
+        return None
+    if u == 0:
+        target = f"~{max(1, num_layers // 2)} of {num_layers}" if num_layers else "the top block"
+        return f"switch from feature extraction to fine-tuning: unfreeze {target} layers"
+    if num_layers and u is not None:
+        return f"unfreeze more layers (~{min(num_layers, max(2 * u, u + 2))} of {num_layers})"
+    return "unfreeze more layers"
+
+
+def _raise_lr(lr: float | None, t: Thresholds) -> str | None:
+    if lr is None:
+        return "raise the learning rate (1e-4 to 1e-3 for Adam)"
+    if lr >= 1e-3:
+        return None
+    return f"raise the learning rate from {_fmt_sig(lr)} towards {_fmt_sig(min(1e-3, lr * 10), 1)}"
+
+
+def _not_learning_verdict(p: _Profile, t: Thresholds, num_layers: int | None) -> Verdict:
+    """Val curves never left the chance band (and the learning rate is not the cause)."""
+    c = p.curves
+    assert c.chance_loss is not None and c.chance_accuracy is not None and p.best_val is not None
+    acc = ""
+    if p.val_acc:
+        acc = f" and val accuracy at most {max(p.val_acc.values()):.3f}"
+    evidence = (
+        f"val loss never got clearly below the chance level ln {c.num_classes} = "
+        f"{c.chance_loss:.3f} (best {p.best_val:.3f}){acc} (chance {c.chance_accuracy:.2f}): "
+        "the model learnt nothing that generalises"
+    )
+    if p.train_norm_accuracy is not None:
+        evidence += f"; train accuracy ended {p.train_norm_accuracy:.0%} of the way to perfect"
+    causes: list[str] = []
+    changes: list[str] = []
+    lr, u, bn = c.learning_rate, c.unfrozen_layers, c.batchnorm
+    drift = c.max_weight_drift
+    if lr is not None and lr <= t.lr_low:
+        causes.append(f"learning rate {_fmt_sig(lr)} too low to move the weights")
+    elif drift is not None and drift[1] <= t.drift_low:
+        causes.append(f"the weights barely moved (largest drift {drift[1]:.1e} in {drift[0]})")
+    if bn == "frozen":
+        causes.append(
+            "BatchNorm frozen with the pretraining statistics, which do not fit a shifted "
+            "target domain"
+        )
+        changes.append("re-estimate the BatchNorm statistics on the target data (batchnorm: adapt)")
+    if u is not None and (u == 0 or (num_layers and u < num_layers / 4)):
+        causes.append(f"too few layers unfrozen ({u})")
+        more = _more_layers(u, num_layers)
+        if more:
+            changes.append(more)
+    if lr is not None and lr <= t.lr_low or (drift is not None and drift[1] <= t.drift_low):
+        raise_lr = _raise_lr(lr, t)
+        if raise_lr:
+            changes.insert(0, raise_lr)
+    if not causes:
+        causes.append("no setting stands out: check labels, preprocessing and the data split")
+        if lr is not None and lr < 1e-3:
+            raise_lr = _raise_lr(lr, t)
+            if raise_lr:
+                changes.append(raise_lr)
+    evidence += "; likely cause: " + ", ".join(causes)
+    rec = "; ".join(changes) if changes else "check the labels and input preprocessing"
+    return Verdict(UNDERFITTING, 0.8, evidence, rec)
+
+
+def _too_little_verdict(p: _Profile, t: Thresholds, num_layers: int | None) -> Verdict | None:
+    """Left the chance band but never learnt the training set: too little fine-tuning."""
+    c = p.curves
+    norm = p.train_norm_accuracy
+    if norm is None or norm >= t.underfit_max_accuracy or p.climbed:
+        return None
+    if p.final_train is None or p.final_val is None or p.best_val is None:
+        return None
+    if p.final_val / max(p.final_train, _EPS) > t.overfit_gap_ratio:
+        return None  # a wide gap: not a capacity problem
+    evidence = (
+        f"train accuracy ended only {norm:.0%} of the way from chance to perfect "
+        f"(train loss {p.final_train:.3f}, val loss {p.final_val:.3f})"
+    )
+    if p.best_epoch is not None and p.final_epoch is not None and p.best_epoch >= p.final_epoch - 1:
+        evidence += f"; val loss was still falling at epoch {p.final_epoch}"
+    changes = [
+        x for x in (_raise_lr(c.learning_rate, t), _more_layers(c.unfrozen_layers, num_layers)) if x
+    ]
+    changes.append("train for more epochs")
+    confidence = _scale(t.underfit_max_accuracy - norm, 0.0, t.underfit_max_accuracy, 0.55, 0.8)
+    return Verdict(UNDERFITTING, confidence, evidence, "; ".join(changes))
+
+
+def _bn_verdict(p: _Profile, bn: _BatchNorm) -> Verdict:
+    if p.curves.batchnorm == "train":
+        rec = (
+            "keep BatchNormalization layers in inference mode while fine-tuning: batchnorm: "
+            "adapt (statistics re-estimated on the target data, then frozen) or frozen; this "
+            "trial trained them (batchnorm=train)"
+        )
+    else:
+        rec = (
+            "keep BatchNormalization layers in inference mode while fine-tuning (call the base "
+            "with training=False and set each BatchNormalization layer's trainable=False), "
+            "after re-estimating their statistics on the target data if its domain is shifted"
+        )
+    return Verdict(BATCHNORM_MISMATCH, bn.confidence, bn.evidence, rec)
+
+
 def _diagnose(
     p: _Profile,
     peers: Sequence[_Profile],
     t: Thresholds,
     num_layers: int | None,
 ) -> list[Verdict]:
+    """The verdicts of one trial. Rules read the trial's own curves, params and probes and the
+    absolute chance level; peers only refine (feature-extraction level, comparisons)."""
     if not p.val and p.nonfinite is None and p.curves.prune_reason != "diverged":
         return []
     peers = [q for q in peers if q.curves.number != p.curves.number]
@@ -719,28 +904,39 @@ def _diagnose(
     if p.diverged:
         return verdicts  # divergence explains everything after it
     if bn is not None:
-        evidence, confidence = bn.evidence, bn.confidence
-        bn_param = p.curves.params.get("batchnorm")
-        rec = (
-            "keep BatchNormalization layers in inference mode while fine-tuning "
-            "(call the base with training=False; batchnorm: frozen)"
-        )
-        if bn_param is not None and bn_param != "frozen":
-            rec += f"; this trial used batchnorm={bn_param}"
-        verdicts.append(Verdict(BATCHNORM_MISMATCH, confidence, evidence, rec))
+        verdicts.append(_bn_verdict(p, bn))
+    if p.val_stuck and p.train_learned is not True:
+        # Nothing was learnt, on the training set either: not learning, whatever the shape.
+        if not verdicts:
+            verdicts.append(_not_learning_verdict(p, t, num_layers))
+        return sorted(verdicts, key=lambda v: VERDICTS.index(v.verdict))
     overfit = _overfit_verdict(p, shock, bn, t)
     if overfit is not None:
         verdicts.append(overfit)
         weak = _weak_reg_verdict(p, peers, t)
         if weak is not None:
             verdicts.append(weak)
+    if not verdicts and p.val_stuck:
+        # The training set was learnt, the validation set stayed at chance: memorised.
+        verdicts.append(_memorised_verdict(p, t))
     if not verdicts and not p.climbed:
-        under = _underfit_verdict(p, peers, t, num_layers)
+        under = _too_little_verdict(p, t, num_layers) or _underfit_verdict(p, peers, t, num_layers)
         if under is not None:
             verdicts.append(under)
     if not verdicts and p.val:
         verdicts.append(_healthy_verdict(p, t))
     return sorted(verdicts, key=lambda v: VERDICTS.index(v.verdict))
+
+
+def _memorised_verdict(p: _Profile, t: Thresholds) -> Verdict:
+    c = p.curves
+    assert c.chance_loss is not None and p.train_norm_accuracy is not None
+    evidence = (
+        f"train accuracy reached {p.train_norm_accuracy:.0%} of the way from chance to perfect "
+        f"while val loss and accuracy never left the chance band (ln {c.num_classes} = "
+        f"{c.chance_loss:.3f}): the training set was memorised, nothing generalised"
+    )
+    return Verdict(OVERFITTING, 0.7, evidence, _overfit_recommendation(p))
 
 
 def diagnose_trial(
