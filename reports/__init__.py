@@ -93,6 +93,8 @@ from thaw.reports.diagnosis import (
     Verdict,
     diagnose_study,
     diagnose_trial,
+    study_verdicts,
+    trial_verdicts,
 )
 
 __all__ = [
@@ -136,6 +138,8 @@ __all__ = [
     "Verdict",
     "diagnose_study",
     "diagnose_trial",
+    "study_verdicts",
+    "trial_verdicts",
     "AnswerInfo",
     "CurveSeries",
     "CurvesInfo",

@@ -13,7 +13,6 @@ text: it cannot open a link, an image, HTML, a heading or a table cell of its ow
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import re
 from collections.abc import Mapping, Sequence
@@ -41,10 +40,9 @@ from thaw.reports.diagnosis import (
     VERDICTS,
     StudyDiagnosis,
     Thresholds,
-    TrialCurves,
     Verdict,
-    diagnose_trial,
 )
+from thaw.reports.diagnosis import trial_verdicts as _trial_verdicts
 
 __all__ = [
     "HISTORY_CSV_COLUMNS",
@@ -153,24 +151,10 @@ def trial_verdicts(
     trials: Sequence[FrozenTrial] | None = None,
     thresholds: Thresholds | None = None,
 ) -> list[Verdict]:
-    """Diagnose ``trial`` against the study's other finished trials (its peers).
-
-    ``state`` overrides the trial's state name (``COMPLETE``, ``PRUNED``, ``FAIL``): use it
-    for a trial that is still RUNNING but about to finish. ``trials`` (all trials of the
-    study) saves a storage read when the caller already has them.
-    """
-    val_loss = _val_loss_objective(study)
-    all_trials = trials if trials is not None else study.get_trials(deepcopy=False)
-    curves = TrialCurves.from_frozen_trial(trial, intermediate_is_val_loss=val_loss)
-    if state is not None:
-        curves = dataclasses.replace(curves, state=state)
-    peers = [
-        TrialCurves.from_frozen_trial(t, intermediate_is_val_loss=val_loss)
-        for t in all_trials
-        if t.state in FINISHED and t.number != trial.number
-    ]
-    num_layers = as_int(study.user_attrs.get("thaw:num_layers"))
-    return diagnose_trial(curves, peers, thresholds or Thresholds(), num_layers)
+    """The trial's verdicts from :func:`thaw.reports.diagnosis.trial_verdicts`, the one
+    verdict function every view calls (``state`` overrides the state of a trial about to
+    finish; ``trials`` saves a storage read)."""
+    return _trial_verdicts(study, trial, state=state, trials=trials, thresholds=thresholds)
 
 
 def verdict_dicts(value: Any) -> list[dict[str, Any]]:

@@ -336,8 +336,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         study = load_existing_study(storage, config.name, url)
     except StorageError as exc:
         raise UserError(str(exc)) from None
+    from thaw.reports._findings import run_diagnosis
+
     try:
-        files = write_report(study, out, storage_url_masked=mask_url(url))
+        diagnosis = run_diagnosis(study, config.thresholds)
+        files = write_report(study, out, storage_url_masked=mask_url(url), diagnose=diagnosis)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     from thaw.search._publish import (
@@ -352,6 +355,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         publish_report_artifacts(study, store, files)
     except (PublishError, OSError) as exc:
         _logger.warning("Report not attached to the study in the dashboard: %s", exc)
+    _refresh_notes(study, config.thresholds)
     print(f"Report for study {config.name!r} written to {out}/:")
     for path in (files.markdown, files.html, files.csv, files.summary_json):
         print(f"  {path}")
@@ -459,13 +463,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refresh_notes(study: Any, thresholds: Any) -> None:
+    """Trial and study notes say what the report says (one verdict function)."""
+    from thaw.search._publish import refresh_trial_notes, save_study_note, study_note
+
+    try:
+        refresh_trial_notes(study, thresholds)
+        save_study_note(study, study_note(study, thresholds))
+    except Exception as exc:  # noqa: BLE001 - the report is written; notes are a bonus
+        _logger.warning("Dashboard notes not refreshed: %s: %s", type(exc).__name__, exc)
+
+
 # ------------------------------------------------------------------------------ diagnose
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
-    from thaw.reports import TrialCurves, diagnose_study, diagnose_trial
+    from thaw.reports import diagnose_study, trial_verdicts
     from thaw.search._study import StorageError, load_existing_study, open_storage
 
     config = _load_config(args.study_file)
@@ -482,10 +497,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             raise UserError(
                 f"study {config.name!r} has no trial {args.trial}; trials are 0..{len(trials) - 1}"
             )
-        curves = TrialCurves.from_frozen_trial(by_number[args.trial])
-        peers = [TrialCurves.from_frozen_trial(t) for t in trials if t.number != args.trial]
-        verdicts = diagnose_trial(
-            curves, peers, config.thresholds, study.user_attrs.get("thaw:num_layers")
+        verdicts = trial_verdicts(
+            study, by_number[args.trial], trials=trials, thresholds=config.thresholds
         )
         if args.json:
             print(

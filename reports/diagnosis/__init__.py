@@ -9,10 +9,21 @@ One job per module:
 - ``_thresholds``: :class:`Thresholds`, the named constants of every rule;
 - ``_features``: :class:`TrialCurves` and what one trial's curves show on their own;
 - ``_verdicts``: per-trial rules, :func:`diagnose_trial` (works alone; peers refine);
+- ``_inputs``: what a study holds for the rules, and :func:`trial_verdicts`, the one verdict
+  function every view calls;
 - ``_study``: study findings and :func:`diagnose_study`.
 """
 
 from thaw.reports.diagnosis._features import TrialCurves
+from thaw.reports.diagnosis._inputs import (
+    FINISHED_STATES,
+    StudyInputs,
+    read_study_inputs,
+    study_num_classes,
+    study_thresholds,
+    study_verdicts,
+    trial_verdicts,
+)
 from thaw.reports.diagnosis._study import (
     ClimbFinding,
     ClimbSummary,
@@ -43,6 +54,13 @@ from thaw.reports.diagnosis._verdicts import (
 )
 
 __all__ = [
+    "FINISHED_STATES",
+    "StudyInputs",
+    "read_study_inputs",
+    "study_num_classes",
+    "study_thresholds",
+    "study_verdicts",
+    "trial_verdicts",
     "BATCHNORM_MISMATCH",
     "HEALTHY",
     "LR_TOO_HIGH",

@@ -17,14 +17,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from thaw.reports.diagnosis._features import (
     TrialCurves,
-    _opt_int,
     _Profile,
     _profile,
-    _with_explosions,
 )
 from thaw.reports.diagnosis._format import _fmt_sig, _fmt_value, _label, _rel
+from thaw.reports.diagnosis._inputs import _all_verdicts, read_study_inputs
 from thaw.reports.diagnosis._thresholds import DEFAULT_THRESHOLDS, Thresholds
-from thaw.reports.diagnosis._verdicts import HEALTHY, VERDICTS, Verdict, _diagnose
+from thaw.reports.diagnosis._verdicts import HEALTHY, VERDICTS, Verdict
 
 __all__ = [
     "ClimbFinding",
@@ -748,33 +747,25 @@ class StudyDiagnosis:
         return "\n".join(lines) + "\n"
 
 
-def diagnose_study(
-    study: optuna.Study, thresholds: Thresholds = DEFAULT_THRESHOLDS
-) -> StudyDiagnosis:
+def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) -> StudyDiagnosis:
     """Diagnose every trial of ``study`` and summarise the study.
 
     Reads only Optuna storage: trial params, user attrs and (for trials without ``history``
     in a ``val_loss`` study) intermediate values, and study attrs ``thaw:num_layers``,
-    ``thaw:objective_metric`` and ``thaw:domain_shift``. Deterministic for a given storage
-    content.
+    ``thaw:num_classes`` / ``thaw:data``, ``thaw:objective_metric``, ``thaw:config`` (the
+    thresholds, unless ``thresholds`` is given) and ``thaw:domain_shift``. Each trial's verdicts
+    are exactly :func:`trial_verdicts`. Deterministic for a given storage content.
     """
     frozen = sorted(study.get_trials(deepcopy=False), key=lambda ft: ft.number)
     attrs = study.user_attrs
-    num_layers = _opt_int(attrs.get("thaw:num_layers"))
-    metric = attrs.get("thaw:objective_metric")
-    if not isinstance(metric, str):
-        metric = None
-    curves = _read_curves(study, frozen, metric)
-    profiles = _with_explosions([_profile(c, thresholds) for c in curves], thresholds)
-    peers = [p for p in profiles if p.val]
+    inputs = read_study_inputs(study, frozen, thresholds)
+    thresholds = inputs.thresholds
+    num_layers, metric = inputs.num_layers, inputs.metric
+    curves = list(inputs.curves)
+    verdicts = _all_verdicts(inputs)
+    profiles = [_profile(c, thresholds) for c in curves]
     trial_diagnoses = tuple(
-        TrialDiagnosis(
-            p.curves.number,
-            p.curves.state,
-            p.curves.params,
-            tuple(_diagnose(p, peers, thresholds, num_layers)),
-        )
-        for p in profiles
+        TrialDiagnosis(c.number, c.state, c.params, tuple(verdicts[c.number])) for c in curves
     )
     state_counts: dict[str, int] = {}
     for c in curves:

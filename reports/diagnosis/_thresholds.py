@@ -231,7 +231,7 @@ class Thresholds:
     chance_loss_margin: float = _threshold(0.10, low=0.0, high=0.5)
     learned_min_accuracy: float = _threshold(0.5, low=0.0, high=1.0)
     underfit_max_accuracy: float = _threshold(0.6, low=0.0, high=1.0)
-    bn_val_chance_margin: float = _threshold(0.3, low=0.0, high=1.0)
+    bn_val_chance_margin: float = _threshold(0.2, low=0.0, high=1.0)
     bn_probe_ratio: float = _threshold(1.5, low=1.0, low_open=True)
     lr_high: float = _threshold(1e-2, low=0.0, low_open=True)
     lr_low: float = _threshold(1e-5, low=0.0)
