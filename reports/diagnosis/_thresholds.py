@@ -170,7 +170,8 @@ class Thresholds:
             final train accuracy is below this fraction of the way from chance to perfect.
         bn_val_chance_margin:
             BatchNorm mismatch (curve rules, K known): val accuracy at most this fraction of the
-            way from chance to perfect while the train accuracy is learnt.
+            way from chance to perfect while the train accuracy is learnt (its maximum from the
+            epoch the train accuracy is learnt on, for the late variant).
         bn_probe_ratio:
             BatchNorm probe: val loss with the moving statistics at least this multiple of the
             val loss with batch statistics is a mismatch; below it, the probe clears BatchNorm.
@@ -231,7 +232,7 @@ class Thresholds:
     chance_loss_margin: float = _threshold(0.10, low=0.0, high=0.5)
     learned_min_accuracy: float = _threshold(0.5, low=0.0, high=1.0)
     underfit_max_accuracy: float = _threshold(0.6, low=0.0, high=1.0)
-    bn_val_chance_margin: float = _threshold(0.2, low=0.0, high=1.0)
+    bn_val_chance_margin: float = _threshold(0.3, low=0.0, high=1.0)
     bn_probe_ratio: float = _threshold(1.5, low=1.0, low_open=True)
     lr_high: float = _threshold(1e-2, low=0.0, low_open=True)
     lr_low: float = _threshold(1e-5, low=0.0)

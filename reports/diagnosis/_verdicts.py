@@ -285,7 +285,11 @@ def _bn_late(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     val_acc = statistics.median(p.val_acc[e] for e in epochs)
     acc_ratio = val_acc / max(train_acc, _EPS)
     gap = statistics.median(p.val[e] - p.train[e] for e in epochs)
-    if not _val_near_chance(p, val_acc, train_acc, t) or gap < t.bn_min_gap:
+    # With K known, the val accuracy must stay near chance from the onset on (its maximum):
+    # genuine overfitting first generalises, then climbs; a BatchNorm mismatch never does.
+    after = [a for e, a in p.val_acc.items() if e >= onset]
+    judged = max(after) if p.curves.chance_accuracy is not None and after else val_acc
+    if not _val_near_chance(p, judged, train_acc, t) or gap < t.bn_min_gap:
         return None
     loss_ratio = statistics.median(p.val[e] / max(p.train[e], _EPS) for e in epochs)
     val_med = statistics.median(p.val[e] for e in epochs)
