@@ -477,9 +477,32 @@ def _refresh_notes(study: Any, thresholds: Any) -> None:
 # ------------------------------------------------------------------------------ diagnose
 
 
+def _diagnose_history(args: argparse.Namespace) -> int:
+    """``thaw diagnose --history FILE.json``: a run trained outside thaw, judged alone."""
+    import json
+
+    from thaw.reports.diagnosis import diagnose_history, load_history
+
+    if args.study_file is not None or args.trial is not None or args.storage is not None:
+        raise UserError("--history takes no study file, --trial or --storage; give one or other")
+    try:
+        result = diagnose_history(load_history(args.history))
+    except ValueError as exc:
+        raise UserError(f"{args.history}: {exc}") from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(result.render_text(str(args.history)), end="")
+    return 0
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
+    if args.history is not None:
+        return _diagnose_history(args)
+    if args.study_file is None:
+        raise UserError("give a study file, or --history FILE.json for a run trained elsewhere")
     from thaw.reports import diagnose_study, trial_verdicts
     from thaw.search._study import StorageError, load_existing_study, open_storage
 
@@ -580,7 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(func=cmd_inspect)
 
     diagnose = sub.add_parser("diagnose", help="say why validation loss rose, per study or trial")
-    diagnose.add_argument("study_file")
+    diagnose.add_argument("study_file", nargs="?")
+    diagnose.add_argument(
+        "--history",
+        help="a Keras History.history saved as JSON (optional params, num_classes); "
+        "see docs/diagnose.md",
+    )
     diagnose.add_argument("--storage", help="Optuna storage URL (overrides the study file)")
     diagnose.add_argument("--trial", type=int, help="diagnose this trial number only")
     diagnose.add_argument("--json", action="store_true", help="machine-readable output")

@@ -15,6 +15,13 @@ One job per module:
 """
 
 from thaw.reports.diagnosis._features import TrialCurves
+from thaw.reports.diagnosis._history import (
+    HISTORY_PARAMS,
+    HistoryDiagnosis,
+    diagnose_history,
+    history_curves,
+    load_history,
+)
 from thaw.reports.diagnosis._inputs import (
     FINISHED_STATES,
     StudyInputs,
@@ -54,6 +61,11 @@ from thaw.reports.diagnosis._verdicts import (
 )
 
 __all__ = [
+    "HISTORY_PARAMS",
+    "HistoryDiagnosis",
+    "diagnose_history",
+    "history_curves",
+    "load_history",
     "FINISHED_STATES",
     "StudyInputs",
     "read_study_inputs",
