@@ -59,239 +59,57 @@ def _import_keras_quietly() -> None:
         os.close(saved)
 
 
-def _load_config(path: str) -> Any:
-    from thaw.search._config import StudyFileError, load_study_file
+def _load_config(path: str, storage: str | None = None) -> Any:
+    """The typed study config (``--storage`` overriding the study file's); errors are one line."""
+    from thaw.search._run import RunError, load_config
 
     try:
-        return load_study_file(path)
-    except StudyFileError as exc:
+        return load_config(path, storage)
+    except RunError as exc:
         raise UserError(str(exc)) from None
-
-
-def _storage_url(config: Any, override: str | None) -> str:
-    from thaw.search._config import resolve_storage_url
-
-    if override is None:
-        return str(config.storage)
-    if "://" not in override:
-        raise UserError(
-            f"--storage must be a database URL such as sqlite:///demo.db, got {override!r}"
-        )
-    return resolve_storage_url(override, Path.cwd())
 
 
 # ----------------------------------------------------------------------------------- run
 
 
-def _parse_gpus(value: str | None) -> list[str]:
+def _parse_gpus(value: str | None) -> tuple[str, ...]:
     if not value:
-        return []
-    gpus = [g.strip() for g in value.split(",") if g.strip()]
+        return ()
+    gpus = tuple(g.strip() for g in value.split(",") if g.strip())
     if not all(g.isdigit() for g in gpus):
         raise UserError(f"--gpus must be GPU indices such as 0,1, got {value!r}")
     return gpus
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from thaw.search._run import RunError, RunOptions, load_config, run_study
 
-    from thaw.objectives import DataSourceError, ModelSourceError
-    from thaw.search._config import StudyFileError, mask_url
-    from thaw.search._study import (
-        FINISHED_STATES,
-        StorageError,
-        StudyMismatchError,
-        create_or_resume,
-        open_storage,
-        summarise,
-    )
-
-    config = _load_config(args.study_file)
-    url = _storage_url(config, args.storage)
-    config = replace(config, storage=url)
-    if args.n_trials is not None and args.n_trials < 1:
-        raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UserError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    gpus = _parse_gpus(args.gpus)
-    workers = len(gpus) if gpus else args.workers
-    if workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
-    if workers > 1 and url.startswith("sqlite"):
-        raise UserError(
-            f"--workers {workers} needs a storage several processes can share; SQLite is for one "
-            "process. Use a PostgreSQL URL (--storage postgresql://user@host/db) or one worker"
-        )
     try:
-        storage = open_storage(url)
-    except StorageError as exc:
+        options = RunOptions(
+            n_trials=args.n_trials,
+            timeout=args.timeout,
+            workers=args.workers,
+            gpus=_parse_gpus(args.gpus),
+            artifact_dir=Path(args.artifact_dir) if args.artifact_dir else None,
+            show_progress_bar=not args.no_progress and args.worker_total is None,
+            threads=args.threads,
+            worker_total=args.worker_total,
+            worker_count=args.worker_count,
+        )
+        # Parse the study file first: its errors come before TensorFlow's start-up.
+        config = load_config(args.study_file, args.storage)
+        _import_keras_quietly()
+        result = run_study(config, options=options, on_message=lambda m: print(m, flush=True))
+    except RunError as exc:
         raise UserError(str(exc)) from None
-
-    _import_keras_quietly()
-    from thaw.objectives import FineTuneObjective, configure_device, load_data, load_pretrained
-
-    worker_mode = args.worker_total is not None
-    device = configure_device(
-        config.train.mixed_precision,
-        threads=args.threads,
-        workers=max(workers, args.worker_count or 1),
-    )
-    if not worker_mode:
-        print(f"Loading model and data for study {config.name!r} ...", flush=True)
-    try:
-        pretrained = load_pretrained(config.model)
-        data = load_data(config.data, pretrained.input_shape)
-        space = config.space.resolve(pretrained.num_layers, pretrained.unfreeze_by)
-        objective = FineTuneObjective(pretrained, data, space, config.train, seed=config.seed)
-    except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
-        raise UserError(f"{config.path}: {exc}") from None
-    try:
-        study, resumed = create_or_resume(config, storage, pretrained.num_layers, data.summary())
-    except StudyMismatchError as exc:
-        raise UserError(str(exc)) from None
-    if not resumed:
-        study.set_user_attr(
-            "thaw:determinism",
-            {"deterministic": device.deterministic, "reason": device.determinism_reason},
-        )
-        try:
-            study.set_user_attr("thaw:domain_shift", objective.domain_shift())
-        except ValueError as exc:
-            _logger.warning("Domain-shift score not measured: %s", exc)
-
-    publisher = _make_publisher(url, config.path.parent, args.artifact_dir)
-
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
-    if worker_mode:
-        return _run_worker(study, objective, publisher, args.worker_total, args.timeout)
-    n_trials = args.n_trials if args.n_trials is not None else max(0, config.n_trials - finished)
-    print(
-        f"{'Resuming' if resumed else 'Created'} study {config.name!r} in {mask_url(url)}: "
-        f"{finished} trials finished, running {n_trials} more"
-        f"{f' on {workers} workers' if workers > 1 else ''}.\n"
-        f"Model: {pretrained.description}, {pretrained.num_layers} {pretrained.unfreeze_by} with "
-        f"weights; data: {len(data.y_train)} training and {len(data.y_val)} validation images, "
-        f"{data.num_classes} classes.\n"
-        f"Device: {', '.join(device.gpus) or 'CPU'}"
-        f"{', mixed precision' if device.mixed_precision else ''}.",
-        flush=True,
-    )
-    if data.skipped_files:
-        print(
-            f"Skipped {len(data.skipped_files)} unreadable files: "
-            f"{', '.join(data.skipped_files[:10])}"
-            f"{' ...' if len(data.skipped_files) > 10 else ''}",
-            flush=True,
-        )
-    interrupted = False
-    if n_trials > 0 and workers > 1:
-        interrupted = _run_workers(args, url, workers, gpus, finished + n_trials)
-    elif n_trials > 0:
-        try:
-            study.optimize(
-                publisher.wrap(objective),
-                n_trials=n_trials,
-                timeout=args.timeout,
-                catch=(Exception,),
-                callbacks=[publisher],
-                show_progress_bar=not args.no_progress,
-            )
-        except KeyboardInterrupt:
-            interrupted = True
-    publisher.finish(study)
-    summary = summarise(study, finished, resumed, interrupted)
-    _print_summary(summary, config.path)
-    return EXIT_INTERRUPTED if interrupted else 0
-
-
-def _make_publisher(url: str, study_dir: Path, artifact_dir: str | None = None) -> Any:
-    """Publishes verdicts, notes and artifacts of each finished trial (optuna-dashboard)."""
-    from thaw.search._publish import (
-        PublishError,
-        TrialPublisher,
-        default_artifact_dir,
-        open_artifact_store,
-    )
-
-    folder = (
-        Path(artifact_dir).resolve()
-        if artifact_dir
-        else default_artifact_dir(url, Path(study_dir).resolve())
-    )
-    try:
-        return TrialPublisher(open_artifact_store(folder))
-    except PublishError as exc:
-        raise UserError(str(exc)) from None
-
-
-def _run_worker(
-    study: Any, objective: Any, publisher: Any, total: int, timeout: float | None
-) -> int:
-    """One worker process: run trials until the study holds ``total`` trials."""
-    from optuna.study import MaxTrialsCallback
-
-    try:
-        study.optimize(
-            publisher.wrap(objective),
-            timeout=timeout,
-            catch=(Exception,),
-            callbacks=[MaxTrialsCallback(total, states=None), publisher],
-        )
-    except KeyboardInterrupt:
+    if options.worker_total is not None:
+        return EXIT_INTERRUPTED if result.interrupted else 0
+    _print_summary(result.summary, config.path)
+    for line in result.failed_workers:
+        print(f"thaw: {line}", file=sys.stderr)
+    if result.interrupted:
         return EXIT_INTERRUPTED
-    return 0
-
-
-def _run_workers(
-    args: argparse.Namespace, url: str, workers: int, gpus: list[str], total: int
-) -> bool:
-    """Start one worker process per GPU (or share the CPU cores); return True if interrupted."""
-    import subprocess
-
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // workers)
-    procs = []
-    for i in range(workers):
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
-        command = [
-            sys.executable,
-            "-m",
-            "thaw.search._cli",
-            "run",
-            str(args.study_file),
-            "--storage",
-            url,
-            "--worker-total",
-            str(total),
-            "--worker-count",
-            str(workers),
-            "--no-progress",
-        ]
-        if not gpus:
-            command += ["--threads", str(threads)]
-        if args.timeout is not None:
-            command += ["--timeout", str(args.timeout)]
-        if args.artifact_dir:
-            command += ["--artifact-dir", str(args.artifact_dir)]
-        procs.append(subprocess.Popen(command, env=env))
-    print(
-        f"Started {workers} workers "
-        + (f"on GPUs {','.join(gpus)}" if gpus else f"on CPU, {threads} threads each")
-        + ".",
-        flush=True,
-    )
-    interrupted = False
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        interrupted = True
-        codes = [p.wait() for p in procs]
-    failed = [c for c in codes if c not in (0, EXIT_INTERRUPTED)]
-    if failed:
-        print(f"thaw: {len(failed)} of {workers} workers exited with an error", file=sys.stderr)
-    return interrupted or EXIT_INTERRUPTED in codes
+    return 1 if result.failed_workers else 0
 
 
 def _print_summary(summary: Any, study_file: Path) -> None:
@@ -326,8 +144,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from thaw.search._config import mask_url
     from thaw.search._study import StorageError, load_existing_study, open_storage
 
-    config = _load_config(args.study_file)
-    url = _storage_url(config, args.storage)
+    config = _load_config(args.study_file, args.storage)
+    url = str(config.storage)
     out = Path(args.out) if args.out else Path("thaw-report") / config.name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder (it is created if missing)")
@@ -418,6 +236,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             )
     if source == "demo":
         model = ModelSource(kind="demo", cut_at=args.cut_at, unfreeze_by=args.unfreeze_by)
+    elif source == "glyphs":
+        model = ModelSource(kind="glyphs", cut_at=args.cut_at, unfreeze_by=args.unfreeze_by)
     elif source in APPLICATION_NAMES:
         weights = None if args.weights in ("none", "null") else args.weights
         model = ModelSource(
@@ -506,8 +326,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from thaw.reports import diagnose_study, trial_verdicts
     from thaw.search._study import StorageError, load_existing_study, open_storage
 
-    config = _load_config(args.study_file)
-    url = _storage_url(config, args.storage)
+    config = _load_config(args.study_file, args.storage)
+    url = str(config.storage)
     try:
         storage = open_storage(url, must_exist=True)
         study = load_existing_study(storage, config.name, url)
