@@ -319,6 +319,8 @@ def _diagnosis_lines(diagnosis: StudyDiagnosis) -> list[str]:
     lines.extend(f"  - {note_escape(s)}" for s in diagnosis.climb.sentences)
     lines.append(_importance_line(diagnosis, "best_val_loss", "best val loss"))
     lines.append(_importance_line(diagnosis, "climb", "climb size"))
+    if diagnosis.levers is not None:
+        lines.append(f"- **Levers:** {note_escape(diagnosis.levers.sentence)}")
     lines.append(f"- **Robust region:** {note_escape(diagnosis.robust_region.sentence)}")
     lines.append(
         f"- **Feature extraction vs fine-tuning:** {note_escape(diagnosis.fe_vs_ft.sentence)}"

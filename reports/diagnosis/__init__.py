@@ -31,6 +31,7 @@ from thaw.reports.diagnosis._inputs import (
     study_verdicts,
     trial_verdicts,
 )
+from thaw.reports.diagnosis._levers import LeverLevel, Levers, ParameterLever, parameter_levers
 from thaw.reports.diagnosis._study import (
     ClimbFinding,
     ClimbSummary,
@@ -61,6 +62,10 @@ from thaw.reports.diagnosis._verdicts import (
 )
 
 __all__ = [
+    "LeverLevel",
+    "Levers",
+    "ParameterLever",
+    "parameter_levers",
     "HISTORY_PARAMS",
     "HistoryDiagnosis",
     "diagnose_history",

@@ -22,6 +22,7 @@ from thaw.reports.diagnosis._features import (
 )
 from thaw.reports.diagnosis._format import _fmt_sig, _fmt_value, _label, _rel
 from thaw.reports.diagnosis._inputs import _all_verdicts, read_study_inputs
+from thaw.reports.diagnosis._levers import Levers, parameter_levers
 from thaw.reports.diagnosis._thresholds import DEFAULT_THRESHOLDS, Thresholds
 from thaw.reports.diagnosis._verdicts import HEALTHY, VERDICTS, Verdict
 
@@ -687,6 +688,8 @@ class StudyDiagnosis:
     fe_vs_ft: FeatureExtractionComparison
     domain_shift: DomainShift | None
     thresholds: Thresholds
+    levers: Levers | None = None
+    """Best and median objective per parameter level; the biggest lever vs PED-ANOVA."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (no NaN), with sorted keys and trials in number order."""
@@ -695,6 +698,7 @@ class StudyDiagnosis:
             "domain_shift": None if self.domain_shift is None else self.domain_shift.to_dict(),
             "feature_extraction_vs_finetuning": self.fe_vs_ft.to_dict(),
             "importances": self.importances.to_dict(),
+            "levers": None if self.levers is None else self.levers.to_dict(),
             "num_layers": self.num_layers,
             "objective_metric": self.objective_metric,
             "robust_region": self.robust_region.to_dict(),
@@ -722,6 +726,8 @@ class StudyDiagnosis:
             evaluator = self.importances.evaluators.get(key) or "n/a"
             shown = ", ".join(f"{_label(k)} {v:.2f}" for k, v in values.items()) or "n/a"
             lines.append(f"Importance for {title} ({evaluator}): {shown}")
+        if self.levers is not None:
+            lines.append(f"Levers: {self.levers.sentence}")
         lines.append(f"Robust region: {self.robust_region.sentence}")
         lines.append(f"Feature extraction vs fine-tuning: {self.fe_vs_ft.sentence}")
         if self.domain_shift is not None:
@@ -745,6 +751,24 @@ class StudyDiagnosis:
         if healthy:
             lines.append("Healthy trials: " + ", ".join(str(n) for n in healthy))
         return "\n".join(lines) + "\n"
+
+
+def _study_levers(
+    study: optuna.Study, frozen: Sequence[FrozenTrial], importances: ParameterImportances
+) -> Levers | None:
+    if len(study.directions) != 1:
+        return None
+    rows = [
+        (ft.number, dict(ft.params), float(ft.values[0]))
+        for ft in frozen
+        if ft.state == TrialState.COMPLETE and ft.values and ft.params
+    ]
+    return parameter_levers(
+        rows,
+        maximize=study.direction == StudyDirection.MAXIMIZE,
+        importances=importances.best_val_loss,
+        evaluator=importances.evaluators.get("best_val_loss") or "PED-ANOVA",
+    )
 
 
 def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) -> StudyDiagnosis:
@@ -775,6 +799,7 @@ def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) ->
         for v in td.verdicts:
             verdict_counts[v.verdict] = verdict_counts.get(v.verdict, 0) + 1
     comparison = feature_extraction_vs_finetuning(curves, thresholds)
+    importances = _importances(frozen, {c.number: c for c in curves}, thresholds)
     return StudyDiagnosis(
         study_name=study.study_name,
         objective_metric=metric,
@@ -783,8 +808,9 @@ def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) ->
         trials=trial_diagnoses,
         verdict_counts=verdict_counts,
         climb=_climb_summary(profiles, thresholds),
-        importances=_importances(frozen, {c.number: c for c in curves}, thresholds),
+        importances=importances,
         robust_region=robust_region(curves, thresholds),
+        levers=_study_levers(study, frozen, importances),
         fe_vs_ft=comparison,
         domain_shift=_domain_shift(attrs.get("thaw:domain_shift"), thresholds, comparison),
         thresholds=thresholds,
