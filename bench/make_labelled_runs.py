@@ -213,13 +213,73 @@ def run_family(family: str, storage: str, seed: int, log: Any) -> list[dict[str,
     return runs
 
 
+def _write(path: Path, runs: list[dict[str, Any]]) -> None:
+    payload = {
+        "description": "Labelled real fine-tuning runs; see bench/make_labelled_runs.py",
+        "expected": EXPECTED,
+        "runs": runs,
+    }
+    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+
+
+def export_family(storage: str, family: str, seed: int = 0) -> list[dict[str, Any]]:
+    """The runs of a finished (or interrupted) family study, rebuilt from storage: the labels
+    follow from the recipe order (the same seeded shuffle as :func:`run_family`)."""
+    study = optuna.load_study(study_name=f"labelled-{family}", storage=storage)
+    num_layers = int(study.user_attrs["thaw:num_layers"])
+    class_names = study.user_attrs["thaw:data"]["class_names"]
+    recipes = _recipes(num_layers, family)
+    random.Random(seed).shuffle(recipes)
+    runs = []
+    for frozen in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if frozen.state.name not in ("COMPLETE", "PRUNED", "FAIL"):
+            continue
+        recipe = recipes[frozen.number]
+        attrs = frozen.user_attrs
+        runs.append(
+            {
+                "id": f"{family}-{frozen.number:02d}-{recipe.label}",
+                "family": family,
+                "order": frozen.number,
+                "label": recipe.label,
+                "expected": EXPECTED[recipe.label],
+                "number": frozen.number,
+                "state": frozen.state.name,
+                "params": dict(frozen.params),
+                "epochs": recipe.epochs,
+                "train_per_class": recipe.train_per_class,
+                "bn_momentum": recipe.bn_momentum,
+                "num_classes": len(class_names),
+                "num_layers": num_layers,
+                "history": attrs.get("history", {}),
+                "probes": attrs.get("probes", {}),
+                "prune_reason": attrs.get("prune_reason"),
+            }
+        )
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/labelled_runs.json", help="histories JSON")
     parser.add_argument("--db", default="labelled_runs.db", help="SQLite file for the studies")
     parser.add_argument("--families", default="demo,glyphs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--export",
+        nargs="+",
+        metavar="FAMILY=DB",
+        help="no training: rebuild the JSON from these family studies (e.g. demo=a.db)",
+    )
     args = parser.parse_args(argv)
+    if args.export:
+        runs = []
+        for item in args.export:
+            family, _, db_path = item.partition("=")
+            runs += export_family(f"sqlite:///{db_path}", family, args.seed)
+        _write(Path(args.out), runs)
+        print(f"{len(runs)} runs exported to {args.out}", file=sys.stderr)
+        return 0
     db = Path(args.db)
     if db.exists():
         db.unlink()
@@ -227,12 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     for family in args.families.split(","):
         runs += run_family(family, storage, args.seed, sys.stderr)
-    payload = {
-        "description": "Labelled real fine-tuning runs; see bench/make_labelled_runs.py",
-        "expected": EXPECTED,
-        "runs": runs,
-    }
-    Path(args.out).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    _write(Path(args.out), runs)
     print(f"{len(runs)} runs written to {args.out} and {db}", file=sys.stderr)
     return 0
 
