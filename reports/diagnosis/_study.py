@@ -4,6 +4,7 @@ every trial's verdicts."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import warnings
@@ -753,6 +754,27 @@ class StudyDiagnosis:
         return "\n".join(lines) + "\n"
 
 
+def _confounded(
+    comparison: FeatureExtractionComparison, levers: Levers | None, curves: Sequence[TrialCurves]
+) -> FeatureExtractionComparison:
+    """Feature extraction vs fine-tuning credits unfreezing; say so when the two trials compared
+    also differ in the BatchNorm mode and BatchNorm mode is the biggest lever."""
+    if levers is None or levers.biggest != "batchnorm" or comparison.interpretation == "n/a":
+        return comparison
+    by_number = {c.number: c for c in curves}
+    if comparison.fe_trial is None or comparison.ft_trial is None:
+        return comparison
+    fe, ft = by_number.get(comparison.fe_trial), by_number.get(comparison.ft_trial)
+    if fe is None or ft is None or fe.batchnorm == ft.batchnorm:
+        return comparison
+    sentence = (
+        f"{comparison.sentence}; but the two trials also differ in BatchNorm mode "
+        f"({ft.batchnorm} vs {fe.batchnorm}), the study's biggest lever, so part of the gap may "
+        "be BatchNorm rather than unfreezing"
+    )
+    return dataclasses.replace(comparison, sentence=sentence)
+
+
 def _study_levers(
     study: optuna.Study, frozen: Sequence[FrozenTrial], importances: ParameterImportances
 ) -> Levers | None:
@@ -800,6 +822,8 @@ def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) ->
             verdict_counts[v.verdict] = verdict_counts.get(v.verdict, 0) + 1
     comparison = feature_extraction_vs_finetuning(curves, thresholds)
     importances = _importances(frozen, {c.number: c for c in curves}, thresholds)
+    levers = _study_levers(study, frozen, importances)
+    comparison = _confounded(comparison, levers, curves)
     return StudyDiagnosis(
         study_name=study.study_name,
         objective_metric=metric,
@@ -810,7 +834,7 @@ def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) ->
         climb=_climb_summary(profiles, thresholds),
         importances=importances,
         robust_region=robust_region(curves, thresholds),
-        levers=_study_levers(study, frozen, importances),
+        levers=levers,
         fe_vs_ft=comparison,
         domain_shift=_domain_shift(attrs.get("thaw:domain_shift"), thresholds, comparison),
         thresholds=thresholds,

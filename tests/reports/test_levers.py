@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from thaw.reports.diagnosis import diagnose_study, parameter_levers
 
@@ -81,3 +81,27 @@ def test_study_diagnosis_carries_the_levers(tmp_path: object) -> None:
     assert diagnosis.levers is not None and diagnosis.levers.biggest == "batchnorm"
     assert diagnosis.to_dict()["levers"]["biggest"] == "batchnorm"
     assert "Levers: biggest lever: batchnorm" in diagnosis.render_text()
+
+
+def test_feature_extraction_comparison_names_the_batchnorm_confound(tmp_path: object) -> None:
+    study = optuna.create_study(storage="sqlite:///" + str(tmp_path) + "/c.db", study_name="c")
+    dists = {
+        "batchnorm": CategoricalDistribution(["adapt", "frozen"]),
+        "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+        "unfrozen_layers": IntDistribution(0, 5),
+    }
+    for number, params, value in _rows():
+        # Fine-tuning trials adapted BatchNorm; two of the three frozen ones extract features.
+        unfrozen = 0 if params["batchnorm"] == "frozen" and number < 14 else 3
+        history = {"val_loss": [value + 0.3, value + 0.1, value], "loss": [1.0, 0.8, 0.7]}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={**params, "unfrozen_layers": unfrozen},
+                distributions=dists,
+                value=value,
+                user_attrs={"history": history},
+            )
+        )
+    diagnosis = diagnose_study(study)
+    assert diagnosis.levers is not None and diagnosis.levers.biggest == "batchnorm"
+    assert "differ in BatchNorm mode (adapt vs frozen)" in diagnosis.fe_vs_ft.sentence
