@@ -115,7 +115,7 @@ def score(path: Path, probes: bool = True) -> dict[str, dict[str, str]]:
 def confusion(runs: list[dict[str, Any]], primary: dict[str, str]) -> tuple[str, int, int, int]:
     """The table, correct count, total and pathological runs called healthy."""
     columns = [*VERDICTS, "none"]
-    counts = {label: Counter() for label in LABELS}
+    counts: dict[str, Counter[str]] = {label: Counter() for label in LABELS}
     correct = healthy_wrong = 0
     for run in runs:
         got = primary[run["id"]]

@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         help="no training: rebuild the JSON from these family studies (e.g. demo=a.db)",
     )
     args = parser.parse_args(argv)
+    runs: list[dict[str, Any]] = []
     if args.export:
-        runs = []
         for item in args.export:
             family, _, db_path = item.partition("=")
             runs += export_family(f"sqlite:///{db_path}", family, args.seed)
@@ -284,7 +284,6 @@ def main(argv: list[str] | None = None) -> int:
     if db.exists():
         db.unlink()
     storage = f"sqlite:///{db}"
-    runs: list[dict[str, Any]] = []
     for family in args.families.split(","):
         runs += run_family(family, storage, args.seed, sys.stderr)
     _write(Path(args.out), runs)

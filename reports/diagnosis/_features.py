@@ -131,7 +131,7 @@ class TrialCurves:
             prune_epoch=_opt_int(attrs.get("prune_epoch")),
             strategy=strategy if isinstance(strategy, str) else None,
             num_classes=num_classes,
-            probes=attrs.get("probes") if isinstance(attrs.get("probes"), Mapping) else {},
+            probes=probes if isinstance(probes := attrs.get("probes"), Mapping) else {},
         )
 
     def _num(self, key: str) -> float | None:
