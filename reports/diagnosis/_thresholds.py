@@ -168,6 +168,18 @@ class Thresholds:
         underfit_max_accuracy:
             A trial that left the chance band still underfits (too little fine-tuning) when its
             final train accuracy is below this fraction of the way from chance to perfect.
+        underfit_converging_accuracy:
+            ... or below this fraction while the val loss still falls by at least
+            ``underfit_min_recent_gain`` (relative) over the last third of the epochs: stopped
+            before it converged.
+        underfit_min_recent_gain:
+            See ``underfit_converging_accuracy``.
+        overfit_memorised_accuracy:
+            Overfitting without a climb: the training set is memorised (train accuracy at least
+            this fraction of the way from chance to perfect; inference probe when stored) ...
+        overfit_accuracy_gap:
+            ... val accuracy at least this far below it, and val loss ``overfit_gap_ratio``
+            times the train loss.
         bn_val_chance_margin:
             BatchNorm mismatch (curve rules, K known): val accuracy at most this fraction of the
             way from chance to perfect while the train accuracy is learnt (its maximum from the
@@ -232,6 +244,10 @@ class Thresholds:
     chance_loss_margin: float = _threshold(0.10, low=0.0, high=0.5)
     learned_min_accuracy: float = _threshold(0.5, low=0.0, high=1.0)
     underfit_max_accuracy: float = _threshold(0.6, low=0.0, high=1.0)
+    underfit_converging_accuracy: float = _threshold(0.8, low=0.0, high=1.0)
+    underfit_min_recent_gain: float = _threshold(0.1, low=0.0, low_open=True)
+    overfit_memorised_accuracy: float = _threshold(0.95, low=0.0, high=1.0)
+    overfit_accuracy_gap: float = _threshold(0.2, low=0.0, high=1.0, low_open=True)
     bn_val_chance_margin: float = _threshold(0.3, low=0.0, high=1.0)
     bn_probe_ratio: float = _threshold(1.5, low=1.0, low_open=True)
     lr_high: float = _threshold(1e-2, low=0.0, low_open=True)

@@ -846,28 +846,88 @@ def _not_learning_verdict(p: _Profile, t: Thresholds, num_layers: int | None) ->
     return Verdict(UNDERFITTING, 0.8, evidence, rec)
 
 
+def _still_falling(p: _Profile, t: Thresholds) -> float | None:
+    """Relative val-loss improvement over the last third of the epochs (at least
+    ``plateau_epochs``) when the best epoch is the last or the one before, else ``None``."""
+    if p.best_epoch is None or p.final_epoch is None or p.best_epoch < p.final_epoch - 1:
+        return None
+    progress = _recent_progress(p.val, t)
+    if progress is None:
+        return None
+    ref = p.val.get(progress.from_epoch)
+    return None if ref is None else _rel(progress.improvement, ref)
+
+
 def _too_little_verdict(p: _Profile, t: Thresholds, num_layers: int | None) -> Verdict | None:
-    """Left the chance band but never learnt the training set: too little fine-tuning."""
+    """Left the chance band but never learnt the training set: too little fine-tuning.
+
+    Either the final train accuracy is below ``underfit_max_accuracy`` (of the way from chance
+    to perfect), or below ``underfit_converging_accuracy`` while the val loss is still falling
+    by at least ``underfit_min_recent_gain`` over the last epochs (not converged)."""
     c = p.curves
     norm = p.train_norm_accuracy
-    if norm is None or norm >= t.underfit_max_accuracy or p.climbed:
+    if norm is None or norm >= t.underfit_converging_accuracy or p.climbed:
         return None
     if p.final_train is None or p.final_val is None or p.best_val is None:
         return None
     if p.final_val / max(p.final_train, _EPS) > t.overfit_gap_ratio:
         return None  # a wide gap: not a capacity problem
+    gain = _still_falling(p, t)
+    if norm >= t.underfit_max_accuracy and (gain is None or gain < t.underfit_min_recent_gain):
+        return None
     evidence = (
-        f"train accuracy ended only {norm:.0%} of the way from chance to perfect "
+        f"train accuracy ended only {max(norm, 0.0):.0%} of the way from chance to perfect "
         f"(train loss {p.final_train:.3f}, val loss {p.final_val:.3f})"
     )
-    if p.best_epoch is not None and p.final_epoch is not None and p.best_epoch >= p.final_epoch - 1:
-        evidence += f"; val loss was still falling at epoch {p.final_epoch}"
+    if gain is not None and p.final_epoch is not None:
+        evidence += (
+            f"; val loss was still falling at epoch {p.final_epoch} ({_fmt_pct(-gain)} over the "
+            "last epochs): training stopped before it converged"
+        )
     changes = [
         x for x in (_raise_lr(c.learning_rate, t), _more_layers(c.unfrozen_layers, num_layers)) if x
     ]
+    if c.batchnorm == "frozen":
+        evidence += "; BatchNorm kept the pretraining statistics (batchnorm: frozen)"
+        changes.append("re-estimate the BatchNorm statistics on the target data (batchnorm: adapt)")
     changes.append("train for more epochs")
-    confidence = _scale(t.underfit_max_accuracy - norm, 0.0, t.underfit_max_accuracy, 0.55, 0.8)
+    confidence = _scale(t.underfit_converging_accuracy - norm, 0.0, 0.5, 0.55, 0.8)
     return Verdict(UNDERFITTING, confidence, evidence, "; ".join(changes))
+
+
+def _gap_overfit_verdict(p: _Profile, t: Thresholds) -> Verdict | None:
+    """The training set memorised with a wide generalisation gap, even if the val loss has
+    not turned up yet: train accuracy near perfect, val accuracy ``overfit_accuracy_gap``
+    below it, val loss ``overfit_gap_ratio`` times the (inference-mode) train loss."""
+    c = p.curves
+    train_acc = c.probe("train_accuracy")
+    if train_acc is None and p.train_acc:
+        train_acc = p.train_acc[max(p.train_acc)]
+    train_loss = c.probe("train_loss") if c.probe("train_loss") is not None else p.final_train
+    if train_acc is None or train_loss is None or not p.val_acc or p.final_val is None:
+        return None
+    chance = c.chance_accuracy
+    learnt = (
+        norm_accuracy(train_acc, chance) >= t.overfit_memorised_accuracy
+        if chance is not None
+        else train_acc >= t.overfit_memorised_accuracy
+    )
+    val_acc = statistics.median([p.val_acc[e] for e in sorted(p.val_acc)[-3:]])
+    ratio = p.final_val / max(train_loss, _EPS)
+    if not learnt or train_acc - val_acc < t.overfit_accuracy_gap or ratio < t.overfit_gap_ratio:
+        return None
+    source = "inference-mode probe" if c.probe("train_loss") is not None else "last epoch"
+    n = c.params.get("train_per_class")
+    data = f" ({n} training images per class)" if isinstance(n, int) else ""
+    evidence = (
+        f"the training set was memorised{data}: train accuracy {train_acc:.2f} and loss "
+        f"{train_loss:.3f} ({source}) vs val accuracy {val_acc:.2f} and loss {p.final_val:.3f} "
+        f"({ratio:.1f}x)"
+    )
+    rec = _overfit_recommendation(p).split(" or ", 1)[-1]
+    rec = f"{rec}, or get more training images (augmentation); fine-tune fewer layers"
+    confidence = _scale(train_acc - val_acc, t.overfit_accuracy_gap, 0.5, 0.55, 0.8)
+    return Verdict(OVERFITTING, confidence, evidence, rec)
 
 
 def _bn_verdict(p: _Profile, bn: _BatchNorm) -> Verdict:
@@ -915,6 +975,8 @@ def _diagnose(
             verdicts.append(_not_learning_verdict(p, t, num_layers))
         return sorted(verdicts, key=lambda v: VERDICTS.index(v.verdict))
     overfit = _overfit_verdict(p, shock, bn, t)
+    if overfit is None and bn is None:
+        overfit = _gap_overfit_verdict(p, t)
     if overfit is not None:
         verdicts.append(overfit)
         weak = _weak_reg_verdict(p, peers, t)

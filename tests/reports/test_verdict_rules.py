@@ -81,6 +81,28 @@ BN_TRAIN_VAL_AT_CHANCE = dict(  # train accuracy only 0.7, validation at chance 
     val_accuracy=[0.17, 0.18, 0.17, 0.18, 0.19, 0.18, 0.18, 0.18],
 )
 
+# Real demo runs (bench/labelled_runs.json): 3 images per class memorised while the val loss
+# still falls; head only with BatchNorm frozen, stopped before converging.
+MEMORISED = dict(
+    loss=[2.73, 1.98, 3.1, 2.44, 1.73, 1.69, 1.7, 1.59, 1.38, 1.19, 1.13, 1.08, 0.94, 0.82, 0.75]
+    + [0.68, 0.65, 0.6, 0.52, 0.47, 0.44, 0.41, 0.37, 0.33, 0.3, 0.27, 0.25, 0.23, 0.21, 0.19],
+    val_loss=[2.14, 3.15, 2.46, 1.79, 1.73, 1.74, 1.65, 1.45, 1.27, 1.24, 1.21, 1.1, 1.02, 0.99]
+    + [0.95, 0.94, 0.91, 0.87, 0.86, 0.84, 0.82, 0.8, 0.78, 0.77, 0.75, 0.75, 0.75, 0.75]
+    + [0.74, 0.74],
+    accuracy=[0.17, 0.33, 0.17, 0.11, 0.17, 0.17, 0.28, 0.28, 0.33, 0.44, 0.56, 0.44, 0.61, 0.61]
+    + [0.72, 0.72, 0.78, 0.78, 0.89, 0.94, 0.89, 0.94, 0.94, 0.94]
+    + [1.0] * 6,
+    val_accuracy=[0.19, 0.17, 0.17, 0.18, 0.19, 0.21, 0.28, 0.36, 0.48, 0.5, 0.48, 0.55, 0.56]
+    + [0.59, 0.6, 0.6, 0.63, 0.65, 0.63, 0.68, 0.69, 0.71, 0.72, 0.74, 0.74, 0.74, 0.75, 0.75]
+    + [0.76, 0.75],
+)
+NOT_CONVERGED = dict(
+    loss=[2.19, 1.93, 1.71, 1.54, 1.4, 1.28, 1.19, 1.11, 1.04, 0.99],
+    val_loss=[2.07, 1.83, 1.63, 1.47, 1.34, 1.23, 1.15, 1.07, 1.02, 0.97],
+    accuracy=[0.13, 0.17, 0.22, 0.35, 0.5, 0.67, 0.68, 0.71, 0.72, 0.73],
+    val_accuracy=[0.11, 0.15, 0.21, 0.36, 0.55, 0.65, 0.67, 0.7, 0.7, 0.72],
+)
+
 
 @pytest.mark.parametrize(
     ("case", "params", "primary"),
@@ -99,6 +121,10 @@ BN_TRAIN_VAL_AT_CHANCE = dict(  # train accuracy only 0.7, validation at chance 
         (BN_TRAIN_VAL_AT_CHANCE, {"batchnorm": "train"}, BATCHNORM_MISMATCH),
         # The same curves with BatchNorm frozen cannot be a BatchNorm mismatch.
         (BN_TRAIN_VAL_AT_CHANCE, {"batchnorm": "frozen"}, OVERFITTING),
+        # Memorised with a wide accuracy gap: overfitting before the val loss turns up.
+        (MEMORISED, {"batchnorm": "frozen", "dropout": 0.0}, OVERFITTING),
+        # Train accuracy 0.73 and the val loss still falling 15% over the last epochs.
+        (NOT_CONVERGED, {"batchnorm": "frozen", "unfrozen_layers": 0}, UNDERFITTING),
     ],
 )
 def test_primary_verdict_alone(
