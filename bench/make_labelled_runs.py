@@ -112,7 +112,9 @@ def _data(family: str, train_per_class: int) -> Any:
     return glyphs_target_data(train_per_class=train_per_class, val_per_class=40)
 
 
-def run_family(family: str, storage: str, seed: int, log: Any) -> list[dict[str, Any]]:
+def run_family(
+    family: str, storage: str, seed: int, log: Any, orders: list[int] | None = None
+) -> list[dict[str, Any]]:
     import keras
 
     from thaw.objectives import FineTuneObjective, load_pretrained
@@ -126,13 +128,15 @@ def run_family(family: str, storage: str, seed: int, log: Any) -> list[dict[str,
         storage=storage,
         study_name=f"labelled-{family}",
         pruner=optuna.pruners.NopPruner(),
-        load_if_exists=False,
+        load_if_exists=orders is not None,
     )
     space = _space(num_layers)
     objectives: dict[tuple[int, int], Any] = {}
     runs: list[dict[str, Any]] = []
     class_names: tuple[str, ...] = ()
-    for order, recipe in enumerate(recipes):
+    chosen = list(range(len(recipes))) if orders is None else orders
+    for order in chosen:
+        recipe = recipes[order]
         key = (recipe.epochs, recipe.train_per_class)
         if key not in objectives:
             data = _data(family, recipe.train_per_class)
@@ -155,6 +159,8 @@ def run_family(family: str, storage: str, seed: int, log: Any) -> list[dict[str,
             }
         )
         trial = study.ask()
+        trial.set_user_attr("labelled:order", order)
+        trial.set_user_attr("labelled:label", recipe.label)
         params = space.suggest(trial)
         if recipe.bn_momentum is not None:
             original = objective.build
@@ -234,13 +240,14 @@ def export_family(storage: str, family: str, seed: int = 0) -> list[dict[str, An
     for frozen in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         if frozen.state.name not in ("COMPLETE", "PRUNED", "FAIL"):
             continue
-        recipe = recipes[frozen.number]
         attrs = frozen.user_attrs
+        order = int(attrs.get("labelled:order", frozen.number))
+        recipe = recipes[order]
         runs.append(
             {
-                "id": f"{family}-{frozen.number:02d}-{recipe.label}",
+                "id": f"{family}-{order:02d}-{recipe.label}",
                 "family": family,
-                "order": frozen.number,
+                "order": order,
                 "label": recipe.label,
                 "expected": EXPECTED[recipe.label],
                 "number": frozen.number,
@@ -265,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="labelled_runs.db", help="SQLite file for the studies")
     parser.add_argument("--families", default="demo,glyphs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--orders", help="run only these recipe positions, e.g. 17,16,15")
     parser.add_argument(
         "--export",
         nargs="+",
@@ -277,15 +285,19 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.export:
             family, _, db_path = item.partition("=")
             runs += export_family(f"sqlite:///{db_path}", family, args.seed)
+        seen: set[str] = set()
+        runs = [r for r in runs if not (r["id"] in seen or seen.add(r["id"]))]  # type: ignore[func-returns-value]
+        runs.sort(key=lambda r: (r["family"], r["order"]))
         _write(Path(args.out), runs)
         print(f"{len(runs)} runs exported to {args.out}", file=sys.stderr)
         return 0
     db = Path(args.db)
-    if db.exists():
+    orders = [int(x) for x in args.orders.split(",")] if args.orders else None
+    if db.exists() and orders is None:
         db.unlink()
     storage = f"sqlite:///{db}"
     for family in args.families.split(","):
-        runs += run_family(family, storage, args.seed, sys.stderr)
+        runs += run_family(family, storage, args.seed, sys.stderr, orders)
     _write(Path(args.out), runs)
     print(f"{len(runs)} runs written to {args.out} and {db}", file=sys.stderr)
     return 0
