@@ -811,7 +811,10 @@ def _not_learning_verdict(p: _Profile, t: Thresholds, num_layers: int | None) ->
         "the model learnt nothing that generalises"
     )
     if p.train_norm_accuracy is not None:
-        evidence += f"; train accuracy ended {p.train_norm_accuracy:.0%} of the way to perfect"
+        evidence += (
+            f"; train accuracy ended {max(p.train_norm_accuracy, 0.0):.0%} of the way from chance "
+            "to perfect"
+        )
     causes: list[str] = []
     changes: list[str] = []
     lr, u, bn = c.learning_rate, c.unfrozen_layers, c.batchnorm
