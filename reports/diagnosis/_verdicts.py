@@ -182,17 +182,41 @@ def _bn_can_mismatch(p: _Profile) -> bool:
 
 
 def _bn_probe(p: _Profile, t: Thresholds) -> tuple[bool, str, float] | None:
-    """The BatchNorm probe, when stored: (mismatch?, evidence, ratio)."""
-    moving = p.curves.probe("val_loss_moving_stats")
-    batch = p.curves.probe("val_loss_batch_stats")
-    if moving is None or batch is None:
+    """The BatchNorm probes, when stored: (mismatch?, evidence, strength).
+
+    Two direct measurements: the val loss with the moving statistics against the val loss with
+    batch statistics, and the training set's accuracy in inference mode (moving statistics)
+    against its accuracy during training (batch statistics) in the last epochs. Either gap
+    shows statistics that do not fit inference."""
+    c = p.curves
+    moving = c.probe("val_loss_moving_stats")
+    batch = c.probe("val_loss_batch_stats")
+    parts: list[str] = []
+    strength = 0.0
+    mismatch = False
+    if moving is not None and batch is not None:
+        ratio = moving / max(batch, _EPS)
+        parts.append(
+            f"BatchNorm probe: val loss {moving:.3f} with the moving statistics vs {batch:.3f} "
+            f"with batch statistics ({ratio:.1f}x)"
+        )
+        if ratio >= t.bn_probe_ratio and moving - batch >= t.bn_min_gap:
+            mismatch, strength = True, ratio / t.bn_probe_ratio
+    inference_acc = c.probe("train_accuracy")
+    chance = c.chance_accuracy
+    if inference_acc is not None and p.train_acc and chance is not None:
+        tail = [p.train_acc[e] for e in sorted(p.train_acc)[-2:]]
+        training_acc = statistics.fmean(tail)
+        drop = norm_accuracy(training_acc, chance) - norm_accuracy(inference_acc, chance)
+        if norm_accuracy(training_acc, chance) >= t.learned_min_accuracy and drop >= 0.5:
+            parts.append(
+                f"the training images scored accuracy {training_acc:.2f} during training (batch "
+                f"statistics) but {inference_acc:.2f} in inference mode (moving statistics)"
+            )
+            mismatch, strength = True, max(strength, 1.0 + drop)
+    if not parts:
         return None
-    ratio = moving / max(batch, _EPS)
-    evidence = (
-        f"BatchNorm probe: val loss {moving:.3f} with the moving statistics vs {batch:.3f} with "
-        f"batch statistics ({ratio:.1f}x)"
-    )
-    return ratio >= t.bn_probe_ratio and moving - batch >= t.bn_min_gap, evidence, ratio
+    return mismatch, "; ".join(parts), strength
 
 
 def _bn_mismatch(p: _Profile, t: Thresholds) -> _BatchNorm | None:
@@ -202,12 +226,12 @@ def _bn_mismatch(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     curve = _bn_early(p, t) or _bn_late(p, t)
     if probe is None:
         return curve
-    mismatch, evidence, ratio = probe
+    mismatch, evidence, strength = probe
     if not mismatch:
-        return None  # the direct measurement clears BatchNorm
+        return None  # the direct measurements clear BatchNorm
     if curve is not None:
         return _BatchNorm(f"{curve.evidence}; {evidence}", max(0.9, curve.confidence), curve.onset)
-    confidence = _scale(ratio / t.bn_probe_ratio, 1.0, 2.0, 0.7, 0.9)
+    confidence = _scale(strength, 1.0, 2.0, 0.7, 0.9)
     return _BatchNorm(evidence, confidence, max(p.curves.warmup_epochs, 1))
 
 

@@ -182,6 +182,21 @@ def test_batchnorm_probe_decides(probes: dict[str, float], expected: str) -> Non
     assert verdicts[0].verdict == expected, verdicts
 
 
+@pytest.mark.parametrize(
+    ("batchnorm", "expected"), [("train", BATCHNORM_MISMATCH), ("adapt", OVERFITTING)]
+)
+def test_training_set_at_chance_in_inference_mode_is_a_batchnorm_mismatch(
+    batchnorm: str, expected: str
+) -> None:
+    """Accuracy 1.0 on the training images during training but 0.18 on the same images in
+    inference mode: the moving statistics do not fit (only where BatchNorm trains)."""
+    probes = {"train_accuracy": 0.18, "train_loss": 2.4}
+    verdicts = _alone(_curves(**TINY_OVERFIT, batchnorm=batchnorm, probes=probes))
+    assert verdicts[0].verdict == expected, verdicts
+    if expected == BATCHNORM_MISMATCH:
+        assert "0.18 in inference mode" in verdicts[0].evidence
+
+
 def test_weight_drift_probe_is_evidence_for_lr_too_high() -> None:
     probes = {"weight_drift": {"block4_conv": 2.5, "top_conv": 1.2}}
     (v,) = _alone(_curves(**AT_CHANCE, learning_rate=0.05, probes=probes))
