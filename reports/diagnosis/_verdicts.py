@@ -590,6 +590,8 @@ def _overfit_verdict(
         return None
     if p.final_epoch - p.best_epoch < t.plateau_epochs:
         return None
+    if final - best < p.noise:
+        return None  # the val loss sits within its epoch-to-epoch noise of the best: no stall
     ratio_best = best / max(train_best, _EPS)
     ratio_end = final / max(train_end, _EPS)
     if (
