@@ -312,6 +312,28 @@ class FineTuneObjective:
         self.feature_cache.put(key, features)
         return features
 
+    def probe(self, trial: optuna.Trial, model: keras.Model, params: TrialParams) -> None:
+        """End-of-trial probes (``objectives._probes``) stored as user attr ``probes``; a probe
+        that fails is logged and skipped, never failing the trial."""
+        from thaw.objectives._probes import PROBES_ATTR, run_probes
+
+        in_memory = not self._streamed
+        try:
+            probes = run_probes(
+                model,
+                self.pretrained.model,
+                x_train=self._x_train if in_memory else None,
+                y_train=self.data.y_train if in_memory else None,
+                x_val=self._x_val if in_memory else None,
+                y_val=self.data.y_val if in_memory else None,
+                batch_size=self.settings.batch_size,
+                unfreeze_by=self.pretrained.unfreeze_by,
+            )
+        except Exception as exc:  # noqa: BLE001 - probes are evidence, not the result
+            _logger.warning("Trial %d: end-of-trial probes failed: %s", trial.number, exc)
+            return
+        trial.set_user_attr(PROBES_ATTR, probes)
+
     def _fit_data(self, seed: int) -> dict[str, Any]:
         """The data arguments of ``fit``: in-memory arrays, or batches decoded from files."""
         data = self.data
@@ -375,6 +397,8 @@ class FineTuneObjective:
                 self.on_trial_model(trial, model, outcome.best_value)
             except OSError as exc:  # a full disk must not fail the trial
                 _logger.warning("Trial %d: best model not kept: %s", trial.number, exc)
+        if reporter.diverged_at is None:
+            self.probe(trial, model, params)
         if reporter.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
         if reporter.diverged_at is not None:

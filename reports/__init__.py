@@ -41,21 +41,6 @@ from thaw.reports._compare_render import (
     render_comparison_markdown,
     write_comparison,
 )
-from thaw.reports._diagnosis import (
-    BATCHNORM_MISMATCH,
-    HEALTHY,
-    LR_TOO_HIGH,
-    OVERFITTING,
-    UNDERFITTING,
-    VERDICTS,
-    WEAK_REGULARISATION,
-    StudyDiagnosis,
-    Thresholds,
-    TrialCurves,
-    Verdict,
-    diagnose_study,
-    diagnose_trial,
-)
 from thaw.reports._export import (
     csv_columns,
     get_summary_dict,
@@ -98,6 +83,23 @@ from thaw.reports._summary import (
     get_pruning_info,
 )
 from thaw.reports._svg import render_curves_svg, render_efficiency_svg, render_scatter_svg
+from thaw.reports.diagnosis import (
+    BATCHNORM_MISMATCH,
+    HEALTHY,
+    LR_TOO_HIGH,
+    OVERFITTING,
+    UNDERFITTING,
+    VERDICTS,
+    WEAK_REGULARISATION,
+    StudyDiagnosis,
+    Thresholds,
+    TrialCurves,
+    Verdict,
+    diagnose_study,
+    diagnose_trial,
+    study_verdicts,
+    trial_verdicts,
+)
 
 __all__ = [
     "get_trial_records",
@@ -146,6 +148,8 @@ __all__ = [
     "Verdict",
     "diagnose_study",
     "diagnose_trial",
+    "study_verdicts",
+    "trial_verdicts",
     "AnswerInfo",
     "CurveSeries",
     "CurvesInfo",

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import optuna
 
 from thaw.reports._attrs import as_float, as_str
-from thaw.reports._diagnosis import VERDICTS, StudyDiagnosis, diagnose_study
 from thaw.reports._ranking import RankingInfo, RankingRow, VerdictDetail
+from thaw.reports.diagnosis import VERDICTS, StudyDiagnosis, Thresholds, diagnose_study
 
 IMPORTANCE_TITLES = {
     "best_val_loss": "best validation loss",
@@ -104,10 +104,10 @@ class DiagnosisInfo:
     """The climb summary as data (counts, climbed trials, findings with their splits)."""
 
 
-def run_diagnosis(study: optuna.Study) -> StudyDiagnosis:
+def run_diagnosis(study: optuna.Study, thresholds: Thresholds | None = None) -> StudyDiagnosis:
     """:func:`diagnose_study` without the log line about its in-memory helper study."""
     with _quiet_helper_study():
-        return diagnose_study(study)
+        return diagnose_study(study, thresholds)
 
 
 def get_diagnosis_info(
@@ -210,7 +210,9 @@ def get_determinism_info(study_attrs: Mapping[str, Any]) -> DeterminismInfo:
 
 
 def with_verdicts(ranking: RankingInfo, diagnosis: DiagnosisInfo) -> RankingInfo:
-    """The ranking with computed verdicts for every trial that stored no ``verdicts``."""
+    """The ranking with the diagnosis' verdicts (one verdict function for every view): a
+    trial's stored ``verdicts`` were judged against the peers finished at the time and are
+    replaced by the current ones; ``verdicts_source`` still says whether it stored any."""
     rows = tuple(_with_verdicts(row, diagnosis.verdicts) for row in ranking.rows)
     return replace(ranking, rows=rows)
 
@@ -226,7 +228,7 @@ def verdict_mix(rows: Sequence[RankingRow]) -> tuple[tuple[str, int], ...]:
 def _with_verdicts(
     row: RankingRow, computed: Mapping[int, tuple[VerdictDetail, ...]]
 ) -> RankingRow:
-    if row.verdicts_source == "stored" or row.number not in computed:
+    if row.number not in computed:
         return row
     details = computed[row.number]
     if not details:
@@ -235,7 +237,7 @@ def _with_verdicts(
         row,
         verdicts=tuple(d.verdict for d in details),
         verdict_details=details,
-        verdicts_source="computed",
+        verdicts_source="stored" if row.verdicts_source == "stored" else "computed",
     )
 
 

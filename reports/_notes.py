@@ -13,7 +13,6 @@ text: it cannot open a link, an image, HTML, a heading or a table cell of its ow
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import re
 from collections.abc import Mapping, Sequence
@@ -34,17 +33,16 @@ from thaw.reports._attrs import (
     intermediate_series,
 )
 from thaw.reports._charts import CurveSeries, CurvesInfo, _use_log
-from thaw.reports._diagnosis import (
-    VERDICTS,
-    StudyDiagnosis,
-    Thresholds,
-    TrialCurves,
-    Verdict,
-    diagnose_trial,
-)
 from thaw.reports._format import fmt_num, fmt_value, one_line, truncate
 from thaw.reports._ranking import RankingInfo
 from thaw.reports._svg import render_curves_svg
+from thaw.reports.diagnosis import (
+    VERDICTS,
+    StudyDiagnosis,
+    Thresholds,
+    Verdict,
+)
+from thaw.reports.diagnosis import trial_verdicts as _trial_verdicts
 
 __all__ = [
     "HISTORY_CSV_COLUMNS",
@@ -153,24 +151,10 @@ def trial_verdicts(
     trials: Sequence[FrozenTrial] | None = None,
     thresholds: Thresholds | None = None,
 ) -> list[Verdict]:
-    """Diagnose ``trial`` against the study's other finished trials (its peers).
-
-    ``state`` overrides the trial's state name (``COMPLETE``, ``PRUNED``, ``FAIL``): use it
-    for a trial that is still RUNNING but about to finish. ``trials`` (all trials of the
-    study) saves a storage read when the caller already has them.
-    """
-    val_loss = _val_loss_objective(study)
-    all_trials = trials if trials is not None else study.get_trials(deepcopy=False)
-    curves = TrialCurves.from_frozen_trial(trial, intermediate_is_val_loss=val_loss)
-    if state is not None:
-        curves = dataclasses.replace(curves, state=state)
-    peers = [
-        TrialCurves.from_frozen_trial(t, intermediate_is_val_loss=val_loss)
-        for t in all_trials
-        if t.state in FINISHED and t.number != trial.number
-    ]
-    num_layers = as_int(study.user_attrs.get("thaw:num_layers"))
-    return diagnose_trial(curves, peers, thresholds or Thresholds(), num_layers)
+    """The trial's verdicts from :func:`thaw.reports.diagnosis.trial_verdicts`, the one
+    verdict function every view calls (``state`` overrides the state of a trial about to
+    finish; ``trials`` saves a storage read)."""
+    return _trial_verdicts(study, trial, state=state, trials=trials, thresholds=thresholds)
 
 
 def verdict_dicts(value: Any) -> list[dict[str, Any]]:
@@ -335,6 +319,8 @@ def _diagnosis_lines(diagnosis: StudyDiagnosis) -> list[str]:
     lines.extend(f"  - {note_escape(s)}" for s in diagnosis.climb.sentences)
     lines.append(_importance_line(diagnosis, "best_val_loss", "best val loss"))
     lines.append(_importance_line(diagnosis, "climb", "climb size"))
+    if diagnosis.levers is not None:
+        lines.append(f"- **Levers:** {note_escape(diagnosis.levers.sentence)}")
     lines.append(f"- **Robust region:** {note_escape(diagnosis.robust_region.sentence)}")
     lines.append(
         f"- **Feature extraction vs fine-tuning:** {note_escape(diagnosis.fe_vs_ft.sentence)}"

@@ -182,8 +182,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         study = load_existing_study(storage, config.name, url)
     except StorageError as exc:
         raise UserError(str(exc)) from None
+    from thaw.reports._findings import run_diagnosis
+
     try:
-        files = write_report(study, out, storage_url_masked=mask_url(url))
+        diagnosis = run_diagnosis(study, config.thresholds)
+        files = write_report(study, out, storage_url_masked=mask_url(url), diagnose=diagnosis)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     from thaw.search._publish import (
@@ -205,6 +208,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         parquet = out / "trials.parquet"
         trials_frame(study).to_parquet(parquet, index=False)
         written.append(parquet)
+    _refresh_notes(study, config.thresholds)
     print(f"Report for study {config.name!r} written to {out}/:")
     for path in written:
         print(f"  {path}")
@@ -314,13 +318,47 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refresh_notes(study: Any, thresholds: Any) -> None:
+    """Trial and study notes say what the report says (one verdict function)."""
+    from thaw.search._publish import refresh_trial_notes, save_study_note, study_note
+
+    try:
+        refresh_trial_notes(study, thresholds)
+        save_study_note(study, study_note(study, thresholds))
+    except Exception as exc:  # noqa: BLE001 - the report is written; notes are a bonus
+        _logger.warning("Dashboard notes not refreshed: %s: %s", type(exc).__name__, exc)
+
+
 # ------------------------------------------------------------------------------ diagnose
+
+
+def _diagnose_history(args: argparse.Namespace) -> int:
+    """``thaw diagnose --history FILE.json``: a run trained outside thaw, judged alone."""
+    import json
+
+    from thaw.reports.diagnosis import diagnose_history, load_history
+
+    if args.study_file is not None or args.trial is not None or args.storage is not None:
+        raise UserError("--history takes no study file, --trial or --storage; give one or other")
+    try:
+        result = diagnose_history(load_history(args.history))
+    except ValueError as exc:
+        raise UserError(f"{args.history}: {exc}") from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(result.render_text(str(args.history)), end="")
+    return 0
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
-    from thaw.reports import TrialCurves, diagnose_study, diagnose_trial
+    if args.history is not None:
+        return _diagnose_history(args)
+    if args.study_file is None:
+        raise UserError("give a study file, or --history FILE.json for a run trained elsewhere")
+    from thaw.reports import diagnose_study, trial_verdicts
     from thaw.search._study import StorageError, load_existing_study, open_storage
 
     config = _load_config(args.study_file, args.storage)
@@ -337,10 +375,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             raise UserError(
                 f"study {config.name!r} has no trial {args.trial}; trials are 0..{len(trials) - 1}"
             )
-        curves = TrialCurves.from_frozen_trial(by_number[args.trial])
-        peers = [TrialCurves.from_frozen_trial(t) for t in trials if t.number != args.trial]
-        verdicts = diagnose_trial(
-            curves, peers, config.thresholds, study.user_attrs.get("thaw:num_layers")
+        verdicts = trial_verdicts(
+            study, by_number[args.trial], trials=trials, thresholds=config.thresholds
         )
         if args.json:
             print(
@@ -483,7 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(func=cmd_inspect)
 
     diagnose = sub.add_parser("diagnose", help="say why validation loss rose, per study or trial")
-    diagnose.add_argument("study_file")
+    diagnose.add_argument("study_file", nargs="?")
+    diagnose.add_argument(
+        "--history",
+        help="a Keras History.history saved as JSON (optional params, num_classes); "
+        "see docs/diagnose.md",
+    )
     diagnose.add_argument("--storage", help="Optuna storage URL (overrides the study file)")
     diagnose.add_argument("--trial", type=int, help="diagnose this trial number only")
     diagnose.add_argument("--json", action="store_true", help="machine-readable output")

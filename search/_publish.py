@@ -47,7 +47,6 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw.reports._diagnosis import Thresholds, diagnose_study
 from thaw.reports._notes import (
     note_escape,
     render_history_csv,
@@ -55,9 +54,9 @@ from thaw.reports._notes import (
     render_trial_curves_svg,
     render_trial_note,
     trial_verdicts,
-    verdict_dicts,
 )
 from thaw.reports._ranking import get_ranking_info
+from thaw.reports.diagnosis import Thresholds, diagnose_study, study_verdicts
 
 _logger = logging.getLogger(__name__)
 
@@ -182,7 +181,7 @@ def study_note(study: optuna.Study, thresholds: Thresholds | None = None) -> str
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     note = render_study_note(
         study.study_name,
-        diagnose_study(study, thresholds or Thresholds()),
+        diagnose_study(study, thresholds),
         get_ranking_info(study),
         study_attrs=study.user_attrs,
         top_n=TOP_N,
@@ -260,6 +259,21 @@ def pruned_best_line(trial: FrozenTrial, maximize: bool = False) -> str:
         "thaw ranks pruned trials by this value; the dashboard's value column shows the "
         "last reported one."
     )
+
+
+def refresh_trial_notes(study: optuna.Study, thresholds: Thresholds | None = None) -> int:
+    """Rewrite the note of every finished trial with its current verdicts (the same as the
+    report's, from :func:`thaw.reports.diagnosis.study_verdicts`); returns the notes written."""
+    verdicts = study_verdicts(study, thresholds)
+    metric = study.user_attrs.get("thaw:objective_metric")
+    written = 0
+    for frozen in study.get_trials(deepcopy=False):
+        if frozen.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            continue
+        note = render_trial_note(frozen, verdicts.get(frozen.number, []), objective_metric=metric)
+        save_trial_note(study, frozen, note)
+        written += 1
+    return written
 
 
 # ------------------------------------------------------------------------------ artifacts
@@ -421,7 +435,7 @@ class TrialPublisher:
         artifact_store: Where the chart and history files go.
         study_note_every_s: Refresh the study note at most this often while trials finish
             (the first finished trial refreshes it at once; :meth:`finish` always does).
-        thresholds: Diagnosis rules (default :class:`Thresholds()`).
+        thresholds: Diagnosis rules (default: the thresholds stored with the study).
         clock: Seconds, monotonic (tests pass a fake).
     """
 
@@ -437,7 +451,7 @@ class TrialPublisher:
             raise ValueError(f"study_note_every_s must be >= 0, got {study_note_every_s!r}")
         self.artifact_store = artifact_store
         self.study_note_every_s = float(study_note_every_s)
-        self.thresholds = thresholds or Thresholds()
+        self.thresholds = thresholds
         self._clock = clock
         self._lock = threading.Lock()
         self._last_study_note: float | None = None
@@ -525,12 +539,8 @@ class TrialPublisher:
         Raises whatever storage or the artifact store raises (the callback logs it).
         """
         state = frozen_trial.state.name
-        stored = frozen_trial.user_attrs.get("verdicts")
-        verdicts: list[Any]
-        if isinstance(stored, list):
-            verdicts = verdict_dicts(stored)
-        else:
-            verdicts = list(trial_verdicts(study, frozen_trial, thresholds=self.thresholds))
+        # The current verdicts (the one verdict function), not the stored snapshot.
+        verdicts = list(trial_verdicts(study, frozen_trial, thresholds=self.thresholds))
         metric = study.user_attrs.get("thaw:objective_metric")
         note = render_trial_note(frozen_trial, verdicts, objective_metric=metric)
         best_line = pruned_best_line(
@@ -552,9 +562,14 @@ class TrialPublisher:
                     )
 
     def finish(self, study: optuna.Study) -> None:
-        """Refresh the study note now (call at the end of ``thaw run``). Never raises."""
+        """Refresh every trial note and the study note now (call at the end of ``thaw run``),
+        so they say what the report says. Never raises."""
         with self._lock:
             self._last_study_note = self._clock()
+        try:
+            refresh_trial_notes(study, self.thresholds)
+        except Exception as exc:  # noqa: BLE001 - publishing must never stop the study
+            self._log_failure("the trial notes", exc)
         self._publish_study_note(study)
 
     def _publish_study_note(self, study: optuna.Study) -> None:

@@ -95,6 +95,13 @@ def test_completed_trial_stores_history_and_summary(
     assert trial.value == pytest.approx(min(history["val_loss"]))
     assert attrs["final_val_loss"] == pytest.approx(history["val_loss"][-1])
     assert attrs["val_accuracy_at_best"] == pytest.approx(history["val_accuracy"][best_i])
+    # end-of-trial probes (objectives._probes), for the diagnosis
+    probes = attrs["probes"]
+    assert {"train_loss", "train_accuracy", "val_loss_moving_stats", "val_loss_batch_stats"} <= set(
+        probes
+    )
+    assert set(probes["weight_drift"]) == {"conv1", "conv2"}
+    assert all(v > 0 for v in probes["weight_drift"].values())
 
     assert set(trial.params) == {"unfrozen_layers", "learning_rate", "dropout", "weight_decay"}
     assert trial.params["unfrozen_layers"] == 2

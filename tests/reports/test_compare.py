@@ -88,11 +88,12 @@ def test_comparison_info(comparison: ComparisonInfo) -> None:
     assert comparison.best_at_budget == pytest.approx((0.38, 0.38))
     assert comparison.winner == 0  # a tie goes to the first study
     assert [s.best.number for s in comparison.studies if s.best] == [3, 3]
-    assert comparison.verdicts == ("lr_too_high", "overfitting", "healthy")
+    assert comparison.verdicts == ("lr_too_high", "overfitting", "underfitting", "healthy")
     assert dict(comparison.studies[0].verdict_mix) == {
         "lr_too_high": 3,
-        "overfitting": 2,
-        "healthy": 6,
+        "overfitting": 1,
+        "underfitting": 1,
+        "healthy": 5,
     }
     assert [p.param for p in comparison.params] == [
         "unfrozen_layers",
@@ -159,7 +160,7 @@ def test_csv_one_row_per_study(files: ComparisonFiles) -> None:
     assert frame["best_val_loss"].tolist() == pytest.approx([0.38, 0.38])
     assert frame["epochs_saved"].tolist() == [34, 34]
     assert frame["seed"].tolist() == [1234, 7]
-    assert frame["verdict_healthy"].tolist() == [6, 6]
+    assert frame["verdict_healthy"].tolist() == [5, 5]
     assert frame["params_learning_rate"].tolist() == pytest.approx([3e-4, 3e-4])
     assert "s3cret" not in files.csv.read_text(encoding="utf-8")
 

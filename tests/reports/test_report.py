@@ -310,7 +310,7 @@ def test_untrusted_text_is_escaped(
         assert raw not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=alert(2)&gt;" in html
-    assert "&lt;svg onload=alert(5)&gt;" in html
+    # The stored verdict name is replaced by the diagnosis' verdict (one verdict everywhere).
     assert "&lt;i&gt;x&lt;/i&gt;|y" in html
     parsed = _parse(html)
     assert "script" not in {tag for tag, _ in parsed.tags}

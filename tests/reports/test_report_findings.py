@@ -79,29 +79,29 @@ def test_answer_states_the_diagnosis_in_two_sentences(
     assert why.lstrip().startswith("Diagnosis: 2 of 10 trials climbed")
 
 
-def test_trials_without_stored_verdicts_get_computed_ones(
+def test_report_shows_the_one_verdict_of_every_trial(
     thaw_study: optuna.Study, report: ReportFiles
 ) -> None:
     by_number = {t.number: t for t in diagnose_study(thaw_study).trials}
     frame = pd.read_csv(report.csv).set_index("number")
-    # Stored verdicts win (trials 3 and 4) ...
-    assert frame.loc[3, "verdicts"] == "healthy"
-    assert frame.loc[4, "verdicts"] == "overfitting, lr_too_high"
-    # ... the others come from diagnose_study.
-    for number in (0, 1, 2, 8, 10):
+    # Stored verdicts (trials 3 and 4) were judged when the trial finished; the report shows
+    # what the one verdict function says now, like every other view.
+    for number in (0, 1, 2, 3, 4, 8, 10):
         expected = ", ".join(v.verdict for v in by_number[number].verdicts)
         assert frame.loc[number, "verdicts"] == expected, number
     assert pd.isna(frame.loc[7, "verdicts"])  # failed before its first epoch: no verdict
     md = report.markdown.read_text(encoding="utf-8")
     ranking = _section(md, "## Ranking")
-    assert "Verdict mix (trials per verdict): lr_too_high 3, overfitting 2, healthy 6." in ranking
+    assert "Verdict mix (trials per verdict): " in ranking
     assert "8 trials stored no verdicts; thaw's diagnosis computed theirs (marked \\*)" in ranking
-    assert "| healthy  " in ranking and "lr_too_high\\*" in ranking
     assert "### Verdicts of the top trials and the textbook strategies" in ranking
-    assert "- #3: healthy (confidence 0.80): val loss flat after epoch 7. Try: keep." in ranking
     summary = json.loads(report.summary_json.read_text(encoding="utf-8"))
     sources = {r["number"]: r["verdicts_source"] for r in summary["ranking"]}
     assert sources[3] == "stored" and sources[8] == "computed" and sources[7] == "none"
+    verdicts = {r["number"]: r["verdicts"] for r in summary["ranking"]}
+    for number, diagnosis in by_number.items():
+        if diagnosis.verdicts and number in verdicts:
+            assert verdicts[number] == [v.verdict for v in diagnosis.verdicts], number
 
 
 def test_importances_for_best_loss_and_climb(thaw_study: optuna.Study, report: ReportFiles) -> None:

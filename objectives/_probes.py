@@ -1,0 +1,165 @@
+"""End-of-trial probes: cheap measurements stored on the trial (user attr ``probes``) so the
+diagnosis reads evidence, not only curve shapes.
+
+- ``train_loss`` / ``train_accuracy``: the training set evaluated again in inference mode (no
+  dropout, BatchNorm on its moving statistics): the true generalisation gap.
+- ``val_loss_moving_stats`` / ``val_loss_batch_stats``: validation loss with BatchNorm on its
+  moving statistics (what inference uses) and on the statistics of each batch: a large ratio is
+  a direct BatchNorm-mismatch measurement. Moving statistics are restored afterwards.
+- ``weight_drift``: per unfrozen block, the relative L2 distance of its weights from the
+  pretrained ones, ``||w - w0|| / ||w0||``: features overwritten by the learning rate.
+
+Each probe is one pass over its data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import keras
+import numpy as np
+
+from thaw.objectives._model import batchnorm_layers, block_name, weighted_layers
+
+__all__ = [
+    "PROBES_ATTR",
+    "batchnorm_probe",
+    "inference_metrics",
+    "run_probes",
+    "weight_drift",
+]
+
+_logger = logging.getLogger(__name__)
+
+PROBES_ATTR = "probes"
+"""The trial user attr holding the probes."""
+
+
+def _cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(probs[np.arange(len(y)), y.astype(int)], 1e-7, 1.0)
+    return float(-np.mean(np.log(p)))
+
+
+def inference_metrics(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int
+) -> tuple[float, float]:
+    """(loss, accuracy) of ``model`` on ``(x, y)`` in inference mode (one pass)."""
+    probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
+    return _cross_entropy(probs, y), float(np.mean(np.argmax(probs, axis=-1) == y))
+
+
+def _leaves(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    for layer in getattr(model, "layers", []):
+        if getattr(layer, "layers", None):
+            yield from _leaves(layer)
+        else:
+            yield layer
+
+
+@contextmanager
+def _batch_statistics(model: keras.Model) -> Iterator[None]:
+    """BatchNorm on batch statistics, dropout off; moving statistics and flags restored."""
+    bns = [layer for layer in _leaves(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    drops = [layer for layer in _leaves(model) if isinstance(layer, keras.layers.Dropout)]
+    saved = [(layer, layer.trainable, [w.numpy() for w in layer.weights]) for layer in bns]
+    rates = [(layer, layer.rate) for layer in drops]
+    try:
+        for layer in bns:
+            layer.trainable = True
+        for layer in drops:
+            layer.rate = 0.0
+        yield
+    finally:
+        for layer, trainable, weights in saved:
+            layer.trainable = trainable
+            for var, value in zip(layer.weights, weights, strict=True):
+                var.assign(value)
+        for layer, rate in rates:
+            layer.rate = rate
+
+
+def batchnorm_probe(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int
+) -> tuple[float, float] | None:
+    """(val loss with moving statistics, val loss with batch statistics), or ``None`` when the
+    model has no BatchNormalization layer. Two passes; the model is left as it was."""
+    if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in _leaves(model)):
+        return None
+    moving, _ = inference_metrics(model, x, y, batch_size)
+    losses: list[float] = []
+    weights: list[int] = []
+    with _batch_statistics(model):
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            if len(xb) < 2:
+                continue  # batch statistics of one image are degenerate
+            probs = keras.ops.convert_to_numpy(model(xb, training=True)).astype("float64")
+            losses.append(_cross_entropy(probs, yb))
+            weights.append(len(xb))
+    if not losses:
+        return None
+    return moving, float(np.average(losses, weights=weights))
+
+
+def weight_drift(
+    base: keras.Model, pretrained: keras.Model, unfreeze_by: str = "layers"
+) -> dict[str, float]:
+    """Per unfrozen (trainable, BatchNorm excluded) block of ``base``: ``||w - w0|| / ||w0||``
+    against the same-named layer of ``pretrained``. Blocks as ``block_name`` groups them."""
+    original = {layer.name: layer for layer in weighted_layers(pretrained)}
+    sums: dict[str, list[float]] = {}
+    for layer in weighted_layers(base):
+        if not layer.trainable or layer.name not in original:
+            continue
+        ref = original[layer.name]
+        if len(ref.weights) != len(layer.weights):
+            continue
+        key = block_name(layer.name) if unfreeze_by == "blocks" else layer.name
+        diff, norm = sums.setdefault(key, [0.0, 0.0])
+        for w, w0 in zip(layer.weights, ref.weights, strict=True):
+            a, b = np.asarray(w.numpy(), "float64"), np.asarray(w0.numpy(), "float64")
+            if a.shape != b.shape:
+                continue
+            diff += float(np.sum((a - b) ** 2))
+            norm += float(np.sum(b**2))
+        sums[key] = [diff, norm]
+    return {
+        key: round(math.sqrt(d) / max(math.sqrt(n), 1e-12), 6)
+        for key, (d, n) in sums.items()
+        if n > 0
+    }
+
+
+def run_probes(
+    model: keras.Model,
+    pretrained: keras.Model,
+    *,
+    x_train: np.ndarray | None,
+    y_train: np.ndarray | None,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    batch_size: int,
+    unfreeze_by: str = "layers",
+) -> dict[str, Any]:
+    """All probes that the data allows, as the JSON-able ``probes`` user attr. The fine-tuned
+    base is ``model.layers[1]`` (as ``build_model`` makes it)."""
+    probes: dict[str, Any] = {}
+    if x_train is not None and y_train is not None and len(x_train):
+        loss, acc = inference_metrics(model, x_train, y_train, batch_size)
+        probes["train_loss"], probes["train_accuracy"] = loss, acc
+    if x_val is not None and y_val is not None and len(x_val):
+        bn = batchnorm_probe(model, x_val, y_val, batch_size)
+        if bn is not None:
+            probes["val_loss_moving_stats"], probes["val_loss_batch_stats"] = bn
+    base = model.layers[1] if len(model.layers) > 1 else model
+    if batchnorm_layers(base) or weighted_layers(base):
+        probes["weight_drift"] = weight_drift(base, pretrained, unfreeze_by)
+    return {
+        k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
+        for k, v in probes.items()
+        if not (isinstance(v, float) and not math.isfinite(v))
+    }

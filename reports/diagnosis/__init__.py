@@ -1,0 +1,106 @@
+"""Diagnosis: why did the validation loss of a fine-tuning trial rise?
+
+Pure Python over what Optuna storage holds (see ``docs/storage.md``): trial params, the
+``history`` user attribute, end-of-trial probes and a few other user attributes. Never imports
+Keras, TensorFlow or thaw's ``objectives``/``search`` packages.
+
+One job per module:
+
+- ``_thresholds``: :class:`Thresholds`, the named constants of every rule;
+- ``_features``: :class:`TrialCurves` and what one trial's curves show on their own;
+- ``_verdicts``: per-trial rules, :func:`diagnose_trial` (works alone; peers refine);
+- ``_inputs``: what a study holds for the rules, and :func:`trial_verdicts`, the one verdict
+  function every view calls;
+- ``_study``: study findings and :func:`diagnose_study`.
+"""
+
+from thaw.reports.diagnosis._features import TrialCurves
+from thaw.reports.diagnosis._history import (
+    HISTORY_PARAMS,
+    HistoryDiagnosis,
+    diagnose_history,
+    history_curves,
+    load_history,
+)
+from thaw.reports.diagnosis._inputs import (
+    FINISHED_STATES,
+    StudyInputs,
+    read_study_inputs,
+    study_num_classes,
+    study_thresholds,
+    study_verdicts,
+    trial_verdicts,
+)
+from thaw.reports.diagnosis._levers import LeverLevel, Levers, ParameterLever, parameter_levers
+from thaw.reports.diagnosis._study import (
+    ClimbFinding,
+    ClimbSummary,
+    DomainShift,
+    FeatureExtractionComparison,
+    ParameterImportances,
+    ParamRange,
+    RobustRegion,
+    StudyDiagnosis,
+    TrialDiagnosis,
+    climb_summary,
+    diagnose_study,
+    feature_extraction_vs_finetuning,
+    parameter_importances,
+    robust_region,
+)
+from thaw.reports.diagnosis._thresholds import Thresholds
+from thaw.reports.diagnosis._verdicts import (
+    BATCHNORM_MISMATCH,
+    HEALTHY,
+    LR_TOO_HIGH,
+    OVERFITTING,
+    UNDERFITTING,
+    VERDICTS,
+    WEAK_REGULARISATION,
+    Verdict,
+    diagnose_trial,
+)
+
+__all__ = [
+    "LeverLevel",
+    "Levers",
+    "ParameterLever",
+    "parameter_levers",
+    "HISTORY_PARAMS",
+    "HistoryDiagnosis",
+    "diagnose_history",
+    "history_curves",
+    "load_history",
+    "FINISHED_STATES",
+    "StudyInputs",
+    "read_study_inputs",
+    "study_num_classes",
+    "study_thresholds",
+    "study_verdicts",
+    "trial_verdicts",
+    "BATCHNORM_MISMATCH",
+    "HEALTHY",
+    "LR_TOO_HIGH",
+    "OVERFITTING",
+    "UNDERFITTING",
+    "VERDICTS",
+    "WEAK_REGULARISATION",
+    "ClimbFinding",
+    "ClimbSummary",
+    "DomainShift",
+    "FeatureExtractionComparison",
+    "ParamRange",
+    "ParameterImportances",
+    "RobustRegion",
+    "StudyDiagnosis",
+    "Thresholds",
+    "TrialCurves",
+    "TrialDiagnosis",
+    "Verdict",
+    "climb_summary",
+    "diagnose_study",
+    "diagnose_trial",
+    "feature_extraction_vs_finetuning",
+    "parameter_importances",
+    "robust_region",
+]

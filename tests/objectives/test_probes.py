@@ -1,0 +1,94 @@
+"""End-of-trial probes on a tiny real model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from thaw.objectives._model import build_model, freeze
+from thaw.objectives._probes import batchnorm_probe, inference_metrics, run_probes, weight_drift
+
+
+def _finetune_model(tiny_cnn: Any, batchnorm: str) -> tuple[keras.Model, keras.Model]:
+    pretrained = tiny_cnn()
+    base = keras.Model(pretrained.input, pretrained.get_layer("features").output, name="base")
+    trial_base = keras.models.clone_model(base)
+    trial_base.set_weights(base.get_weights())
+    freeze(trial_base, 2, batchnorm)
+    model = build_model(trial_base, 3, 0.5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    return model, base
+
+
+def test_inference_metrics_match_evaluate(tiny_cnn: Any, tiny_arrays: Any) -> None:
+    data = tiny_arrays()
+    model, _ = _finetune_model(tiny_cnn, "frozen")
+    loss, acc = inference_metrics(model, data["x_train"], data["y_train"], 8)
+    assert loss == pytest.approx(model.evaluate(data["x_train"], data["y_train"], verbose=0), 1e-4)
+    assert 0.0 <= acc <= 1.0
+
+
+def test_batchnorm_probe_restores_moving_statistics(tiny_cnn: Any, tiny_arrays: Any) -> None:
+    data = tiny_arrays()
+    model, _ = _finetune_model(tiny_cnn, "frozen")
+    bn = model.layers[1].get_layer("bn2")
+    before = [w.numpy().copy() for w in bn.weights]
+    flags = bn.trainable
+    moving, batch = batchnorm_probe(model, data["x_val"], data["y_val"], 4) or (None, None)
+    assert moving is not None and batch is not None
+    # Batch statistics of these (uint8 noise) images differ from the random initial moving
+    # statistics (mean 0, variance 1 of a fresh BatchNorm): the losses differ.
+    assert moving != pytest.approx(batch, rel=1e-3)
+    for w, value in zip(bn.weights, before, strict=True):
+        np.testing.assert_array_equal(w.numpy(), value)
+    assert bn.trainable == flags
+
+
+def test_batchnorm_probe_is_none_without_batchnorm(tiny_arrays: Any) -> None:
+    data = tiny_arrays()
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    assert batchnorm_probe(model, data["x_val"].astype("float32"), data["y_val"], 4) is None
+
+
+def test_weight_drift_is_zero_before_and_grows_with_the_learning_rate(
+    tiny_cnn: Any, tiny_arrays: Any
+) -> None:
+    data = tiny_arrays()
+    drifts = {}
+    for lr in (1e-4, 1.0):
+        model, base = _finetune_model(tiny_cnn, "frozen")
+        assert weight_drift(model.layers[1], base) == {"conv1": 0.0, "conv2": 0.0}
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+        model.fit(data["x_train"], data["y_train"], epochs=2, batch_size=8, verbose=0)
+        drifts[lr] = weight_drift(model.layers[1], base)
+    assert set(drifts[1.0]) == {"conv1", "conv2"}  # only the unfrozen layers
+    assert all(drifts[1.0][k] > 10 * drifts[1e-4][k] for k in drifts[1.0])
+    assert drifts[1e-4]["conv2"] < 0.05
+
+
+def test_run_probes_gives_the_stored_shape(tiny_cnn: Any, tiny_arrays: Any) -> None:
+    data = tiny_arrays()
+    model, base = _finetune_model(tiny_cnn, "train")
+    model.fit(data["x_train"], data["y_train"], epochs=1, batch_size=8, verbose=0)
+    probes = run_probes(
+        model,
+        base,
+        x_train=data["x_train"],
+        y_train=data["y_train"],
+        x_val=data["x_val"],
+        y_val=data["y_val"],
+        batch_size=8,
+    )
+    assert set(probes) == {
+        "train_loss",
+        "train_accuracy",
+        "val_loss_moving_stats",
+        "val_loss_batch_stats",
+        "weight_drift",
+    }
+    assert all(isinstance(probes[k], float) for k in probes if k != "weight_drift")

@@ -1,0 +1,151 @@
+"""One verdict per trial everywhere: report, summary.json, trial notes, study note and
+``thaw diagnose`` give every trial of a real small study the same verdicts.
+
+The study holds the learning curves of nine real Keras fine-tuning runs on the demo's 6-class
+target (``tests/reports/real_curves.json``), stored trial by trial through the same publisher
+``thaw run`` uses (stored verdicts, trial notes, study note), in real SQLite storage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import optuna
+import pytest
+from optuna.artifacts import FileSystemArtifactStore
+
+from thaw.reports import diagnose_study, write_report
+from thaw.reports._notes import _VERDICT_TITLES
+from thaw.search._publish import TrialPublisher, open_artifact_store
+
+REAL_CURVES = Path(__file__).parents[1] / "reports" / "real_curves.json"
+CLASSES = ["circle", "square", "triangle", "cross", "ring", "bar"]
+
+
+def _objective(raw: dict[str, dict[str, Any]]) -> Callable[[optuna.Trial], float]:
+    def objective(trial: optuna.Trial) -> float:
+        entry = raw[str(trial.number)]
+        trial.suggest_int("unfrozen_layers", 0, 5)
+        trial.suggest_float("learning_rate", 1e-6, 1.0, log=True)
+        trial.suggest_float("dropout", 0.0, 0.6)
+        trial.suggest_float("weight_decay", 1e-7, 0.1, log=True)
+        trial.suggest_categorical("batchnorm", ["frozen", "adapt", "train"])
+        history = {k: entry[k] for k in ("loss", "val_loss", "accuracy", "val_accuracy")}
+        trial.set_user_attr("history", history)
+        for epoch, value in enumerate(history["val_loss"], start=1):
+            trial.report(value, epoch)
+        return float(min(history["val_loss"]))
+
+    return objective
+
+
+def _study_detail(study: optuna.Study, artifact_dir: Path) -> dict[str, Any]:
+    from optuna_dashboard import wsgi
+
+    app = wsgi(study._storage, artifact_store=FileSystemArtifactStore(artifact_dir))
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = f"/api/studies/{study._study_id}"
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+    assert status[0].startswith("200"), status
+    return dict(json.loads(body))
+
+
+@pytest.fixture(scope="module")
+def agreed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("agree")
+    raw = json.loads(REAL_CURVES.read_text(encoding="utf-8"))
+    storage = f"sqlite:///{tmp / 'thaw.db'}"
+    study = optuna.create_study(study_name="agree", storage=storage)
+    study.set_user_attr("thaw:objective_metric", "val_loss")
+    study.set_user_attr("thaw:num_layers", 5)
+    study.set_user_attr("thaw:data", {"class_names": CLASSES})
+    for number in sorted(raw, key=int):
+        study.enqueue_trial(raw[number]["params"])
+    publisher = TrialPublisher(open_artifact_store(tmp / "artifacts"), study_note_every_s=0)
+    study.optimize(publisher.wrap(_objective(raw)), n_trials=len(raw), callbacks=[publisher])
+    publisher.finish(study)
+    return {"study": study, "tmp": tmp, "storage": storage}
+
+
+def _expected(study: optuna.Study) -> dict[int, list[str]]:
+    return {t.number: [v.verdict for v in t.verdicts] for t in diagnose_study(study).trials}
+
+
+def test_report_and_summary_json_agree(agreed: dict[str, Any]) -> None:
+    study = agreed["study"]
+    expected = _expected(study)
+    files = write_report(study, agreed["tmp"] / "report")
+    summary = json.loads(files.summary_json.read_text(encoding="utf-8"))
+    assert {r["number"]: r["verdicts"] for r in summary["ranking"]} == expected
+    counts = Counter(n for names in expected.values() for n in names)
+    assert _find_key(summary, "verdict_mix") == dict(counts)
+
+
+def _find_key(tree: Any, key: str) -> Any:
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        for value in tree.values():
+            found = _find_key(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def test_trial_and_study_notes_agree(agreed: dict[str, Any]) -> None:
+    study = agreed["study"]
+    expected = _expected(study)
+    detail = _study_detail(study, agreed["tmp"] / "artifacts")
+    by_title = {title: name for name, title in _VERDICT_TITLES.items()}
+    for trial in detail["trials"]:
+        body = trial["note"]["body"]
+        titles = re.findall(r"^\*\*([A-Za-z ]+)\*\* \(confidence", body, flags=re.M)
+        assert [by_title[t] for t in titles] == expected[trial["number"]], trial["number"]
+    note = detail["note"]["body"]
+    line = next(x for x in note.splitlines() if x.startswith("- **Verdicts:**"))
+    for name, title in _VERDICT_TITLES.items():
+        numbers = sorted(n for n, names in expected.items() if name in names)
+        if numbers:
+            trials = ", ".join(str(n) for n in numbers)
+            assert f"{title} {len(numbers)} (trials {trials})" in line, (name, line)
+        else:
+            assert f"{title} " not in line
+
+
+def test_thaw_diagnose_agrees(agreed: dict[str, Any], tmp_path: Path, thaw: Any) -> None:
+    study = agreed["study"]
+    expected = _expected(study)
+    study_file = tmp_path / "agree.yaml"
+    study_file.write_text(
+        "name: agree\nobjective: val_loss\nmodel: {source: demo}\ndata: {source: demo}\n"
+        f"storage: {agreed['storage']}\n",
+        encoding="utf-8",
+    )
+    result = thaw("diagnose", study_file, "--json")
+    assert result.rc == 0, result.err
+    found = {
+        t["number"]: [v["verdict"] for v in t["verdicts"]] for t in json.loads(result.out)["trials"]
+    }
+    assert found == expected
+    for number in (4, 6, 7):
+        one = thaw("diagnose", study_file, "--trial", str(number), "--json")
+        assert one.rc == 0, one.err
+        assert [v["verdict"] for v in json.loads(one.out)["verdicts"]] == expected[number]
+
+
+def test_the_real_study_gets_the_practitioners_verdicts(agreed: dict[str, Any]) -> None:
+    raw = json.loads(REAL_CURVES.read_text(encoding="utf-8"))
+    expected = _expected(agreed["study"])
+    for number, entry in raw.items():
+        if entry.get("expected"):
+            assert expected[int(number)][0] == entry["expected"], (number, expected[int(number)])
+        else:
+            assert expected[int(number)] != [], number
