@@ -101,7 +101,8 @@ def test_report_shows_the_one_verdict_of_every_trial(
     verdicts = {r["number"]: r["verdicts"] for r in summary["ranking"]}
     for number, diagnosis in by_number.items():
         if diagnosis.verdicts and number in verdicts:
-            assert verdicts[number] == [v.verdict for v in diagnosis.verdicts], number
+            stored = [v["verdict"] for v in verdicts[number]]  # schema 2: with their evidence
+            assert stored == [v.verdict for v in diagnosis.verdicts], number
 
 
 def test_importances_for_best_loss_and_climb(thaw_study: optuna.Study, report: ReportFiles) -> None:
