@@ -84,7 +84,8 @@ def test_report_and_summary_json_agree(agreed: dict[str, Any]) -> None:
     expected = _expected(study)
     files = write_report(study, agreed["tmp"] / "report")
     summary = json.loads(files.summary_json.read_text(encoding="utf-8"))
-    assert {r["number"]: r["verdicts"] for r in summary["ranking"]} == expected
+    ranked = {r["number"]: [v["verdict"] for v in r["verdicts"]] for r in summary["ranking"]}
+    assert ranked == expected  # schema 2: each verdict with its evidence
     counts = Counter(n for names in expected.values() for n in names)
     assert _find_key(summary, "verdict_mix") == dict(counts)
 
