@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ class TrialOutcome:
             "final_val_loss": self.final_val_loss,
             "val_accuracy_at_best": self.val_accuracy_at_best,
             "epochs_run": self.epochs_run,
+            "best_value": self.best_value,
         }
 
 
@@ -118,6 +120,9 @@ class FineTuneObjective:
             self._x_train = self._preprocess(data.x_train)
             self._x_val = self._preprocess(data.x_val)
         self._adapted_weights: list[np.ndarray] | None = None
+        #: Called at the start of each trial: the most epochs the trial may train (None: no
+        #: limit). An epoch budget sets it so the last trial stops when the budget is spent.
+        self.epoch_cap: Callable[[], int | None] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.space.suggest(trial)
@@ -176,11 +181,16 @@ class FineTuneObjective:
         """Train; with warm-up, head only first, then the unfrozen layers (epochs continue)."""
         reporter = TrialReporter(trial, monitor=self.settings.metric)
         callbacks = [HistoryRecorder(trial, history), reporter]
-        phases = [(0, self.settings.epochs)]
-        warmup = min(self.settings.warmup_epochs, self.settings.epochs)
+        total = self.settings.epochs
+        cap = self.epoch_cap() if self.epoch_cap is not None else None
+        if cap is not None and cap < total:
+            total = max(1, cap)
+            trial.set_user_attr("epoch_cap", total)
+        phases = [(0, total)]
+        warmup = min(self.settings.warmup_epochs, total)
         if warmup > 0:
             trial.set_user_attr("warmup_epochs", warmup)
-            phases = [(0, warmup), (warmup, self.settings.epochs)]
+            phases = [(0, warmup), (warmup, total)]
         for i, (initial_epoch, epochs) in enumerate(phases):
             if i == 1:
                 if reporter.pruned_at is not None or reporter.diverged_at is not None:

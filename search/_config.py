@@ -45,11 +45,12 @@ class SamplerConfig:
 class PrunerConfig:
     """``compare`` is the comparative pruner wrapped by the climbing pruner."""
 
-    compare: str = "median"
+    compare: str = "hyperband"
     patience: int = 3
     min_delta: float = 0.03
     n_startup_trials: int = 8
-    n_warmup_steps: int = 5
+    n_warmup_steps: int = 2
+    reduction_factor: int = 3
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class SpaceConfig:
     learning_rate: FloatRange
     dropout: FloatRange
     weight_decay: FloatRange
-    batchnorm: tuple[str, ...] = ("frozen",)
+    batchnorm: tuple[str, ...] = BATCHNORM_MODES
 
     def resolve(self, num_layers: int, unit: str = "layers") -> SearchSpace:
         """The search space for a base with ``num_layers`` weighted layers (or blocks)."""
@@ -97,7 +98,8 @@ class StudyConfig:
     sampler: SamplerConfig
     pruner: PrunerConfig
     storage: str
-    reference_trials: bool = False
+    reference_trials: bool = True
+    budget_epochs: int | None = None
     thresholds: Any = None  # reports.Thresholds: verdict thresholds of the diagnosis
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -133,6 +135,7 @@ class StudyConfig:
             "pruner": asdict(self.pruner),
             "storage": mask_url(self.storage),
             "reference_trials": self.reference_trials,
+            "budget_epochs": self.budget_epochs,
             "diagnosis": dict(self.raw.get("diagnosis") or {}),
         }
 
@@ -271,7 +274,7 @@ def _space(section: _Section) -> SpaceConfig:
     dropout = _float_range(f"{where}.dropout", section.get("dropout"), (0.0, 0.6), False, 0.0)
     if dropout.high >= 1.0:
         raise StudyFileError(f"{where}.dropout: high={dropout.high} must be < 1")
-    batchnorm = section.get("batchnorm", ["frozen"])
+    batchnorm = section.get("batchnorm", list(BATCHNORM_MODES))
     if isinstance(batchnorm, str):
         batchnorm = [batchnorm]
     if (
@@ -450,6 +453,7 @@ TOP_KEYS = (
     "sampler",
     "pruner",
     "reference_trials",
+    "budget_epochs",
     "diagnosis",
 )
 
@@ -484,7 +488,14 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
     pruner = _Section(
         "pruner",
         top.get("pruner"),
-        ("compare", "patience", "min_delta", "n_startup_trials", "n_warmup_steps"),
+        (
+            "compare",
+            "patience",
+            "min_delta",
+            "n_startup_trials",
+            "n_warmup_steps",
+            "reduction_factor",
+        ),
     )
     space = _Section(
         "search_space",
@@ -541,17 +552,50 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
             n_startup_trials=sampler.get_int("n_startup_trials", 8, minimum=0),
         ),
         pruner=PrunerConfig(
-            compare=pruner.get_str("compare", "median", choices=COMPARATIVE_PRUNERS),
-            patience=pruner.get_int("patience", 3, minimum=1),
-            min_delta=pruner.get_float("min_delta", 0.03, minimum=0.0),
-            n_startup_trials=pruner.get_int("n_startup_trials", 8, minimum=0),
-            n_warmup_steps=pruner.get_int("n_warmup_steps", 5, minimum=0),
+            compare=pruner.get_str("compare", PrunerConfig.compare, choices=COMPARATIVE_PRUNERS),
+            patience=pruner.get_int("patience", PrunerConfig.patience, minimum=1),
+            min_delta=pruner.get_float("min_delta", PrunerConfig.min_delta, minimum=0.0),
+            n_startup_trials=pruner.get_int(
+                "n_startup_trials", PrunerConfig.n_startup_trials, minimum=0
+            ),
+            n_warmup_steps=pruner.get_int("n_warmup_steps", PrunerConfig.n_warmup_steps, minimum=0),
+            reduction_factor=pruner.get_int(
+                "reduction_factor", PrunerConfig.reduction_factor, minimum=2
+            ),
         ),
         storage=_storage(top.get("storage"), base_dir, name),
-        reference_trials=top.get_bool("reference_trials", False),
+        reference_trials=top.get_bool("reference_trials", True),
+        budget_epochs=_budget_epochs(top.get("budget_epochs")),
         thresholds=thresholds,
         raw=dict(raw),
     )
+
+
+def parse_budget_epochs(value: Any, where: str = "budget_epochs") -> int | None:
+    """A budget of training epochs: a whole number >= 1, or None for no budget."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            raise StudyFileError(
+                f"{where} must be a whole number of epochs >= 1, such as 200, got {text!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StudyFileError(
+            f"{where} must be a whole number of epochs >= 1, such as 200, got {value!r}"
+        )
+    if value < 1:
+        raise StudyFileError(
+            f"{where} must be >= 1 (training epochs for the whole study), got {value}"
+        )
+    return int(value)
+
+
+def _budget_epochs(value: Any) -> int | None:
+    return parse_budget_epochs(value)
 
 
 def load_study_file(path: str | Path) -> StudyConfig:

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from thaw.search._budget import EpochBudget
 from thaw.search._config import StudyConfig, StudyFileError, load_study_file, mask_url
 from thaw.search._study import (
     FINISHED_STATES,
@@ -52,8 +53,18 @@ class RunOptions:
     # Set on the worker processes that run_study starts (``--worker-total`` on the CLI).
     worker_total: int | None = None
     worker_count: int | None = None
+    #: Stop once this many training epochs are spent (overrides the study file's budget_epochs).
+    budget_epochs: int | None = None
 
     def __post_init__(self) -> None:
+        if self.budget_epochs is not None and (
+            isinstance(self.budget_epochs, bool)
+            or not isinstance(self.budget_epochs, int)
+            or self.budget_epochs < 1
+        ):
+            raise RunError(
+                f"--budget-epochs must be a whole number of epochs >= 1, got {self.budget_epochs!r}"
+            )
         if self.n_trials is not None and self.n_trials < 1:
             raise RunError(f"--n-trials must be >= 1, got {self.n_trials}")
         if self.timeout is not None and self.timeout <= 0:
@@ -148,9 +159,26 @@ def run_study(
         objective = FineTuneObjective(pretrained, data, space, config.train, seed=config.seed)
     except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
         raise RunError(f"{config.path}: {exc}") from None
+    from thaw.search._study import study_exists
+
+    shift = None
+    if not study_exists(optuna_storage, config.name):
+        # Measured before the study is created: the informed start is chosen with it.
+        try:
+            shift = objective.domain_shift()
+        except ValueError as exc:
+            _logger.warning("Domain-shift score not measured: %s", exc)
     try:
         optuna_study, resumed = create_or_resume(
-            config, optuna_storage, pretrained.num_layers, data.summary()
+            config,
+            optuna_storage,
+            pretrained.num_layers,
+            data.summary(),
+            domain_shift=shift,
+            n_workers=max(workers, options.worker_count or 1),
+            sampler_salt=os.getpid() if worker_mode else 0,
+            num_classes=data.num_classes,
+            unfreeze_by=pretrained.unfreeze_by,
         )
     except StudyMismatchError as exc:
         raise RunError(str(exc)) from None
@@ -159,17 +187,31 @@ def run_study(
             "thaw:determinism",
             {"deterministic": device.deterministic, "reason": device.determinism_reason},
         )
-        try:
-            optuna_study.set_user_attr("thaw:domain_shift", objective.domain_shift())
-        except ValueError as exc:
-            _logger.warning("Domain-shift score not measured: %s", exc)
+    budget_epochs = (
+        options.budget_epochs if options.budget_epochs is not None else config.budget_epochs
+    )
+    budget = EpochBudget(budget_epochs) if budget_epochs is not None else None
+    extra_callbacks: list[Any] = []
+    if budget is not None:
+        objective.epoch_cap = lambda: budget.remaining(optuna_study)
+        extra_callbacks.append(budget)
+        budget.record(optuna_study)
 
     publisher = make_publisher(url, config.path.parent, options.artifact_dir)
 
     finished = len(optuna_study.get_trials(deepcopy=False, states=FINISHED_STATES))
     if options.worker_total is not None:
-        interrupted = _run_as_worker(
-            optuna_study, objective, publisher, options.worker_total, options.timeout
+        interrupted = (
+            False
+            if budget is not None and budget.exhausted(optuna_study)
+            else _run_as_worker(
+                optuna_study,
+                objective,
+                publisher,
+                options.worker_total,
+                options.timeout,
+                extra_callbacks,
+            )
         )
         return RunResult(
             optuna_study, summarise(optuna_study, finished, resumed, interrupted), interrupted
@@ -177,9 +219,16 @@ def run_study(
     n_trials = (
         options.n_trials if options.n_trials is not None else max(0, config.n_trials - finished)
     )
+    if budget is not None:
+        if budget.exhausted(optuna_study):
+            n_trials = 0
+        elif options.n_trials is None:
+            # The budget, not the trial count, ends the study.
+            n_trials = max(n_trials, budget.remaining(optuna_study))
     say(
         f"{'Resuming' if resumed else 'Created'} study {config.name!r} in {mask_url(url)}: "
         f"{finished} trials finished, running {n_trials} more"
+        f"{_budget_note(budget, optuna_study)}"
         f"{f' on {workers} workers' if workers > 1 else ''}.\n"
         f"Model: {pretrained.description}, {pretrained.num_layers} {pretrained.unfreeze_by} with "
         f"weights; data: {len(data.y_train)} training and {len(data.y_val)} validation images, "
@@ -206,7 +255,7 @@ def run_study(
                 n_trials=n_trials,
                 timeout=options.timeout,
                 catch=(Exception,),
-                callbacks=[publisher],
+                callbacks=[publisher, *extra_callbacks],
                 show_progress_bar=options.show_progress_bar,
             )
         except KeyboardInterrupt:
@@ -236,8 +285,22 @@ def make_publisher(url: str, study_dir: Path, artifact_dir: Path | None = None) 
         raise RunError(str(exc)) from None
 
 
+def _budget_note(budget: EpochBudget | None, study: optuna.Study) -> str:
+    if budget is None:
+        return ""
+    return (
+        f" (or until the epoch budget is spent: {budget.budget - budget.remaining(study)} of "
+        f"{budget.budget} epochs used)"
+    )
+
+
 def _run_as_worker(
-    study: optuna.Study, objective: Any, publisher: Any, total: int, timeout: float | None
+    study: optuna.Study,
+    objective: Any,
+    publisher: Any,
+    total: int,
+    timeout: float | None,
+    extra_callbacks: list[Any] | None = None,
 ) -> bool:
     """One worker process: run trials until the study holds ``total`` trials."""
     from optuna.study import MaxTrialsCallback
@@ -247,7 +310,7 @@ def _run_as_worker(
             publisher.wrap(objective),
             timeout=timeout,
             catch=(Exception,),
-            callbacks=[MaxTrialsCallback(total, states=None), publisher],
+            callbacks=[MaxTrialsCallback(total, states=None), publisher, *(extra_callbacks or [])],
         )
     except KeyboardInterrupt:
         return True
@@ -292,6 +355,8 @@ def _run_workers(
             command += ["--threads", str(threads)]
         if options.timeout is not None:
             command += ["--timeout", str(options.timeout)]
+        if options.budget_epochs is not None:
+            command += ["--budget-epochs", str(options.budget_epochs)]
         if options.artifact_dir:
             command += ["--artifact-dir", str(options.artifact_dir)]
         procs.append(subprocess.Popen(command, env=env))

@@ -81,7 +81,9 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     assert config.n_trials == 20
     assert config.train.metric == "val_loss" and config.direction == "minimize"
     assert config.space.unfrozen_high == "all"
-    assert config.space.batchnorm == ("frozen",)
+    assert config.space.batchnorm == ("frozen", "adapt", "train")
+    assert config.reference_trials is True and config.budget_epochs is None
+    assert config.pruner.compare == "hyperband"
     assert config.storage == f"sqlite:///{(tmp_path / 'm.db').resolve()}"
 
 
