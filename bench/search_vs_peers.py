@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: (case, study file, epochs per trial, full budget, quick budget)
 CASES: tuple[tuple[str, str, int, int, int], ...] = (
-    ("demo", "studies/demo.yaml", 10, 80, 30),
-    ("glyphs", "studies/glyphs.yaml", 10, 80, 30),
+    ("demo", "studies/demo.yaml", 10, 40, 20),
+    ("glyphs", "studies/glyphs.yaml", 10, 40, 20),
 )
 ENGINES = ("thaw", "kt_hyperband", "kt_bayesian", "optuna_tpe")
 BATCHNORM_HANDLING = {

@@ -99,9 +99,9 @@ def portfolio_order(shift: float | None, modes: tuple[str, ...]) -> list[tuple[s
         ]
     else:
         wanted = [
+            (FULL, "frozen"),
             (PARTIAL, "frozen"),
             (FEATURES, "frozen"),
-            (FULL, "frozen"),
             (FEATURES, "adapt"),
             (PARTIAL, "train"),
         ]
@@ -128,22 +128,16 @@ def informed_start(space: SearchSpace, shift: float | None) -> list[StartTrial]:
     high = shift is not None and math.isfinite(shift) and shift >= HIGH_SHIFT
     size = PORTFOLIO_SIZE_HIGH_SHIFT if high else PORTFOLIO_SIZE_LOW_SHIFT
     out: list[StartTrial] = []
-    seen: list[dict[str, Any]] = []
     for strategy, mode in portfolio_order(shift, modes):
         params = textbook_params(space, strategy, mode)
-        if params in seen:
-            continue
-        seen.append(params)
-        label = strategy if len(modes) == 1 or mode == "frozen" else f"{strategy}, BatchNorm {mode}"
-        if len(modes) > 1 and mode == "frozen":
-            label = strategy
-        out.append(StartTrial(label, params))
-    # Keep the three plain strategy labels present even when the portfolio is cut short.
+        plain = mode == "frozen" or len(modes) == 1
+        if not plain and any(t.params == params for t in out):
+            continue  # a variant that clamps onto a trial already there
+        out.append(StartTrial(strategy if plain else f"{strategy}, BatchNorm {mode}", params))
+    # Cut to size, keeping each plain textbook strategy (the report compares with them).
     head = out[:size]
     for trial in out[size:]:
-        if trial.strategy in (FULL, PARTIAL, FEATURES) and all(
-            t.strategy.split(",")[0] != trial.strategy for t in head
-        ):
+        if trial.strategy in (FULL, PARTIAL, FEATURES):
             head.append(trial)
     return head
 

@@ -63,17 +63,17 @@ def climbing_decision(
 
 
 def curve_noise(values: list[float]) -> float:
-    """Epoch-to-epoch noise of a curve: the robust spread (1.4826 x MAD) of its first differences.
+    """Epoch-to-epoch noise of a curve: half the median absolute second difference.
 
-    A steady trend has differences that agree, so its noise is 0 however steep it is; a curve that
-    jumps up and down by ``a`` has noise about ``a``. Fewer than 3 differences: 0 (unknown).
+    A steady trend (a straight descent or climb) has second differences of 0, so its noise is 0
+    however steep it is; a curve that zig-zags by ``a`` from one epoch to the next has noise
+    ``a``. Fewer than 4 finite values: 0 (unknown).
     """
     finite = [v for v in values if math.isfinite(v)]
-    diffs = [b - a for a, b in zip(finite, finite[1:], strict=False)]
-    if len(diffs) < 3:
+    second = [c - 2 * b + a for a, b, c in zip(finite, finite[1:], finite[2:], strict=False)]
+    if len(second) < 2:
         return 0.0
-    centre = _median(diffs)
-    return 1.4826 * _median([abs(d - centre) for d in diffs])
+    return _median([abs(d) for d in second]) / 2
 
 
 def _median(values: list[float]) -> float:
