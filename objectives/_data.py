@@ -83,7 +83,7 @@ class DataSourceError(ValueError):
 class DataSource:
     """Target data: the embedded demo domain, ``.npz`` arrays, or an image folder."""
 
-    kind: str  # "demo" | "npz" | "directory"
+    kind: str  # "demo" | "glyphs" | "npz" | "directory"
     path: str | None = None
     seed: int = 0
     class_names: tuple[str, ...] = ()
@@ -161,6 +161,10 @@ def load_data(
         from thaw.objectives._demo import demo_target_data
 
         return demo_target_data(seed=source.seed)
+    if source.kind == "glyphs":
+        from thaw.objectives._glyphs import glyphs_target_data
+
+        return glyphs_target_data(seed=source.seed)
     if source.kind == "npz":
         if not source.path:
             raise DataSourceError("data.path is required for npz data")

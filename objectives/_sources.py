@@ -152,6 +152,13 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
         model = _load_model_file(path, safe_mode=True)
         cut_at: str | None = source.cut_at or DEMO_FEATURE_LAYER
         description = f"demo CNN pretrained on the source domain (seed {source.seed})"
+    elif source.kind == "glyphs":
+        from thaw.objectives._glyphs import GLYPHS_FEATURE_LAYER, glyphs_pretrained_model_path
+
+        path = glyphs_pretrained_model_path(seed=source.seed, cache_dir=cache_dir)
+        model = _load_model_file(path, safe_mode=True)
+        cut_at = source.cut_at or GLYPHS_FEATURE_LAYER
+        description = f"residual network pretrained on source letters (seed {source.seed})"
     elif source.kind == "application":
         from thaw.objectives._applications import load_application
 

@@ -23,7 +23,7 @@ APPLICATION_NAMES: tuple[str, ...] = (
     "Xception",
 )
 
-ModelKind = Literal["demo", "file", "application"]
+ModelKind = Literal["demo", "glyphs", "file", "application"]
 
 
 class ModelSourceError(ValueError):

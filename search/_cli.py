@@ -242,6 +242,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             )
     if source == "demo":
         model = ModelSource(kind="demo", cut_at=args.cut_at, unfreeze_by=args.unfreeze_by)
+    elif source == "glyphs":
+        model = ModelSource(kind="glyphs", cut_at=args.cut_at, unfreeze_by=args.unfreeze_by)
     elif source in APPLICATION_NAMES:
         weights = None if args.weights in ("none", "null") else args.weights
         model = ModelSource(

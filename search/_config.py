@@ -306,7 +306,7 @@ def _resolve_path(base_dir: Path, value: str) -> Path:
 
 
 def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
-    kind = section.get_str("source", "demo", choices=("demo", "file", "application"))
+    kind = section.get_str("source", "demo", choices=("demo", "file", "application", "glyphs"))
     path = None
     if kind == "file":
         raw_path = section.get("path")
@@ -374,7 +374,7 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
 
 
 def _data(section: _Section, base_dir: Path) -> DataSource:
-    kind = section.get_str("source", "demo", choices=("demo", "npz", "directory"))
+    kind = section.get_str("source", "demo", choices=("demo", "npz", "directory", "glyphs"))
     path = None
     if kind in ("npz", "directory"):
         raw_path = section.get("path")
@@ -388,7 +388,7 @@ def _data(section: _Section, base_dir: Path) -> DataSource:
             raise StudyFileError(f"data.path {str(resolved)!r} does not exist; check the path")
         path = str(resolved)
     elif section.get("path") is not None:
-        raise StudyFileError("data.path is not used with data.source: demo; remove it")
+        raise StudyFileError(f"data.path is not used with data.source: {kind}; remove it")
     val_path = section.get("val_path")
     if val_path is not None:
         if kind != "directory" or not isinstance(val_path, str):

@@ -274,12 +274,12 @@ def add_dashboard_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """``thaw dashboard STUDY_FILE``: serve until Ctrl-C; exit status 0 then."""
-    from thaw.search._cli import UserError, _load_config, _storage_url
+    from thaw.search._cli import UserError, _load_config
     from thaw.search._config import mask_url
     from thaw.search._publish import default_artifact_dir
 
-    config = _load_config(args.study_file)
-    url = _storage_url(config, args.storage)
+    config = _load_config(args.study_file, args.storage)
+    url = str(config.storage)
     host = str(args.host)
     try:
         check_port(host, int(args.port))
