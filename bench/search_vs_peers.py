@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: (case, study file, epochs per trial, full budget, quick budget)
 CASES: tuple[tuple[str, str, int, int, int], ...] = (
-    ("demo", "studies/demo.yaml", 10, 40, 20),
-    ("glyphs", "studies/glyphs.yaml", 10, 40, 20),
+    ("demo", "studies/demo.yaml", 6, 24, 12),
+    ("glyphs", "studies/glyphs.yaml", 6, 24, 12),
 )
 ENGINES = ("thaw", "kt_hyperband", "kt_bayesian", "optuna_tpe")
 BATCHNORM_HANDLING = {
@@ -248,29 +248,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {engine:<13} {BATCHNORM_HANDLING[engine]}")
     results: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     started = time.perf_counter()
+    cases_run: list[Case] = []
     for name, study_file, epochs, full, quick in CASES:
         path = ROOT / study_file
-        if (wanted and name not in wanted) or not path.exists():
-            if not path.exists():
-                print(f"(case {name}: {study_file} not found, skipped)")
+        if wanted and name not in wanted:
+            continue
+        if not path.exists():
+            print(f"(case {name}: {study_file} not found, skipped)")
             continue
         budget = args.budget or (quick if args.quick else full)
-        case = load_case(name, path, epochs, budget)
+        cases_run.append(load_case(name, path, epochs, budget))
         print(
-            f"\nCase {name}: {study_file}, {epochs} epochs per trial, budget {budget} epochs "
-            f"per engine run, {n_seeds} seeds"
+            f"Case {name}: {study_file}, {epochs} epochs per trial, budget {budget} epochs per "
+            f"engine run"
         )
-        print(f"{'engine':<13} {'seed':>4} {'best@0.5x':>10} {'best@1x':>9} {'epochs':>7} {'s':>6}")
-        for seed in range(n_seeds):
+    print(f"{n_seeds} seeds; seed by seed, so a cut-short run still compares every engine.")
+    print(
+        f"\n{'case':<8} {'engine':<13} {'seed':>4} {'best@0.5x':>10} {'best@1x':>9} "
+        f"{'epochs':>7} {'s':>6}"
+    )
+    for seed in range(n_seeds):
+        for case in cases_run:
             for engine in engines:
                 t0 = time.perf_counter()
                 with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
                     curve = run_engine(engine, case, seed, Path(tmp))
+                budget = case.budget
                 half, whole = best_within(curve, budget // 2), best_within(curve, budget)
-                results.setdefault((name, engine), []).append((seed, half, whole))
+                results.setdefault((case.name, engine), []).append((seed, half, whole))
                 print(
-                    f"{engine:<13} {seed:>4} {half:>10.4f} {whole:>9.4f} {len(curve):>7} "
-                    f"{time.perf_counter() - t0:>6.0f}",
+                    f"{case.name:<8} {engine:<13} {seed:>4} {half:>10.4f} {whole:>9.4f} "
+                    f"{len(curve):>7} {time.perf_counter() - t0:>6.0f}",
                     flush=True,
                 )
     print(f"\nMedians over seeds (total {time.perf_counter() - started:.0f} s):")

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import optuna
 
 from thaw.reports._charts import (
+    AnytimeInfo,
     CurvesInfo,
     ParamScatterInfo,
+    get_anytime_info,
     get_curves_info,
     get_param_scatter_info,
 )
@@ -48,6 +50,8 @@ class ReportInfo:
     """``None`` when the report was built with ``diagnose=False``."""
     determinism: DeterminismInfo | None = None
     top_n: int = 5
+    anytime: AnytimeInfo | None = None
+    """Best so far against cumulative epochs (the epoch budget, when one was set)."""
 
 
 def get_report_info(
@@ -84,4 +88,11 @@ def get_report_info(
         diagnosis=diagnosis,
         determinism=get_determinism_info(attrs),
         top_n=top_n,
+        anytime=get_anytime_info(
+            ranking,
+            study.study_name,
+            attrs.get("thaw:budget_epochs")
+            if isinstance(attrs.get("thaw:budget_epochs"), int)
+            else None,
+        ),
     )

@@ -132,9 +132,9 @@ def test_html_ranking_rows_in_order(report: ReportFiles) -> None:
 
 def test_html_has_an_svg_per_chart(report: ReportFiles) -> None:
     html = report.html.read_text(encoding="utf-8")
-    # 1 learning-curves chart + 1 scatter per parameter (5 parameters)
-    assert html.count("<svg") == html.count("</svg>") == 6
-    assert html.count("<figure>") == 6
+    # 1 learning-curves chart + 1 scatter per parameter (5 parameters) + the anytime curve
+    assert html.count("<svg") == html.count("</svg>") == 7
+    assert html.count("<figure>") == 7
 
 
 def test_html_is_self_contained(report: ReportFiles) -> None:
@@ -159,10 +159,11 @@ def test_section_order(report: ReportFiles) -> None:
         "Learning curves",
         "Parameters against best validation loss",
         "Pruning",
+        "Best so far against epochs spent",
         "Manifest",
     ]
     sections = re.findall(r'<section class="([a-z]+)">', report.html.read_text(encoding="utf-8"))
-    assert sections == ["answer", "ranking", "curves", "params", "pruning", "manifest"]
+    assert sections == ["answer", "ranking", "curves", "params", "pruning", "anytime", "manifest"]
 
 
 def test_markdown_answer_and_numbers(report: ReportFiles) -> None:
