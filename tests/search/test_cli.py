@@ -437,6 +437,7 @@ def file_study(
             "train": {"epochs": 2, "batch_size": 8},
             "sampler": {"name": "random"},
             "pruner": {"compare": "none"},
+            "reference_trials": False,
         },
     )
 
@@ -570,3 +571,24 @@ def test_subprocess_run_then_report(tmp_path: Path, demo_model_path: Path) -> No
     with (out / "trials.csv").open(newline="", encoding="utf-8") as f:
         assert len(list(csv.DictReader(f))) == 2
     assert json.loads((out / "summary.json").read_text())["n_trials"] == 2
+
+
+@pytest.mark.slow
+def test_budget_epochs_stops_the_study_and_records_the_epochs_spent(
+    tmp_path: Path, demo_model_path: Path, thaw: Callable[..., CliResult]
+) -> None:
+    # 2 epochs per trial, a budget of 5: trials of 2, 2, then 1 (capped), then the study stops.
+    study_file = write_study(tmp_path, edited(DEMO_STUDY, n_trials=50))
+    result = thaw("run", study_file, "--budget-epochs", "5", "--no-progress")
+    assert result.rc == 0, result.err
+    trials = trials_in(tmp_path / "cli.db", "cli-demo")
+    assert [t.user_attrs["epochs_run"] for t in trials] == [2, 2, 1]
+    assert trials[2].user_attrs["epoch_cap"] == 1
+    study = optuna.load_study(study_name="cli-demo", storage=f"sqlite:///{tmp_path / 'cli.db'}")
+    assert study.user_attrs["thaw:epochs_spent"] == 5
+    assert study.user_attrs["thaw:budget_epochs"] == 5
+    assert "Epochs spent: 5 of a budget of 5." in result.out
+    # resuming with the budget spent runs nothing more
+    again = thaw("run", study_file, "--budget-epochs", "5", "--no-progress")
+    assert again.rc == 0, again.err
+    assert len(trials_in(tmp_path / "cli.db", "cli-demo")) == 3

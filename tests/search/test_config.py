@@ -71,7 +71,7 @@ def test_demo_yaml_parses_with_its_documented_values() -> None:
     assert config.space.learning_rate == FloatRange(1e-4, 1e-2, log=True)
     assert config.space.dropout == FloatRange(0.0, 0.6, log=False)
     assert config.train.epochs == 20 and config.train.batch_size == 16
-    assert config.sampler.name == "tpe" and config.pruner.compare == "median"
+    assert config.sampler.name == "tpe" and config.pruner.compare == "hyperband"
     # storage defaults to <study folder>/<name>.db
     assert config.storage == f"sqlite:///{(DEMO_YAML.parent / 'demo.db').resolve()}"
 
