@@ -60,6 +60,7 @@ class TrialOutcome:
             "final_val_loss": self.final_val_loss,
             "val_accuracy_at_best": self.val_accuracy_at_best,
             "epochs_run": self.epochs_run,
+            "best_value": self.best_value,
         }
 
 
@@ -158,6 +159,9 @@ class FineTuneObjective:
         self.on_trial_model: Callable[[optuna.Trial, keras.Model, float], None] | None = None
         #: Extra Keras callbacks for every fit (TensorBoard, the user's own).
         self.extra_callbacks: Callable[[optuna.Trial], list[keras.callbacks.Callback]] | None = None
+        #: Called at the start of each trial: the most epochs the trial may train (None: no
+        #: limit). An epoch budget sets it so the last trial stops when the budget is spent.
+        self.epoch_cap: Callable[[], int | None] | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> FineTuneObjective:
@@ -232,20 +236,25 @@ class FineTuneObjective:
     ) -> TrialReporter:
         """Train; with warm-up, head only first, then the unfrozen layers (epochs continue)."""
         reporter = TrialReporter(trial, monitor=self.settings.metric)
+        total = self.settings.epochs
+        cap = self.epoch_cap() if self.epoch_cap is not None else None
+        if cap is not None and cap < total:
+            total = max(1, cap)
+            trial.set_user_attr("epoch_cap", total)
         best = BestEpoch(maximize=OBJECTIVE_METRICS[self.settings.metric] == "maximize")
         # The whole model is kept and restored: a phase may fit only its top on cached features.
         restorer = RestoreBestWeights(
-            best, self.settings.epochs, monitor=self.settings.metric, model_to_keep=model
+            best, total, monitor=self.settings.metric, model_to_keep=model
         )
         callbacks: list[keras.callbacks.Callback] = [HistoryRecorder(trial, history), reporter]
         if self.extra_callbacks is not None:
             callbacks += self.extra_callbacks(trial)
         callbacks.append(restorer)  # last: the others see the epoch's own weights
-        phases = [(0, self.settings.epochs)]
-        warmup = min(self.settings.warmup_epochs, self.settings.epochs)
+        phases = [(0, total)]
+        warmup = min(self.settings.warmup_epochs, total)
         if warmup > 0:
             trial.set_user_attr("warmup_epochs", warmup)
-            phases = [(0, warmup), (warmup, self.settings.epochs)]
+            phases = [(0, warmup), (warmup, total)]
         self.last_boundaries = []
         for i, (initial_epoch, epochs) in enumerate(phases):
             if i == 1:

@@ -16,6 +16,66 @@ from thaw.objectives._specs import ModelSource, ModelSourceError
 
 _logger = logging.getLogger(__name__)
 
+#: ``cut_at`` value that keeps a model file whole, its top classifier included.
+KEEP_WHOLE = "none"
+CLASSIFIER_ACTIVATIONS: tuple[str, ...] = ("softmax", "sigmoid")
+
+
+def _activation_name(layer: keras.layers.Layer) -> str:
+    activation = getattr(layer, "activation", None)
+    return str(getattr(activation, "__name__", activation or ""))
+
+
+def top_classifier(model: keras.Model) -> tuple[keras.layers.Layer, str] | None:
+    """The model's source classifier and its activation, when its last layer is one.
+
+    A classifier is a ``Dense`` layer with a softmax or sigmoid activation, or such an
+    ``Activation`` layer right after a ``Dense`` (then the ``Dense`` is returned).
+    """
+    layers = list(getattr(model, "layers", []))
+    if not layers:
+        return None
+    last = layers[-1]
+    if isinstance(last, keras.layers.Dense) and _activation_name(last) in CLASSIFIER_ACTIVATIONS:
+        return last, _activation_name(last)
+    if (
+        isinstance(last, (keras.layers.Activation, keras.layers.Softmax))
+        and len(layers) >= 2
+        and isinstance(layers[-2], keras.layers.Dense)
+    ):
+        name = "softmax" if isinstance(last, keras.layers.Softmax) else _activation_name(last)
+        if name in CLASSIFIER_ACTIVATIONS:
+            return layers[-2], name
+    return None
+
+
+def cut_top_classifier(model: keras.Model) -> tuple[keras.Model, str] | None:
+    """``model`` without its top classifier, and a line saying what was cut (None: no classifier).
+
+    The new head then sits on the features the classifier read, not on the source classes'
+    probabilities.
+    """
+    found = top_classifier(model)
+    if found is None:
+        return None
+    dense, activation = found
+    try:
+        features = dense.input
+        base = keras.Model(model.inputs, features, name=f"{model.name}_base")
+    except Exception as exc:  # noqa: BLE001 - subclassed or multi-input models cannot be cut
+        _logger.warning("Could not cut the top classifier '%s': %s", dense.name, exc)
+        return None
+    below = next(
+        (layer.name for layer in model.layers if getattr(layer, "output", None) is features),
+        None,
+    )
+    where = f"; the new head sits on '{below}'" if below else ""
+    line = (
+        f"top classifier '{dense.name}' (Dense, {activation}, {dense.units} outputs) cut{where}; "
+        f"'cut_at: {KEEP_WHOLE}' keeps it"
+    )
+    return base, line
+
 
 class PretrainedBase:
     """A pretrained base held in memory, its weights kept once as numpy arrays.
@@ -54,6 +114,10 @@ class PretrainedBase:
                 "set 'model.input_shape: [height, width, channels]' to the image size to train at"
             )
         self.input_shape: tuple[int, ...] = tuple(int(d) for d in shape)
+        #: Name of the source classifier cut off a model file by default (None: nothing cut).
+        self.cut_classifier: str | None = None
+        #: (name, kind, weights) of that classifier, for ``thaw inspect``.
+        self.cut_classifier_info: tuple[str, str, int] | None = None
 
     @property
     def model(self) -> keras.Model:
@@ -210,7 +274,7 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
         )
         description = f"keras.applications.{source.name} (weights: {source.weights})"
         base = model
-        if source.cut_at:
+        if source.cut_at and source.cut_at != KEEP_WHOLE:
             try:
                 base = cut_base(model, source.cut_at)
             except ValueError as exc:
@@ -236,16 +300,40 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
         description = f"{source.path.name}"
     else:
         raise ModelSourceError(f"unknown model kind {source.kind!r}")
-    try:
-        base = cut_base(model, cut_at)
-    except ValueError as exc:
-        raise ModelSourceError(str(exc)) from None
-    if cut_at:
-        description += f", cut at '{cut_at}'"
+    cut_classifier: str | None = None
+    if cut_at == KEEP_WHOLE and not _has_layer(model, KEEP_WHOLE):
+        base = model
+    elif cut_at is None and (cut := cut_top_classifier(model)) is not None:
+        base, line = cut
+        cut_classifier = top_classifier(model)[0].name  # type: ignore[index]
+        _logger.info("%s: %s", description, line)
+        description += f", {line.split(';')[0]}"
+    else:
+        try:
+            base = cut_base(model, cut_at)
+        except ValueError as exc:
+            raise ModelSourceError(str(exc)) from None
+        if cut_at:
+            description += f", cut at '{cut_at}'"
     if source.input_shape is not None and tuple(base.input_shape[1:]) != source.input_shape:
         base = _fix_input_shape(base, source.input_shape)
         description += f", input {source.input_shape}"
-    return PretrainedBase(base, description, None, source.unfreeze_by)
+    pretrained = PretrainedBase(base, description, None, source.unfreeze_by)
+    pretrained.cut_classifier = cut_classifier
+    if cut_classifier is not None:
+        found = top_classifier(model)
+        if found is not None:
+            dense = found[0]
+            pretrained.cut_classifier_info = (
+                dense.name,
+                f"Dense {found[1]}",
+                int(sum(int(w.numpy().size) for w in dense.weights)),
+            )
+    return pretrained
+
+
+def _has_layer(model: keras.Model, name: str) -> bool:
+    return any(layer.name == name for layer in getattr(model, "layers", []))
 
 
 def cut_base_or_fail(model: keras.Model, cut_at: str | None) -> keras.Model:

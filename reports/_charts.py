@@ -162,6 +162,34 @@ def get_efficiency_info(rankings: Sequence[RankingInfo], labels: Sequence[str]) 
     )
 
 
+@dataclass(frozen=True)
+class AnytimeInfo:
+    """Best-so-far against cumulative epochs for one study (its anytime curve)."""
+
+    efficiency: EfficiencyInfo
+    budget_epochs: int | None
+    """The epoch budget the study ran under (``thaw:budget_epochs``), if any."""
+    epochs_spent: int
+    best_at_half: float | None
+    """Best score within the first half of the epochs spent."""
+
+
+def get_anytime_info(
+    ranking: RankingInfo, label: str, budget_epochs: int | None = None
+) -> AnytimeInfo:
+    """The anytime curve of one study: what the search had found after each trial."""
+    info = get_efficiency_info([ranking], [label])
+    curve = info.curves[0]
+    half = curve.total_epochs / 2
+    within = [v for e, v in curve.points if e <= half]
+    return AnytimeInfo(
+        efficiency=info,
+        budget_epochs=budget_epochs,
+        epochs_spent=curve.total_epochs,
+        best_at_half=within[-1] if within else None,
+    )
+
+
 def get_curves_info(
     study: optuna.Study, ranking: RankingInfo | None = None, top_n: int = 5
 ) -> CurvesInfo:

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import optuna
 
 from thaw.reports._charts import (
+    AnytimeInfo,
     CurvesInfo,
     ParamScatterInfo,
+    get_anytime_info,
     get_curves_info,
     get_param_scatter_info,
 )
@@ -51,6 +53,8 @@ class ReportInfo:
     top_n: int = 5
     levers: LeverInfo | None = None
     """Parameter levels the best trials share (controlled comparison); see ``_levers``."""
+    anytime: AnytimeInfo | None = None
+    """Best so far against cumulative epochs (the epoch budget, when one was set)."""
 
 
 def get_report_info(
@@ -88,4 +92,11 @@ def get_report_info(
         determinism=get_determinism_info(attrs),
         top_n=top_n,
         levers=get_lever_info(ranking),
+        anytime=get_anytime_info(
+            ranking,
+            study.study_name,
+            attrs.get("thaw:budget_epochs")
+            if isinstance(attrs.get("thaw:budget_epochs"), int)
+            else None,
+        ),
     )

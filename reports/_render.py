@@ -41,7 +41,7 @@ from thaw.reports._info import ReportInfo
 from thaw.reports._levers import level_words
 from thaw.reports._ranking import RankingInfo, RankingRow
 from thaw.reports._summary import NOT_RECORDED, AnswerInfo
-from thaw.reports._svg import render_curves_svg, render_scatter_svg
+from thaw.reports._svg import render_curves_svg, render_efficiency_svg, render_scatter_svg
 
 MD_REASON_WIDTH = 48
 """Failure reasons are cut to this many characters in Markdown (full text in HTML/CSV)."""
@@ -130,6 +130,7 @@ def _sections(info: ReportInfo) -> list[Section]:
         Section("curves", "Learning curves", _curves_blocks(info.curves)),
         Section("params", "Parameters against best validation loss", _param_blocks(info)),
         Section("pruning", "Pruning", _pruning_blocks(info)),
+        *_anytime_sections(info),
         Section("manifest", "Manifest", _manifest_blocks(info)),
     ]
 
@@ -148,6 +149,37 @@ SHIFT_WORDS = {
 }
 MAX_WHY = 3
 """Findings on the first screen."""
+
+
+def _anytime_sections(info: ReportInfo) -> list[Section]:
+    """Best so far against epochs spent: what the search had found at each point of its budget."""
+    anytime = info.anytime
+    if anytime is None or not anytime.efficiency.curves[0].points:
+        return []
+    curve = anytime.efficiency.curves[0]
+    budget = f" of a budget of {anytime.budget_epochs}" if anytime.budget_epochs is not None else ""
+    half = (
+        f" Within the first half ({curve.total_epochs // 2} epochs) the best was "
+        f"{fmt_num(anytime.best_at_half)}."
+        if anytime.best_at_half is not None
+        else ""
+    )
+    text = (
+        f"{curve.total_epochs} training epochs spent{budget}, every trial counted, pruned ones "
+        f"included; the best {fmt_num(curve.best)} was reached after {curve.epochs_to_best}." + half
+    )
+    rows = tuple((str(e), fmt_num(v)) for e, v in curve.points)
+    return [
+        Section(
+            "anytime",
+            "Best so far against epochs spent",
+            (
+                Para(text),
+                Figure(render_efficiency_svg(anytime.efficiency), "Best so far (step line)."),
+                Table(("epochs spent", "best so far"), ("right", "right"), rows, only="md"),
+            ),
+        )
+    ]
 
 
 def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:

@@ -1,5 +1,14 @@
 """thaw's front door: study files, study orchestration, pruners and the ``thaw`` CLI."""
 
+from thaw.search._budget import (
+    BestTrial,
+    EpochBudget,
+    StartTrial,
+    best_trial,
+    epochs_spent,
+    informed_start,
+    sampler_seed,
+)
 from thaw.search._config import (
     PrunerConfig,
     SamplerConfig,
@@ -17,7 +26,12 @@ from thaw.search._pruners import (
     PRUNE_REASONS,
     ClimbingPruner,
     PruneDecision,
+    RungPruner,
+    chance_value,
     climbing_decision,
+    curve_noise,
+    plateau_exit,
+    rung_decision,
 )
 from thaw.search._study import (
     RunSummary,
@@ -34,6 +48,18 @@ from thaw.search._study import (
 
 __all__ = [
     "BELOW_PEERS",
+    "BestTrial",
+    "EpochBudget",
+    "RungPruner",
+    "StartTrial",
+    "best_trial",
+    "chance_value",
+    "curve_noise",
+    "epochs_spent",
+    "informed_start",
+    "plateau_exit",
+    "rung_decision",
+    "sampler_seed",
     "CLIMBING",
     "ClimbingPruner",
     "DIVERGED",

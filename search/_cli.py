@@ -92,10 +92,16 @@ def _parse_gpus(value: str | None) -> tuple[str, ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from thaw.search._config import StudyFileError, parse_budget_epochs
     from thaw.search._run import RunError, RunOptions, load_config, run_study
 
     try:
+        budget_epochs = parse_budget_epochs(args.budget_epochs, "--budget-epochs")
+    except StudyFileError as exc:
+        raise UserError(str(exc)) from None
+    try:
         options = RunOptions(
+            budget_epochs=budget_epochs,
             n_trials=args.n_trials,
             timeout=args.timeout,
             workers=args.workers,
@@ -143,9 +149,13 @@ def _print_summary(summary: Any, study_file: Path) -> None:
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in summary.best_params.items()
         )
+        pruned = " (pruned; value at its best epoch)" if summary.best_pruned else ""
         print(
-            f"Best so far: trial {summary.best_number}, value {summary.best_value:.4f} ({params})."
+            f"Best so far: trial {summary.best_number}{pruned}, value {summary.best_value:.4f} "
+            f"({params})."
         )
+    if summary.budget_epochs is not None and summary.epochs_spent is not None:
+        print(f"Epochs spent: {summary.epochs_spent} of a budget of {summary.budget_epochs}.")
     print(f"Write the report: thaw report {study_file}")
 
 
@@ -310,10 +320,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(
         f"{'unfrozen':>8}  {'name':<34} {'kind':<18} {'params':>10} {'trainable if unfrozen':>22}"
     )
+    if pretrained.cut_classifier_info is not None:
+        name, kind, params = pretrained.cut_classifier_info
+        # The source classifier, cut off by default: marked, not counted.
+        print(
+            f"{'cut':>8}  {name[:34]:<34} {kind[:18]:<18} {params:>10,} {'(not in the base)':>22}"
+        )
     for row in rows:
         print(
             f"{row.unfrozen:>8}  {row.name[:34]:<34} {row.kind[:18]:<18} {row.params:>10,} "
             f"{row.cumulative_trainable:>22,}"
+        )
+    if pretrained.cut_classifier_info is not None:
+        print(
+            f"The top classifier '{pretrained.cut_classifier_info[0]}' was cut (the new head "
+            "replaces it); --cut-at none keeps the whole model."
         )
     return 0
 
@@ -472,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-trials", type=int, help="run this many trials (default: up to n_trials)")
     run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     run.add_argument("--storage", help="Optuna storage URL (overrides the study file)")
+    run.add_argument(
+        "--budget-epochs",
+        metavar="N",
+        help="stop once N training epochs (all trials) are spent (overrides budget_epochs)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
         "--workers", type=int, default=1, help="worker processes sharing the study (PostgreSQL)"
@@ -514,7 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--weights", default="none", help="imagenet, none, or a weights file")
     inspect.add_argument("--input-shape", help="H,W,C for an application, e.g. 96,96,3")
     inspect.add_argument("--alpha", type=float, help="width multiplier (MobileNet)")
-    inspect.add_argument("--cut-at", help="layer whose output feeds the new head")
+    inspect.add_argument(
+        "--cut-at",
+        help="layer whose output feeds the new head (default: a model file's top classifier is "
+        "cut; none: keep the whole model)",
+    )
     inspect.add_argument("--unfreeze-by", choices=("layers", "blocks"), default="layers")
     inspect.set_defaults(func=cmd_inspect)
 

@@ -42,11 +42,12 @@ class SamplerConfig:
 class PrunerConfig:
     """``compare`` is the comparative pruner wrapped by the climbing pruner."""
 
-    compare: str = "median"
+    compare: str = "hyperband"
     patience: int = 3
     min_delta: float = 0.03
     n_startup_trials: int = 8
-    n_warmup_steps: int = 5
+    n_warmup_steps: int = 2
+    reduction_factor: int = 3
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class SpaceConfig:
     learning_rate: FloatRange
     dropout: FloatRange
     weight_decay: FloatRange
-    batchnorm: tuple[str, ...] = ("frozen",)
+    batchnorm: tuple[str, ...] = BATCHNORM_MODES
 
     def resolve(self, num_layers: int, unit: str = "layers") -> SearchSpace:
         """The search space for a base with ``num_layers`` weighted layers (or blocks)."""
@@ -94,7 +95,8 @@ class StudyConfig:
     sampler: SamplerConfig
     pruner: PrunerConfig
     storage: str
-    reference_trials: bool = False
+    reference_trials: bool = True
+    budget_epochs: int | None = None
     thresholds: Any = None  # reports.Thresholds: verdict thresholds of the diagnosis
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     #: Keep the top 3 trials' best-epoch models as .keras files beside the storage.
@@ -138,6 +140,7 @@ class StudyConfig:
             "pruner": asdict(self.pruner),
             "storage": mask_url(self.storage),
             "reference_trials": self.reference_trials,
+            "budget_epochs": self.budget_epochs,
             "diagnosis": dict(self.raw.get("diagnosis") or {}),
         }
 
@@ -273,7 +276,7 @@ def _space(section: _Section) -> SpaceConfig:
     dropout = _float_range(f"{where}.dropout", section.get("dropout"), (0.0, 0.6), False, 0.0)
     if dropout.high >= 1.0:
         raise StudyFileError(f"{where}.dropout: high={dropout.high} must be < 1")
-    batchnorm = section.get("batchnorm", ["frozen"])
+    batchnorm = section.get("batchnorm", list(BATCHNORM_MODES))
     if isinstance(batchnorm, str):
         batchnorm = [batchnorm]
     if (
@@ -494,6 +497,7 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         pruner=PrunerConfig(**study.pruner.model_dump()),
         storage=_storage(study.storage, base_dir, name),
         reference_trials=study.reference_trials,
+        budget_epochs=study.budget_epochs,
         thresholds=thresholds,
         raw=dict(raw),
         keep_best=study.keep_best,
@@ -509,6 +513,29 @@ def __getattr__(name: str) -> Any:
 
         return tuple(StudyFile.model_fields)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def parse_budget_epochs(value: Any, where: str = "budget_epochs") -> int | None:
+    """A budget of training epochs: a whole number >= 1, or None for no budget."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            raise StudyFileError(
+                f"{where} must be a whole number of epochs >= 1, such as 200, got {text!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StudyFileError(
+            f"{where} must be a whole number of epochs >= 1, such as 200, got {value!r}"
+        )
+    if value < 1:
+        raise StudyFileError(
+            f"{where} must be >= 1 (training epochs for the whole study), got {value}"
+        )
+    return int(value)
 
 
 def load_study_file(path: str | Path) -> StudyConfig:

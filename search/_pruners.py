@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 _logger = logging.getLogger(__name__)
 
@@ -62,6 +62,58 @@ def climbing_decision(
     return None
 
 
+def curve_noise(values: list[float]) -> float:
+    """Epoch-to-epoch noise of a curve: half the median absolute second difference.
+
+    A steady trend (a straight descent or climb) has second differences of 0, so its noise is 0
+    however steep it is; a curve that zig-zags by ``a`` from one epoch to the next has noise
+    ``a``. Fewer than 4 finite values: 0 (unknown).
+    """
+    finite = [v for v in values if math.isfinite(v)]
+    second = [c - 2 * b + a for a, b, c in zip(finite, finite[1:], finite[2:], strict=False)]
+    if len(second) < 2:
+        return 0.0
+    return _median([abs(d) for d in second]) / 2
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def chance_value(num_classes: int, metric: str = "val_loss") -> float:
+    """The value a classifier that has learnt nothing reaches: ln K for the loss, 1/K accuracy."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return math.log(num_classes) if metric == "val_loss" else 1.0 / num_classes
+
+
+#: A curve has left the chance plateau once it is this fraction of the way from chance to perfect
+#: (loss: below 0.9 ln K; accuracy: above 1/K + 0.1 (1 - 1/K)).
+PLATEAU_MARGIN = 0.1
+
+
+def plateau_exit(
+    values: list[tuple[int, float]], chance: float | None, maximize: bool = False
+) -> int | None:
+    """Index of the first value that has left the chance plateau (None: still on it).
+
+    With ``chance`` None every curve has left it at its first value.
+    """
+    if chance is None:
+        return 0 if values else None
+    for i, (_, v) in enumerate(values):
+        if not math.isfinite(v):
+            continue
+        if maximize and v >= chance + PLATEAU_MARGIN * (1.0 - chance):
+            return i
+        if not maximize and v <= chance * (1.0 - PLATEAU_MARGIN):
+            return i
+    return None
+
+
 class ClimbingPruner(BasePruner):
     """Prune a trial whose value has been worse than its own best for ``patience`` epochs.
 
@@ -71,6 +123,12 @@ class ClimbingPruner(BasePruner):
         patience: epochs the value must stay worse than the best before pruning.
         min_delta: how much worse than the best counts as worse.
         n_warmup_steps: no climbing decision before this epoch (divergence prunes at any epoch).
+        chance: the chance-level value (``chance_value(K)``); when given, a trial is judged
+            climbing only on the epochs after it left the chance plateau, and a trial still on
+            the plateau is never climbing (many trials sit at chance for several epochs before
+            they learn).
+        noise_aware: when true, "worse" means worse by more than the curve's own epoch-to-epoch
+            noise (``curve_noise``) as well as ``min_delta``.
     """
 
     def __init__(
@@ -79,6 +137,8 @@ class ClimbingPruner(BasePruner):
         patience: int = 2,
         min_delta: float = 0.0,
         n_warmup_steps: int = 0,
+        chance: float | None = None,
+        noise_aware: bool = False,
     ) -> None:
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience}")
@@ -90,13 +150,25 @@ class ClimbingPruner(BasePruner):
         self._patience = patience
         self._min_delta = min_delta
         self._n_warmup_steps = n_warmup_steps
+        self._chance = chance
+        self._noise_aware = noise_aware
 
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneDecision | None:
         values = sorted(trial.intermediate_values.items())
         if not values:
             return None
         maximize = study.direction == StudyDirection.MAXIMIZE
-        decision = climbing_decision(values, self._patience, self._min_delta, maximize)
+        decision = None
+        if not math.isfinite(values[-1][1]):
+            decision = climbing_decision(values[-1:], self._patience, self._min_delta, maximize)
+        else:
+            start = plateau_exit(values, self._chance, maximize)
+            if start is not None:
+                judged = values[start:]
+                min_delta = self._min_delta
+                if self._noise_aware:
+                    min_delta = max(min_delta, curve_noise([v for _, v in judged]))
+                decision = climbing_decision(judged, self._patience, min_delta, maximize)
         if decision is not None and (
             decision.reason == DIVERGED or decision.epoch > self._n_warmup_steps
         ):
@@ -121,3 +193,107 @@ class ClimbingPruner(BasePruner):
         storage.set_trial_user_attr(trial._trial_id, "prune_detail", decision.detail)
         _logger.info("Pruning trial %d: %s", trial.number, decision.detail)
         return True
+
+
+class RungPruner(BasePruner):
+    """Asynchronous successive halving over epochs (ASHA), or Hyperband as several brackets of it.
+
+    Rungs lie at ``min_resource * reduction_factor**k`` epochs (below ``max_resource``). At a rung
+    a trial continues when its best value so far is among the top ``1 / reduction_factor`` of the
+    best values so far of every other trial that reached that epoch; otherwise it is pruned. A
+    decision needs at least ``reduction_factor`` peers at the rung, and a trial is never pruned
+    for a gap smaller than its own epoch-to-epoch noise (:func:`curve_noise`).
+
+    With ``n_brackets`` > 1 (Hyperband), trial ``n`` belongs to bracket ``n % n_brackets``, whose
+    first rung is ``min_resource * reduction_factor**bracket``: some trials are judged early,
+    others only after more epochs, so slow starters are not all cut at the first rung.
+    """
+
+    def __init__(
+        self,
+        min_resource: int = 1,
+        reduction_factor: int = 3,
+        max_resource: int | None = None,
+        n_brackets: int = 1,
+        noise_aware: bool = True,
+    ) -> None:
+        if min_resource < 1:
+            raise ValueError(f"min_resource must be >= 1, got {min_resource}")
+        if reduction_factor < 2:
+            raise ValueError(f"reduction_factor must be >= 2, got {reduction_factor}")
+        if n_brackets < 1:
+            raise ValueError(f"n_brackets must be >= 1, got {n_brackets}")
+        self.min_resource = min_resource
+        self.reduction_factor = reduction_factor
+        self.max_resource = max_resource
+        self.n_brackets = n_brackets
+        self.noise_aware = noise_aware
+
+    def rungs(self, bracket: int = 0) -> list[int]:
+        """The epochs at which a trial of ``bracket`` is compared with its peers."""
+        out = []
+        r = self.min_resource * self.reduction_factor**bracket
+        while self.max_resource is None or r < self.max_resource:
+            out.append(r)
+            r *= self.reduction_factor
+            if self.max_resource is None and len(out) >= 32:
+                break
+        return out
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        bracket = trial.number % self.n_brackets
+        if step not in self.rungs(bracket):
+            return False
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        own = _best_until(trial.intermediate_values, step, maximize)
+        if own is None:
+            return True  # nothing finite by this rung: it diverged
+        peers = []
+        for other in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        ):
+            if other.number == trial.number or (other.last_step or 0) < step:
+                continue
+            value = _best_until(other.intermediate_values, step, maximize)
+            if value is not None:
+                peers.append(value)
+        return rung_decision(
+            own,
+            peers,
+            self.reduction_factor,
+            margin=curve_noise([v for _, v in sorted(trial.intermediate_values.items())])
+            if self.noise_aware
+            else 0.0,
+            maximize=maximize,
+        )
+
+
+def _best_until(values: dict[int, float], step: int, maximize: bool) -> float | None:
+    finite = [v for s, v in values.items() if s <= step and math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if maximize else min(finite)
+
+
+def rung_decision(
+    own: float,
+    peers: list[float],
+    reduction_factor: int,
+    margin: float = 0.0,
+    maximize: bool = False,
+) -> bool:
+    """Whether a trial whose best so far is ``own`` is pruned at a rung where ``peers`` stand.
+
+    It continues when it is within ``margin`` of the top ``1 / reduction_factor`` (counting
+    itself); fewer than ``reduction_factor`` peers decide nothing.
+    """
+    if len(peers) < reduction_factor:
+        return False
+    sign = -1.0 if maximize else 1.0
+    ranked = sorted([sign * v for v in [*peers, own]])
+    keep = max(1, len(ranked) // reduction_factor)
+    cutoff = ranked[keep - 1]
+    return sign * own > cutoff + margin

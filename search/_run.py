@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw.search._budget import EpochBudget
 from thaw.search._config import StudyConfig, StudyFileError, load_study_file, mask_url
 from thaw.search._faults import (
     INTERRUPTED,
@@ -67,7 +68,7 @@ class RunOptions:
     # Set on the worker processes that run_study starts (``--worker-total`` on the CLI).
     worker_total: int | None = None
     worker_count: int | None = None
-    # Epochs the whole run may spend (all trials together); enforced by the budget (issue 9).
+    #: Stop once this many training epochs are spent (overrides the study file's budget_epochs).
     budget_epochs: int | None = None
 
     def __post_init__(self) -> None:
@@ -76,7 +77,9 @@ class RunOptions:
             or not isinstance(self.budget_epochs, int)
             or self.budget_epochs < 1
         ):
-            raise RunError(f"budget_epochs must be an integer >= 1, got {self.budget_epochs!r}")
+            raise RunError(
+                f"--budget-epochs must be a whole number of epochs >= 1, got {self.budget_epochs!r}"
+            )
         if self.n_trials is not None and self.n_trials < 1:
             raise RunError(f"--n-trials must be >= 1, got {self.n_trials}")
         if self.timeout is not None and self.timeout <= 0:
@@ -184,9 +187,26 @@ def run_study(
         optuna_storage = open_storage(url)
     except StorageError as exc:
         raise RunError(str(exc)) from None
+    from thaw.search._study import study_exists
+
+    shift = None
+    if not study_exists(optuna_storage, config.name):
+        # Measured before the study is created: the informed start is chosen with it.
+        try:
+            shift = objective.domain_shift()
+        except ValueError as exc:
+            _logger.warning("Domain-shift score not measured: %s", exc)
     try:
         optuna_study, resumed = create_or_resume(
-            config, optuna_storage, pretrained.num_layers, data.summary()
+            config,
+            optuna_storage,
+            pretrained.num_layers,
+            data.summary(),
+            domain_shift=shift,
+            n_workers=max(workers, options.worker_count or 1),
+            sampler_salt=os.getpid() if worker_mode else 0,
+            num_classes=data.num_classes,
+            unfreeze_by=pretrained.unfreeze_by,
         )
     except StudyMismatchError as exc:
         raise RunError(str(exc)) from None
@@ -195,10 +215,15 @@ def run_study(
             "thaw:determinism",
             {"deterministic": device.deterministic, "reason": device.determinism_reason},
         )
-        try:
-            optuna_study.set_user_attr("thaw:domain_shift", objective.domain_shift())
-        except ValueError as exc:
-            _logger.warning("Domain-shift score not measured: %s", exc)
+    budget_epochs = (
+        options.budget_epochs if options.budget_epochs is not None else config.budget_epochs
+    )
+    budget = EpochBudget(budget_epochs) if budget_epochs is not None else None
+    extra_callbacks: list[Any] = []
+    if budget is not None:
+        objective.epoch_cap = lambda: budget.remaining(optuna_study)
+        extra_callbacks.append(budget)
+        budget.record(optuna_study)
 
     from thaw.search._export import attach_keeper
     from thaw.search._logs import attach_logs
@@ -216,7 +241,8 @@ def run_study(
             publisher.wrap(objective),
             options.worker_total,
             timeout=options.timeout,
-            callbacks=[publisher],
+            callbacks=[publisher, *extra_callbacks],
+            stop_when=budget.exhausted if budget is not None else None,
         )
         return RunResult(
             optuna_study, summarise(optuna_study, finished, resumed, interrupted), interrupted
@@ -226,9 +252,16 @@ def run_study(
     n_trials = (
         options.n_trials if options.n_trials is not None else max(0, config.n_trials - counted)
     )
+    if budget is not None:
+        if budget.exhausted(optuna_study):
+            n_trials = 0
+        elif options.n_trials is None:
+            # The budget, not the trial count, ends the study.
+            n_trials = max(n_trials, budget.remaining(optuna_study))
     say(
         f"{'Resuming' if resumed else 'Created'} study {config.name!r} in {mask_url(url)}: "
         f"{counted} trials finished, running {n_trials} more"
+        f"{_budget_note(budget, optuna_study)}"
         f"{f' on {workers} workers' if workers > 1 else ''}.\n"
         f"Model: {pretrained.description}, {pretrained.num_layers} {pretrained.unfreeze_by} with "
         f"weights; data: {len(data.y_train)} training and {len(data.y_val)} validation images, "
@@ -267,8 +300,9 @@ def run_study(
             publisher.wrap(objective),
             counted + n_trials,
             timeout=options.timeout,
-            callbacks=[publisher],
+            callbacks=[publisher, *extra_callbacks],
             show_progress_bar=options.show_progress_bar,
+            stop_when=budget.exhausted if budget is not None else None,
         )
     publisher.finish(optuna_study)
     summary = summarise(optuna_study, finished, resumed, interrupted)
@@ -286,6 +320,7 @@ def optimize_exactly(
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
     poll_seconds: float = 2.0,
     show_progress_bar: bool = False,
+    stop_when: Callable[[optuna.Study], bool] | None = None,
 ) -> bool:
     """Run trials until the whole study counts ``target`` completed and pruned trials.
 
@@ -293,8 +328,9 @@ def optimize_exactly(
     trial under one lock (:class:`TrialSlots`), so the study never overshoots; a process whose
     slot is taken by running trials waits, and takes over a trial another worker lost. Failed
     and interrupted trials do not count; lost ones are queued again. Stops early after as many
-    failures of its own as trials it had to run, or after ``timeout`` seconds (no new trial).
-    Returns whether Ctrl-C interrupted it.
+    failures of its own as trials it had to run, after ``timeout`` seconds (no new trial), or
+    once ``stop_when(study)`` is true (an epoch budget spent). Returns whether Ctrl-C
+    interrupted it.
     """
     slots = TrialSlots(url, study.study_name)
     me = worker_id()
@@ -337,7 +373,7 @@ def optimize_exactly(
                     recover_lost_trials(study, storage)
                     last_recovery = time.monotonic()
                 counted = counted_trials(study)
-                if counted >= target:
+                if counted >= target or (stop_when is not None and stop_when(study)):
                     break
                 running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
                 if counted + running >= target:
@@ -393,6 +429,15 @@ def make_publisher(url: str, study_dir: Path, artifact_dir: Path | None = None) 
         raise RunError(str(exc)) from None
 
 
+def _budget_note(budget: EpochBudget | None, study: optuna.Study) -> str:
+    if budget is None:
+        return ""
+    return (
+        f" (or until the epoch budget is spent: {budget.budget - budget.remaining(study)} of "
+        f"{budget.budget} epochs used)"
+    )
+
+
 def _run_workers(
     study_file: Path,
     url: str,
@@ -433,6 +478,8 @@ def _run_workers(
             command += ["--threads", str(threads)]
         if options.timeout is not None:
             command += ["--timeout", str(options.timeout)]
+        if options.budget_epochs is not None:
+            command += ["--budget-epochs", str(options.budget_epochs)]
         if options.artifact_dir:
             command += ["--artifact-dir", str(options.artifact_dir)]
         procs.append(subprocess.Popen(command, env=env))

@@ -163,7 +163,9 @@ class SpaceSection(_Section):
     dropout: Bounds = Field({"low": 0.0, "high": 0.6, "log": False})
     weight_decay: Bounds = Field({"low": 1e-6, "high": 1e-1, "log": True})
     batchnorm: Annotated[list[str] | str, Expect(f"a list drawn from {list(BATCHNORM_MODES)}")] = (
-        Field(["frozen"], description="frozen | adapt | train, searched when more than one")
+        Field(
+            list(BATCHNORM_MODES), description="frozen | adapt | train, searched when more than one"
+        )
     )
 
 
@@ -191,11 +193,18 @@ class SamplerSection(_Section):
 
 
 class PrunerSection(_Section):
-    compare: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    compare: Literal["hyperband", "successive_halving", "median", "none"] = "hyperband"
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.03, ge=0.0, allow_inf_nan=False)
     n_startup_trials: int = Field(8, ge=0)
-    n_warmup_steps: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(2, ge=0, description="first rung; no climbing decision before")
+    reduction_factor: int = Field(3, ge=2, description="hyperband / successive halving")
+
+
+def _check_budget_epochs(value: Any) -> Any:
+    from thaw.search._config import parse_budget_epochs
+
+    return parse_budget_epochs(value)
 
 
 def _check_storage(value: Any) -> Any:
@@ -227,7 +236,12 @@ class StudyFile(_Section):
     train: TrainSection = Field(default_factory=TrainSection)
     sampler: SamplerSection = Field(default_factory=SamplerSection)
     pruner: PrunerSection = Field(default_factory=PrunerSection)
-    reference_trials: bool = Field(False, description="enqueue the textbook strategies first")
+    reference_trials: bool = Field(
+        True, description="informed start: textbook strategies and BatchNorm variants first"
+    )
+    budget_epochs: Annotated[int | None, BeforeValidator(_check_budget_epochs)] = Field(
+        None, description="stop once this many training epochs (all trials) are spent"
+    )
     diagnosis: dict[str, Any] = Field(
         default_factory=dict, description="verdict thresholds (see thaw.reports.Thresholds)"
     )

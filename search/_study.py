@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import platform
 import sys
 from collections import Counter
@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, SuccessiveHalvingPruner
-from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.pruners import BasePruner, MedianPruner
+from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from thaw._version import __version__
+from thaw.search._budget import best_trial, informed_start, sampler_seed
 from thaw.search._config import PrunerConfig, SamplerConfig, StudyConfig, mask_url
-from thaw.search._pruners import ClimbingPruner
+from thaw.search._pruners import ClimbingPruner, RungPruner, chance_value
 
 _logger = logging.getLogger(__name__)
 
@@ -34,24 +35,40 @@ class StudyMismatchError(RuntimeError):
     """An existing study was created from a different search space, model or data."""
 
 
-def make_sampler(config: SamplerConfig, seed: int) -> BaseSampler:
-    if config.name == "random":
-        return RandomSampler(seed=seed)
-    return TPESampler(seed=seed, n_startup_trials=config.n_startup_trials, multivariate=True)
+def make_sampler(config: SamplerConfig, seed: int, n_workers: int = 1) -> BaseSampler:
+    """The sampler; see :func:`thaw.search._budget.make_sampler` (multivariate TPE)."""
+    from thaw.search._budget import make_sampler as _make
+
+    return _make(config, seed, n_workers=n_workers)
 
 
-def make_pruner(config: PrunerConfig, max_epochs: int) -> ClimbingPruner:
+def make_pruner(
+    config: PrunerConfig, max_epochs: int, chance: float | None = None
+) -> ClimbingPruner:
+    """The climbing rule composed with the configured comparative pruner.
+
+    ``chance`` (``chance_value(K)``) makes the climbing rule wait until a trial has left the
+    chance plateau; "worse" always means worse by more than the curve's own epoch-to-epoch noise.
+    """
     wrapped: BasePruner | None
+    min_resource = max(1, config.n_warmup_steps)
     if config.compare == "median":
         wrapped = MedianPruner(
             n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps
         )
     elif config.compare == "hyperband":
-        wrapped = HyperbandPruner(
-            min_resource=max(1, config.n_warmup_steps), max_resource=max_epochs
+        wrapped = RungPruner(
+            min_resource=min_resource,
+            reduction_factor=config.reduction_factor,
+            max_resource=max_epochs,
+            n_brackets=hyperband_brackets(min_resource, max_epochs, config.reduction_factor),
         )
     elif config.compare == "successive_halving":
-        wrapped = SuccessiveHalvingPruner(min_resource=max(1, config.n_warmup_steps))
+        wrapped = RungPruner(
+            min_resource=min_resource,
+            reduction_factor=config.reduction_factor,
+            max_resource=max_epochs,
+        )
     else:
         wrapped = None
     return ClimbingPruner(
@@ -59,6 +76,8 @@ def make_pruner(config: PrunerConfig, max_epochs: int) -> ClimbingPruner:
         patience=config.patience,
         min_delta=config.min_delta,
         n_warmup_steps=config.n_warmup_steps,
+        chance=chance,
+        noise_aware=True,
     )
 
 
@@ -102,6 +121,15 @@ def check_storage_url(url: str) -> None:
             raise StorageError(
                 f"storage {masked}: {db} exists and is not a SQLite database; give another file"
             )
+
+
+def hyperband_brackets(min_resource: int, max_resource: int, reduction_factor: int) -> int:
+    """Brackets whose first rung lies below ``max_resource`` (at least 1)."""
+    n, r = 0, min_resource
+    while r < max_resource:
+        n += 1
+        r *= reduction_factor
+    return max(1, n)
 
 
 def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStorage:
@@ -209,15 +237,25 @@ def create_or_resume(
     storage: optuna.storages.BaseStorage,
     num_layers: int,
     data_summary: dict[str, Any],
+    *,
+    domain_shift: dict[str, Any] | None = None,
+    n_workers: int = 1,
+    sampler_salt: int = 0,
+    num_classes: int | None = None,
+    unfreeze_by: str = "layers",
 ) -> tuple[optuna.Study, bool]:
-    """Return the study and whether it was resumed. Refuses a changed search space or data."""
-    sampler = make_sampler(config.sampler, config.seed)
-    pruner = make_pruner(config.pruner, config.train.epochs)
+    """Return the study and whether it was resumed. Refuses a changed search space or data.
+
+    A new study stores ``domain_shift`` and starts with the informed start (when
+    ``reference_trials``); the sampler's seed depends on the trials the study already holds, so
+    a resumed study does not repeat its configurations.
+    """
+    classes = num_classes or len(data_summary.get("class_names") or []) or None
+    chance = chance_value(classes, config.train.metric) if classes and classes >= 2 else None
+    pruner = make_pruner(config.pruner, config.train.epochs, chance=chance)
     config_hash = config.config_hash()
     if study_exists(storage, config.name):
-        study = optuna.load_study(
-            study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
-        )
+        study = optuna.load_study(study_name=config.name, storage=storage, pruner=pruner)
         attrs = study.user_attrs
         stored_hash = attrs.get("thaw:config_hash")
         if stored_hash is None:
@@ -235,7 +273,14 @@ def create_or_resume(
                 )
             # Killed while it was being created: finish the creation, never refuse it.
             _logger.warning("Study %r was left half-created; completing it", config.name)
-            complete_creation(study, config, num_layers, data_summary)
+            complete_creation(
+                study,
+                config,
+                num_layers,
+                data_summary,
+                domain_shift=domain_shift,
+                unfreeze_by=unfreeze_by,
+            )
             return study, False
         if stored_hash != config_hash:
             stored = attrs.get("thaw:config", {})
@@ -252,15 +297,26 @@ def create_or_resume(
                 f"{stored_fp[:12]} vs {data_summary['fingerprint'][:12]} now); restore the data "
                 "or give the study a new 'name'"
             )
+        existing = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(
+            config.sampler, sampler_seed(config.seed, existing, sampler_salt), n_workers
+        )
         return study, True
     study = optuna.create_study(
         study_name=config.name,
         storage=storage,
-        sampler=sampler,
+        sampler=make_sampler(config.sampler, sampler_seed(config.seed, 0, sampler_salt), n_workers),
         pruner=pruner,
         direction=StudyDirection[config.direction.upper()],
     )
-    complete_creation(study, config, num_layers, data_summary)
+    complete_creation(
+        study,
+        config,
+        num_layers,
+        data_summary,
+        domain_shift=domain_shift,
+        unfreeze_by=unfreeze_by,
+    )
     return study, False
 
 
@@ -274,7 +330,13 @@ def _half_created(study: optuna.Study) -> bool:
 
 
 def complete_creation(
-    study: optuna.Study, config: StudyConfig, num_layers: int, data_summary: dict[str, Any]
+    study: optuna.Study,
+    config: StudyConfig,
+    num_layers: int,
+    data_summary: dict[str, Any],
+    *,
+    domain_shift: dict[str, Any] | None = None,
+    unfreeze_by: str = "layers",
 ) -> None:
     """Store the study's attrs and queue the reference trials not queued yet.
 
@@ -287,43 +349,42 @@ def complete_creation(
     study.set_user_attr("thaw:num_layers", num_layers)
     study.set_user_attr("thaw:data", data_summary)
     study.set_user_attr("thaw:manifest", manifest())
+    if domain_shift is not None:
+        study.set_user_attr("thaw:domain_shift", domain_shift)
     if config.reference_trials:
         queued = {t.user_attrs.get("strategy") for t in study.get_trials(deepcopy=False)}
-        for ref in reference_configurations(config, num_layers):
+        shift = _overall_shift(domain_shift)
+        for ref in reference_configurations(config, num_layers, shift, unfreeze_by):
             if ref["strategy"] not in queued:
                 study.enqueue_trial(ref["params"], user_attrs={"strategy": ref["strategy"]})
     study.set_user_attr("thaw:config_hash", config.config_hash())
 
 
-def reference_configurations(config: StudyConfig, num_layers: int) -> list[dict[str, Any]]:
-    """The seed's three textbook strategies, clamped into the search space."""
-    space = config.space.resolve(num_layers)
-
-    def clamp(value: float, low: float, high: float) -> float:
-        return min(max(value, low), high)
-
-    lr, wd, do, ul = space.learning_rate, space.weight_decay, space.dropout, space.unfrozen_layers
-    common = {"dropout": clamp(0.0, do.low, do.high), "weight_decay": wd.low}
-    strategies = [
-        ("full fine-tuning", ul.high, 1e-3),
-        ("partial fine-tuning", clamp(min(3, num_layers), ul.low, ul.high), 1e-4),
-        ("feature extraction", ul.low, 1e-3),
-    ]
-    out = []
-    for name, layers, rate in strategies:
-        params: dict[str, Any] = {
-            "unfrozen_layers": int(layers),
-            "learning_rate": clamp(rate, lr.low, lr.high),
-            **common,
-        }
-        if len(space.batchnorm) > 1:
-            params["batchnorm"] = space.batchnorm[0]
-        out.append({"strategy": name, "params": params})
-    return out
+def _overall_shift(domain_shift: dict[str, Any] | None) -> float | None:
+    value = (domain_shift or {}).get("overall")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def enqueue_reference_trials(study: optuna.Study, config: StudyConfig, num_layers: int) -> None:
-    for ref in reference_configurations(config, num_layers):
+def reference_configurations(
+    config: StudyConfig,
+    num_layers: int,
+    shift: float | None = None,
+    unfreeze_by: str = "layers",
+) -> list[dict[str, Any]]:
+    """The informed start: textbook strategies and their BatchNorm variants, clamped into the
+    search space and ordered by the domain-shift score (see :func:`informed_start`)."""
+    space = config.space.resolve(num_layers, unfreeze_by)
+    return [{"strategy": t.strategy, "params": t.params} for t in informed_start(space, shift)]
+
+
+def enqueue_reference_trials(
+    study: optuna.Study,
+    config: StudyConfig,
+    num_layers: int,
+    shift: float | None = None,
+    unfreeze_by: str = "layers",
+) -> None:
+    for ref in reference_configurations(config, num_layers, shift, unfreeze_by):
         study.enqueue_trial(ref["params"], user_attrs={"strategy": ref["strategy"]})
 
 
@@ -338,6 +399,9 @@ class RunSummary:
     best_value: float | None
     best_params: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
+    best_pruned: bool = False
+    epochs_spent: int | None = None
+    budget_epochs: int | None = None
 
 
 def summarise(
@@ -350,17 +414,21 @@ def summarise(
         for t in trials
         if t.state == TrialState.PRUNED
     )
-    best = None
-    with contextlib.suppress(ValueError):
-        best = study.best_trial
+    best = best_trial(study)
+    from thaw.search._budget import epochs_spent
+
+    budget = study.user_attrs.get("thaw:budget_epochs")
     return RunSummary(
         study_name=study.study_name,
         resumed=resumed,
         trials_run=len(trials) - finished_before,
         counts=dict(sorted(counts.items())),
         prune_reasons=dict(sorted(reasons.items())),
-        best_number=best.number if best else None,
+        best_number=best.trial.number if best else None,
         best_value=best.value if best else None,
-        best_params=dict(best.params) if best else {},
+        best_params=dict(best.trial.params) if best else {},
         interrupted=interrupted,
+        best_pruned=best.pruned if best else False,
+        epochs_spent=epochs_spent(study),
+        budget_epochs=budget if isinstance(budget, int) else None,
     )

@@ -59,10 +59,66 @@ def test_load_model_file_and_cut(tiny_cnn: Callable[..., Any], tmp_path: Path) -
     np.testing.assert_array_equal(conv.kernel.numpy(), model.get_layer("conv2").kernel.numpy())
 
 
-def test_load_model_file_without_cut(tiny_cnn: Callable[..., Any], tmp_path: Path) -> None:
-    pretrained = load_pretrained(ModelSource("file", path=saved(tiny_cnn(), tmp_path / "m.keras")))
+def test_model_file_loses_its_top_classifier_by_default(
+    tiny_cnn: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = saved(tiny_cnn(), tmp_path / "m.keras")
+    with caplog.at_level("INFO", logger="thaw.objectives._sources"):
+        pretrained = load_pretrained(ModelSource("file", path=path))
+    assert pretrained.num_layers == 2
+    assert pretrained.model.output_shape == (None, 6)  # the features, not the 3 source classes
+    assert pretrained.cut_classifier == "old_head"
+    assert pretrained.description == (
+        "m.keras, top classifier 'old_head' (Dense, softmax, 3 outputs) cut"
+    )
+    lines = [r.getMessage() for r in caplog.records if "old_head" in r.getMessage()]
+    assert len(lines) == 1 and "the new head sits on 'features'" in lines[0]
+
+
+def test_cut_at_none_keeps_the_whole_model(tiny_cnn: Callable[..., Any], tmp_path: Path) -> None:
+    path = saved(tiny_cnn(), tmp_path / "m.keras")
+    pretrained = load_pretrained(ModelSource("file", path=path, cut_at="none"))
     assert pretrained.num_layers == 3
+    assert pretrained.cut_classifier is None
     assert pretrained.description == "m.keras"
+
+
+@pytest.mark.parametrize(
+    ("activation", "separate", "cut"),
+    [
+        ("softmax", False, True),
+        ("sigmoid", False, True),
+        ("softmax", True, True),  # Dense then Activation("softmax")
+        ("relu", False, False),  # an embedding, not a classifier
+        (None, False, False),  # logits: linear Dense is not cut
+    ],
+)
+def test_which_last_layers_count_as_a_classifier(
+    tmp_path: Path, activation: str | None, separate: bool, cut: bool
+) -> None:
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(2, 3, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if separate:
+        x = keras.layers.Dense(3, name="top")(x)
+        x = keras.layers.Activation(activation, name="act")(x)
+    else:
+        x = keras.layers.Dense(3, activation=activation, name="top")(x)
+    path = saved(keras.Model(inputs, x), tmp_path / "c.keras")
+    pretrained = load_pretrained(ModelSource("file", path=path))
+    assert (pretrained.cut_classifier == "top") is cut
+    assert pretrained.num_layers == (1 if cut else 2)
+
+
+def test_cut_at_naming_no_layer_lists_the_last_layers(
+    tiny_cnn: Callable[..., Any], tmp_path: Path
+) -> None:
+    path = saved(tiny_cnn(), tmp_path / "m.keras")
+    with pytest.raises(
+        ModelSourceError,
+        match=r"no layer named 'fc9'; its last layers are \[.*'features', 'old_head'\]",
+    ):
+        load_pretrained(ModelSource("file", path=path, cut_at="fc9"))
 
 
 @pytest.mark.parametrize(

@@ -138,8 +138,9 @@ def test_html_ranking_rows_in_order(report: ReportFiles) -> None:
 def test_html_has_an_svg_per_chart(report: ReportFiles) -> None:
     html = report.html.read_text(encoding="utf-8")
     # the answer's chart + 1 learning-curves chart + 1 scatter per parameter (5 parameters)
-    assert html.count("<svg") == html.count("</svg>") == 7
-    assert html.count("<figure>") == 6 and html.count('<figure id="answer-chart">') == 1
+    # + the anytime curve
+    assert html.count("<svg") == html.count("</svg>") == 8
+    assert html.count("<figure>") == 7 and html.count('<figure id="answer-chart">') == 1
 
 
 def test_html_is_self_contained(report: ReportFiles) -> None:
@@ -167,11 +168,21 @@ def test_section_order(report: ReportFiles) -> None:
         "Learning curves",
         "Parameters against best validation loss",
         "Pruning",
+        "Best so far against epochs spent",
         "Manifest",
     ]
     html = report.html.read_text(encoding="utf-8")
     sections = re.findall(r'<section class="([a-z]+)" id="[a-z]+">', html)
-    assert sections == ["answer", "why", "ranking", "curves", "params", "pruning", "manifest"]
+    assert sections == [
+        "answer",
+        "why",
+        "ranking",
+        "curves",
+        "params",
+        "pruning",
+        "anytime",
+        "manifest",
+    ]
     toc = re.findall(r'<a href="#([a-z]+)">', html)
     assert toc == sections
     assert (

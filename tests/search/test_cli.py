@@ -47,6 +47,7 @@ DEMO_STUDY: dict[str, Any] = {
         "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True},
         "dropout": {"low": 0.0, "high": 0.3},
         "weight_decay": {"low": 1e-6, "high": 1e-3, "log": True},
+        "batchnorm": ["frozen"],
     },
     "train": {"epochs": 2, "batch_size": 32},
     "sampler": {"name": "random"},
@@ -133,9 +134,12 @@ def test_run_creates_the_study_with_config_and_reference_trials(demo_run: DemoRu
     assert attrs["thaw:objective_metric"] == "val_loss"
     assert attrs["thaw:data"]["fingerprint"] == load_data(DataSource("demo")).fingerprint()
 
-    # the three textbook strategies ran first, in order, with their clamped parameters
-    assert [t.user_attrs.get("strategy") for t in trials] == STRATEGIES
-    assert [t.params for t in trials] == [r["params"] for r in reference_configurations(config, 5)]
+    # the informed start ran first, in the order the domain shift chose, parameters clamped
+    shift = attrs["thaw:domain_shift"]["overall"]
+    refs = reference_configurations(config, 5, shift)
+    assert sorted(r["strategy"] for r in refs) == sorted(STRATEGIES)
+    assert [t.user_attrs.get("strategy") for t in trials] == [r["strategy"] for r in refs]
+    assert [t.params for t in trials] == [r["params"] for r in refs]
     for t in trials:
         assert t.user_attrs["epochs_run"] == 2
         assert sorted(t.intermediate_values) == [1, 2]
@@ -300,6 +304,18 @@ def test_report_without_storage_creates_nothing(
 
 # (id, changes to the demo study, extra CLI args, fragment of the error line, fixture needed)
 BAD_RUNS: list[tuple[str, dict[str, Any], list[str], str, str | None]] = [
+    ("budget zero", {}, ["--budget-epochs", "0"], "--budget-epochs must be >= 1", None),
+    ("budget negative", {}, ["--budget-epochs", "-5"], "--budget-epochs must be >= 1", None),
+    (
+        "budget not a number",
+        {},
+        ["--budget-epochs", "lots"],
+        "--budget-epochs must be a whole number of epochs >= 1, such as 200, got 'lots'",
+        None,
+    ),
+    ("budget fraction", {}, ["--budget-epochs", "2.5"], "got '2.5'", None),
+    ("budget in file zero", {"budget_epochs": 0}, [], "budget_epochs must be >= 1", None),
+    ("budget in file text", {"budget_epochs": "many"}, [], "budget_epochs must be a whole", None),
     ("unknown key", {"epochz": 3}, [], "unknown key 'epochz'; expected one of: name, seed", None),
     ("unknown nested key", {"train__epoch": 3}, [], "unknown key 'train.epoch'", None),
     (
@@ -424,6 +440,7 @@ def file_study(
             "train": {"epochs": 2, "batch_size": 8},
             "sampler": {"name": "random"},
             "pruner": {"compare": "none"},
+            "reference_trials": False,
         },
     )
 
@@ -568,3 +585,24 @@ def test_subprocess_run_then_report(tmp_path: Path, demo_model_path: Path) -> No
     with (out / "trials.csv").open(newline="", encoding="utf-8") as f:
         assert len(list(csv.DictReader(f))) == 2
     assert json.loads((out / "summary.json").read_text())["n_trials"] == 2
+
+
+@pytest.mark.slow
+def test_budget_epochs_stops_the_study_and_records_the_epochs_spent(
+    tmp_path: Path, demo_model_path: Path, thaw: Callable[..., CliResult]
+) -> None:
+    # 2 epochs per trial, a budget of 5: trials of 2, 2, then 1 (capped), then the study stops.
+    study_file = write_study(tmp_path, edited(DEMO_STUDY, n_trials=50))
+    result = thaw("run", study_file, "--budget-epochs", "5", "--no-progress")
+    assert result.rc == 0, result.err
+    trials = trials_in(tmp_path / "cli.db", "cli-demo")
+    assert [t.user_attrs["epochs_run"] for t in trials] == [2, 2, 1]
+    assert trials[2].user_attrs["epoch_cap"] == 1
+    study = optuna.load_study(study_name="cli-demo", storage=f"sqlite:///{tmp_path / 'cli.db'}")
+    assert study.user_attrs["thaw:epochs_spent"] == 5
+    assert study.user_attrs["thaw:budget_epochs"] == 5
+    assert "Epochs spent: 5 of a budget of 5." in result.out
+    # resuming with the budget spent runs nothing more
+    again = thaw("run", study_file, "--budget-epochs", "5", "--no-progress")
+    assert again.rc == 0, again.err
+    assert len(trials_in(tmp_path / "cli.db", "cli-demo")) == 3

@@ -71,7 +71,7 @@ def test_demo_yaml_parses_with_its_documented_values() -> None:
     assert config.space.learning_rate == FloatRange(1e-4, 1e-2, log=True)
     assert config.space.dropout == FloatRange(0.0, 0.6, log=False)
     assert config.train.epochs == 20 and config.train.batch_size == 16
-    assert config.sampler.name == "tpe" and config.pruner.compare == "median"
+    assert config.sampler.name == "tpe" and config.pruner.compare == "hyperband"
     # storage defaults to <study folder>/<name>.db
     assert config.storage == f"sqlite:///{(DEMO_YAML.parent / 'demo.db').resolve()}"
 
@@ -81,7 +81,9 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     assert config.n_trials == 20
     assert config.train.metric == "val_loss" and config.direction == "minimize"
     assert config.space.unfrozen_high == "all"
-    assert config.space.batchnorm == ("frozen",)
+    assert config.space.batchnorm == ("frozen", "adapt", "train")
+    assert config.reference_trials is True and config.budget_epochs is None
+    assert config.pruner.compare == "hyperband"
     assert config.storage == f"sqlite:///{(tmp_path / 'm.db').resolve()}"
 
 

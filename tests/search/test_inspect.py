@@ -53,6 +53,8 @@ def table(result: CliResult) -> list[Row]:
     assert lines[2].split() == ["unfrozen", "name", "kind", "params", "trainable", "if", "unfrozen"]
     rows = []
     for line in lines[3:]:
+        if line.split()[0] == "cut" or line.startswith("The top classifier"):
+            continue  # the source classifier cut off by default, marked, not counted
         match = ROW.match(line)
         assert match, f"not a table row: {line!r}"
         u, name, kind, params, cumulative = match.groups()
@@ -169,7 +171,18 @@ def test_inspect_a_saved_keras_file(
     path = tmp_path / "tiny.keras"
     tiny_cnn().save(path)
 
-    whole = inspect(path)
+    default = inspect(path)
+    assert default.rc == 0, default.err
+    assert header(default) == (
+        "tiny.keras, top classifier 'old_head' (Dense, softmax, 3 outputs) cut: input (8, 8, 3), "
+        "2 layers with weights"
+    )
+    marked = [line.split() for line in default.out.splitlines() if line.split()[:1] == ["cut"]]
+    assert marked == [["cut", "old_head", "Dense", "softmax", "21", "(not", "in", "the", "base)"]]
+    assert [r.name for r in table(default)] == ["conv2", "conv1"]
+    assert "--cut-at none keeps the whole model" in default.out
+
+    whole = inspect(path, "--cut-at", "none")
     assert whole.rc == 0, whole.err
     assert header(whole) == "tiny.keras: input (8, 8, 3), 3 layers with weights"
     assert [(r.name, r.kind, r.params) for r in table(whole)] == [

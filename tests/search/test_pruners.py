@@ -17,8 +17,12 @@ from thaw.search import (
     DIVERGED,
     ClimbingPruner,
     PrunerConfig,
+    RungPruner,
     climbing_decision,
+    curve_noise,
     make_pruner,
+    plateau_exit,
+    rung_decision,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -282,3 +286,123 @@ def test_make_pruner_wraps_the_configured_comparative_pruner(
         assert reasons == {BELOW_PEERS}
     else:
         assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+# ------------------------------------------------- chance plateau, noise, rungs (issue 9)
+
+LN5 = math.log(5)
+
+# (id, values, expected noise (approx))
+NOISE = [
+    ("too short", [1.0, 0.9, 0.8], 0.0),
+    ("steady descent has no noise", [1.0, 0.9, 0.8, 0.7, 0.6], 0.0),
+    ("steady climb has no noise", [0.5, 0.6, 0.7, 0.8, 0.9], 0.0),
+    ("zig-zag of 0.2", [1.0, 1.2, 1.0, 1.2, 1.0, 1.2], 0.2),
+    ("zig-zag on a descent", [1.0, 1.1, 0.8, 0.9, 0.6, 0.7], 0.2),
+    ("non-finite values are skipped", [1.0, INF, 0.9, 0.8, 0.7, 0.6], 0.0),
+]
+
+
+@pytest.mark.parametrize(("values", "expected"), [pytest.param(*r[1:], id=r[0]) for r in NOISE])
+def test_curve_noise(values: list[float], expected: float) -> None:
+    assert curve_noise(values) == pytest.approx(expected, abs=1e-9)
+
+
+# (id, values, chance, maximize, expected index of the first value off the plateau)
+PLATEAU = [
+    ("no chance given: judged from the start", steps(1.7, 1.6), None, False, 0),
+    ("still at ln 5", steps(1.61, 1.62, 1.60, 1.58), LN5, False, None),
+    ("leaves at the third epoch", steps(1.61, 1.6, 1.3, 1.2), LN5, False, 2),
+    ("accuracy at 1/5 then learning", steps(0.2, 0.22, 0.5), 0.2, True, 2),
+    ("empty", [], LN5, False, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "chance", "maximize", "expected"),
+    [pytest.param(*r[1:], id=r[0]) for r in PLATEAU],
+)
+def test_plateau_exit(
+    values: list[tuple[int, float]], chance: float | None, maximize: bool, expected: int | None
+) -> None:
+    assert plateau_exit(values, chance, maximize) == expected
+
+
+# (id, own, peers, reduction factor, margin, maximize, pruned)
+RUNGS = [
+    ("too few peers decide nothing", 9.0, [0.1, 0.2], 3, 0.0, False, False),
+    ("best of four continues", 0.1, [0.5, 0.6, 0.7], 3, 0.0, False, False),
+    ("worst of four is pruned", 0.9, [0.5, 0.6, 0.7], 3, 0.0, False, True),
+    ("within the noise of the cutoff continues", 0.55, [0.5, 0.6, 0.7], 3, 0.1, False, False),
+    ("beyond the noise is pruned", 0.65, [0.5, 0.6, 0.7], 3, 0.1, False, True),
+    ("maximize: highest continues", 0.9, [0.5, 0.6, 0.7], 3, 0.0, True, False),
+    ("maximize: lowest pruned", 0.4, [0.5, 0.6, 0.7], 3, 0.0, True, True),
+    ("factor 2 keeps the top half", 0.55, [0.5, 0.6, 0.7], 2, 0.0, False, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("own", "peers", "factor", "margin", "maximize", "pruned"),
+    [pytest.param(*r[1:], id=r[0]) for r in RUNGS],
+)
+def test_rung_decision(
+    own: float, peers: list[float], factor: int, margin: float, maximize: bool, pruned: bool
+) -> None:
+    assert rung_decision(own, peers, factor, margin, maximize) is pruned
+
+
+@pytest.mark.parametrize(
+    ("min_resource", "max_resource", "factor", "bracket", "rungs"),
+    [
+        (2, 20, 3, 0, [2, 6, 18]),
+        (2, 20, 3, 1, [6, 18]),
+        (2, 20, 3, 2, [18]),
+        (1, 10, 3, 0, [1, 3, 9]),
+    ],
+)
+def test_rungs_of_each_bracket(
+    min_resource: int, max_resource: int, factor: int, bracket: int, rungs: list[int]
+) -> None:
+    pruner = RungPruner(min_resource, factor, max_resource, n_brackets=3)
+    assert pruner.rungs(bracket) == rungs
+
+
+def test_a_trial_on_the_chance_plateau_is_not_climbing(storage_url: str) -> None:
+    # Sits at chance for 6 epochs, wobbling up, then learns: the plateau is not a climb.
+    slow_starter = [1.58, 1.62, 1.63, 1.64, 1.62, 1.65, 1.2, 0.9, 0.7]
+    with_chance = ClimbingPruner(None, patience=2, min_delta=0.0, chance=LN5, noise_aware=True)
+    (trial,) = run_curves(storage_url, with_chance, [slow_starter])
+    assert trial.state == TrialState.COMPLETE
+
+
+def test_without_the_chance_rule_the_plateau_looks_like_a_climb(tmp_path: Path) -> None:
+    slow_starter = [1.58, 1.62, 1.63, 1.64, 1.62, 1.65, 1.2, 0.9, 0.7]
+    (trial,) = run_curves(
+        f"sqlite:///{tmp_path / 'x.db'}", ClimbingPruner(None, patience=2), [slow_starter]
+    )
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["prune_reason"] == CLIMBING
+
+
+def test_noise_aware_climbing_ignores_a_noisy_but_flat_curve(storage_url: str) -> None:
+    # Zig-zags by 0.3 around 0.6 after its best: worse than the best by less than its noise.
+    noisy = [1.0, 0.5, 0.8, 0.55, 0.85, 0.55, 0.8, 0.6, 0.85]
+    pruner = ClimbingPruner(None, patience=2, min_delta=0.03, chance=LN5, noise_aware=True)
+    (trial,) = run_curves(storage_url, pruner, [noisy])
+    assert trial.state == TrialState.COMPLETE
+
+
+def test_noise_aware_climbing_still_prunes_a_real_climb(storage_url: str) -> None:
+    climb = [1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    pruner = ClimbingPruner(None, patience=2, min_delta=0.03, chance=LN5, noise_aware=True)
+    (trial,) = run_curves(storage_url, pruner, [climb])
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["prune_reason"] == CLIMBING
+
+
+def test_hyperband_rungs_prune_a_poor_trial_at_its_first_rung(storage_url: str) -> None:
+    good = [[0.5 - 0.01 * s for s in range(10)] for _ in range(3)]
+    poor = [1.5 - 0.01 * s for s in range(10)]
+    pruner = ClimbingPruner(RungPruner(2, 3, 10, n_brackets=1), patience=5)
+    trials = run_curves(storage_url, pruner, [*good, poor])
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
+    assert trials[3].user_attrs["prune_reason"] == BELOW_PEERS
+    assert trials[3].user_attrs["prune_epoch"] == 2

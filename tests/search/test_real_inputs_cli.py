@@ -56,6 +56,7 @@ STUDY: dict[str, Any] = {
     "train": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1},
     "sampler": {"name": "random"},
     "pruner": {"compare": "none", "patience": 5, "n_warmup_steps": 0},
+    "reference_trials": False,
 }
 
 

@@ -39,6 +39,7 @@ RAW: dict[str, Any] = {
         "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
         "dropout": {"low": 0.1, "high": 0.5},
         "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+        "batchnorm": ["frozen"],
     },
     "train": {"epochs": 4},
     "sampler": {"name": "random"},
@@ -139,7 +140,7 @@ def test_create_stores_the_documented_study_attrs(tmp_path: Path) -> None:
 
 
 def test_resume_same_config(tmp_path: Path) -> None:
-    config = config_in(tmp_path)
+    config = config_in(tmp_path, reference_trials=False)
     storage = open_storage(config.storage)
     first, _ = create_or_resume(config, storage, NUM_LAYERS, DATA)
     first.optimize(search_space_objective(config), n_trials=2)
@@ -271,14 +272,20 @@ def test_reference_trials_are_enqueued_in_order_and_run_first(tmp_path: Path) ->
     assert resumed.get_trials(states=(TrialState.WAITING,)) == []
 
 
-def test_reference_trials_pick_the_first_batchnorm_mode(tmp_path: Path) -> None:
-    space = {**RAW["search_space"], "batchnorm": ["train", "frozen"]}
+def test_pinned_batchnorm_mode_is_used_by_every_start_trial(tmp_path: Path) -> None:
+    space = {**RAW["search_space"], "batchnorm": ["train"]}
     config = config_in(tmp_path, search_space=space, reference_trials=True)
-    assert {r["params"]["batchnorm"] for r in reference_configurations(config, 4)} == {"train"}
+    refs = reference_configurations(config, 4, shift=0.9)
+    assert [r["strategy"] for r in refs] == [
+        "feature extraction",
+        "partial fine-tuning",
+        "full fine-tuning",
+    ]
+    assert all("batchnorm" not in r["params"] for r in refs)
 
 
-def test_no_reference_trials_unless_asked(tmp_path: Path) -> None:
-    config = config_in(tmp_path)
+def test_no_reference_trials_when_switched_off(tmp_path: Path) -> None:
+    config = config_in(tmp_path, reference_trials=False)
     study, _ = create_or_resume(config, open_storage(config.storage), NUM_LAYERS, DATA)
     assert study.get_trials() == []
 

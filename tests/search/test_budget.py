@@ -1,0 +1,297 @@
+"""The informed start, the sampler seed on resume, the epoch budget and the best trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from thaw.objectives import FloatRange, IntRange, SearchSpace
+from thaw.search import (
+    EpochBudget,
+    best_trial,
+    create_or_resume,
+    epochs_spent,
+    informed_start,
+    open_storage,
+    parse_study,
+    sampler_seed,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+ALL_MODES = ("frozen", "adapt", "train")
+
+
+def space(modes: tuple[str, ...] = ALL_MODES, high: int = 5) -> SearchSpace:
+    return SearchSpace(
+        unfrozen_layers=IntRange(0, high),
+        learning_rate=FloatRange(1e-5, 1e-2, log=True),
+        dropout=FloatRange(0.0, 0.5),
+        weight_decay=FloatRange(1e-6, 1e-1, log=True),
+        batchnorm=modes,
+    )
+
+
+# ------------------------------------------------------------------------ informed start
+
+# (id, shift, modes, expected (strategy label, unfrozen layers, lr, batchnorm) in order)
+START = [
+    (
+        "large shift: adapt and train variants first",
+        0.6,
+        ALL_MODES,
+        [
+            ("feature extraction, BatchNorm adapt", 0, 1e-3, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
+            ("full fine-tuning, BatchNorm adapt", 5, 1e-3, "adapt"),
+            ("partial fine-tuning, BatchNorm adapt", 3, 1e-4, "adapt"),
+            ("full fine-tuning, BatchNorm train", 5, 1e-3, "train"),
+            ("feature extraction", 0, 1e-3, "frozen"),
+            ("partial fine-tuning", 3, 1e-4, "frozen"),
+            ("full fine-tuning", 5, 1e-3, "frozen"),
+        ],
+    ),
+    (
+        "small shift: the textbook strategies first",
+        0.1,
+        ALL_MODES,
+        [
+            ("full fine-tuning", 5, 1e-3, "frozen"),
+            ("partial fine-tuning", 3, 1e-4, "frozen"),
+            ("feature extraction", 0, 1e-3, "frozen"),
+            ("feature extraction, BatchNorm adapt", 0, 1e-3, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
+        ],
+    ),
+    (
+        "unknown shift (no BatchNorm layers) is a small one",
+        None,
+        ALL_MODES,
+        [
+            ("full fine-tuning", 5, 1e-3, "frozen"),
+            ("partial fine-tuning", 3, 1e-4, "frozen"),
+            ("feature extraction", 0, 1e-3, "frozen"),
+            ("feature extraction, BatchNorm adapt", 0, 1e-3, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
+        ],
+    ),
+    (
+        "pinned mode: only the three strategies, ordered by the shift",
+        0.6,
+        ("train",),
+        [
+            ("feature extraction", 0, 1e-3, None),
+            ("partial fine-tuning", 3, 1e-4, None),
+            ("full fine-tuning", 5, 1e-3, None),
+        ],
+    ),
+    (
+        "two modes: the missing one falls back to the first",
+        0.6,
+        ("train", "frozen"),
+        [
+            ("feature extraction, BatchNorm train", 0, 1e-3, "train"),
+            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
+            ("full fine-tuning, BatchNorm train", 5, 1e-3, "train"),
+            ("feature extraction", 0, 1e-3, "frozen"),
+            ("partial fine-tuning", 3, 1e-4, "frozen"),
+            ("full fine-tuning", 5, 1e-3, "frozen"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("shift", "modes", "expected"), [pytest.param(*row[1:], id=row[0]) for row in START]
+)
+def test_informed_start(
+    shift: float | None, modes: tuple[str, ...], expected: list[tuple[Any, ...]]
+) -> None:
+    got = [
+        (
+            t.strategy,
+            t.params["unfrozen_layers"],
+            t.params["learning_rate"],
+            t.params.get("batchnorm"),
+        )
+        for t in informed_start(space(modes), shift)
+    ]
+    assert got == expected
+    for t in informed_start(space(modes), shift):
+        assert t.params["dropout"] == 0.0 and t.params["weight_decay"] == 1e-6
+
+
+def test_informed_start_keeps_every_textbook_label_even_when_clamped_together() -> None:
+    tiny = space(("frozen", "adapt", "train"), high=1)
+    labels = [t.strategy for t in informed_start(tiny, 0.6)]
+    for strategy in ("full fine-tuning", "partial fine-tuning", "feature extraction"):
+        assert strategy in labels
+
+
+# ------------------------------------------------------------------------- sampler seeds
+
+SEEDS = [
+    ("fresh study keeps the seed", 7, 0, 0, 7),
+    ("resumed after 5 trials", 7, 5, 0, (7 * 1_000_003 + 5 * 7919) % (2**31 - 1)),
+    ("another worker", 7, 0, 3, (7 * 1_000_003 + 3 * 104_729) % (2**31 - 1)),
+]
+
+
+@pytest.mark.parametrize(
+    ("seed", "existing", "salt", "expected"), [pytest.param(*r[1:], id=r[0]) for r in SEEDS]
+)
+def test_sampler_seed(seed: int, existing: int, salt: int, expected: int) -> None:
+    assert sampler_seed(seed, existing, salt) == expected
+
+
+def test_resume_continues_the_search_without_repeating(tmp_path: Path) -> None:
+    raw = {
+        "name": "r",
+        "storage": "sqlite:///r.db",
+        "reference_trials": False,
+        "sampler": {"name": "tpe", "n_startup_trials": 50},  # all random: repeats would show
+        "train": {"epochs": 3},
+    }
+    config = parse_study(raw, tmp_path / "r.yaml")
+    data = {"fingerprint": "f" * 64, "class_names": ["a", "b"]}
+    resolved = config.space.resolve(5)
+
+    def objective(trial: optuna.Trial) -> float:
+        return resolved.suggest(trial).learning_rate
+
+    first, resumed = create_or_resume(config, open_storage(config.storage), 5, data)
+    assert resumed is False
+    first.optimize(objective, n_trials=4)
+    # the same process starting again (a resume) on the real SQLite study
+    again, resumed = create_or_resume(config, open_storage(config.storage), 5, data)
+    assert resumed is True
+    again.optimize(objective, n_trials=4)
+    params = [
+        tuple(sorted(t.params.items()))
+        for t in optuna.load_study(study_name="r", storage=config.storage).get_trials()
+    ]
+    assert len(params) == 8
+    assert len(set(params)) == 8, "a resumed study repeated a configuration"
+
+
+# ---------------------------------------------------------------------------- the budget
+
+
+def fake_objective(epochs: int, cap: EpochBudget, study_ref: list[optuna.Study]) -> Any:
+    """Trains nothing: 'spends' up to ``epochs`` epochs, capped by what the budget has left."""
+
+    def objective(trial: optuna.Trial) -> float:
+        allowed = min(epochs, cap.remaining(study_ref[0]))
+        trial.set_user_attr("epochs_run", 0)
+        for step in range(1, allowed + 1):
+            trial.report(1.0 / step, step)
+            trial.set_user_attr("epochs_run", step)
+        return 1.0 / allowed
+
+    return objective
+
+
+@pytest.mark.parametrize(
+    ("budget", "epochs", "expected_trials", "expected_spent"),
+    [(10, 4, 3, 10), (8, 4, 2, 8), (3, 4, 1, 3), (1, 4, 1, 1)],
+)
+def test_epoch_budget_stops_the_study_without_overshoot(
+    tmp_path: Path, budget: int, epochs: int, expected_trials: int, expected_spent: int
+) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/b.db")
+    spend = EpochBudget(budget)
+    study.optimize(fake_objective(epochs, spend, [study]), n_trials=100, callbacks=[spend])
+    assert len(study.trials) == expected_trials
+    assert epochs_spent(study) == expected_spent
+    assert study.user_attrs["thaw:epochs_spent"] == expected_spent
+    assert study.user_attrs["thaw:budget_epochs"] == budget
+
+
+def test_pruned_and_failed_trials_count_against_the_budget(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/b.db")
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED, user_attrs={"epochs_run": 3}, intermediate_values={1: 1.0}
+        )
+    )
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"epochs_run": 2}))
+    study.add_trial(optuna.trial.create_trial(value=0.5, intermediate_values={1: 0.9, 2: 0.5}))
+    assert epochs_spent(study) == 3 + 2 + 2
+    assert EpochBudget(10).remaining(study) == 3
+    assert EpochBudget(5).exhausted(study)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
+def test_epoch_budget_refuses_a_bad_value(bad: Any) -> None:
+    with pytest.raises(ValueError, match="budget must be a whole number of epochs >= 1"):
+        EpochBudget(bad)
+
+
+# -------------------------------------------------------------------------- best trial
+
+# (id, direction, trials as (state, value, best_value attr, intermediate), expected (n, value,
+# pruned))
+BEST = [
+    (
+        "a pruned trial's best epoch beats the completed ones",
+        "minimize",
+        [("COMPLETE", 0.6, None, {1: 0.6}), ("PRUNED", None, 0.3, {1: 0.3, 2: 0.5})],
+        (1, 0.3, True),
+    ),
+    (
+        "pruned without best_value: its best intermediate value",
+        "minimize",
+        [("COMPLETE", 0.6, None, {1: 0.6}), ("PRUNED", None, None, {1: 0.4, 2: 0.9})],
+        (1, 0.4, True),
+    ),
+    (
+        "ties go to the completed trial",
+        "minimize",
+        [("PRUNED", None, 0.5, {1: 0.5}), ("COMPLETE", 0.5, None, {1: 0.5})],
+        (1, 0.5, False),
+    ),
+    (
+        "maximize",
+        "maximize",
+        [("COMPLETE", 0.6, None, {1: 0.6}), ("PRUNED", None, 0.8, {1: 0.8})],
+        (1, 0.8, True),
+    ),
+    (
+        "failed trials never count",
+        "minimize",
+        [("FAIL", None, 0.01, {1: 0.01}), ("COMPLETE", 0.7, None, {1: 0.7})],
+        (1, 0.7, False),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("direction", "trials", "expected"), [pytest.param(*r[1:], id=r[0]) for r in BEST]
+)
+def test_best_trial_over_complete_and_pruned(
+    tmp_path: Path, direction: str, trials: list[tuple[Any, ...]], expected: tuple[Any, ...]
+) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/x.db", direction=direction)
+    for state, value, best_value, inter in trials:
+        attrs = {} if best_value is None else {"best_value": best_value}
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState[state],
+                value=value,
+                user_attrs=attrs,
+                intermediate_values=inter,
+            )
+        )
+    best = best_trial(study)
+    assert best is not None
+    assert (best.trial.number, best.value, best.pruned) == expected
+
+
+def test_no_best_without_finished_values(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/x.db")
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    assert best_trial(study) is None
