@@ -193,7 +193,7 @@ class SamplerSection(_Section):
 
 
 class PrunerSection(_Section):
-    compare: Literal["hyperband", "successive_halving", "median", "none"] = "hyperband"
+    compare: Literal["median", "hyperband", "successive_halving", "none"] = "hyperband"
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.03, ge=0.0, allow_inf_nan=False)
     n_startup_trials: int = Field(8, ge=0)
