@@ -84,6 +84,7 @@ def test_a_study_runs_on_a_kerashub_backbone(tiny_preset: Path, tmp_path: Path) 
             {
                 "name": "hub",
                 "n_trials": 2,
+                "reference_trials": False,
                 "model": {"source": "kerashub", "preset": "tiny_resnet"},
                 "data": {"source": "npz", "path": "data.npz"},
                 "train": {"epochs": 2, "batch_size": 8},

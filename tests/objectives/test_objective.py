@@ -283,6 +283,7 @@ def test_summarise_history(
     assert outcome.final_val_loss == final
     assert outcome.epochs_run == len(val_loss)
     assert set(outcome.user_attrs()) == {
+        "best_value",
         "best_epoch",
         "best_val_loss",
         "final_val_loss",

@@ -23,6 +23,7 @@ def _study_file(folder: Path, tiny_cnn: Any, tiny_arrays: Any, **extra: Any) -> 
     study = {
         "name": "tiny",
         "n_trials": 2,
+        "reference_trials": False,  # 2 sampled trials, no informed start left waiting
         "model": {"source": "file", "path": "tiny.keras", "cut_at": "features"},
         "data": {"source": "npz", "path": "data.npz", "class_names": ["a", "b", "c"]},
         "search_space": {"learning_rate": [1e-3, 3e-2]},
