@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -56,7 +56,7 @@ from thaw.reports._notes import (
     trial_verdicts,
 )
 from thaw.reports._ranking import get_ranking_info
-from thaw.reports.diagnosis import Thresholds, diagnose_study, study_verdicts
+from thaw.reports.diagnosis import Thresholds, Verdict, diagnose_study, study_verdicts
 
 _logger = logging.getLogger(__name__)
 
@@ -261,17 +261,29 @@ def pruned_best_line(trial: FrozenTrial, maximize: bool = False) -> str:
     )
 
 
+def trial_note(study: optuna.Study, frozen: FrozenTrial, verdicts: Sequence[Verdict]) -> str:
+    """A finished trial's note: its verdicts, evidence and parameters; for a pruned trial, the
+    best value it reached first (what the report ranks it by)."""
+    metric = study.user_attrs.get("thaw:objective_metric")
+    note = render_trial_note(frozen, list(verdicts), objective_metric=metric)
+    best_line = pruned_best_line(
+        frozen, maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE
+    )
+    if best_line:
+        head, sep, rest = note.partition("\n\n")
+        note = f"{head}{sep}{best_line}\n\n{rest}" if sep else f"{note}\n\n{best_line}\n"
+    return note
+
+
 def refresh_trial_notes(study: optuna.Study, thresholds: Thresholds | None = None) -> int:
     """Rewrite the note of every finished trial with its current verdicts (the same as the
     report's, from :func:`thaw.reports.diagnosis.study_verdicts`); returns the notes written."""
     verdicts = study_verdicts(study, thresholds)
-    metric = study.user_attrs.get("thaw:objective_metric")
     written = 0
     for frozen in study.get_trials(deepcopy=False):
         if frozen.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
             continue
-        note = render_trial_note(frozen, verdicts.get(frozen.number, []), objective_metric=metric)
-        save_trial_note(study, frozen, note)
+        save_trial_note(study, frozen, trial_note(study, frozen, verdicts.get(frozen.number, [])))
         written += 1
     return written
 
@@ -542,14 +554,7 @@ class TrialPublisher:
         # The current verdicts (the one verdict function), not the stored snapshot.
         verdicts = list(trial_verdicts(study, frozen_trial, thresholds=self.thresholds))
         metric = study.user_attrs.get("thaw:objective_metric")
-        note = render_trial_note(frozen_trial, verdicts, objective_metric=metric)
-        best_line = pruned_best_line(
-            frozen_trial, maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE
-        )
-        if best_line:
-            head, sep, rest = note.partition("\n\n")
-            note = f"{head}{sep}{best_line}\n\n{rest}" if sep else f"{note}\n\n{best_line}\n"
-        save_trial_note(study, frozen_trial, note)
+        save_trial_note(study, frozen_trial, trial_note(study, frozen_trial, verdicts))
         if not _has_artifacts(study, frozen_trial):
             with tempfile.TemporaryDirectory(prefix="thaw-publish-") as tmp:
                 files = _artifact_files(frozen_trial, state, metric or "val_loss", Path(tmp))
