@@ -175,7 +175,11 @@ def _anytime_sections(info: ReportInfo) -> list[Section]:
             "Best so far against epochs spent",
             (
                 Para(text),
-                Figure(render_efficiency_svg(anytime.efficiency), "Best so far (step line)."),
+                Figure(
+                    render_efficiency_svg(anytime.efficiency, compact=True),
+                    "Best so far (step line): a dot at each new best, a ring where the final "
+                    "best was reached.",
+                ),
                 Table(("epochs spent", "best so far"), ("right", "right"), rows, only="md"),
             ),
         )

@@ -420,11 +420,13 @@ def render_scatter_svg(scatter: ParamScatter, y_label: str, y_log: bool) -> str:
     return "\n".join(out)
 
 
-def render_efficiency_svg(info: EfficiencyInfo) -> str:
+def render_efficiency_svg(info: EfficiencyInfo, compact: bool = False) -> str:
     """Best score so far (step line) against cumulative epochs spent, one line per study.
 
     Each study has its own colour and dash pattern; a dot marks every improvement and a
     ring the point where the study's final best was reached. Empty string: nothing to draw.
+    ``compact``: one study in a report, no legend, :data:`CHART_WIDTH` wide with
+    :data:`CHART_FONT` text (at least 10 px on a phone).
     """
     curves = [c for c in info.curves if c.points]
     if not curves:
@@ -435,6 +437,10 @@ def render_efficiency_svg(info: EfficiencyInfo) -> str:
     legend_rows = len(info.curves) + 2
     width, left, right_margin, top, bottom_margin = 780, 72, 250, 16, 58
     height = max(360, top + LEGEND_ROW * legend_rows + bottom_margin)
+    font_size = FONT_SIZE
+    if compact:
+        width, left, right_margin, top, bottom_margin = CHART_WIDTH, 84, 16, 14, 64
+        height, font_size = 320, CHART_FONT
     right, bottom = width - right_margin, height - bottom_margin
 
     y_lo, y_hi, y_ticks = _axis_ticks(min(values), max(values), info.y_log)
@@ -442,8 +448,10 @@ def render_efficiency_svg(info: EfficiencyInfo) -> str:
     x = _Scale(x_lo, x_hi, False, left, right)
     y = _Scale(*_with_margin(y_lo, y_hi, info.y_log), info.y_log, bottom, top)
 
-    out = _open_svg(width, height, "Search efficiency: best score against epochs spent")
-    out += _axes(x, y, x_ticks, y_ticks, info.x_label, info.y_label)
+    out = _open_svg(
+        width, height, "Search efficiency: best score against epochs spent", font_size=font_size
+    )
+    out += _axes(x, y, x_ticks, y_ticks, info.x_label, info.y_label, font_size=font_size)
     for i, curve in enumerate(info.curves):
         if not curve.points:
             continue
@@ -480,6 +488,9 @@ def render_efficiency_svg(info: EfficiencyInfo) -> str:
                 'fill="none" stroke-width="1.8"/>'
             )
         out.append("</g>")
+    if compact:
+        out.append("</svg>")
+        return "\n".join(out)
 
     lx, ly = right + 18, top + 8
     out.append('<g class="legend">')

@@ -156,7 +156,16 @@ def test_report_in_chromium(
     sections = [
         s.get_attribute("class") for s in driver.find_elements(By.CSS_SELECTOR, "body > section")
     ]
-    assert sections == ["answer", "why", "ranking", "curves", "params", "pruning", "manifest"]
+    assert sections == [
+        "answer",
+        "why",
+        "ranking",
+        "curves",
+        "params",
+        "pruning",
+        "anytime",
+        "manifest",
+    ]
     _check_console_and_network(driver, url)
     _screenshots(driver, screenshot_dir, "report")
 
