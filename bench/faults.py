@@ -74,7 +74,8 @@ def write_inputs(folder: Path, name: str, n_trials: int, epochs: int, storage: s
         "reference_trials": True,
         "model": {"source": "file", "path": "tiny.keras", "cut_at": "features"},
         "data": {"source": "npz", "path": "data.npz", "class_names": ["a", "b", "c"]},
-        "search_space": {"unfrozen_layers": [0, "all"]},
+        # BatchNorm pinned: the informed start is then exactly the 3 textbook strategies.
+        "search_space": {"unfrozen_layers": [0, "all"], "batchnorm": ["frozen"]},
         "train": {"epochs": epochs, "batch_size": 8},
         "sampler": {"name": "random"},
         "pruner": {"compare": "none"},
