@@ -54,6 +54,7 @@ def study_file(
     study = {
         "name": "tiny",
         "n_trials": 4,
+        "reference_trials": False,  # 4 sampled trials, no informed start left waiting
         "model": {"source": "file", "path": "tiny.keras", "cut_at": "features"},
         "data": {"source": "npz", "path": "data.npz", "class_names": ["a", "b", "c"]},
         "search_space": {"learning_rate": [1e-3, 3e-2]},
@@ -142,5 +143,5 @@ def test_diagnose_refuses_what_it_cannot_read(value: Any, match: str) -> None:
 def test_run_refuses_a_bad_budget(study_file: Path) -> None:
     import thaw
 
-    with pytest.raises(thaw.RunError, match="budget_epochs must be an integer >= 1, got 0"):
+    with pytest.raises(thaw.RunError, match="budget-epochs must be a whole number of epochs >= 1, got 0"):
         thaw.run(study_file, budget_epochs=0)
