@@ -143,5 +143,7 @@ def test_diagnose_refuses_what_it_cannot_read(value: Any, match: str) -> None:
 def test_run_refuses_a_bad_budget(study_file: Path) -> None:
     import thaw
 
-    with pytest.raises(thaw.RunError, match="budget-epochs must be a whole number of epochs >= 1, got 0"):
+    with pytest.raises(
+        thaw.RunError, match="budget-epochs must be a whole number of epochs >= 1, got 0"
+    ):
         thaw.run(study_file, budget_epochs=0)
