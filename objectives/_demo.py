@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -197,20 +198,41 @@ def demo_pretrained_model_path(
     path = cache_dir / f"demo-pretrained-{key}.keras"
     if path.exists():
         return path
-    import keras
-
     _logger.info("Pretraining the demo model on the source domain (runs once): %s", path)
     x, y = render_images(source_images, SOURCE_DOMAIN, seed + 100)
+    return pretrain_to_cache(
+        path,
+        lambda: build_demo_network(len(DEMO_CLASS_NAMES)),
+        x,
+        y,
+        seed,
+        epochs,
+        lambda model: rescale_kernels(model, KERNEL_SCALE),
+    )
+
+
+def pretrain_to_cache(
+    path: Path,
+    build: Callable[[], Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    epochs: int,
+    rescale: Callable[[Any], object],
+) -> Path:
+    """Pretrain ``build()`` on the source images, rescale its kernels, save it atomically."""
+    import keras
+
     keras.utils.set_random_seed(seed)
-    model = build_demo_network(len(DEMO_CLASS_NAMES))
+    model = build()
     model.compile(
         optimizer=keras.optimizers.Adam(2e-3),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     model.fit(x.astype("float32"), y, batch_size=64, epochs=epochs, verbose=0)
-    rescale_kernels(model, KERNEL_SCALE)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    rescale(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)

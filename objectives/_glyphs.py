@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from thaw.objectives._data import ArrayData
-from thaw.objectives._demo import default_cache_dir
+from thaw.objectives._demo import default_cache_dir, pretrain_to_cache
 
 if TYPE_CHECKING:
     import keras
@@ -281,22 +280,14 @@ def glyphs_pretrained_model_path(
     path = cache_dir / f"glyphs-pretrained-{key}.keras"
     if path.exists():
         return path
-    import keras
-
     _logger.info("Pretraining the glyphs model on the source letters (runs once): %s", path)
     x, y = glyphs_source_data(seed, per_class=source_per_class)
-    keras.utils.set_random_seed(seed)
-    model = build_glyphs_network(len(GLYPHS_SOURCE_CLASSES))
-    model.compile(
-        optimizer=keras.optimizers.Adam(2e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    return pretrain_to_cache(
+        path,
+        lambda: build_glyphs_network(len(GLYPHS_SOURCE_CLASSES)),
+        x,
+        y,
+        seed,
+        epochs,
+        lambda model: rescale_conv_kernels(model, KERNEL_SCALE),
     )
-    model.fit(x.astype("float32"), y, batch_size=64, epochs=epochs, verbose=0)
-    rescale_conv_kernels(model, KERNEL_SCALE)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-    keras.backend.clear_session()
-    return path
