@@ -31,6 +31,7 @@ from thaw.objectives._callbacks import (
 from thaw.objectives._data import ArrayData
 from thaw.objectives._images import StreamedImages
 from thaw.objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
+from thaw.objectives._release import released_custom_gradients
 from thaw.objectives._sources import PretrainedBase
 from thaw.objectives._space import SearchSpace, TrialParams
 from thaw.objectives._specs import OBJECTIVE_METRICS, TrainSettings
@@ -386,8 +387,10 @@ class FineTuneObjective:
         return model, history, reporter
 
     def run(self, trial: optuna.Trial, params: TrialParams) -> float:
+        """One trial; then what it traced is released (``objectives._release``) and collected."""
         try:
-            return self._run(trial, params)
+            with released_custom_gradients():
+                return self._run(trial, params)
         finally:
             gc.collect()
 
