@@ -47,9 +47,42 @@ def _cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
 def inference_metrics(
     model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int
 ) -> tuple[float, float]:
-    """(loss, accuracy) of ``model`` on ``(x, y)`` in inference mode (one pass)."""
+    """(loss, accuracy) of ``model`` on ``(x, y)`` in inference mode (one pass).
+
+    A model compiled as thaw compiles it (sparse categorical cross-entropy, ``accuracy``, no
+    regularisation losses) is measured with ``evaluate``: its test step was traced for the fit's
+    validation, where a first ``predict`` would trace again. Others go through ``predict``.
+    """
+    measured = _evaluated(model, x, y, batch_size)
+    if measured is not None:
+        return measured
     probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
     return _cross_entropy(probs, y), float(np.mean(np.argmax(probs, axis=-1) == y))
+
+
+def _evaluated(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int
+) -> tuple[float, float] | None:
+    if not getattr(model, "compiled", False):
+        return None
+    if getattr(model, "loss", None) != "sparse_categorical_crossentropy" or model.losses:
+        return None
+    result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    if not isinstance(result, dict) or "loss" not in result or "accuracy" not in result:
+        return None
+    return float(result["loss"]), float(result["accuracy"])
+
+
+class _InTrainingMode(keras.Model):
+    """Runs ``inner`` with ``training=True``, so ``predict`` makes one traced pass per batch
+    with BatchNorm on the batch's statistics (an eager call per batch costs twice as much)."""
+
+    def __init__(self, inner: keras.Model) -> None:
+        super().__init__(name=f"{inner.name}_training_mode")
+        self.inner = inner
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return self.inner(inputs, training=True)
 
 
 def _leaves(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
@@ -93,13 +126,14 @@ def batchnorm_probe(
     losses: list[float] = []
     weights: list[int] = []
     with _batch_statistics(model):
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            if len(xb) < 2:
-                continue  # batch statistics of one image are degenerate
-            probs = keras.ops.convert_to_numpy(model(xb, training=True)).astype("float64")
-            losses.append(_cross_entropy(probs, yb))
-            weights.append(len(xb))
+        out = _InTrainingMode(model).predict(x, batch_size=batch_size, verbose=0)
+    all_probs = np.asarray(out, dtype="float64")
+    for start in range(0, len(x), batch_size):
+        probs, yb = all_probs[start : start + batch_size], y[start : start + batch_size]
+        if len(yb) < 2:
+            continue  # batch statistics of one image are degenerate
+        losses.append(_cross_entropy(probs, yb))
+        weights.append(len(yb))
     if not losses:
         return None
     return moving, float(np.average(losses, weights=weights))

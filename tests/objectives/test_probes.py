@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from thaw.objectives._model import build_model, freeze
-from thaw.objectives._probes import batchnorm_probe, inference_metrics, run_probes, weight_drift
+from thaw.objectives._probes import (
+    _batch_statistics,
+    batchnorm_probe,
+    inference_metrics,
+    run_probes,
+    weight_drift,
+)
 
 
 def _finetune_model(tiny_cnn: Any, batchnorm: str) -> tuple[keras.Model, keras.Model]:
@@ -92,3 +98,38 @@ def test_run_probes_gives_the_stored_shape(tiny_cnn: Any, tiny_arrays: Any) -> N
         "weight_drift",
     }
     assert all(isinstance(probes[k], float) for k in probes if k != "weight_drift")
+
+
+def test_inference_metrics_of_a_thaw_compiled_model_match_predict(
+    tiny_cnn: Any, tiny_arrays: Any
+) -> None:
+    from thaw.objectives._objective import compile_model
+
+    data = tiny_arrays()
+    model, _ = _finetune_model(tiny_cnn, "frozen")
+    compile_model(model, 1e-2, 1e-4)  # as a trial compiles it: measured through evaluate
+    model.fit(data["x_train"], data["y_train"], epochs=1, batch_size=8, verbose=0)
+    loss, acc = inference_metrics(model, data["x_train"], data["y_train"], 8)
+    probs = model.predict(data["x_train"], batch_size=8, verbose=0).astype("float64")
+    expected = -np.mean(np.log(np.clip(probs[np.arange(len(probs)), data["y_train"]], 1e-7, 1)))
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert acc == pytest.approx(np.mean(np.argmax(probs, axis=-1) == data["y_train"]))
+
+
+@pytest.mark.parametrize("n_val", [12, 13])  # 13: a last batch of one image, left out
+def test_batchnorm_probe_batch_loss_is_each_batch_in_training_mode(
+    tiny_cnn: Any, tiny_arrays: Any, n_val: int
+) -> None:
+    data = tiny_arrays(n_val=n_val)
+    model, _ = _finetune_model(tiny_cnn, "frozen")
+    x, y = data["x_val"], data["y_val"]
+    losses, sizes = [], []
+    with _batch_statistics(model):  # BatchNorm on batch statistics, dropout off: eager calls
+        for start in range(0, len(x) - 1, 4):
+            xb, yb = x[start : start + 4], y[start : start + 4]
+            probs = keras.ops.convert_to_numpy(model(xb, training=True)).astype("float64")
+            losses.append(-np.mean(np.log(np.clip(probs[np.arange(len(yb)), yb], 1e-7, 1))))
+            sizes.append(len(yb))
+    result = batchnorm_probe(model, x, y, 4)
+    assert result is not None
+    assert result[1] == pytest.approx(np.average(losses, weights=sizes), rel=1e-5)
