@@ -153,6 +153,7 @@ class FineTuneObjective:
             feature_cache = FeatureCache(default_cache_dir() / "features")
         self.feature_cache = feature_cache
         self._data_fingerprint: str | None = None
+        self._cached_top: tuple[keras.Model, np.ndarray, np.ndarray] | None = None
         #: Boundary of each phase of the last trial ("" when that phase trained uncached).
         self.last_boundaries: list[str] = []
         #: Called with (trial, model at its best epoch, best value) when a trial's training
@@ -257,6 +258,7 @@ class FineTuneObjective:
             trial.set_user_attr("warmup_epochs", warmup)
             phases = [(0, warmup), (warmup, total)]
         self.last_boundaries = []
+        self._cached_top = None
         for i, (initial_epoch, epochs) in enumerate(phases):
             if i == 1:
                 if reporter.pruned_at is not None or reporter.diverged_at is not None:
@@ -287,8 +289,11 @@ class FineTuneObjective:
             split = split_frozen_prefix(model, model.layers[1])
         if split is None:
             self.last_boundaries.append("")
+            self._cached_top = None
             return model, self._fit_data(seed)
         features = self._features(split, params.batchnorm)
+        # The last phase's top and features: the end-of-trial probes' inference passes use them.
+        self._cached_top = (split.suffix, features[0], features[1])
         self._compile(split.suffix, params)
         self.last_boundaries.append(split.boundary)
         _logger.debug("training on cached features at %s %s", split.boundary, split.feature_shape)
@@ -328,6 +333,7 @@ class FineTuneObjective:
         from thaw.objectives._probes import PROBES_ATTR, run_probes
 
         in_memory = not self._streamed
+        cached_top, self._cached_top = self._cached_top, None
         try:
             probes = run_probes(
                 model,
@@ -338,6 +344,7 @@ class FineTuneObjective:
                 y_val=self.data.y_val if in_memory else None,
                 batch_size=self.settings.batch_size,
                 unfreeze_by=self.pretrained.unfreeze_by,
+                cached_top=cached_top,
             )
         except Exception as exc:  # noqa: BLE001 - probes are evidence, not the result
             _logger.warning("Trial %d: end-of-trial probes failed: %s", trial.number, exc)

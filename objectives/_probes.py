@@ -116,13 +116,19 @@ def _batch_statistics(model: keras.Model) -> Iterator[None]:
 
 
 def batchnorm_probe(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    moving: float | None = None,
 ) -> tuple[float, float] | None:
     """(val loss with moving statistics, val loss with batch statistics), or ``None`` when the
-    model has no BatchNormalization layer. Two passes; the model is left as it was."""
+    model has no BatchNormalization layer. Two passes (one when the caller measured ``moving``);
+    the model is left as it was."""
     if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in _leaves(model)):
         return None
-    moving, _ = inference_metrics(model, x, y, batch_size)
+    if moving is None:
+        moving, _ = inference_metrics(model, x, y, batch_size)
     losses: list[float] = []
     weights: list[int] = []
     with _batch_statistics(model):
@@ -178,15 +184,27 @@ def run_probes(
     y_val: np.ndarray | None,
     batch_size: int,
     unfreeze_by: str = "layers",
+    cached_top: tuple[keras.Model, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """All probes that the data allows, as the JSON-able ``probes`` user attr. The fine-tuned
-    base is ``model.layers[1]`` (as ``build_model`` makes it)."""
+    base is ``model.layers[1]`` (as ``build_model`` makes it).
+
+    ``cached_top``: when the trial trained the top of ``model`` on cached activations of a
+    frozen bottom (``objectives._cache``), that top model and the activations of ``x_train`` and
+    ``x_val``. The inference-mode passes then run the top only: the same outputs, since the
+    bottom is frozen with BatchNorm in inference mode. The batch-statistics pass needs the whole
+    model (every BatchNorm layer on batch statistics) and runs it.
+    """
     probes: dict[str, Any] = {}
-    if x_train is not None and y_train is not None and len(x_train):
-        loss, acc = inference_metrics(model, x_train, y_train, batch_size)
+    top, f_train, f_val = cached_top if cached_top is not None else (model, x_train, x_val)
+    if x_train is not None and y_train is not None and len(x_train) and f_train is not None:
+        loss, acc = inference_metrics(top, f_train, y_train, batch_size)
         probes["train_loss"], probes["train_accuracy"] = loss, acc
     if x_val is not None and y_val is not None and len(x_val):
-        bn = batchnorm_probe(model, x_val, y_val, batch_size)
+        moving = None
+        if cached_top is not None and f_val is not None:
+            moving, _ = inference_metrics(top, f_val, y_val, batch_size)
+        bn = batchnorm_probe(model, x_val, y_val, batch_size, moving=moving)
         if bn is not None:
             probes["val_loss_moving_stats"], probes["val_loss_batch_stats"] = bn
     base = model.layers[1] if len(model.layers) > 1 else model

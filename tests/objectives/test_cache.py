@@ -42,14 +42,32 @@ SPACE = SearchSpace(
 )
 
 
-def run_trial(objective: FineTuneObjective, params: dict[str, Any]) -> list[float]:
-    """Run one enqueued trial; its per-epoch val losses."""
+def run_trial_attrs(objective: FineTuneObjective, params: dict[str, Any]) -> dict[str, Any]:
+    """Run one enqueued trial; its user attrs."""
     study = optuna.create_study()
     study.enqueue_trial(params)
     study.optimize(objective, n_trials=1)
     trial = study.trials[-1]
     assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
-    return list(trial.user_attrs["history"]["val_loss"])
+    return trial.user_attrs
+
+
+def run_trial(objective: FineTuneObjective, params: dict[str, Any]) -> list[float]:
+    """Run one enqueued trial; its per-epoch val losses."""
+    return list(run_trial_attrs(objective, params)["history"]["val_loss"])
+
+
+def assert_same_probes(got: dict[str, Any], expected: dict[str, Any], rtol: float) -> None:
+    """The end-of-trial probes agree (a cached trial runs their inference passes on the top)."""
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        if key == "weight_drift":
+            assert set(got[key]) == set(value)
+            np.testing.assert_allclose(
+                [got[key][k] for k in value], list(value.values()), rtol=rtol, atol=1e-5
+            )
+        else:
+            assert got[key] == pytest.approx(value, rel=rtol, abs=1e-5), key
 
 
 def objectives(
@@ -97,11 +115,14 @@ def test_cached_trial_matches_uncached_trial(
     space = SearchSpace(**{**vars(SPACE), "batchnorm": (batchnorm,)})
     cached.space = plain.space = space
     # plain first: the cached trial must not depend on what ran before it either
-    expected = run_trial(plain, params)
-    got = run_trial(cached, params)
+    expected = run_trial_attrs(plain, params)
+    got = run_trial_attrs(cached, params)
     assert plain.last_boundaries == [""]
     assert cached.last_boundaries == [boundary]
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got["history"]["val_loss"], expected["history"]["val_loss"], rtol=1e-5, atol=1e-6
+    )
+    assert_same_probes(got["probes"], expected["probes"], rtol=1e-4)
     assert cached.feature_cache is not None and cached.feature_cache.misses == 1
 
 
@@ -117,13 +138,16 @@ def test_cached_trial_matches_on_the_demo_cnn_with_warmup(demo_model_path: Path)
         **{k: v for k, v in vars(SPACE).items() if k not in ("unfrozen_layers",)},
     )
     cached.space = plain.space = space
-    expected = run_trial(plain, params)
-    got = run_trial(cached, params)
+    expected = run_trial_attrs(plain, params)
+    got = run_trial_attrs(cached, params)
     assert cached.last_boundaries == [
         "thaw_finetune/thaw_demo_cnn_base",
         "thaw_demo_cnn_base/block3_pool",
     ]
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        got["history"]["val_loss"], expected["history"]["val_loss"], rtol=1e-4, atol=1e-5
+    )
+    assert_same_probes(got["probes"], expected["probes"], rtol=1e-3)
 
 
 def test_features_are_reused_across_trials_and_the_full_model_holds_the_result(

@@ -71,10 +71,15 @@ def test_public_api_end_to_end(study_file: Path, tmp_path: Path) -> None:
     import keras
 
     import thaw
+    from thaw.objectives._release import custom_gradient_count
 
+    entries = custom_gradient_count()
     study = thaw.run(study_file)
     assert isinstance(study, optuna.Study)
     assert len(study.trials) == 4
+    # Each trial dropped the registry entries that keep its traced graphs alive (a bare fit
+    # leaves them: tests/objectives/test_release.py).
+    assert custom_gradient_count() == entries
 
     frame = thaw.trials_frame(study)
     assert len(frame) == 4
