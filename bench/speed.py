@@ -97,7 +97,9 @@ def main() -> None:
 
     def one_trial(objective: FineTuneObjective, params: TrialParams, name: str) -> None:
         storage = f"sqlite:///{tmp / 'speed.db'}"
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=name, storage=storage, load_if_exists=True, pruner=optuna.pruners.NopPruner()
+        )
         study.enqueue_trial(
             {
                 "unfrozen_layers": params.unfrozen_layers,
