@@ -230,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", help="comma-separated cases (default: all available)")
     parser.add_argument("--engines", help=f"comma-separated engines from {','.join(ENGINES)}")
     parser.add_argument("--budget", type=int, help="epochs per engine run (overrides the case's)")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (overrides the case's)")
+    parser.add_argument(
+        "--keep", type=Path, help="keep each engine run's storage under this folder (default: temp)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import optuna
@@ -257,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(case {name}: {study_file} not found, skipped)")
             continue
         budget = args.budget or (quick if args.quick else full)
+        epochs = args.epochs or epochs
         cases_run.append(load_case(name, path, epochs, budget))
         print(
             f"Case {name}: {study_file}, {epochs} epochs per trial, budget {budget} epochs per "
@@ -271,8 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases_run:
             for engine in engines:
                 t0 = time.perf_counter()
-                with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
-                    curve = run_engine(engine, case, seed, Path(tmp))
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    curve = run_engine(engine, case, seed, args.keep)
+                else:
+                    with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
+                        curve = run_engine(engine, case, seed, Path(tmp))
                 budget = case.budget
                 half, whole = best_within(curve, budget // 2), best_within(curve, budget)
                 results.setdefault((case.name, engine), []).append((seed, half, whole))

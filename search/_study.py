@@ -374,7 +374,10 @@ def reference_configurations(
     """The informed start: textbook strategies and their BatchNorm variants, clamped into the
     search space and ordered by the domain-shift score (see :func:`informed_start`)."""
     space = config.space.resolve(num_layers, unfreeze_by)
-    return [{"strategy": t.strategy, "params": t.params} for t in informed_start(space, shift)]
+    start = informed_start(
+        space, shift, budget_epochs=config.budget_epochs, epochs_per_trial=config.train.epochs
+    )
+    return [{"strategy": t.strategy, "params": t.params} for t in start]
 
 
 def enqueue_reference_trials(

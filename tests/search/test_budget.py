@@ -41,15 +41,16 @@ def space(modes: tuple[str, ...] = ALL_MODES, high: int = 5) -> SearchSpace:
 # (id, shift, modes, expected (strategy label, unfrozen layers, lr, batchnorm) in order)
 START = [
     (
-        "large shift: adapt and train variants first",
+        "large shift: adapt and train variants first, full fine-tuning adapted on top",
         0.6,
         ALL_MODES,
+        None,
         [
-            ("feature extraction, BatchNorm adapt", 0, 1e-3, "adapt"),
-            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
-            ("full fine-tuning, BatchNorm adapt", 5, 1e-3, "adapt"),
-            ("partial fine-tuning, BatchNorm adapt", 3, 1e-4, "adapt"),
-            ("full fine-tuning, BatchNorm train", 5, 1e-3, "train"),
+            ("full fine-tuning, BatchNorm adapt", 5, 3e-4, "adapt"),
+            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
+            ("partial fine-tuning, BatchNorm adapt", 3, 3e-4, "adapt"),
+            ("full fine-tuning, BatchNorm train", 5, 3e-4, "train"),
             ("feature extraction", 0, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("full fine-tuning", 5, 1e-3, "frozen"),
@@ -59,58 +60,93 @@ START = [
         "small shift: the textbook strategies first",
         0.1,
         ALL_MODES,
+        None,
         [
             ("full fine-tuning", 5, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("feature extraction", 0, 1e-3, "frozen"),
-            ("feature extraction, BatchNorm adapt", 0, 1e-3, "adapt"),
-            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
+            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
     (
         "unknown shift (no BatchNorm layers) is a small one",
         None,
         ALL_MODES,
+        None,
         [
             ("full fine-tuning", 5, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("feature extraction", 0, 1e-3, "frozen"),
-            ("feature extraction, BatchNorm adapt", 0, 1e-3, "adapt"),
-            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
+            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
     (
         "pinned mode: only the three strategies, ordered by the shift",
         0.6,
         ("train",),
+        None,
         [
+            ("full fine-tuning", 5, 1e-3, None),
             ("feature extraction", 0, 1e-3, None),
             ("partial fine-tuning", 3, 1e-4, None),
-            ("full fine-tuning", 5, 1e-3, None),
         ],
     ),
     (
         "two modes: the missing one falls back to the first",
         0.6,
         ("train", "frozen"),
+        None,
         [
-            ("feature extraction, BatchNorm train", 0, 1e-3, "train"),
-            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
-            ("full fine-tuning, BatchNorm train", 5, 1e-3, "train"),
+            ("full fine-tuning, BatchNorm train", 5, 3e-4, "train"),
+            ("feature extraction, BatchNorm train", 0, 3e-3, "train"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
             ("feature extraction", 0, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("full fine-tuning", 5, 1e-3, "frozen"),
+        ],
+    ),
+    (
+        "a budget of 100 epochs at 20 per trial: the best 3 bets only",
+        0.6,
+        ALL_MODES,
+        (100, 20),
+        [
+            ("full fine-tuning, BatchNorm adapt", 5, 3e-4, "adapt"),
+            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
+        ],
+    ),
+    (
+        "a budget of 200 epochs at 20 per trial: half of it, 5 trials",
+        0.1,
+        ALL_MODES,
+        (200, 20),
+        [
+            ("full fine-tuning", 5, 1e-3, "frozen"),
+            ("partial fine-tuning", 3, 1e-4, "frozen"),
+            ("feature extraction", 0, 1e-3, "frozen"),
+            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("shift", "modes", "expected"), [pytest.param(*row[1:], id=row[0]) for row in START]
+    ("shift", "modes", "budget", "expected"), [pytest.param(*row[1:], id=row[0]) for row in START]
 )
 def test_informed_start(
-    shift: float | None, modes: tuple[str, ...], expected: list[tuple[Any, ...]]
+    shift: float | None,
+    modes: tuple[str, ...],
+    budget: tuple[int, int] | None,
+    expected: list[tuple[Any, ...]],
 ) -> None:
+    budget_epochs, epochs = budget if budget else (None, None)
+    start = informed_start(
+        space(modes), shift, budget_epochs=budget_epochs, epochs_per_trial=epochs
+    )
     got = [
         (
             t.strategy,
@@ -118,11 +154,15 @@ def test_informed_start(
             t.params["learning_rate"],
             t.params.get("batchnorm"),
         )
-        for t in informed_start(space(modes), shift)
+        for t in start
     ]
     assert got == expected
-    for t in informed_start(space(modes), shift):
-        assert t.params["dropout"] == 0.0 and t.params["weight_decay"] == 1e-6
+    for t in start:
+        plain = "BatchNorm" not in t.strategy
+        # Plain textbook trials replay the textbook; variants regularise the small target.
+        assert (t.params["dropout"], t.params["weight_decay"]) == (
+            (0.0, 1e-6) if plain else (0.2, 1e-4)
+        )
 
 
 def test_informed_start_keeps_every_textbook_label_even_when_clamped_together() -> None:
