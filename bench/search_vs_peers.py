@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: (case, study file, epochs per trial, full budget, quick budget)
 CASES: tuple[tuple[str, str, int, int, int], ...] = (
-    ("demo", "studies/demo.yaml", 4, 12, 8),
-    ("glyphs", "studies/glyphs.yaml", 4, 12, 8),
+    ("demo", "studies/demo.yaml", 20, 150, 40),
+    ("glyphs", "studies/glyphs.yaml", 20, 150, 40),
 )
 ENGINES = ("thaw", "kt_hyperband", "kt_bayesian", "optuna_tpe")
 BATCHNORM_HANDLING = {
