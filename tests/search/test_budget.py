@@ -335,3 +335,20 @@ def test_no_best_without_finished_values(tmp_path: Path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/x.db")
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
     assert best_trial(study) is None
+
+
+@pytest.mark.parametrize(("budget", "queued"), [(None, 8), (100, 3), (200, 5)])
+def test_the_informed_start_queued_at_creation_fits_the_budget(
+    tmp_path: Path, budget: int | None, queued: int
+) -> None:
+    raw = {"name": "b", "storage": "sqlite:///b.db", "train": {"epochs": 20}}
+    if budget is not None:
+        raw["budget_epochs"] = budget
+    config = parse_study(raw, tmp_path / "b.yaml")
+    data = {"fingerprint": "f" * 64, "class_names": ["a", "b"]}
+    study, _ = create_or_resume(
+        config, open_storage(config.storage), 5, data, domain_shift={"overall": 0.6}
+    )
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert len(waiting) == queued
+    assert waiting[0].user_attrs["strategy"] == "full fine-tuning, BatchNorm adapt"
