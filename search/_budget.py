@@ -88,8 +88,8 @@ def portfolio_order(shift: float | None, modes: tuple[str, ...]) -> list[tuple[s
     high = shift is not None and math.isfinite(shift) and shift >= HIGH_SHIFT
     if high:
         wanted = [
-            (FULL, "adapt"),
             (FEATURES, "adapt"),
+            (FULL, "adapt"),
             (PARTIAL, "train"),
             (PARTIAL, "adapt"),
             (FULL, "train"),
@@ -123,13 +123,13 @@ PORTFOLIO_SIZE_LOW_SHIFT = 5
 
 #: The BatchNorm variants are the configurations that work under a shift, not a textbook replay:
 #: the target is small, so they regularise (dropout 0.2, weight decay 1e-4), and their learning
-#: rates suit the part that trains. A head alone on fixed features learns slowly at 1e-3 (3e-3);
+#: rates suit the part that trains. A head alone on fixed features learns slowly at 1e-3 (1e-2);
 #: unfrozen pretrained layers whose statistics change (``adapt``/``train``) are wrecked by 1e-3
 #: and crawl at 1e-4 (3e-4). The plain textbook trials keep the textbook values, so the report
 #: still compares the search with them.
 VARIANT_DROPOUT = 0.2
 VARIANT_WEIGHT_DECAY = 1e-4
-VARIANT_LEARNING_RATE = {FULL: 3e-4, PARTIAL: 3e-4, FEATURES: 3e-3}
+VARIANT_LEARNING_RATE = {FULL: 3e-4, PARTIAL: 3e-4, FEATURES: 1e-2}
 
 
 def variant_params(
@@ -156,10 +156,11 @@ def informed_start(
 ) -> list[StartTrial]:
     """The first trials of a study: textbook strategies and BatchNorm variants of them.
 
-    With an epoch budget, the start takes at most half of it at full length (at least 3
-    trials), best bets first: a small budget is left to the sampler rather than spent replaying
-    every textbook strategy. Without one, every plain textbook strategy is kept (the report
-    compares the search with them).
+    With an epoch budget, the start takes at most a quarter of it at full length (at least 2
+    trials), best bets first: the budget is left to the sampler and the rungs rather than spent
+    replaying every textbook strategy. Without one, every plain textbook strategy is kept (the
+    report compares the search with them). Feature extraction, the cheapest trial, goes first
+    under a large shift.
     """
     modes = tuple(space.batchnorm)
     high = shift is not None and math.isfinite(shift) and shift >= HIGH_SHIFT
@@ -174,7 +175,7 @@ def informed_start(
                 continue  # a variant that clamps onto a trial already there
         out.append(StartTrial(strategy if plain else f"{strategy}, BatchNorm {mode}", params))
     if budget_epochs is not None and epochs_per_trial:
-        fits = max(3, budget_epochs // (2 * epochs_per_trial))
+        fits = max(2, budget_epochs // (4 * epochs_per_trial))
         return out[:fits]
     # Cut to size, keeping each plain textbook strategy (the report compares with them).
     head = out[:size]

@@ -41,13 +41,13 @@ def space(modes: tuple[str, ...] = ALL_MODES, high: int = 5) -> SearchSpace:
 # (id, shift, modes, expected (strategy label, unfrozen layers, lr, batchnorm) in order)
 START = [
     (
-        "large shift: adapt and train variants first, full fine-tuning adapted on top",
+        "large shift: adapt and train variants first, the cheapest (feature extraction) on top",
         0.6,
         ALL_MODES,
         None,
         [
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
             ("full fine-tuning, BatchNorm adapt", 5, 3e-4, "adapt"),
-            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
             ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
             ("partial fine-tuning, BatchNorm adapt", 3, 3e-4, "adapt"),
             ("full fine-tuning, BatchNorm train", 5, 3e-4, "train"),
@@ -65,7 +65,7 @@ START = [
             ("full fine-tuning", 5, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("feature extraction", 0, 1e-3, "frozen"),
-            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
             ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
@@ -78,7 +78,7 @@ START = [
             ("full fine-tuning", 5, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("feature extraction", 0, 1e-3, "frozen"),
-            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
             ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
@@ -88,8 +88,8 @@ START = [
         ("train",),
         None,
         [
-            ("full fine-tuning", 5, 1e-3, None),
             ("feature extraction", 0, 1e-3, None),
+            ("full fine-tuning", 5, 1e-3, None),
             ("partial fine-tuning", 3, 1e-4, None),
         ],
     ),
@@ -99,8 +99,8 @@ START = [
         ("train", "frozen"),
         None,
         [
+            ("feature extraction, BatchNorm train", 0, 1e-2, "train"),
             ("full fine-tuning, BatchNorm train", 5, 3e-4, "train"),
-            ("feature extraction, BatchNorm train", 0, 3e-3, "train"),
             ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
             ("feature extraction", 0, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
@@ -108,26 +108,25 @@ START = [
         ],
     ),
     (
-        "a budget of 100 epochs at 20 per trial: the best 3 bets only",
+        "a budget of 150 epochs at 20 per trial: the best 2 bets only",
         0.6,
         ALL_MODES,
-        (100, 20),
+        (150, 20),
         [
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
             ("full fine-tuning, BatchNorm adapt", 5, 3e-4, "adapt"),
-            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
-            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
     (
-        "a budget of 200 epochs at 20 per trial: half of it, 5 trials",
+        "a budget of 400 epochs at 20 per trial: a quarter of it, 5 trials",
         0.1,
         ALL_MODES,
-        (200, 20),
+        (400, 20),
         [
             ("full fine-tuning", 5, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("feature extraction", 0, 1e-3, "frozen"),
-            ("feature extraction, BatchNorm adapt", 0, 3e-3, "adapt"),
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
             ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
@@ -337,7 +336,7 @@ def test_no_best_without_finished_values(tmp_path: Path) -> None:
     assert best_trial(study) is None
 
 
-@pytest.mark.parametrize(("budget", "queued"), [(None, 8), (100, 3), (200, 5)])
+@pytest.mark.parametrize(("budget", "queued"), [(None, 8), (150, 2), (300, 3), (800, 8)])
 def test_the_informed_start_queued_at_creation_fits_the_budget(
     tmp_path: Path, budget: int | None, queued: int
 ) -> None:
@@ -351,4 +350,4 @@ def test_the_informed_start_queued_at_creation_fits_the_budget(
     )
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert len(waiting) == queued
-    assert waiting[0].user_attrs["strategy"] == "full fine-tuning, BatchNorm adapt"
+    assert waiting[0].user_attrs["strategy"] == "feature extraction, BatchNorm adapt"

@@ -277,8 +277,8 @@ def test_pinned_batchnorm_mode_is_used_by_every_start_trial(tmp_path: Path) -> N
     config = config_in(tmp_path, search_space=space, reference_trials=True)
     refs = reference_configurations(config, 4, shift=0.9)
     assert [r["strategy"] for r in refs] == [
-        "full fine-tuning",
         "feature extraction",
+        "full fine-tuning",
         "partial fine-tuning",
     ]
     assert all("batchnorm" not in r["params"] for r in refs)
