@@ -28,6 +28,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -223,6 +224,76 @@ def best_within(curve: list[float], epochs: int) -> float:
 # ------------------------------------------------------------------------------------ main
 
 
+def print_summary(
+    results: dict[tuple[str, str], list[tuple[int, float, float]]], engines: list[str]
+) -> None:
+    """The medians over seeds and the issue's targets, from per-run results."""
+    print(f"{'case':<8} {'engine':<13} {'median@0.5x':>12} {'median@1x':>10}")
+    cases = sorted({c for c, _ in results}, key=[c[0] for c in CASES].index)
+    for case_name in cases:
+        for engine in engines:
+            rows = results.get((case_name, engine), [])
+            if rows:
+                print(
+                    f"{case_name:<8} {engine:<13} "
+                    f"{statistics.median(r[1] for r in rows):>12.4f} "
+                    f"{statistics.median(r[2] for r in rows):>10.4f}"
+                )
+    if "thaw" in engines:
+        print("\nTargets:")
+        for case_name in cases:
+            if (case_name, "thaw") not in results:
+                continue
+            thaw_rows = results[(case_name, "thaw")]
+            if (case_name, "kt_hyperband") in results:
+                thaw_half = statistics.median(r[1] for r in thaw_rows)
+                hb_full = statistics.median(r[2] for r in results[(case_name, "kt_hyperband")])
+                verdict = "holds" if thaw_half <= hb_full else "MISSED"
+                print(
+                    f"  {case_name}: thaw median at 0.5x {thaw_half:.4f} <= Hyperband median at "
+                    f"1x {hb_full:.4f}: {verdict}"
+                )
+            for engine in engines:
+                if engine == "thaw" or (case_name, engine) not in results:
+                    continue
+                peer = {s: w for s, _, w in results[(case_name, engine)]}
+                wins = sum(1 for s, _, w in thaw_rows if s in peer and w <= peer[s])
+                verdict = "holds" if wins >= math.ceil(2 * len(thaw_rows) / 3) else "MISSED"
+                print(
+                    f"  {case_name}: thaw <= {engine} at 1x in {wins} of {len(thaw_rows)} "
+                    f"seeds: {verdict}"
+                )
+
+
+ROW = re.compile(
+    r"^(?P<case>\S+)\s+(?P<engine>\S+)\s+(?P<seed>\d+)\s+(?P<half>\S+)\s+(?P<whole>\S+)"
+    r"\s+\d+\s+\d+$"
+)
+
+
+def summarise_logs(paths: list[Path]) -> int:
+    """Medians and targets from the per-run rows of earlier outputs of this bench (runs of
+    different engines on the same cases and seeds, e.g. thaw alone after a change of thaw)."""
+    results: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    engines: list[str] = []
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            m = ROW.match(line.strip())
+            if not m or m["engine"] not in ENGINES:
+                continue
+            key = (m["case"], m["engine"])
+            results.setdefault(key, []).append(
+                (int(m["seed"]), float(m["half"]), float(m["whole"]))
+            )
+            print(line)
+    for engine in ENGINES:
+        if any(e == engine for _, e in results):
+            engines.append(engine)
+    print("\nMedians over seeds:")
+    print_summary(results, engines)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, small budget")
@@ -234,7 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", type=Path, help="keep each engine run's storage under this folder (default: temp)"
     )
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        type=Path,
+        metavar="LOG",
+        help="print the medians and targets from earlier outputs of this bench, run nothing",
+    )
     args = parser.parse_args(argv)
+    if args.summarise:
+        return summarise_logs(args.summarise)
     logging.basicConfig(level=logging.WARNING)
     import optuna
 
@@ -291,39 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     print(f"\nMedians over seeds (total {time.perf_counter() - started:.0f} s):")
-    print(f"{'case':<8} {'engine':<13} {'median@0.5x':>12} {'median@1x':>10}")
-    cases = sorted({c for c, _ in results}, key=[c[0] for c in CASES].index)
-    for case_name in cases:
-        for engine in engines:
-            rows = results.get((case_name, engine), [])
-            if rows:
-                print(
-                    f"{case_name:<8} {engine:<13} "
-                    f"{statistics.median(r[1] for r in rows):>12.4f} "
-                    f"{statistics.median(r[2] for r in rows):>10.4f}"
-                )
-    if "thaw" in engines:
-        print("\nTargets:")
-        for case_name in cases:
-            thaw_rows = results[(case_name, "thaw")]
-            if (case_name, "kt_hyperband") in results:
-                thaw_half = statistics.median(r[1] for r in thaw_rows)
-                hb_full = statistics.median(r[2] for r in results[(case_name, "kt_hyperband")])
-                verdict = "holds" if thaw_half <= hb_full else "MISSED"
-                print(
-                    f"  {case_name}: thaw median at 0.5x {thaw_half:.4f} <= Hyperband median at "
-                    f"1x {hb_full:.4f}: {verdict}"
-                )
-            for engine in engines:
-                if engine == "thaw" or (case_name, engine) not in results:
-                    continue
-                peer = {s: w for s, _, w in results[(case_name, engine)]}
-                wins = sum(1 for s, _, w in thaw_rows if s in peer and w <= peer[s])
-                verdict = "holds" if wins >= math.ceil(2 * len(thaw_rows) / 3) else "MISSED"
-                print(
-                    f"  {case_name}: thaw <= {engine} at 1x in {wins} of {len(thaw_rows)} "
-                    f"seeds: {verdict}"
-                )
+    print_summary(results, engines)
     return 0
 
 
