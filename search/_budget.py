@@ -202,13 +202,23 @@ def sampler_seed(seed: int, n_existing_trials: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + n_existing_trials * 7919 + salt * 104_729) % (2**31 - 1)
 
 
-def make_sampler(config: SamplerConfig, seed: int, n_workers: int = 1) -> BaseSampler:
-    """Multivariate TPE (``constant_liar`` with several workers), or random search."""
+def make_sampler(
+    config: SamplerConfig, seed: int, n_workers: int = 1, n_start: int = 0
+) -> BaseSampler:
+    """Multivariate TPE (``constant_liar`` with several workers), or random search.
+
+    ``n_start`` informed-start trials stand in for TPE's random start-up trials: TPE models the
+    results as soon as they are in (after ``min(n_startup_trials, n_start)`` trials), instead of
+    spending the budget on random configurations first.
+    """
     if config.name == "random":
         return RandomSampler(seed=seed)
+    startup = config.n_startup_trials
+    if n_start > 0:
+        startup = min(startup, n_start)
     return TPESampler(
         seed=seed,
-        n_startup_trials=config.n_startup_trials,
+        n_startup_trials=startup,
         multivariate=True,
         constant_liar=n_workers > 1,
     )

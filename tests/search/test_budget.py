@@ -351,3 +351,33 @@ def test_the_informed_start_queued_at_creation_fits_the_budget(
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert len(waiting) == queued
     assert waiting[0].user_attrs["strategy"] == "feature extraction, BatchNorm adapt"
+
+
+@pytest.mark.parametrize(
+    ("configured", "n_start", "expected"),
+    [
+        pytest.param(5, 0, 5, id="no informed start: TPE's own start-up trials"),
+        pytest.param(5, 2, 2, id="the informed start stands in for the random trials"),
+        pytest.param(5, 8, 5, id="a longer informed start does not delay TPE"),
+        pytest.param(1, 2, 1, id="fewer start-up trials asked for"),
+    ],
+)
+def test_tpe_models_right_after_the_informed_start(
+    configured: int, n_start: int, expected: int
+) -> None:
+    from thaw.search import SamplerConfig, make_sampler
+
+    sampler = make_sampler(SamplerConfig("tpe", configured), seed=0, n_start=n_start)
+    assert sampler._n_startup_trials == expected  # type: ignore[attr-defined]
+
+
+def test_a_study_with_an_informed_start_samples_with_tpe_right_after_it(tmp_path: Path) -> None:
+    raw = {"name": "t", "storage": "sqlite:///t.db", "budget_epochs": 150, "train": {"epochs": 20}}
+    config = parse_study(raw, tmp_path / "t.yaml")
+    data = {"fingerprint": "f" * 64, "class_names": ["a", "b"]}
+    study, _ = create_or_resume(
+        config, open_storage(config.storage), 5, data, domain_shift={"overall": 0.6}
+    )
+    assert study.sampler._n_startup_trials == 2  # type: ignore[attr-defined]
+    again, resumed = create_or_resume(config, open_storage(config.storage), 5, data)
+    assert resumed and again.sampler._n_startup_trials == 2  # type: ignore[attr-defined]
