@@ -28,6 +28,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -41,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: (case, study file, epochs per trial, full budget, quick budget)
 CASES: tuple[tuple[str, str, int, int, int], ...] = (
-    ("demo", "studies/demo.yaml", 4, 12, 8),
-    ("glyphs", "studies/glyphs.yaml", 4, 12, 8),
+    ("demo", "studies/demo.yaml", 20, 150, 40),
+    ("glyphs", "studies/glyphs.yaml", 20, 150, 40),
 )
 ENGINES = ("thaw", "kt_hyperband", "kt_bayesian", "optuna_tpe")
 BATCHNORM_HANDLING = {
@@ -223,6 +224,76 @@ def best_within(curve: list[float], epochs: int) -> float:
 # ------------------------------------------------------------------------------------ main
 
 
+def print_summary(
+    results: dict[tuple[str, str], list[tuple[int, float, float]]], engines: list[str]
+) -> None:
+    """The medians over seeds and the issue's targets, from per-run results."""
+    print(f"{'case':<8} {'engine':<13} {'median@0.5x':>12} {'median@1x':>10}")
+    cases = sorted({c for c, _ in results}, key=[c[0] for c in CASES].index)
+    for case_name in cases:
+        for engine in engines:
+            rows = results.get((case_name, engine), [])
+            if rows:
+                print(
+                    f"{case_name:<8} {engine:<13} "
+                    f"{statistics.median(r[1] for r in rows):>12.4f} "
+                    f"{statistics.median(r[2] for r in rows):>10.4f}"
+                )
+    if "thaw" in engines:
+        print("\nTargets:")
+        for case_name in cases:
+            if (case_name, "thaw") not in results:
+                continue
+            thaw_rows = results[(case_name, "thaw")]
+            if (case_name, "kt_hyperband") in results:
+                thaw_half = statistics.median(r[1] for r in thaw_rows)
+                hb_full = statistics.median(r[2] for r in results[(case_name, "kt_hyperband")])
+                verdict = "holds" if thaw_half <= hb_full else "MISSED"
+                print(
+                    f"  {case_name}: thaw median at 0.5x {thaw_half:.4f} <= Hyperband median at "
+                    f"1x {hb_full:.4f}: {verdict}"
+                )
+            for engine in engines:
+                if engine == "thaw" or (case_name, engine) not in results:
+                    continue
+                peer = {s: w for s, _, w in results[(case_name, engine)]}
+                wins = sum(1 for s, _, w in thaw_rows if s in peer and w <= peer[s])
+                verdict = "holds" if wins >= math.ceil(2 * len(thaw_rows) / 3) else "MISSED"
+                print(
+                    f"  {case_name}: thaw <= {engine} at 1x in {wins} of {len(thaw_rows)} "
+                    f"seeds: {verdict}"
+                )
+
+
+ROW = re.compile(
+    r"^(?P<case>\S+)\s+(?P<engine>\S+)\s+(?P<seed>\d+)\s+(?P<half>\S+)\s+(?P<whole>\S+)"
+    r"\s+\d+\s+\d+$"
+)
+
+
+def summarise_logs(paths: list[Path]) -> int:
+    """Medians and targets from the per-run rows of earlier outputs of this bench (runs of
+    different engines on the same cases and seeds, e.g. thaw alone after a change of thaw)."""
+    results: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    engines: list[str] = []
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            m = ROW.match(line.strip())
+            if not m or m["engine"] not in ENGINES:
+                continue
+            key = (m["case"], m["engine"])
+            results.setdefault(key, []).append(
+                (int(m["seed"]), float(m["half"]), float(m["whole"]))
+            )
+            print(line)
+    for engine in ENGINES:
+        if any(e == engine for _, e in results):
+            engines.append(engine)
+    print("\nMedians over seeds:")
+    print_summary(results, engines)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, small budget")
@@ -230,7 +301,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", help="comma-separated cases (default: all available)")
     parser.add_argument("--engines", help=f"comma-separated engines from {','.join(ENGINES)}")
     parser.add_argument("--budget", type=int, help="epochs per engine run (overrides the case's)")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (overrides the case's)")
+    parser.add_argument(
+        "--keep", type=Path, help="keep each engine run's storage under this folder (default: temp)"
+    )
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        type=Path,
+        metavar="LOG",
+        help="print the medians and targets from earlier outputs of this bench, run nothing",
+    )
     args = parser.parse_args(argv)
+    if args.summarise:
+        return summarise_logs(args.summarise)
     logging.basicConfig(level=logging.WARNING)
     import optuna
 
@@ -257,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(case {name}: {study_file} not found, skipped)")
             continue
         budget = args.budget or (quick if args.quick else full)
+        epochs = args.epochs or epochs
         cases_run.append(load_case(name, path, epochs, budget))
         print(
             f"Case {name}: {study_file}, {epochs} epochs per trial, budget {budget} epochs per "
@@ -271,8 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases_run:
             for engine in engines:
                 t0 = time.perf_counter()
-                with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
-                    curve = run_engine(engine, case, seed, Path(tmp))
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    curve = run_engine(engine, case, seed, args.keep)
+                else:
+                    with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
+                        curve = run_engine(engine, case, seed, Path(tmp))
                 budget = case.budget
                 half, whole = best_within(curve, budget // 2), best_within(curve, budget)
                 results.setdefault((case.name, engine), []).append((seed, half, whole))
@@ -282,39 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     print(f"\nMedians over seeds (total {time.perf_counter() - started:.0f} s):")
-    print(f"{'case':<8} {'engine':<13} {'median@0.5x':>12} {'median@1x':>10}")
-    cases = sorted({c for c, _ in results}, key=[c[0] for c in CASES].index)
-    for case_name in cases:
-        for engine in engines:
-            rows = results.get((case_name, engine), [])
-            if rows:
-                print(
-                    f"{case_name:<8} {engine:<13} "
-                    f"{statistics.median(r[1] for r in rows):>12.4f} "
-                    f"{statistics.median(r[2] for r in rows):>10.4f}"
-                )
-    if "thaw" in engines:
-        print("\nTargets:")
-        for case_name in cases:
-            thaw_rows = results[(case_name, "thaw")]
-            if (case_name, "kt_hyperband") in results:
-                thaw_half = statistics.median(r[1] for r in thaw_rows)
-                hb_full = statistics.median(r[2] for r in results[(case_name, "kt_hyperband")])
-                verdict = "holds" if thaw_half <= hb_full else "MISSED"
-                print(
-                    f"  {case_name}: thaw median at 0.5x {thaw_half:.4f} <= Hyperband median at "
-                    f"1x {hb_full:.4f}: {verdict}"
-                )
-            for engine in engines:
-                if engine == "thaw" or (case_name, engine) not in results:
-                    continue
-                peer = {s: w for s, _, w in results[(case_name, engine)]}
-                wins = sum(1 for s, _, w in thaw_rows if s in peer and w <= peer[s])
-                verdict = "holds" if wins >= math.ceil(2 * len(thaw_rows) / 3) else "MISSED"
-                print(
-                    f"  {case_name}: thaw <= {engine} at 1x in {wins} of {len(thaw_rows)} "
-                    f"seeds: {verdict}"
-                )
+    print_summary(results, engines)
     return 0
 
 

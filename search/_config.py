@@ -35,7 +35,7 @@ ALL = "all"
 @dataclass(frozen=True)
 class SamplerConfig:
     name: str = "tpe"
-    n_startup_trials: int = 8
+    n_startup_trials: int = 5
 
 
 @dataclass(frozen=True)

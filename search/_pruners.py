@@ -204,9 +204,11 @@ class RungPruner(BasePruner):
     decision needs at least ``reduction_factor`` peers at the rung, and a trial is never pruned
     for a gap smaller than its own epoch-to-epoch noise (:func:`curve_noise`).
 
-    With ``n_brackets`` > 1 (Hyperband), trial ``n`` belongs to bracket ``n % n_brackets``, whose
-    first rung is ``min_resource * reduction_factor**bracket``: some trials are judged early,
-    others only after more epochs, so slow starters are not all cut at the first rung.
+    With ``n_brackets`` > 1 (Hyperband), bracket ``b``'s first rung is
+    ``min_resource * reduction_factor**b``: some trials are judged early, others only after more
+    epochs, so slow starters are not all cut at the first rung. Trials are dealt to brackets in
+    Hyperband's proportions (:func:`bracket_weights`: the early-judged brackets, whose trials are
+    cheap, get more of them), interleaved so every bracket is represented from the first trials on.
     """
 
     def __init__(
@@ -240,11 +242,16 @@ class RungPruner(BasePruner):
                 break
         return out
 
+    def bracket_of(self, number: int) -> int:
+        """The bracket of trial ``number``."""
+        pattern = bracket_pattern(bracket_weights(self.n_brackets, self.reduction_factor))
+        return pattern[number % len(pattern)]
+
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None:
             return False
-        bracket = trial.number % self.n_brackets
+        bracket = self.bracket_of(trial.number)
         if step not in self.rungs(bracket):
             return False
         maximize = study.direction == StudyDirection.MAXIMIZE
@@ -269,6 +276,34 @@ class RungPruner(BasePruner):
             else 0.0,
             maximize=maximize,
         )
+
+
+def bracket_weights(n_brackets: int, reduction_factor: int) -> list[int]:
+    """Trials per bracket in one Hyperband round, bracket 0 (judged earliest) first.
+
+    Hyperband's ``n = ceil((s_max + 1) / (s + 1) * eta**s)`` with ``s = s_max - bracket``: every
+    bracket spends about the same epochs, so the brackets that stop trials early run more of them.
+    """
+    s_max = n_brackets - 1
+    return [
+        math.ceil((s_max + 1) / (s + 1) * reduction_factor**s)
+        for s in (s_max - b for b in range(n_brackets))
+    ]
+
+
+def bracket_pattern(weights: list[int]) -> list[int]:
+    """One round of brackets, each ``weights[b]`` times, interleaved (smooth weighted
+    round-robin), so the first trials already visit every bracket."""
+    current = [0] * len(weights)
+    total = sum(weights)
+    out: list[int] = []
+    for _ in range(total):
+        for b, w in enumerate(weights):
+            current[b] += w
+        chosen = max(range(len(weights)), key=lambda b: (current[b], -b))
+        current[chosen] -= total
+        out.append(chosen)
+    return out
 
 
 def _best_until(values: dict[int, float], step: int, maximize: bool) -> float | None:

@@ -189,6 +189,9 @@ def run_study(
         raise RunError(str(exc)) from None
     from thaw.search._study import study_exists
 
+    if options.budget_epochs is not None:
+        # The informed start is sized to the budget the run is given.
+        config = replace(config, budget_epochs=options.budget_epochs)
     shift = None
     if not study_exists(optuna_storage, config.name):
         # Measured before the study is created: the informed start is chosen with it.

@@ -189,7 +189,8 @@ class TrainSection(_Section):
 
 class SamplerSection(_Section):
     name: Literal["tpe", "random"] = "tpe"
-    n_startup_trials: int = Field(8, ge=0)
+    # Informed-start trials count: with them, TPE needs few random trials before it models.
+    n_startup_trials: int = Field(5, ge=0)
 
 
 class PrunerSection(_Section):

@@ -35,11 +35,18 @@ class StudyMismatchError(RuntimeError):
     """An existing study was created from a different search space, model or data."""
 
 
-def make_sampler(config: SamplerConfig, seed: int, n_workers: int = 1) -> BaseSampler:
+def make_sampler(
+    config: SamplerConfig, seed: int, n_workers: int = 1, n_start: int = 0
+) -> BaseSampler:
     """The sampler; see :func:`thaw.search._budget.make_sampler` (multivariate TPE)."""
     from thaw.search._budget import make_sampler as _make
 
-    return _make(config, seed, n_workers=n_workers)
+    return _make(config, seed, n_workers=n_workers, n_start=n_start)
+
+
+def _start_trials(study: optuna.Study) -> int:
+    """Trials of the informed start the study holds (queued or run)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if "strategy" in t.user_attrs)
 
 
 def make_pruner(
@@ -281,6 +288,12 @@ def create_or_resume(
                 domain_shift=domain_shift,
                 unfreeze_by=unfreeze_by,
             )
+            study.sampler = make_sampler(
+                config.sampler,
+                sampler_seed(config.seed, 0, sampler_salt),
+                n_workers,
+                n_start=_start_trials(study),
+            )
             return study, False
         if stored_hash != config_hash:
             stored = attrs.get("thaw:config", {})
@@ -299,7 +312,10 @@ def create_or_resume(
             )
         existing = len(study.get_trials(deepcopy=False))
         study.sampler = make_sampler(
-            config.sampler, sampler_seed(config.seed, existing, sampler_salt), n_workers
+            config.sampler,
+            sampler_seed(config.seed, existing, sampler_salt),
+            n_workers,
+            n_start=_start_trials(study),
         )
         return study, True
     study = optuna.create_study(
@@ -316,6 +332,12 @@ def create_or_resume(
         data_summary,
         domain_shift=domain_shift,
         unfreeze_by=unfreeze_by,
+    )
+    study.sampler = make_sampler(
+        config.sampler,
+        sampler_seed(config.seed, 0, sampler_salt),
+        n_workers,
+        n_start=_start_trials(study),
     )
     return study, False
 
@@ -374,7 +396,10 @@ def reference_configurations(
     """The informed start: textbook strategies and their BatchNorm variants, clamped into the
     search space and ordered by the domain-shift score (see :func:`informed_start`)."""
     space = config.space.resolve(num_layers, unfreeze_by)
-    return [{"strategy": t.strategy, "params": t.params} for t in informed_start(space, shift)]
+    start = informed_start(
+        space, shift, budget_epochs=config.budget_epochs, epochs_per_trial=config.train.epochs
+    )
+    return [{"strategy": t.strategy, "params": t.params} for t in start]
 
 
 def enqueue_reference_trials(

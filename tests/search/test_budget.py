@@ -41,15 +41,16 @@ def space(modes: tuple[str, ...] = ALL_MODES, high: int = 5) -> SearchSpace:
 # (id, shift, modes, expected (strategy label, unfrozen layers, lr, batchnorm) in order)
 START = [
     (
-        "large shift: adapt and train variants first",
+        "large shift: adapt and train variants first, the cheapest (feature extraction) on top",
         0.6,
         ALL_MODES,
+        None,
         [
-            ("feature extraction, BatchNorm adapt", 0, 1e-3, "adapt"),
-            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
-            ("full fine-tuning, BatchNorm adapt", 5, 1e-3, "adapt"),
-            ("partial fine-tuning, BatchNorm adapt", 3, 1e-4, "adapt"),
-            ("full fine-tuning, BatchNorm train", 5, 1e-3, "train"),
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
+            ("full fine-tuning, BatchNorm adapt", 5, 3e-4, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
+            ("partial fine-tuning, BatchNorm adapt", 3, 3e-4, "adapt"),
+            ("full fine-tuning, BatchNorm train", 5, 3e-4, "train"),
             ("feature extraction", 0, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("full fine-tuning", 5, 1e-3, "frozen"),
@@ -59,58 +60,92 @@ START = [
         "small shift: the textbook strategies first",
         0.1,
         ALL_MODES,
+        None,
         [
             ("full fine-tuning", 5, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("feature extraction", 0, 1e-3, "frozen"),
-            ("feature extraction, BatchNorm adapt", 0, 1e-3, "adapt"),
-            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
     (
         "unknown shift (no BatchNorm layers) is a small one",
         None,
         ALL_MODES,
+        None,
         [
             ("full fine-tuning", 5, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("feature extraction", 0, 1e-3, "frozen"),
-            ("feature extraction, BatchNorm adapt", 0, 1e-3, "adapt"),
-            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
     (
         "pinned mode: only the three strategies, ordered by the shift",
         0.6,
         ("train",),
+        None,
         [
             ("feature extraction", 0, 1e-3, None),
-            ("partial fine-tuning", 3, 1e-4, None),
             ("full fine-tuning", 5, 1e-3, None),
+            ("partial fine-tuning", 3, 1e-4, None),
         ],
     ),
     (
         "two modes: the missing one falls back to the first",
         0.6,
         ("train", "frozen"),
+        None,
         [
-            ("feature extraction, BatchNorm train", 0, 1e-3, "train"),
-            ("partial fine-tuning, BatchNorm train", 3, 1e-4, "train"),
-            ("full fine-tuning, BatchNorm train", 5, 1e-3, "train"),
+            ("feature extraction, BatchNorm train", 0, 1e-2, "train"),
+            ("full fine-tuning, BatchNorm train", 5, 3e-4, "train"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
             ("feature extraction", 0, 1e-3, "frozen"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
             ("full fine-tuning", 5, 1e-3, "frozen"),
+        ],
+    ),
+    (
+        "a budget of 150 epochs at 20 per trial: the best 2 bets only",
+        0.6,
+        ALL_MODES,
+        (150, 20),
+        [
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
+            ("full fine-tuning, BatchNorm adapt", 5, 3e-4, "adapt"),
+        ],
+    ),
+    (
+        "a budget of 400 epochs at 20 per trial: a quarter of it, 5 trials",
+        0.1,
+        ALL_MODES,
+        (400, 20),
+        [
+            ("full fine-tuning", 5, 1e-3, "frozen"),
+            ("partial fine-tuning", 3, 1e-4, "frozen"),
+            ("feature extraction", 0, 1e-3, "frozen"),
+            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
+            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("shift", "modes", "expected"), [pytest.param(*row[1:], id=row[0]) for row in START]
+    ("shift", "modes", "budget", "expected"), [pytest.param(*row[1:], id=row[0]) for row in START]
 )
 def test_informed_start(
-    shift: float | None, modes: tuple[str, ...], expected: list[tuple[Any, ...]]
+    shift: float | None,
+    modes: tuple[str, ...],
+    budget: tuple[int, int] | None,
+    expected: list[tuple[Any, ...]],
 ) -> None:
+    budget_epochs, epochs = budget if budget else (None, None)
+    start = informed_start(
+        space(modes), shift, budget_epochs=budget_epochs, epochs_per_trial=epochs
+    )
     got = [
         (
             t.strategy,
@@ -118,11 +153,15 @@ def test_informed_start(
             t.params["learning_rate"],
             t.params.get("batchnorm"),
         )
-        for t in informed_start(space(modes), shift)
+        for t in start
     ]
     assert got == expected
-    for t in informed_start(space(modes), shift):
-        assert t.params["dropout"] == 0.0 and t.params["weight_decay"] == 1e-6
+    for t in start:
+        plain = "BatchNorm" not in t.strategy
+        # Plain textbook trials replay the textbook; variants regularise the small target.
+        assert (t.params["dropout"], t.params["weight_decay"]) == (
+            (0.0, 1e-6) if plain else (0.2, 1e-4)
+        )
 
 
 def test_informed_start_keeps_every_textbook_label_even_when_clamped_together() -> None:
@@ -295,3 +334,50 @@ def test_no_best_without_finished_values(tmp_path: Path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/x.db")
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
     assert best_trial(study) is None
+
+
+@pytest.mark.parametrize(("budget", "queued"), [(None, 8), (150, 2), (300, 3), (800, 8)])
+def test_the_informed_start_queued_at_creation_fits_the_budget(
+    tmp_path: Path, budget: int | None, queued: int
+) -> None:
+    raw = {"name": "b", "storage": "sqlite:///b.db", "train": {"epochs": 20}}
+    if budget is not None:
+        raw["budget_epochs"] = budget
+    config = parse_study(raw, tmp_path / "b.yaml")
+    data = {"fingerprint": "f" * 64, "class_names": ["a", "b"]}
+    study, _ = create_or_resume(
+        config, open_storage(config.storage), 5, data, domain_shift={"overall": 0.6}
+    )
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert len(waiting) == queued
+    assert waiting[0].user_attrs["strategy"] == "feature extraction, BatchNorm adapt"
+
+
+@pytest.mark.parametrize(
+    ("configured", "n_start", "expected"),
+    [
+        pytest.param(5, 0, 5, id="no informed start: TPE's own start-up trials"),
+        pytest.param(5, 2, 2, id="the informed start stands in for the random trials"),
+        pytest.param(5, 8, 5, id="a longer informed start does not delay TPE"),
+        pytest.param(1, 2, 1, id="fewer start-up trials asked for"),
+    ],
+)
+def test_tpe_models_right_after_the_informed_start(
+    configured: int, n_start: int, expected: int
+) -> None:
+    from thaw.search import SamplerConfig, make_sampler
+
+    sampler = make_sampler(SamplerConfig("tpe", configured), seed=0, n_start=n_start)
+    assert sampler._n_startup_trials == expected  # type: ignore[attr-defined]
+
+
+def test_a_study_with_an_informed_start_samples_with_tpe_right_after_it(tmp_path: Path) -> None:
+    raw = {"name": "t", "storage": "sqlite:///t.db", "budget_epochs": 150, "train": {"epochs": 20}}
+    config = parse_study(raw, tmp_path / "t.yaml")
+    data = {"fingerprint": "f" * 64, "class_names": ["a", "b"]}
+    study, _ = create_or_resume(
+        config, open_storage(config.storage), 5, data, domain_shift={"overall": 0.6}
+    )
+    assert study.sampler._n_startup_trials == 2  # type: ignore[attr-defined]
+    again, resumed = create_or_resume(config, open_storage(config.storage), 5, data)
+    assert resumed and again.sampler._n_startup_trials == 2  # type: ignore[attr-defined]

@@ -18,6 +18,8 @@ from thaw.search import (
     ClimbingPruner,
     PrunerConfig,
     RungPruner,
+    bracket_pattern,
+    bracket_weights,
     climbing_decision,
     curve_noise,
     make_pruner,
@@ -365,6 +367,36 @@ def test_rungs_of_each_bracket(
 ) -> None:
     pruner = RungPruner(min_resource, factor, max_resource, n_brackets=3)
     assert pruner.rungs(bracket) == rungs
+
+
+BRACKETS = [
+    # (id, n_brackets, factor, trials per bracket in a round, first round of brackets)
+    ("one bracket is successive halving", 1, 3, [1], [0]),
+    ("two brackets, factor 3", 2, 3, [3, 2], [0, 1, 0, 1, 0]),
+    (
+        "three brackets, factor 3: Hyperband's 9, 5, 3",
+        3,
+        3,
+        [9, 5, 3],
+        [0, 1, 0, 2, 0, 1, 0, 2, 0, 1, 0, 1, 0, 2, 0, 1, 0],
+    ),
+    ("three brackets, factor 2", 3, 2, [4, 3, 3], [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]),
+]
+
+
+@pytest.mark.parametrize(
+    ("n_brackets", "factor", "weights", "pattern"),
+    [pytest.param(*r[1:], id=r[0]) for r in BRACKETS],
+)
+def test_trials_are_dealt_to_brackets_in_hyperband_proportions(
+    n_brackets: int, factor: int, weights: list[int], pattern: list[int]
+) -> None:
+    assert bracket_weights(n_brackets, factor) == weights
+    assert bracket_pattern(weights) == pattern
+    pruner = RungPruner(2, factor, 20, n_brackets=n_brackets)
+    dealt = [pruner.bracket_of(n) for n in range(2 * len(pattern))]
+    assert dealt == pattern + pattern
+    assert all(dealt.count(b) == 2 * w for b, w in enumerate(weights))
 
 
 def test_a_trial_on_the_chance_plateau_is_not_climbing(storage_url: str) -> None:

@@ -278,8 +278,8 @@ def test_pinned_batchnorm_mode_is_used_by_every_start_trial(tmp_path: Path) -> N
     refs = reference_configurations(config, 4, shift=0.9)
     assert [r["strategy"] for r in refs] == [
         "feature extraction",
-        "partial fine-tuning",
         "full fine-tuning",
+        "partial fine-tuning",
     ]
     assert all("batchnorm" not in r["params"] for r in refs)
 
