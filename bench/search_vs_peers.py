@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, small budget")
     parser.add_argument("--seeds", type=int, help="number of seeds (default 3; quick 1)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1"
+    )
     parser.add_argument("--cases", help="comma-separated cases (default: all available)")
     parser.add_argument("--engines", help=f"comma-separated engines from {','.join(ENGINES)}")
     parser.add_argument("--budget", type=int, help="epochs per engine run (overrides the case's)")
@@ -352,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{'case':<8} {'engine':<13} {'seed':>4} {'best@0.5x':>10} {'best@1x':>9} "
         f"{'epochs':>7} {'s':>6}"
     )
-    for seed in range(n_seeds):
+    for seed in range(args.first_seed, args.first_seed + n_seeds):
         for case in cases_run:
             for engine in engines:
                 t0 = time.perf_counter()
