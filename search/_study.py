@@ -49,6 +49,20 @@ def _start_trials(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if "strategy" in t.user_attrs)
 
 
+def _attach_sampler(
+    study: optuna.Study, config: StudyConfig, n_workers: int, salt: int, *, resumed: bool
+) -> None:
+    """Give ``study`` its sampler: seeded by the trials already there when ``resumed`` (so a
+    resume does not replay them), modelling right after the informed start it holds."""
+    existing = len(study.get_trials(deepcopy=False)) if resumed else 0
+    study.sampler = make_sampler(
+        config.sampler,
+        sampler_seed(config.seed, existing, salt),
+        n_workers,
+        n_start=_start_trials(study),
+    )
+
+
 def make_pruner(
     config: PrunerConfig, max_epochs: int, chance: float | None = None
 ) -> ClimbingPruner:
@@ -288,12 +302,7 @@ def create_or_resume(
                 domain_shift=domain_shift,
                 unfreeze_by=unfreeze_by,
             )
-            study.sampler = make_sampler(
-                config.sampler,
-                sampler_seed(config.seed, 0, sampler_salt),
-                n_workers,
-                n_start=_start_trials(study),
-            )
+            _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
             return study, False
         if stored_hash != config_hash:
             stored = attrs.get("thaw:config", {})
@@ -310,13 +319,7 @@ def create_or_resume(
                 f"{stored_fp[:12]} vs {data_summary['fingerprint'][:12]} now); restore the data "
                 "or give the study a new 'name'"
             )
-        existing = len(study.get_trials(deepcopy=False))
-        study.sampler = make_sampler(
-            config.sampler,
-            sampler_seed(config.seed, existing, sampler_salt),
-            n_workers,
-            n_start=_start_trials(study),
-        )
+        _attach_sampler(study, config, n_workers, sampler_salt, resumed=True)
         return study, True
     study = optuna.create_study(
         study_name=config.name,
@@ -333,12 +336,7 @@ def create_or_resume(
         domain_shift=domain_shift,
         unfreeze_by=unfreeze_by,
     )
-    study.sampler = make_sampler(
-        config.sampler,
-        sampler_seed(config.seed, 0, sampler_salt),
-        n_workers,
-        n_start=_start_trials(study),
-    )
+    _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
     return study, False
 
 
