@@ -275,6 +275,21 @@ def create_or_resume(
     chance = chance_value(classes, config.train.metric) if classes and classes >= 2 else None
     pruner = make_pruner(config.pruner, config.train.epochs, chance=chance)
     config_hash = config.config_hash()
+
+    def _finish_creation(study: optuna.Study) -> tuple[optuna.Study, bool]:
+        # A new study, or one a killed run left half-created: attrs and informed start, then
+        # the sampler that models right after that start.
+        complete_creation(
+            study,
+            config,
+            num_layers,
+            data_summary,
+            domain_shift=domain_shift,
+            unfreeze_by=unfreeze_by,
+        )
+        _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
+        return study, False
+
     if study_exists(storage, config.name):
         study = optuna.load_study(study_name=config.name, storage=storage, pruner=pruner)
         attrs = study.user_attrs
@@ -294,16 +309,7 @@ def create_or_resume(
                 )
             # Killed while it was being created: finish the creation, never refuse it.
             _logger.warning("Study %r was left half-created; completing it", config.name)
-            complete_creation(
-                study,
-                config,
-                num_layers,
-                data_summary,
-                domain_shift=domain_shift,
-                unfreeze_by=unfreeze_by,
-            )
-            _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
-            return study, False
+            return _finish_creation(study)
         if stored_hash != config_hash:
             stored = attrs.get("thaw:config", {})
             changed = [k for k, v in config.search_relevant().items() if stored.get(k) != v]
@@ -328,16 +334,7 @@ def create_or_resume(
         pruner=pruner,
         direction=StudyDirection[config.direction.upper()],
     )
-    complete_creation(
-        study,
-        config,
-        num_layers,
-        data_summary,
-        domain_shift=domain_shift,
-        unfreeze_by=unfreeze_by,
-    )
-    _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
-    return study, False
+    return _finish_creation(study)
 
 
 def _half_created(study: optuna.Study) -> bool:
