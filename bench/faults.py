@@ -151,13 +151,43 @@ class Watcher:
     def counted(self) -> int:
         return sum(t.state in COUNTED for t in self.trials())
 
-    def running_worker_pid(self, among: set[int]) -> int | None:
-        """A live worker pid (of ``among``) that is in the middle of a trial."""
+    def running_worker(self, among: set[int]) -> tuple[int, int] | None:
+        """(pid, trial number) of a live worker (of ``among``) in the middle of a trial."""
         for t in self.trials():
             if t.state == TrialState.RUNNING and t.intermediate_values:
                 pid = str(t.user_attrs.get("thaw:worker", "")).rpartition(":")[2]
                 if pid.isdigit() and int(pid) in among:
-                    return int(pid)
+                    return int(pid), t.number
+        return None
+
+    def still_running(self, number: int) -> bool:
+        return any(t.number == number and t.state == TrialState.RUNNING for t in self.trials())
+
+    def kill_mid_trial(
+        self, among: Callable[[], set[int]], proc: subprocess.Popen[Any], seconds: float
+    ) -> tuple[int, int] | None:
+        """SIGKILL a worker in the middle of a trial; (pid, trial number), or None if none was.
+
+        A trial of the tiny model lasts a second or so, so a worker seen mid-trial may have
+        finished it by the time the signal lands. The worker is frozen first (SIGSTOP), its trial
+        read again, and killed only if the trial still runs; otherwise it goes on (SIGCONT) and
+        the next one is tried.
+        """
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = self.running_worker(among())
+            if found is None:
+                time.sleep(0.2)
+                continue
+            pid, number = found
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            if self.still_running(number):
+                os.kill(pid, signal.SIGKILL)
+                return found
+            os.kill(pid, signal.SIGCONT)
         return None
 
 
@@ -273,17 +303,14 @@ def run_postgres_scenario(
                 restart_postgres()
                 outcome.restarts += 1
                 continue
-            pid = None
-            deadline = time.monotonic() + 300
-            while pid is None and time.monotonic() < deadline and proc.poll() is None:
-                pid = watcher.running_worker_pid(child_pids(proc.pid))
-                if pid is None:
-                    time.sleep(0.3)
-            if pid is None:
+            found = watcher.kill_mid_trial(lambda: child_pids(proc.pid), proc, 300)
+            if found is None:
                 say("  no worker in the middle of a trial to kill")
                 continue
-            say(f"  SIGKILL to worker pid {pid} after {done_before} completed trials")
-            os.kill(pid, signal.SIGKILL)
+            say(
+                f"  SIGKILL to worker pid {found[0]} in the middle of trial {found[1]}, "
+                f"after {done_before} completed trials"
+            )
             outcome.kills += 1
         _, err = proc.communicate(timeout=timeout)
     finally:
@@ -318,12 +345,12 @@ def run_sqlite_scenario(
         thaw_command(study_file), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        if wait_for(lambda: watcher.counted() >= 1, timeout, proc) and wait_for(
-            lambda: watcher.running_worker_pid({proc.pid}) is not None, timeout, proc
-        ):
-            say(f"  SIGKILL to thaw run (pid {proc.pid}) after {watcher.counted()} trials")
-            os.kill(proc.pid, signal.SIGKILL)
-            outcome.kills += 1
+        if wait_for(lambda: watcher.counted() >= 1, timeout, proc):
+            counted = watcher.counted()
+            found = watcher.kill_mid_trial(lambda: {proc.pid}, proc, timeout)
+            if found is not None:
+                say(f"  SIGKILL to thaw run (pid {proc.pid}) in trial {found[1]}, after {counted}")
+                outcome.kills += 1
         proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
