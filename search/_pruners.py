@@ -22,6 +22,8 @@ _logger = logging.getLogger(__name__)
 CLIMBING = "climbing"
 BELOW_PEERS = "below_peers"
 DIVERGED = "diverged"
+#: The user attr that marks a trial of the informed start (its strategy label).
+REFERENCE_ATTR = "strategy"
 PRUNE_REASONS: tuple[str, ...] = (CLIMBING, BELOW_PEERS, DIVERGED)
 
 
@@ -209,6 +211,12 @@ class RungPruner(BasePruner):
     epochs, so slow starters are not all cut at the first rung. Trials are dealt to brackets in
     Hyperband's proportions (:func:`bracket_weights`: the early-judged brackets, whose trials are
     cheap, get more of them), interleaved so every bracket is represented from the first trials on.
+
+    The trials of the informed start (user attr ``strategy``) are the references the others are
+    measured against: they are judged only at the last rung of the last bracket, and the dealing
+    of brackets starts with the first trial after them. With ``chance`` (``chance_value(K)``),
+    no decision is made at a rung where no trial has left the chance plateau yet: a ranking of
+    curves that have learnt nothing is noise.
     """
 
     def __init__(
@@ -218,6 +226,7 @@ class RungPruner(BasePruner):
         max_resource: int | None = None,
         n_brackets: int = 1,
         noise_aware: bool = True,
+        chance: float | None = None,
     ) -> None:
         if min_resource < 1:
             raise ValueError(f"min_resource must be >= 1, got {min_resource}")
@@ -230,6 +239,7 @@ class RungPruner(BasePruner):
         self.max_resource = max_resource
         self.n_brackets = n_brackets
         self.noise_aware = noise_aware
+        self.chance = chance
 
     def rungs(self, bracket: int = 0) -> list[int]:
         """The epochs at which a trial of ``bracket`` is compared with its peers."""
@@ -242,31 +252,42 @@ class RungPruner(BasePruner):
                 break
         return out
 
-    def bracket_of(self, number: int) -> int:
-        """The bracket of trial ``number``."""
+    def bracket_of(self, index: int) -> int:
+        """The bracket of the ``index``-th trial after the informed start (0 for the first)."""
         pattern = bracket_pattern(bracket_weights(self.n_brackets, self.reduction_factor))
-        return pattern[number % len(pattern)]
+        return pattern[index % len(pattern)]
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None:
             return False
-        bracket = self.bracket_of(trial.number)
-        if step not in self.rungs(bracket):
+        trials = study.get_trials(deepcopy=False)
+        if REFERENCE_ATTR in trial.user_attrs:
+            bracket = self.n_brackets - 1
+            rungs = self.rungs(bracket)[-1:]
+        else:
+            before = sum(t.number < trial.number and REFERENCE_ATTR in t.user_attrs for t in trials)
+            bracket = self.bracket_of(trial.number - before)
+            rungs = self.rungs(bracket)
+        if step not in rungs:
             return False
         maximize = study.direction == StudyDirection.MAXIMIZE
         own = _best_until(trial.intermediate_values, step, maximize)
         if own is None:
             return True  # nothing finite by this rung: it diverged
         peers = []
-        for other in study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        ):
+        for other in trials:
+            if other.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+                continue
             if other.number == trial.number or (other.last_step or 0) < step:
                 continue
             value = _best_until(other.intermediate_values, step, maximize)
             if value is not None:
                 peers.append(value)
+        if self.chance is not None and not any(
+            plateau_exit([(step, v)], self.chance, maximize) is not None for v in [own, *peers]
+        ):
+            return False  # nobody has learnt anything yet: the ranking would be noise
         return rung_decision(
             own,
             peers,
@@ -323,9 +344,11 @@ def rung_decision(
     """Whether a trial whose best so far is ``own`` is pruned at a rung where ``peers`` stand.
 
     It continues when it is within ``margin`` of the top ``1 / reduction_factor`` (counting
-    itself); fewer than ``reduction_factor`` peers decide nothing.
+    itself). With fewer than ``reduction_factor`` peers the top is the best one, as in Optuna's
+    ``SuccessiveHalvingPruner``: the first trials at a rung are already compared with the
+    informed start. Without peers it continues.
     """
-    if len(peers) < reduction_factor:
+    if not peers:
         return False
     sign = -1.0 if maximize else 1.0
     ranked = sorted([sign * v for v in [*peers, own]])

@@ -83,12 +83,14 @@ def make_pruner(
             reduction_factor=config.reduction_factor,
             max_resource=max_epochs,
             n_brackets=hyperband_brackets(min_resource, max_epochs, config.reduction_factor),
+            chance=chance,
         )
     elif config.compare == "successive_halving":
         wrapped = RungPruner(
             min_resource=min_resource,
             reduction_factor=config.reduction_factor,
             max_resource=max_epochs,
+            chance=chance,
         )
     else:
         wrapped = None

@@ -15,6 +15,7 @@ from thaw.search import (
     BELOW_PEERS,
     CLIMBING,
     DIVERGED,
+    REFERENCE_ATTR,
     ClimbingPruner,
     PrunerConfig,
     RungPruner,
@@ -332,7 +333,18 @@ def test_plateau_exit(
 
 # (id, own, peers, reduction factor, margin, maximize, pruned)
 RUNGS = [
-    ("too few peers decide nothing", 9.0, [0.1, 0.2], 3, 0.0, False, False),
+    ("no peer decides nothing", 9.0, [], 3, 0.0, False, False),
+    (
+        "fewer peers than the factor: worse than the best is pruned",
+        0.3,
+        [0.1, 0.2],
+        3,
+        0.0,
+        False,
+        True,
+    ),
+    ("fewer peers than the factor: the best continues", 0.05, [0.1, 0.2], 3, 0.0, False, False),
+    ("fewer peers: within the noise of the best continues", 0.15, [0.1], 3, 0.1, False, False),
     ("best of four continues", 0.1, [0.5, 0.6, 0.7], 3, 0.0, False, False),
     ("worst of four is pruned", 0.9, [0.5, 0.6, 0.7], 3, 0.0, False, True),
     ("within the noise of the cutoff continues", 0.55, [0.5, 0.6, 0.7], 3, 0.1, False, False),
@@ -438,3 +450,63 @@ def test_hyperband_rungs_prune_a_poor_trial_at_its_first_rung(storage_url: str) 
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
     assert trials[3].user_attrs["prune_reason"] == BELOW_PEERS
     assert trials[3].user_attrs["prune_epoch"] == 2
+
+
+def run_curves_after_start(
+    storage_url: str,
+    pruner: BasePruner,
+    start: Sequence[Sequence[float]],
+    rest: Sequence[Sequence[float]],
+) -> list[optuna.trial.FrozenTrial]:
+    """Like run_curves, the first ``len(start)`` trials queued as the informed start is."""
+    study = optuna.create_study(storage=storage_url, pruner=pruner, study_name="p")
+    for i in range(len(start)):
+        study.enqueue_trial({"x": float(i)}, user_attrs={REFERENCE_ATTR: f"strategy {i}"})
+    curves = [*start, *rest]
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0.0, 100.0)
+        return curve_objective(curves)(trial)
+
+    study.optimize(objective, n_trials=len(curves))
+    return optuna.load_study(study_name="p", storage=storage_url).get_trials()
+
+
+def test_the_informed_start_is_judged_only_at_the_last_rung(storage_url: str) -> None:
+    # A fast reference, then a slow one that a rung at epoch 2 or 6 would cut: it is only
+    # compared at epoch 18 (the last rung), where it has caught up.
+    fast = [[0.5 - 0.01 * s for s in range(20)] for _ in range(3)]
+    slow = [max(1.5 - 0.07 * s, 0.5 - 0.01 * s) for s in range(20)]
+    pruner = RungPruner(2, 3, 20, n_brackets=3)
+    trials = run_curves_after_start(storage_url, pruner, [fast[0], slow, *fast[1:]], [])
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+
+
+def test_brackets_are_dealt_from_the_first_trial_after_the_informed_start(
+    storage_url: str,
+) -> None:
+    # Two references; the next trial is the first of a round (bracket 0: judged at epoch 2) and
+    # worse than both references there, so it stops at epoch 2.
+    refs = [[0.5 - 0.01 * s for s in range(20)] for _ in range(2)]
+    poor = [1.0 - 0.01 * s for s in range(20)]
+    pruner = ClimbingPruner(RungPruner(2, 3, 20, n_brackets=3), patience=5)
+    trials = run_curves_after_start(storage_url, pruner, refs, [poor])
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED]
+    assert trials[2].user_attrs["prune_epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("poor", "pruned"),
+    [
+        pytest.param([1.62, 1.60], False, id="all on the chance plateau: no decision"),
+        pytest.param([1.2, 1.1], True, id="a peer has learnt: the worse one stops"),
+    ],
+)
+def test_no_rung_decision_while_every_trial_sits_at_chance(
+    storage_url: str, poor: list[float], pruned: bool
+) -> None:
+    # The references sit at chance (ln 5) at epoch 2, or one has learnt; later all reach 0.5.
+    refs = [[1.60, 1.58] + [0.5] * 18, [1.61, 1.59 if not pruned else 0.9] + [0.5] * 18]
+    pruner = ClimbingPruner(RungPruner(2, 3, 20, n_brackets=3, chance=LN5), patience=5)
+    trials = run_curves_after_start(storage_url, pruner, refs, [poor + [0.5] * 18])
+    assert (trials[2].state == TrialState.PRUNED) is pruned
