@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from thaw.objectives import SearchSpace
 from thaw.search._config import SamplerConfig
+from thaw.search._pruners import FOLLOW_UP_ATTR, REFERENCE_ATTR
 
 _logger = logging.getLogger(__name__)
 
@@ -312,3 +313,61 @@ def best_trial(study: optuna.Study) -> BestTrial | None:
         if better or (value == best.value and best.pruned and not candidate.pruned):
             best = candidate
     return best
+
+
+def gradual_unfreezing(
+    study: optuna.Study, space: SearchSpace
+) -> tuple[dict[str, Any], int] | None:
+    """(parameters, number of the trial they extend) of the gradual-unfreezing step, or None.
+
+    Once every trial of the informed start (user attr ``strategy``) has finished, the best of
+    them is run again with one more layer (or block) unfrozen from the top, its learning rate,
+    regularisation and BatchNorm mode kept: gradual unfreezing (Howard and Ruder, 2018), the
+    textbook next step once a head on frozen features (or a few top layers) has learnt. None
+    while a start trial is still queued or running, when the best already trains every layer
+    the space allows, when the step was taken already, or when no start trial has a value.
+    """
+    trials = study.get_trials(deepcopy=False)
+    start = [t for t in trials if REFERENCE_ATTR in t.user_attrs]
+    if not start or any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in start):
+        return None
+    if any(FOLLOW_UP_ATTR in t.user_attrs for t in trials):
+        return None
+    maximize = study.direction == StudyDirection.MAXIMIZE
+    scored = [(v, t) for t in start if (v := trial_best_value(t, maximize)) is not None]
+    if not scored:
+        return None
+    _, best = (max if maximize else min)(scored, key=lambda pair: pair[0])
+    layers = best.params.get("unfrozen_layers")
+    if not isinstance(layers, int) or layers >= space.unfrozen_layers.high:
+        return None
+    params = {**best.params, "unfrozen_layers": layers + 1}
+    if any(t.params == params for t in trials):
+        return None
+    return params, best.number
+
+
+class GradualUnfreezing:
+    """Queues the gradual-unfreezing step (:func:`gradual_unfreezing`) once the informed start
+    has finished. The run loop calls it right before it starts a trial, under the study's slot
+    lock (``search._faults.TrialSlots``), so the step is queued once across workers and only
+    when a trial is about to run (never left waiting at the end of a run)."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def __call__(self, study: optuna.Study) -> None:
+        step = gradual_unfreezing(study, self.space)
+        if step is None:
+            return
+        params, of = step
+        study.enqueue_trial(
+            params,
+            user_attrs={FOLLOW_UP_ATTR: {"of": of, "unfrozen_layers": params["unfrozen_layers"]}},
+        )
+        _logger.info(
+            "Informed start done: trial %d, the best of it, queued again with %d layers unfrozen "
+            "(gradual unfreezing)",
+            of,
+            params["unfrozen_layers"],
+        )

@@ -24,6 +24,16 @@ BELOW_PEERS = "below_peers"
 DIVERGED = "diverged"
 #: The user attr that marks a trial of the informed start (its strategy label).
 REFERENCE_ATTR = "strategy"
+#: The user attr of the gradual-unfreezing step that follows the informed start
+#: (``search._budget.gradual_unfreezing``): ``{"of": trial number, "unfrozen_layers": n}``.
+FOLLOW_UP_ATTR = "thaw:gradual_unfreezing_of"
+
+
+def is_informed(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` belongs to the informed start or its gradual-unfreezing step."""
+    return REFERENCE_ATTR in trial.user_attrs or FOLLOW_UP_ATTR in trial.user_attrs
+
+
 PRUNE_REASONS: tuple[str, ...] = (CLIMBING, BELOW_PEERS, DIVERGED)
 
 
@@ -212,9 +222,10 @@ class RungPruner(BasePruner):
     Hyperband's proportions (:func:`bracket_weights`: the early-judged brackets, whose trials are
     cheap, get more of them), interleaved so every bracket is represented from the first trials on.
 
-    The trials of the informed start (user attr ``strategy``) are the references the others are
-    measured against: they are judged only at the last rung of the last bracket, and the dealing
-    of brackets starts with the first trial after them. With ``chance`` (``chance_value(K)``),
+    The trials of the informed start (user attr ``strategy``) and its gradual-unfreezing step
+    (:func:`is_informed`) are the references the others are measured against: they are judged
+    only at the last rung of the last bracket, and the dealing of brackets starts with the first
+    trial after them. With ``chance`` (``chance_value(K)``),
     no decision is made at a rung where no trial has left the chance plateau yet: a ranking of
     curves that have learnt nothing is noise.
     """
@@ -262,11 +273,11 @@ class RungPruner(BasePruner):
         if step is None:
             return False
         trials = study.get_trials(deepcopy=False)
-        if REFERENCE_ATTR in trial.user_attrs:
+        if is_informed(trial):
             bracket = self.n_brackets - 1
             rungs = self.rungs(bracket)[-1:]
         else:
-            before = sum(t.number < trial.number and REFERENCE_ATTR in t.user_attrs for t in trials)
+            before = sum(t.number < trial.number and is_informed(t) for t in trials)
             bracket = self.bracket_of(trial.number - before)
             rungs = self.rungs(bracket)
         if step not in rungs:

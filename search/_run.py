@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw.search._budget import EpochBudget
+from thaw.search._budget import EpochBudget, GradualUnfreezing
 from thaw.search._config import StudyConfig, StudyFileError, load_study_file, mask_url
 from thaw.search._faults import (
     INTERRUPTED,
@@ -227,6 +227,7 @@ def run_study(
         objective.epoch_cap = lambda: budget.remaining(optuna_study)
         extra_callbacks.append(budget)
         budget.record(optuna_study)
+    before_trial = GradualUnfreezing(space) if config.reference_trials else None
 
     from thaw.search._export import attach_keeper
     from thaw.search._logs import attach_logs
@@ -246,6 +247,7 @@ def run_study(
             timeout=options.timeout,
             callbacks=[publisher, *extra_callbacks],
             stop_when=budget.exhausted if budget is not None else None,
+            before_trial=before_trial,
         )
         return RunResult(
             optuna_study, summarise(optuna_study, finished, resumed, interrupted), interrupted
@@ -306,6 +308,7 @@ def run_study(
             callbacks=[publisher, *extra_callbacks],
             show_progress_bar=options.show_progress_bar,
             stop_when=budget.exhausted if budget is not None else None,
+            before_trial=before_trial,
         )
     publisher.finish(optuna_study)
     summary = summarise(optuna_study, finished, resumed, interrupted)
@@ -324,6 +327,7 @@ def optimize_exactly(
     poll_seconds: float = 2.0,
     show_progress_bar: bool = False,
     stop_when: Callable[[optuna.Study], bool] | None = None,
+    before_trial: Callable[[optuna.Study], None] | None = None,
 ) -> bool:
     """Run trials until the whole study counts ``target`` completed and pruned trials.
 
@@ -332,8 +336,9 @@ def optimize_exactly(
     slot is taken by running trials waits, and takes over a trial another worker lost. Failed
     and interrupted trials do not count; lost ones are queued again. Stops early after as many
     failures of its own as trials it had to run, after ``timeout`` seconds (no new trial), or
-    once ``stop_when(study)`` is true (an epoch budget spent). Returns whether Ctrl-C
-    interrupted it.
+    once ``stop_when(study)`` is true (an epoch budget spent). ``before_trial(study)`` runs
+    under the lock right before each trial it creates (it may queue that trial). Returns whether
+    Ctrl-C interrupted it.
     """
     slots = TrialSlots(url, study.study_name)
     me = worker_id()
@@ -383,6 +388,8 @@ def optimize_exactly(
                     release()
                     time.sleep(poll_seconds)
                     continue
+                if before_trial is not None:
+                    before_trial(study)  # e.g. queue the gradual-unfreezing step
                 with quiet_experimental():
                     study.optimize(
                         tracked,

@@ -11,10 +11,13 @@ from optuna.trial import TrialState
 
 from thaw.objectives import FloatRange, IntRange, SearchSpace
 from thaw.search import (
+    FOLLOW_UP_ATTR,
     EpochBudget,
+    GradualUnfreezing,
     best_trial,
     create_or_resume,
     epochs_spent,
+    gradual_unfreezing,
     informed_start,
     open_storage,
     parse_study,
@@ -381,3 +384,61 @@ def test_a_study_with_an_informed_start_samples_with_tpe_right_after_it(tmp_path
     assert study.sampler._n_startup_trials == 2  # type: ignore[attr-defined]
     again, resumed = create_or_resume(config, open_storage(config.storage), 5, data)
     assert resumed and again.sampler._n_startup_trials == 2  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------ gradual unfreezing after the start
+
+FE = {"unfrozen_layers": 0, "learning_rate": 1e-2, "dropout": 0.2, "weight_decay": 1e-4}
+FULL = {"unfrozen_layers": 5, "learning_rate": 3e-4, "dropout": 0.2, "weight_decay": 1e-4}
+TOP2 = {"unfrozen_layers": 2, "learning_rate": 3e-4, "dropout": 0.2, "weight_decay": 1e-4}
+
+# (id, start trials as (params, value or None: left waiting), expected unfrozen layers or None)
+GRADUAL = [
+    ("feature extraction best: one layer more", [(FE, 0.05), (FULL, 0.3)], 1),
+    ("two layers best: a third", [(FE, 0.5), (TOP2, 0.1)], 3),
+    ("every layer already trains: nothing", [(FE, 0.5), (FULL, 0.1)], None),
+    ("a start trial still queued: nothing yet", [(FE, 0.05), (FULL, None)], None),
+]
+
+
+def run_start(tmp_path: Path, start: list[tuple[dict[str, Any], float | None]]) -> optuna.Study:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'g.db'}", study_name="g")
+    for i, (params, _) in enumerate(start):
+        study.enqueue_trial(params, user_attrs={"strategy": f"strategy {i}"})
+    values = [v for _, v in start if v is not None]
+
+    def objective(trial: optuna.Trial) -> float:
+        space().suggest(trial)
+        return values[trial.number]
+
+    study.optimize(objective, n_trials=len(values))
+    return study
+
+
+@pytest.mark.parametrize(("start", "expected"), [pytest.param(*r[1:], id=r[0]) for r in GRADUAL])
+def test_gradual_unfreezing_step(
+    tmp_path: Path, start: list[tuple[dict[str, Any], float | None]], expected: int | None
+) -> None:
+    study = run_start(tmp_path, start)
+    step = gradual_unfreezing(study, space())
+    if expected is None:
+        assert step is None
+        return
+    assert step is not None
+    params, of = step
+    best = min((v, i) for i, (_, v) in enumerate(start) if v is not None)[1]
+    assert of == best
+    assert params == {**study.trials[best].params, "unfrozen_layers": expected}
+
+
+def test_gradual_unfreezing_is_queued_once_and_runs_next(tmp_path: Path) -> None:
+    study = run_start(tmp_path, [(FE, 0.05), (FULL, 0.3)])
+    step = GradualUnfreezing(space())
+    step(study)
+    step(study)  # called again before the next trial: nothing more is queued
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1
+    assert waiting[0].user_attrs[FOLLOW_UP_ATTR] == {"of": 0, "unfrozen_layers": 1}
+    trial = study.ask()  # the queued step is the next trial, with the best start's parameters
+    assert space().suggest(trial).unfrozen_layers == 1
+    assert trial.params["learning_rate"] == FE["learning_rate"]

@@ -24,7 +24,7 @@ import yaml
 from optuna.trial import TrialState
 
 from thaw.objectives import DataSource, load_data
-from thaw.search import load_study_file, reference_configurations
+from thaw.search import FOLLOW_UP_ATTR, load_study_file, reference_configurations
 from thaw.search._cli import main
 
 if TYPE_CHECKING:
@@ -170,7 +170,19 @@ def test_run_with_n_trials_adds_trials(
     trials = trials_in(db, "cli-demo")
     assert len(trials) == 4
     assert trials[3].state == TrialState.COMPLETE
-    assert "strategy" not in trials[3].user_attrs  # sampled, not a reference trial
+    assert "strategy" not in trials[3].user_attrs  # not a reference trial
+    # The trial right after the informed start is its best with one more layer unfrozen
+    # (gradual unfreezing), unless the best already trains every layer: then it is sampled.
+    best = min(trials[:3], key=lambda t: t.value)
+    layers = best.params["unfrozen_layers"]
+    if layers < 5:
+        assert trials[3].user_attrs[FOLLOW_UP_ATTR] == {
+            "of": best.number,
+            "unfrozen_layers": layers + 1,
+        }
+        assert trials[3].params == {**best.params, "unfrozen_layers": layers + 1}
+    else:
+        assert FOLLOW_UP_ATTR not in trials[3].user_attrs
     assert studies_in(db) == ["cli-demo"]
 
 
