@@ -225,6 +225,15 @@ def render_trial_note(
     lines = [title, ""]
     if strategy is not None:
         lines += [f"Textbook strategy: *{note_escape(strategy, 200)}*", ""]
+    gradual = attrs.get("thaw:gradual_unfreezing_of")  # search._pruners.FOLLOW_UP_ATTR
+    if isinstance(gradual, Mapping):
+        parent, layers = as_int(gradual.get("of")), as_int(gradual.get("unfrozen_layers"))
+        if parent is not None and layers is not None:
+            lines += [
+                f"Gradual unfreezing: trial {parent}, the best of the informed start, with "
+                f"{layers} layer{'' if layers == 1 else 's'} unfrozen",
+                "",
+            ]
 
     facts: list[str] = []
     if state == "COMPLETE" and trial.values:

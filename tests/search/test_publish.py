@@ -413,6 +413,35 @@ def test_trial_note_escapes_untrusted_attrs(tmp_path: Path) -> None:
     assert "- Recommendation:\n  - raise dropout\n  - stop early" in note
 
 
+@pytest.mark.parametrize(
+    ("attr", "line"),
+    [
+        (
+            {"of": 0, "unfrozen_layers": 1},
+            "Gradual unfreezing: trial 0, the best of the informed start, with 1 layer unfrozen",
+        ),
+        (
+            {"of": 2, "unfrozen_layers": 3},
+            "Gradual unfreezing: trial 2, the best of the informed start, with 3 layers unfrozen",
+        ),
+        ({"of": XSS, "unfrozen_layers": 1}, None),  # not a number: no line, nothing rendered
+        (XSS, None),
+    ],
+)
+def test_trial_note_names_the_gradual_unfreezing_step(
+    tmp_path: Path, attr: object, line: str | None
+) -> None:
+    study = make_study(tmp_path)
+    study.optimize(objective, n_trials=1)
+    trial = study.get_trials()[0]
+    trial.user_attrs["thaw:gradual_unfreezing_of"] = attr
+    note = render_trial_note(trial, [])
+    if line is None:
+        assert "Gradual unfreezing" not in note and "<img" not in note
+    else:
+        assert line in note
+
+
 def test_svg_artifact_is_a_standalone_svg_file(tmp_path: Path) -> None:
     study = make_study(tmp_path)
     study.optimize(objective, n_trials=1)
