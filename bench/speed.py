@@ -3,11 +3,11 @@
 1. Overhead: a thaw trial (SQLite storage, callbacks, rebuild of the model from weights in
    memory, end-of-trial probes) against a bare ``model.fit`` of the same model, data and epochs
    (demo CNN, full fine-tuning, caching off so both do the same computation), at ``--epochs``
-   and, on an extra line, at the demo study's own 20 epochs per trial
-   (``--overhead-epochs``). As in ``thaw run``, the storage is opened and the study loaded
-   once, and the trials run inside ``frozen_heap()`` (what ``optimize_exactly`` does); the
-   trial's timing is its ``study.optimize(objective, n_trials=1)`` (with the ``enqueue_trial``
-   that fixes its parameters).
+   and, on an extra line, at the demo study's own 20 epochs per trial (``--overhead-epochs``).
+   As in ``thaw run``, thaw's storage (``open_storage``: SQLite with heartbeats) is opened and
+   the study loaded once, and the trials run inside ``frozen_heap()`` (as ``optimize_exactly``
+   runs them); a trial's timing is its ``study.optimize(objective, n_trials=1)`` with the
+   ``enqueue_trial`` that fixes its parameters.
 2. Feature extraction on MobileNetV2 (alpha 0.35, 96 px, weights=None, synthetic images): a trial
    with ``cache_frozen: off`` against one with ``auto``, cold (the features are computed in the
    trial) and warm (another trial already cached them).
@@ -108,7 +108,10 @@ def main() -> None:
             weight_decay=FloatRange(1e-6, 1e-3, log=True),
         )
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp / 'speed.db'}")
+    from thaw.search._study import open_storage
+
+    # thaw's own storage (heartbeats on, connections retried), opened once as thaw run does.
+    storage = open_storage(f"sqlite:///{tmp / 'speed.db'}")
     studies: dict[str, optuna.Study] = {}
 
     def open_study(name: str) -> optuna.Study:

@@ -32,7 +32,7 @@ from thaw.objectives._data import ArrayData
 from thaw.objectives._images import StreamedImages
 from thaw.objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
 from thaw.objectives._probes import BatchStatsRunner
-from thaw.objectives._release import released_custom_gradients
+from thaw.objectives._release import released_custom_gradients, settle_heap
 from thaw.objectives._sources import PretrainedBase
 from thaw.objectives._space import SearchSpace, TrialParams
 from thaw.objectives._specs import OBJECTIVE_METRICS, TrainSettings
@@ -450,6 +450,7 @@ class FineTuneObjective:
                 return self._run(trial, params)
         finally:
             gc.collect()
+            settle_heap()  # inside frozen_heap (thaw run): later collections skip what lives on
 
     def _final_val_loss(self, history: TrialHistory) -> float | None:
         """The validation loss the fit logged for the epoch whose weights the model holds."""

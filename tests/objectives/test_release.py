@@ -125,7 +125,7 @@ def test_frozen_heap_freezes_once_and_unfreezes_on_exit() -> None:
     import gc
     import weakref
 
-    from thaw.objectives._release import frozen_heap
+    from thaw.objectives._release import frozen_heap, settle_heap
 
     class Node:
         pass
@@ -144,4 +144,15 @@ def test_frozen_heap_freezes_once_and_unfreezes_on_exit() -> None:
         del a, b
         gc.collect()
         assert gone() is None
+        # after the first trial: what it left alive is frozen too, once
+        kept = Node()
+        settle_heap()
+        settled = gc.get_freeze_count()
+        assert settled > frozen
+        Node()
+        settle_heap()
+        assert gc.get_freeze_count() == settled
+        del kept
+    assert gc.get_freeze_count() == 0
+    settle_heap()  # outside frozen_heap: nothing
     assert gc.get_freeze_count() == 0
