@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,44 +142,74 @@ def _architecture(model: keras.Model) -> str:
     return json.dumps(strip(model.get_config()), sort_keys=True, default=repr)
 
 
+class _Clone:
+    """A private copy of one architecture for the batch-statistics pass, and its traced call."""
+
+    def __init__(self, model: keras.Model) -> None:
+        clone = keras.models.clone_model(model)
+        for layer in _leaves(clone):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = True
+            elif isinstance(layer, keras.layers.Dropout):
+                layer.rate = 0.0
+        self.model = clone
+        self.wrapper = _InTrainingMode(clone)
+        self.step: Any = None
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # One traced call per batch, without predict's loop (its tf.data pipeline and
+            # per-batch callbacks cost as much as the pass on a small model).
+            self.step = tf.function(
+                lambda batch: clone(batch, training=True), reduce_retracing=True
+            )
+
+    def predict(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        if self.step is None:
+            return np.asarray(self.wrapper.predict(x, batch_size=batch_size, verbose=0))
+        outputs = [
+            keras.ops.convert_to_numpy(self.step(x[start : start + batch_size]))
+            for start in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(outputs, axis=0)
+
+
 class BatchStatsRunner:
     """Runs a model with BatchNorm on batch statistics and dropout off, through one traced
-    ``predict`` per architecture, reused across trials.
+    function per architecture, reused across trials.
 
     A trial's model is new (a new head) in every trial, so a ``predict`` on it traces the whole
     network again. The runner keeps a private clone per architecture (at most ``max_models``,
     least recently used first out), its BatchNorm layers trainable (batch statistics under
     ``training=True``) and its dropout at rate 0; each call copies the model's weights into the
-    clone and runs the clone's traced ``predict``. The model itself is not touched. A model that
-    cannot be cloned runs as :func:`batch_statistics_predict` without a runner runs it.
+    clone and runs the clone's traced call batch by batch (on the TensorFlow backend a
+    ``tf.function``, elsewhere the clone's ``predict``). The model itself is not touched. A
+    model that cannot be cloned runs as :func:`batch_statistics_predict` without a runner runs
+    it. Calls from several threads take turns.
     """
 
     def __init__(self, max_models: int = 2) -> None:
         if max_models < 1:
             raise ValueError(f"max_models={max_models}; expected >= 1")
         self.max_models = max_models
-        self._clones: OrderedDict[str, _InTrainingMode] = OrderedDict()
+        self._clones: OrderedDict[str, _Clone] = OrderedDict()
+        self._lock = threading.Lock()
         #: Clones built (each traces its function once).
         self.built = 0
 
     def predict(self, model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
         key = _architecture(model)
-        runner = self._clones.get(key)
-        if runner is None:
-            clone = keras.models.clone_model(model)
-            for layer in _leaves(clone):
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = True
-                elif isinstance(layer, keras.layers.Dropout):
-                    layer.rate = 0.0
-            runner = _InTrainingMode(clone)
-            self._clones[key] = runner
-            self.built += 1
-            while len(self._clones) > self.max_models:
-                self._clones.popitem(last=False)
-        self._clones.move_to_end(key)
-        runner.inner.set_weights(model.get_weights())
-        return np.asarray(runner.predict(x, batch_size=batch_size, verbose=0))
+        with self._lock:
+            clone = self._clones.get(key)
+            if clone is None:
+                clone = _Clone(model)
+                self._clones[key] = clone
+                self.built += 1
+                while len(self._clones) > self.max_models:
+                    self._clones.popitem(last=False)
+            self._clones.move_to_end(key)
+            clone.model.set_weights(model.get_weights())
+            return clone.predict(x, batch_size)
 
 
 def batch_statistics_predict(
