@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,14 +54,27 @@ def _cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
 
 
 def inference_metrics(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    runner: BatchStatsRunner | None = None,
 ) -> tuple[float, float]:
     """(loss, accuracy) of ``model`` on ``(x, y)`` in inference mode (one pass).
 
-    A model compiled as thaw compiles it (sparse categorical cross-entropy, ``accuracy``, no
+    With a ``runner``, through its clone of the architecture (traced once for all trials), in
+    batches of ``4 * batch_size`` (inference does not depend on the batching). Otherwise a model
+    compiled as thaw compiles it (sparse categorical cross-entropy, ``accuracy``, no
     regularisation losses) is measured with ``evaluate``: its test step was traced for the fit's
     validation, where a first ``predict`` would trace again. Others go through ``predict``.
     """
+    if runner is not None and not model.losses:
+        try:
+            probs = np.asarray(runner.predict(model, x, 4 * batch_size, training=False), "float64")
+        except Exception as exc:  # noqa: BLE001 - an unclonable model is measured as below
+            _logger.debug("inference pass without a runner: %s: %s", type(exc).__name__, exc)
+        else:
+            return _cross_entropy(probs, y), float(np.mean(np.argmax(probs, axis=-1) == y))
     measured = _evaluated(model, x, y, batch_size)
     if measured is not None:
         return measured
@@ -154,21 +168,27 @@ class _Clone:
                 layer.rate = 0.0
         self.model = clone
         self.wrapper = _InTrainingMode(clone)
-        self.step: Any = None
+        self.steps: dict[bool, Any] = {}
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
             # One traced call per batch, without predict's loop (its tf.data pipeline and
             # per-batch callbacks cost as much as the pass on a small model).
-            self.step = tf.function(
-                lambda batch: clone(batch, training=True), reduce_retracing=True
-            )
+            self.steps = {
+                training: tf.function(
+                    lambda batch, training=training: clone(batch, training=training),
+                    reduce_retracing=True,
+                )
+                for training in (True, False)
+            }
 
-    def predict(self, x: np.ndarray, batch_size: int) -> np.ndarray:
-        if self.step is None:
-            return np.asarray(self.wrapper.predict(x, batch_size=batch_size, verbose=0))
+    def predict(self, x: np.ndarray, batch_size: int, training: bool) -> np.ndarray:
+        step = self.steps.get(training)
+        if step is None:
+            runner = self.wrapper if training else self.model
+            return np.asarray(runner.predict(x, batch_size=batch_size, verbose=0))
         outputs = [
-            keras.ops.convert_to_numpy(self.step(x[start : start + batch_size]))
+            keras.ops.convert_to_numpy(step(x[start : start + batch_size]))
             for start in range(0, len(x), batch_size)
         ]
         return np.concatenate(outputs, axis=0)
@@ -194,12 +214,17 @@ class BatchStatsRunner:
         self.max_models = max_models
         self._clones: OrderedDict[str, _Clone] = OrderedDict()
         self._lock = threading.Lock()
+        self._last: tuple[weakref.ref[keras.Model], str] | None = None
         #: Clones built (each traces its function once).
         self.built = 0
 
-    def predict(self, model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
-        key = _architecture(model)
+    def predict(
+        self, model: keras.Model, x: np.ndarray, batch_size: int, training: bool = True
+    ) -> np.ndarray:
+        """Outputs of ``model`` on ``x`` in batches of ``batch_size``: with ``training``,
+        BatchNorm on batch statistics and dropout off; without, in inference mode."""
         with self._lock:
+            key = self._key(model)
             clone = self._clones.get(key)
             if clone is None:
                 clone = _Clone(model)
@@ -208,8 +233,17 @@ class BatchStatsRunner:
                 while len(self._clones) > self.max_models:
                     self._clones.popitem(last=False)
             self._clones.move_to_end(key)
+            # Every call: a batch-statistics pass moves the clone's moving statistics.
             clone.model.set_weights(model.get_weights())
-            return clone.predict(x, batch_size)
+            return clone.predict(x, batch_size, training)
+
+    def _key(self, model: keras.Model) -> str:
+        """The architecture of ``model``, worked out once for the passes of one trial."""
+        if self._last is not None and self._last[0]() is model:
+            return self._last[1]
+        key = _architecture(model)
+        self._last = (weakref.ref(model), key)
+        return key
 
 
 def batch_statistics_predict(
@@ -256,7 +290,7 @@ def batchnorm_probe(
     if not _has_batchnorm(model):
         return None
     if moving is None:
-        moving, _ = inference_metrics(model, x, y, batch_size)
+        moving, _ = inference_metrics(model, x, y, batch_size, runner)
     batch = _batch_loss(batch_statistics_predict(model, x, batch_size, runner), y, batch_size)
     if batch is None:
         return None
@@ -325,13 +359,13 @@ def run_probes(
     probes: dict[str, Any] = {}
     top, f_train, f_val = cached_top if cached_top is not None else (model, x_train, x_val)
     if x_train is not None and y_train is not None and len(x_train) and f_train is not None:
-        loss, acc = inference_metrics(top, f_train, y_train, batch_size)
+        loss, acc = inference_metrics(top, f_train, y_train, batch_size, runner)
         probes["train_loss"], probes["train_accuracy"] = loss, acc
     if x_val is not None and y_val is not None and len(x_val) and _has_batchnorm(model):
         moving = val_loss
         if moving is None:
             moving, _ = inference_metrics(
-                top, f_val if f_val is not None else x_val, y_val, batch_size
+                top, f_val if f_val is not None else x_val, y_val, batch_size, runner
             )
         if cached_top is not None and batch_stats_features is not None:
             probs = batch_statistics_predict(top, batch_stats_features, batch_size, runner)

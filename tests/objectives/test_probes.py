@@ -152,6 +152,11 @@ def test_batch_stats_runner_matches_the_model_and_traces_once_per_architecture(
         expected = batch_statistics_predict(model, x, 4)  # traced on the model itself
         got = runner.predict(model, x, 4)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        # the inference pass through the same clone: the model's own predict
+        inferred = runner.predict(model, x, 8, training=False)
+        np.testing.assert_allclose(inferred, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+        loss, acc = inference_metrics(model, x, data["y_val"], 4, runner)
+        assert (loss, acc) == pytest.approx(inference_metrics(model, x, data["y_val"], 4), 1e-5)
         # the model is untouched: weights (moving statistics too) and flags
         for a, b in zip(model.get_weights(), before, strict=True):
             np.testing.assert_array_equal(a, b)
