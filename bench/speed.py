@@ -12,7 +12,8 @@
    with ``cache_frozen: off`` against one with ``auto``, cold (the features are computed in the
    trial) and warm (another trial already cached them).
 3. The same with about 10% of the weighted layers unfrozen.
-4. Resident memory (RSS) after trial 10 and after trial 100 of a tiny-model study.
+4. Resident memory (RSS) after trial 10 and after trial 100 of a tiny-model study (inside
+   ``frozen_heap()``, as ``thaw run`` runs it).
 
 Each timing is the median of ``--repeats`` runs, the variants alternating, so the machine's noise
 hits them alike. Run it niced on a shared machine:
@@ -332,7 +333,8 @@ def main() -> None:
             if n in (10, args.trials // 2, args.trials):
                 marks[n] = rss_mib()
 
-        study.optimize(objective, n_trials=args.trials, callbacks=[mark])
+        with frozen_heap():  # as optimize_exactly (thaw run) runs its trials
+            study.optimize(objective, n_trials=args.trials, callbacks=[mark])
         first, last = marks[10], marks[args.trials]
         print(
             f"[memory] tiny-model study, {args.trials} trials in {time.perf_counter() - t0:.0f} s: "
