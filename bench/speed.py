@@ -1,13 +1,19 @@
 """Trial speed and memory, measured side by side in one run (issue 14).
 
 1. Overhead: a thaw trial (SQLite storage, callbacks, rebuild of the model from weights in
-   memory) against a bare ``model.fit`` of the same model, data and epochs (demo CNN, full
-   fine-tuning, caching off so both do the same computation).
+   memory, end-of-trial probes) against a bare ``model.fit`` of the same model, data and epochs
+   (demo CNN, full fine-tuning, caching off so both do the same computation), at ``--epochs``
+   and, on an extra line, at the demo study's own 20 epochs per trial (``--overhead-epochs``).
+   As in ``thaw run``, thaw's storage (``open_storage``: SQLite with heartbeats) is opened and
+   the study loaded once, and the trials run inside ``frozen_heap()`` (as ``optimize_exactly``
+   runs them); a trial's timing is its ``study.optimize(objective, n_trials=1)`` with the
+   ``enqueue_trial`` that fixes its parameters.
 2. Feature extraction on MobileNetV2 (alpha 0.35, 96 px, weights=None, synthetic images): a trial
    with ``cache_frozen: off`` against one with ``auto``, cold (the features are computed in the
    trial) and warm (another trial already cached them).
 3. The same with about 10% of the weighted layers unfrozen.
-4. Resident memory (RSS) after trial 10 and after trial 100 of a tiny-model study.
+4. Resident memory (RSS) after trial 10 and after trial 100 of a tiny-model study (inside
+   ``frozen_heap()``, as ``thaw run`` runs it).
 
 Each timing is the median of ``--repeats`` runs, the variants alternating, so the machine's noise
 hits them alike. Run it niced on a shared machine:
@@ -58,6 +64,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trials", type=int, default=100, help="trials of the memory study")
+    parser.add_argument(
+        "--overhead-epochs",
+        type=int,
+        nargs="*",
+        default=None,
+        help="epochs of the overhead lines (default: --epochs, then 20, the demo study's)",
+    )
     parser.add_argument("--skip", nargs="*", default=(), choices=("overhead", "cache", "memory"))
     args = parser.parse_args()
 
@@ -82,6 +95,7 @@ def main() -> None:
         load_pretrained,
     )
     from thaw.objectives._cache import FeatureCache
+    from thaw.objectives._release import frozen_heap
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="thaw-speed-"))
@@ -95,11 +109,25 @@ def main() -> None:
             weight_decay=FloatRange(1e-6, 1e-3, log=True),
         )
 
+    from thaw.search._study import open_storage
+
+    # thaw's own storage (heartbeats on, connections retried), opened once as thaw run does.
+    storage = open_storage(f"sqlite:///{tmp / 'speed.db'}")
+    studies: dict[str, optuna.Study] = {}
+
+    def open_study(name: str) -> optuna.Study:
+        """The study ``name``, opened once (``thaw run`` opens its storage and study once)."""
+        if name not in studies:
+            studies[name] = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                load_if_exists=True,
+                pruner=optuna.pruners.NopPruner(),
+            )
+        return studies[name]
+
     def one_trial(objective: FineTuneObjective, params: TrialParams, name: str) -> None:
-        storage = f"sqlite:///{tmp / 'speed.db'}"
-        study = optuna.create_study(
-            study_name=name, storage=storage, load_if_exists=True, pruner=optuna.pruners.NopPruner()
-        )
+        study = open_study(name)
         study.enqueue_trial(
             {
                 "unfrozen_layers": params.unfrozen_layers,
@@ -114,56 +142,71 @@ def main() -> None:
             raise RuntimeError(f"bench trial ended {state}: {study.trials[-1].user_attrs}")
 
     # ------------------------------------------------------------------ 1. overhead vs bare fit
+    overhead_epochs = args.overhead_epochs
+    if overhead_epochs is None:
+        overhead_epochs = [args.epochs] + ([20] if args.epochs != 20 else [])
     if "overhead" not in args.skip:
         pretrained = load_pretrained(ModelSource("demo"))
         data = demo_target_data(train_per_class=40, val_per_class=40)
-        settings = TrainSettings(epochs=args.epochs, batch_size=16, cache_frozen="off")
-        params = TrialParams(pretrained.num_layers, 1e-3, 0.2, 1e-4)
-        objective = FineTuneObjective(pretrained, data, space_for(pretrained), settings)
         x_train = data.x_train.astype("float32")
         x_val = data.x_val.astype("float32")
+        for epochs in overhead_epochs:
+            settings = TrainSettings(epochs=epochs, batch_size=16, cache_frozen="off")
+            params = TrialParams(pretrained.num_layers, 1e-3, 0.2, 1e-4)
+            objective = FineTuneObjective(pretrained, data, space_for(pretrained), settings)
+            # The same trial without its end-of-trial probes (objectives._probes: one inference
+            # pass over the training images, one over the validation images with BatchNorm on
+            # batch statistics), to show their share.
+            no_probes = FineTuneObjective(pretrained, data, space_for(pretrained), settings)
+            no_probes.probe = lambda *args, **kwargs: None
+            for name in (f"overhead-{epochs}", f"no-probes-{epochs}", f"warm-up-{epochs}"):
+                open_study(name)
 
-        def bare() -> None:
-            keras.backend.clear_session()
-            keras.utils.set_random_seed(0)
-            base = pretrained.instantiate()
-            freeze(base, params.unfrozen_layers, params.batchnorm)
-            model = build_model(base, data.num_classes, params.dropout)
-            compile_model(model, params.learning_rate, params.weight_decay)
-            fit_s = timed(
-                lambda: model.fit(
-                    x_train,
-                    data.y_train,
-                    validation_data=(x_val, data.y_val),
-                    batch_size=settings.batch_size,
-                    epochs=settings.epochs,
-                    verbose=0,
+            def bare(
+                settings: TrainSettings = settings, params: TrialParams = params
+            ) -> tuple[float, float]:
+                keras.backend.clear_session()
+                keras.utils.set_random_seed(0)
+                base = pretrained.instantiate()
+                freeze(base, params.unfrozen_layers, params.batchnorm)
+                model = build_model(base, data.num_classes, params.dropout)
+                compile_model(model, params.learning_rate, params.weight_decay)
+                return timed(
+                    lambda: model.fit(
+                        x_train,
+                        data.y_train,
+                        validation_data=(x_val, data.y_val),
+                        batch_size=settings.batch_size,
+                        epochs=settings.epochs,
+                        verbose=0,
+                    )
                 )
+
+            bare_runs: list[tuple[float, float]] = []
+            trial_runs: list[tuple[float, float]] = []
+            no_probe_runs: list[tuple[float, float]] = []
+            with frozen_heap():  # as optimize_exactly (thaw run) runs its trials
+                # builds the working copy and the probe's runner once, as a study's first trial
+                one_trial(objective, params, f"warm-up-{epochs}")
+                one_trial(no_probes, params, f"warm-up-{epochs}")
+                for _ in range(args.repeats):
+                    bare_runs.append(bare())
+                    trial_runs.append(
+                        timed(partial(one_trial, objective, params, f"overhead-{epochs}"))
+                    )
+                    no_probe_runs.append(
+                        timed(partial(one_trial, no_probes, params, f"no-probes-{epochs}"))
+                    )
+            (bw, bc), (tw, tc) = median_pair(bare_runs), median_pair(trial_runs)
+            nw, nc = median_pair(no_probe_runs)
+            print(
+                f"[overhead] demo CNN, {len(x_train)} images, {settings.epochs} epochs, full "
+                f"fine-tuning: bare fit {bw:.2f} s wall / {bc:.2f} s CPU; thaw trial {tw:.2f} s / "
+                f"{tc:.2f} s -> {tw / bw:.3f}x wall, {tc / bc:.3f}x CPU (target <= 1.05x); "
+                f"the trial without its end-of-trial probes {nw:.2f} s / {nc:.2f} s -> "
+                f"{nw / bw:.3f}x wall, {nc / bc:.3f}x CPU",
+                flush=True,
             )
-            bare_runs.append(fit_s)
-
-        # The same trial without its end-of-trial probes (objectives._probes: one inference
-        # pass over the training images, two over the validation images), to show their share.
-        no_probes = FineTuneObjective(pretrained, data, space_for(pretrained), settings)
-        no_probes.probe = lambda *args: None  # type: ignore[method-assign]
-
-        bare_runs: list[tuple[float, float]] = []
-        trial_runs: list[tuple[float, float]] = []
-        no_probe_runs: list[tuple[float, float]] = []
-        one_trial(objective, params, "warm-up")  # builds the working copy once, as a study does
-        for _ in range(args.repeats):
-            bare()
-            trial_runs.append(timed(lambda: one_trial(objective, params, "overhead")))
-            no_probe_runs.append(timed(lambda: one_trial(no_probes, params, "no-probes")))
-        (bw, bc), (tw, tc) = median_pair(bare_runs), median_pair(trial_runs)
-        nw, nc = median_pair(no_probe_runs)
-        print(
-            f"[overhead] demo CNN, {len(x_train)} images, {settings.epochs} epochs, full "
-            f"fine-tuning: bare fit {bw:.2f} s wall / {bc:.2f} s CPU; thaw trial {tw:.2f} s / "
-            f"{tc:.2f} s -> {tw / bw:.3f}x wall, {tc / bc:.3f}x CPU (target <= 1.05x); "
-            f"the trial without its end-of-trial probes {nw:.2f} s / {nc:.2f} s -> "
-            f"{nw / bw:.3f}x wall, {nc / bc:.3f}x CPU"
-        )
         keras.backend.clear_session()
 
     # ----------------------------------------------------------- 2./3. frozen-prefix caching
@@ -222,15 +265,18 @@ def main() -> None:
             cached_np = FineTuneObjective(
                 pretrained, data, space, cached.settings, feature_cache=cache
             )
-            plain_np.probe = cached_np.probe = lambda *args: None  # type: ignore[method-assign]
+            plain_np.probe = cached_np.probe = lambda *args, **kwargs: None
             plain_runs, cold_runs, warm_runs, plain_np_runs, warm_np_runs = [], [], [], [], []
-            for _ in range(args.repeats):
-                plain_runs.append(timed(partial(one_trial, plain, params, "plain")))
-                plain_np_runs.append(timed(partial(one_trial, plain_np, params, "plain-np")))
-                cache.clear()
-                cold_runs.append(timed(partial(one_trial, cached, params, "cold")))
-                warm_runs.append(timed(partial(one_trial, cached, params, "warm")))
-                warm_np_runs.append(timed(partial(one_trial, cached_np, params, "warm-np")))
+            for name in ("plain", "plain-np", "cold", "warm", "warm-np"):
+                open_study(name)
+            with frozen_heap():  # as optimize_exactly (thaw run) runs its trials
+                for _ in range(args.repeats):
+                    plain_runs.append(timed(partial(one_trial, plain, params, "plain")))
+                    plain_np_runs.append(timed(partial(one_trial, plain_np, params, "plain-np")))
+                    cache.clear()
+                    cold_runs.append(timed(partial(one_trial, cached, params, "cold")))
+                    warm_runs.append(timed(partial(one_trial, cached, params, "warm")))
+                    warm_np_runs.append(timed(partial(one_trial, cached_np, params, "warm-np")))
             (pw, pc), (cw, _), (ww, wc) = (
                 median_pair(plain_runs),
                 median_pair(cold_runs),
@@ -244,7 +290,8 @@ def main() -> None:
                 f"earlier trial {ww:.2f} s -> {pw / ww:.2f}x (CPU {pc / wc:.2f}x) "
                 f"(target >= {5 if unfrozen == 0 else 2}x); without the end-of-trial probes: "
                 f"uncached {npw:.2f} s, cached from an earlier trial {nww:.2f} s -> "
-                f"{npw / nww:.2f}x (CPU {npc / nwc:.2f}x)"
+                f"{npw / nww:.2f}x (CPU {npc / nwc:.2f}x)",
+                flush=True,
             )
         keras.backend.clear_session()
 
@@ -286,7 +333,8 @@ def main() -> None:
             if n in (10, args.trials // 2, args.trials):
                 marks[n] = rss_mib()
 
-        study.optimize(objective, n_trials=args.trials, callbacks=[mark])
+        with frozen_heap():  # as optimize_exactly (thaw run) runs its trials
+            study.optimize(objective, n_trials=args.trials, callbacks=[mark])
         first, last = marks[10], marks[args.trials]
         print(
             f"[memory] tiny-model study, {args.trials} trials in {time.perf_counter() - t0:.0f} s: "

@@ -31,7 +31,8 @@ from thaw.objectives._callbacks import (
 from thaw.objectives._data import ArrayData
 from thaw.objectives._images import StreamedImages
 from thaw.objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
-from thaw.objectives._release import released_custom_gradients
+from thaw.objectives._probes import BatchStatsRunner
+from thaw.objectives._release import released_custom_gradients, settle_heap
 from thaw.objectives._sources import PretrainedBase
 from thaw.objectives._space import SearchSpace, TrialParams
 from thaw.objectives._specs import OBJECTIVE_METRICS, TrainSettings
@@ -154,6 +155,12 @@ class FineTuneObjective:
         self.feature_cache = feature_cache
         self._data_fingerprint: str | None = None
         self._cached_top: tuple[keras.Model, np.ndarray, np.ndarray] | None = None
+        #: The last phase's cut and BatchNorm mode when it trained on cached features.
+        self._cached_split: tuple[Split, str] | None = None
+        #: The epoch (1-based) whose weights the last trial's model holds at its end.
+        self._restored_epoch: int | None = None
+        #: Runs the batch-statistics probe through one traced function per architecture.
+        self._batch_stats_runner = BatchStatsRunner()
         #: Boundary of each phase of the last trial ("" when that phase trained uncached).
         self.last_boundaries: list[str] = []
         #: Called with (trial, model at its best epoch, best value) when a trial's training
@@ -259,6 +266,8 @@ class FineTuneObjective:
             phases = [(0, warmup), (warmup, total)]
         self.last_boundaries = []
         self._cached_top = None
+        self._cached_split = None
+        self._restored_epoch = None
         for i, (initial_epoch, epochs) in enumerate(phases):
             if i == 1:
                 if reporter.pruned_at is not None or reporter.diverged_at is not None:
@@ -278,6 +287,7 @@ class FineTuneObjective:
                 callbacks=callbacks,
                 verbose=0,
             )
+        self._restored_epoch = restorer.restored_epoch
         return reporter
 
     def _phase_model(
@@ -290,10 +300,12 @@ class FineTuneObjective:
         if split is None:
             self.last_boundaries.append("")
             self._cached_top = None
+            self._cached_split = None
             return model, self._fit_data(seed)
         features = self._features(split, params.batchnorm)
         # The last phase's top and features: the end-of-trial probes' inference passes use them.
         self._cached_top = (split.suffix, features[0], features[1])
+        self._cached_split = (split, params.batchnorm)
         self._compile(split.suffix, params)
         self.last_boundaries.append(split.boundary)
         _logger.debug("training on cached features at %s %s", split.boundary, split.feature_shape)
@@ -304,18 +316,23 @@ class FineTuneObjective:
             "batch_size": self.settings.batch_size,
         }
 
-    def _features(self, split: Split, batchnorm: str) -> tuple[np.ndarray, ...]:
-        """Boundary activations of the training and validation images, from the cache if there."""
-        assert self.feature_cache is not None and isinstance(self.data, ArrayData)
+    def _feature_key(self, split: Split, batchnorm: str, *extra: str) -> str:
+        assert isinstance(self.data, ArrayData)
         if self._data_fingerprint is None:
             self._data_fingerprint = self.data.fingerprint()
-        key = cache_key(
+        return cache_key(
             self._data_fingerprint,
             self.pretrained.fingerprint(),
             split.boundary,
             batchnorm,
             str(split.prefix.outputs[0].dtype),
+            *extra,
         )
+
+    def _features(self, split: Split, batchnorm: str) -> tuple[np.ndarray, ...]:
+        """Boundary activations of the training and validation images, from the cache if there."""
+        assert self.feature_cache is not None and isinstance(self.data, ArrayData)
+        key = self._feature_key(split, batchnorm)
         found = self.feature_cache.get(key)
         if found is not None:
             return found
@@ -327,14 +344,44 @@ class FineTuneObjective:
         self.feature_cache.put(key, features)
         return features
 
-    def probe(self, trial: optuna.Trial, model: keras.Model, params: TrialParams) -> None:
+    def _batch_stats_features(self, split: Split, batchnorm: str) -> np.ndarray:
+        """Boundary activations of the validation images with the frozen bottom's BatchNorm on
+        batch statistics, in batches of the trial's batch size (the batches of the uncached
+        batch-statistics probe: the statistics depend on them). The same for every trial with
+        this bottom: from the cache if there."""
+        from thaw.objectives._probes import batch_statistics_predict
+
+        assert self.feature_cache is not None and self._x_val is not None
+        size = self.settings.batch_size
+        key = self._feature_key(split, batchnorm, "batch-stats", str(size))
+        found = self.feature_cache.get(key)
+        if found is not None:
+            return found[0]
+        features = batch_statistics_predict(split.prefix, self._x_val, size)
+        self.feature_cache.put(key, (features,))
+        return features
+
+    def probe(
+        self,
+        trial: optuna.Trial,
+        model: keras.Model,
+        params: TrialParams,
+        val_loss: float | None = None,
+    ) -> None:
         """End-of-trial probes (``objectives._probes``) stored as user attr ``probes``; a probe
-        that fails is logged and skipped, never failing the trial."""
-        from thaw.objectives._probes import PROBES_ATTR, run_probes
+        that fails is logged and skipped, never failing the trial.
+
+        ``val_loss``: the validation loss the fit logged for the epoch whose weights ``model``
+        holds (then not measured again)."""
+        from thaw.objectives._probes import PROBES_ATTR, _has_batchnorm, run_probes
 
         in_memory = not self._streamed
         cached_top, self._cached_top = self._cached_top, None
+        cached_split, self._cached_split = self._cached_split, None
         try:
+            batch_stats = None
+            if cached_top is not None and cached_split is not None and _has_batchnorm(model):
+                batch_stats = self._batch_stats_features(*cached_split)
             probes = run_probes(
                 model,
                 self.pretrained.model,
@@ -345,6 +392,9 @@ class FineTuneObjective:
                 batch_size=self.settings.batch_size,
                 unfreeze_by=self.pretrained.unfreeze_by,
                 cached_top=cached_top,
+                val_loss=val_loss,
+                batch_stats_features=batch_stats,
+                runner=self._batch_stats_runner,
             )
         except Exception as exc:  # noqa: BLE001 - probes are evidence, not the result
             _logger.warning("Trial %d: end-of-trial probes failed: %s", trial.number, exc)
@@ -400,6 +450,15 @@ class FineTuneObjective:
                 return self._run(trial, params)
         finally:
             gc.collect()
+            settle_heap()  # inside frozen_heap (thaw run): later collections skip what lives on
+
+    def _final_val_loss(self, history: TrialHistory) -> float | None:
+        """The validation loss the fit logged for the epoch whose weights the model holds."""
+        epoch = self._restored_epoch
+        losses = history.epochs["val_loss"]
+        if epoch is None or not 1 <= epoch <= len(losses):
+            return None
+        return losses[epoch - 1]
 
     def _run(self, trial: optuna.Trial, params: TrialParams) -> float:
         model, history, reporter = self.train(trial, params)
@@ -417,7 +476,7 @@ class FineTuneObjective:
             except OSError as exc:  # a full disk must not fail the trial
                 _logger.warning("Trial %d: best model not kept: %s", trial.number, exc)
         if reporter.diverged_at is None:
-            self.probe(trial, model, params)
+            self.probe(trial, model, params, val_loss=self._final_val_loss(history))
         if reporter.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
         if reporter.diverged_at is not None:

@@ -9,13 +9,20 @@ diagnosis reads evidence, not only curve shapes.
 - ``weight_drift``: per unfrozen block, the relative L2 distance of its weights from the
   pretrained ones, ``||w - w0|| / ||w0||``: features overwritten by the learning rate.
 
-Each probe is one pass over its data.
+Each probe is one pass over its data, and less where the trial already knows the answer: the
+validation loss with moving statistics of the weights the trial ended with is the one its fit
+logged for that epoch (``val_loss``). The batch-statistics pass goes through a
+:class:`BatchStatsRunner`, which keeps one traced function per architecture across trials.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +34,8 @@ from thaw.objectives._model import batchnorm_layers, block_name, weighted_layers
 
 __all__ = [
     "PROBES_ATTR",
+    "BatchStatsRunner",
+    "batch_statistics_predict",
     "batchnorm_probe",
     "inference_metrics",
     "run_probes",
@@ -45,14 +54,27 @@ def _cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
 
 
 def inference_metrics(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    runner: BatchStatsRunner | None = None,
 ) -> tuple[float, float]:
     """(loss, accuracy) of ``model`` on ``(x, y)`` in inference mode (one pass).
 
-    A model compiled as thaw compiles it (sparse categorical cross-entropy, ``accuracy``, no
+    With a ``runner``, through its clone of the architecture (traced once for all trials), in
+    batches of ``4 * batch_size`` (inference does not depend on the batching). Otherwise a model
+    compiled as thaw compiles it (sparse categorical cross-entropy, ``accuracy``, no
     regularisation losses) is measured with ``evaluate``: its test step was traced for the fit's
     validation, where a first ``predict`` would trace again. Others go through ``predict``.
     """
+    if runner is not None and not model.losses:
+        try:
+            probs = np.asarray(runner.predict(model, x, 4 * batch_size, training=False), "float64")
+        except Exception as exc:  # noqa: BLE001 - an unclonable model is measured as below
+            _logger.debug("inference pass without a runner: %s: %s", type(exc).__name__, exc)
+        else:
+            return _cross_entropy(probs, y), float(np.mean(np.argmax(probs, axis=-1) == y))
     measured = _evaluated(model, x, y, batch_size)
     if measured is not None:
         return measured
@@ -115,34 +137,164 @@ def _batch_statistics(model: keras.Model) -> Iterator[None]:
             layer.rate = rate
 
 
+def _has_batchnorm(model: keras.Model) -> bool:
+    return any(isinstance(layer, keras.layers.BatchNormalization) for layer in _leaves(model))
+
+
+def _architecture(model: keras.Model) -> str:
+    """What the batch-statistics pass of ``model`` computes, apart from its weights: its config
+    without what it ignores (``trainable`` flags: every BatchNorm runs on batch statistics;
+    dropout ``rate`` and ``seed``: dropout is off)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("trainable", "rate", "seed")}
+        if isinstance(value, list | tuple):
+            return [strip(v) for v in value]
+        return value
+
+    return json.dumps(strip(model.get_config()), sort_keys=True, default=repr)
+
+
+class _Clone:
+    """A private copy of one architecture for the batch-statistics pass, and its traced call."""
+
+    def __init__(self, model: keras.Model) -> None:
+        clone = keras.models.clone_model(model)
+        for layer in _leaves(clone):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = True
+            elif isinstance(layer, keras.layers.Dropout):
+                layer.rate = 0.0
+        self.model = clone
+        self.wrapper = _InTrainingMode(clone)
+        self.steps: dict[bool, Any] = {}
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # One traced call per batch, without predict's loop (its tf.data pipeline and
+            # per-batch callbacks cost as much as the pass on a small model).
+            self.steps = {
+                training: tf.function(
+                    lambda batch, training=training: clone(batch, training=training),
+                    reduce_retracing=True,
+                )
+                for training in (True, False)
+            }
+
+    def predict(self, x: np.ndarray, batch_size: int, training: bool) -> np.ndarray:
+        step = self.steps.get(training)
+        if step is None:
+            runner = self.wrapper if training else self.model
+            return np.asarray(runner.predict(x, batch_size=batch_size, verbose=0))
+        outputs = [
+            keras.ops.convert_to_numpy(step(x[start : start + batch_size]))
+            for start in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(outputs, axis=0)
+
+
+class BatchStatsRunner:
+    """Runs a model with BatchNorm on batch statistics and dropout off, through one traced
+    function per architecture, reused across trials.
+
+    A trial's model is new (a new head) in every trial, so a ``predict`` on it traces the whole
+    network again. The runner keeps a private clone per architecture (at most ``max_models``,
+    least recently used first out), its BatchNorm layers trainable (batch statistics under
+    ``training=True``) and its dropout at rate 0; each call copies the model's weights into the
+    clone and runs the clone's traced call batch by batch (on the TensorFlow backend a
+    ``tf.function``, elsewhere the clone's ``predict``). The model itself is not touched. A
+    model that cannot be cloned runs as :func:`batch_statistics_predict` without a runner runs
+    it. Calls from several threads take turns.
+    """
+
+    def __init__(self, max_models: int = 2) -> None:
+        if max_models < 1:
+            raise ValueError(f"max_models={max_models}; expected >= 1")
+        self.max_models = max_models
+        self._clones: OrderedDict[str, _Clone] = OrderedDict()
+        self._lock = threading.Lock()
+        self._last: tuple[weakref.ref[keras.Model], str] | None = None
+        #: Clones built (each traces its function once).
+        self.built = 0
+
+    def predict(
+        self, model: keras.Model, x: np.ndarray, batch_size: int, training: bool = True
+    ) -> np.ndarray:
+        """Outputs of ``model`` on ``x`` in batches of ``batch_size``: with ``training``,
+        BatchNorm on batch statistics and dropout off; without, in inference mode."""
+        with self._lock:
+            key = self._key(model)
+            clone = self._clones.get(key)
+            if clone is None:
+                clone = _Clone(model)
+                self._clones[key] = clone
+                self.built += 1
+                while len(self._clones) > self.max_models:
+                    self._clones.popitem(last=False)
+            self._clones.move_to_end(key)
+            # Every call: a batch-statistics pass moves the clone's moving statistics.
+            clone.model.set_weights(model.get_weights())
+            return clone.predict(x, batch_size, training)
+
+    def _key(self, model: keras.Model) -> str:
+        """The architecture of ``model``, worked out once for the passes of one trial."""
+        if self._last is not None and self._last[0]() is model:
+            return self._last[1]
+        key = _architecture(model)
+        self._last = (weakref.ref(model), key)
+        return key
+
+
+def batch_statistics_predict(
+    model: keras.Model, x: np.ndarray, batch_size: int, runner: BatchStatsRunner | None = None
+) -> np.ndarray:
+    """Outputs of ``model`` on ``x`` in batches of ``batch_size`` (in order), every BatchNorm
+    layer on the statistics of its batch, dropout off; the model is left as it was."""
+    if runner is not None:
+        try:
+            return runner.predict(model, x, batch_size)
+        except Exception as exc:  # noqa: BLE001 - an unclonable model runs without the runner
+            _logger.debug("batch-statistics pass without a runner: %s: %s", type(exc).__name__, exc)
+    with _batch_statistics(model):
+        return np.asarray(_InTrainingMode(model).predict(x, batch_size=batch_size, verbose=0))
+
+
+def _batch_loss(probs: np.ndarray, y: np.ndarray, batch_size: int) -> float | None:
+    """Mean cross-entropy over the batches (weighted by size), batches of one image left out."""
+    all_probs = np.asarray(probs, dtype="float64")
+    losses: list[float] = []
+    weights: list[int] = []
+    for start in range(0, len(y), batch_size):
+        p, yb = all_probs[start : start + batch_size], y[start : start + batch_size]
+        if len(yb) < 2:
+            continue  # batch statistics of one image are degenerate
+        losses.append(_cross_entropy(p, yb))
+        weights.append(len(yb))
+    if not losses:
+        return None
+    return float(np.average(losses, weights=weights))
+
+
 def batchnorm_probe(
     model: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
     batch_size: int,
     moving: float | None = None,
+    runner: BatchStatsRunner | None = None,
 ) -> tuple[float, float] | None:
     """(val loss with moving statistics, val loss with batch statistics), or ``None`` when the
-    model has no BatchNormalization layer. Two passes (one when the caller measured ``moving``);
+    model has no BatchNormalization layer. Two passes (one when the caller knows ``moving``);
     the model is left as it was."""
-    if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in _leaves(model)):
+    if not _has_batchnorm(model):
         return None
     if moving is None:
-        moving, _ = inference_metrics(model, x, y, batch_size)
-    losses: list[float] = []
-    weights: list[int] = []
-    with _batch_statistics(model):
-        out = _InTrainingMode(model).predict(x, batch_size=batch_size, verbose=0)
-    all_probs = np.asarray(out, dtype="float64")
-    for start in range(0, len(x), batch_size):
-        probs, yb = all_probs[start : start + batch_size], y[start : start + batch_size]
-        if len(yb) < 2:
-            continue  # batch statistics of one image are degenerate
-        losses.append(_cross_entropy(probs, yb))
-        weights.append(len(yb))
-    if not losses:
+        moving, _ = inference_metrics(model, x, y, batch_size, runner)
+    batch = _batch_loss(batch_statistics_predict(model, x, batch_size, runner), y, batch_size)
+    if batch is None:
         return None
-    return moving, float(np.average(losses, weights=weights))
+    return moving, batch
 
 
 def weight_drift(
@@ -185,6 +337,9 @@ def run_probes(
     batch_size: int,
     unfreeze_by: str = "layers",
     cached_top: tuple[keras.Model, np.ndarray, np.ndarray] | None = None,
+    val_loss: float | None = None,
+    batch_stats_features: np.ndarray | None = None,
+    runner: BatchStatsRunner | None = None,
 ) -> dict[str, Any]:
     """All probes that the data allows, as the JSON-able ``probes`` user attr. The fine-tuned
     base is ``model.layers[1]`` (as ``build_model`` makes it).
@@ -192,21 +347,33 @@ def run_probes(
     ``cached_top``: when the trial trained the top of ``model`` on cached activations of a
     frozen bottom (``objectives._cache``), that top model and the activations of ``x_train`` and
     ``x_val``. The inference-mode passes then run the top only: the same outputs, since the
-    bottom is frozen with BatchNorm in inference mode. The batch-statistics pass needs the whole
-    model (every BatchNorm layer on batch statistics) and runs it.
+    bottom is frozen with BatchNorm in inference mode. ``batch_stats_features``: with
+    ``cached_top``, the bottom's activations of ``x_val`` with its BatchNorm on batch statistics,
+    in batches of ``batch_size`` (the same for every trial with that bottom, so cached too): the
+    batch-statistics pass then runs the top only; without them it runs the whole model.
+
+    ``val_loss``: the validation loss of ``model`` as it stands (BatchNorm on moving statistics),
+    when the caller knows it (the fit logged it for the epoch whose weights the model holds);
+    otherwise it is measured.
     """
     probes: dict[str, Any] = {}
     top, f_train, f_val = cached_top if cached_top is not None else (model, x_train, x_val)
     if x_train is not None and y_train is not None and len(x_train) and f_train is not None:
-        loss, acc = inference_metrics(top, f_train, y_train, batch_size)
+        loss, acc = inference_metrics(top, f_train, y_train, batch_size, runner)
         probes["train_loss"], probes["train_accuracy"] = loss, acc
-    if x_val is not None and y_val is not None and len(x_val):
-        moving = None
-        if cached_top is not None and f_val is not None:
-            moving, _ = inference_metrics(top, f_val, y_val, batch_size)
-        bn = batchnorm_probe(model, x_val, y_val, batch_size, moving=moving)
-        if bn is not None:
-            probes["val_loss_moving_stats"], probes["val_loss_batch_stats"] = bn
+    if x_val is not None and y_val is not None and len(x_val) and _has_batchnorm(model):
+        moving = val_loss
+        if moving is None:
+            moving, _ = inference_metrics(
+                top, f_val if f_val is not None else x_val, y_val, batch_size, runner
+            )
+        if cached_top is not None and batch_stats_features is not None:
+            probs = batch_statistics_predict(top, batch_stats_features, batch_size, runner)
+        else:
+            probs = batch_statistics_predict(model, x_val, batch_size, runner)
+        batch = _batch_loss(probs, y_val, batch_size)
+        if batch is not None:
+            probes["val_loss_moving_stats"], probes["val_loss_batch_stats"] = moving, batch
     base = model.layers[1] if len(model.layers) > 1 else model
     if batchnorm_layers(base) or weighted_layers(base):
         probes["weight_drift"] = weight_drift(base, pretrained, unfreeze_by)

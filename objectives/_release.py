@@ -23,6 +23,7 @@ dropped only when the last running trial ends, so a trace in progress never lose
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Iterator
@@ -106,3 +107,47 @@ def released_custom_gradients() -> Iterator[None]:
                 _before = set()
                 if added:
                     _logger.debug("dropped %d custom-gradient registry entries", len(added))
+
+
+_frozen_lock = threading.Lock()
+_frozen_depth = 0
+_settled = False
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Around a run of trials, after the model and the data are loaded: what is alive then
+    (the modules, the data, the pretrained model) is collected once and frozen (``gc.freeze``),
+    so the collection that ends every trial scans only what trials made; the first trial's
+    collection freezes too what that trial left alive for good (:func:`settle_heap`). Unfrozen
+    on exit, so nothing frozen stays uncollectable after the run; nested uses freeze once.
+
+    Frozen objects are still freed when their last reference goes; only a reference cycle among
+    them waits for the exit."""
+    global _frozen_depth, _settled
+    with _frozen_lock:
+        _frozen_depth += 1
+        if _frozen_depth == 1:
+            gc.collect()
+            gc.freeze()
+            _settled = False
+    try:
+        yield
+    finally:
+        with _frozen_lock:
+            _frozen_depth -= 1
+            if _frozen_depth == 0:
+                gc.unfreeze()
+
+
+def settle_heap() -> None:
+    """Called right after a trial's ``gc.collect()``: inside :func:`frozen_heap`, the first time
+    only, freeze what is alive now. The first trial builds what every later trial reuses (the
+    working copy of the base, the probe's traced runner, lazily imported modules, TensorFlow's
+    function machinery); without this, every later collection scans it again. Outside
+    ``frozen_heap`` it does nothing."""
+    global _settled
+    with _frozen_lock:
+        if _frozen_depth > 0 and not _settled:
+            gc.freeze()
+            _settled = True

@@ -372,6 +372,11 @@ def optimize_exactly(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=target, initial=min(target, counted_trials(study)), unit="trial")
+    # The model and data are loaded: freeze what is alive, so each trial's collection is short.
+    from thaw.objectives._release import frozen_heap
+
+    heap = contextlib.ExitStack()
+    heap.enter_context(frozen_heap())
     try:
         while timeout is None or time.monotonic() - start < timeout:
             slots.acquire()
@@ -414,6 +419,7 @@ def optimize_exactly(
         return True
     finally:
         slots.close()
+        heap.close()
         if bar is not None:
             bar.close()
     return False

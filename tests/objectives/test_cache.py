@@ -123,7 +123,14 @@ def test_cached_trial_matches_uncached_trial(
         got["history"]["val_loss"], expected["history"]["val_loss"], rtol=1e-5, atol=1e-6
     )
     assert_same_probes(got["probes"], expected["probes"], rtol=1e-4)
-    assert cached.feature_cache is not None and cached.feature_cache.misses == 1
+    cache = cached.feature_cache
+    assert cache is not None
+    # the features, and the bottom's activations with BatchNorm on batch statistics (the probe)
+    assert (cache.misses, cache.hits) == (2, 0)
+    # a warm trial takes both from the cache: the batch-statistics probe runs the top only
+    again = run_trial_attrs(cached, params)
+    assert (cache.misses, cache.hits) == (2, 2)
+    assert_same_probes(again["probes"], expected["probes"], rtol=1e-4)
 
 
 def test_cached_trial_matches_on_the_demo_cnn_with_warmup(demo_model_path: Path) -> None:
@@ -162,7 +169,8 @@ def test_features_are_reused_across_trials_and_the_full_model_holds_the_result(
     params = {"unfrozen_layers": 1, "learning_rate": 1e-2, "dropout": 0.0, "weight_decay": 1e-6}
     run_trial(objective, params)
     run_trial(objective, {**params, "learning_rate": 2e-3})
-    assert (cache.misses, cache.hits) == (1, 1)
+    # features and the probe's batch-statistics activations: computed once, then reused
+    assert (cache.misses, cache.hits) == (2, 2)
 
     # build + fit by hand: the full model is the prefix plus the trained top
     trial = optuna.create_study().ask()

@@ -10,7 +10,9 @@ import pytest
 
 from thaw.objectives._model import build_model, freeze
 from thaw.objectives._probes import (
+    BatchStatsRunner,
     _batch_statistics,
+    batch_statistics_predict,
     batchnorm_probe,
     inference_metrics,
     run_probes,
@@ -133,3 +135,75 @@ def test_batchnorm_probe_batch_loss_is_each_batch_in_training_mode(
     result = batchnorm_probe(model, x, y, 4)
     assert result is not None
     assert result[1] == pytest.approx(np.average(losses, weights=sizes), rel=1e-5)
+
+
+def test_batch_stats_runner_matches_the_model_and_traces_once_per_architecture(
+    tiny_cnn: Any, tiny_arrays: Any
+) -> None:
+    data = tiny_arrays(n_val=13)
+    x = data["x_val"]
+    runner = BatchStatsRunner()
+    for unfrozen, dropout in ((2, 0.5), (1, 0.1)):  # trials differ in flags and dropout only
+        model, _ = _finetune_model(tiny_cnn, "frozen")
+        freeze(model.layers[1], unfrozen, "frozen")
+        model.layers[-2].rate = dropout
+        before = [w.copy() for w in model.get_weights()]
+        flags = [layer.trainable for layer in model.layers[1].layers]
+        expected = batch_statistics_predict(model, x, 4)  # traced on the model itself
+        got = runner.predict(model, x, 4)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        # the inference pass through the same clone: the model's own predict
+        inferred = runner.predict(model, x, 8, training=False)
+        np.testing.assert_allclose(inferred, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+        loss, acc = inference_metrics(model, x, data["y_val"], 4, runner)
+        assert (loss, acc) == pytest.approx(inference_metrics(model, x, data["y_val"], 4), 1e-5)
+        # the model is untouched: weights (moving statistics too) and flags
+        for a, b in zip(model.get_weights(), before, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert [layer.trainable for layer in model.layers[1].layers] == flags
+        assert model.layers[-2].rate == dropout
+    assert runner.built == 1
+    # another architecture gets its own clone
+    other = build_model(keras.models.clone_model(model.layers[1]), 5, 0.2)
+    runner.predict(other, x, 4)
+    assert runner.built == 2
+
+
+def test_trial_knows_the_val_loss_of_the_weights_it_ends_with(
+    tiny_cnn: Any, tiny_arrays: Any
+) -> None:
+    """The probe's moving-statistics loss comes from the fit's log of the restored epoch: it is
+    the loss of the final model measured again."""
+    import optuna
+
+    from thaw.objectives import (
+        ArrayData,
+        FineTuneObjective,
+        FloatRange,
+        IntRange,
+        PretrainedBase,
+        SearchSpace,
+        TrainSettings,
+        TrialParams,
+        cut_base,
+    )
+
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    space = SearchSpace(
+        unfrozen_layers=IntRange(0, 2),
+        learning_rate=FloatRange(1e-3, 1e-2),
+        dropout=FloatRange(0.0, 0.5),
+        weight_decay=FloatRange(1e-6, 1e-4),
+    )
+    objective = FineTuneObjective(
+        pretrained, data, space, TrainSettings(epochs=4, batch_size=8, cache_frozen="off")
+    )
+    trial = optuna.create_study().ask()
+    model, history, _ = objective.train(trial, TrialParams(2, 3e-2, 0.3, 1e-4))
+    known = objective._final_val_loss(history)
+    assert known is not None
+    assert objective._restored_epoch is not None
+    assert known == min(v for v in history.epochs["val_loss"] if v is not None)
+    measured, _ = inference_metrics(model, objective._x_val, data.y_val, 8)
+    assert known == pytest.approx(measured, rel=1e-5)

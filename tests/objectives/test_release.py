@@ -119,3 +119,40 @@ def test_custom_gradient_entries_do_not_grow_over_trials(
     # Each trial traced a train step (a bare fit would have added entries, see above);
     # none of them is left behind.
     assert counts == [start] * 5
+
+
+def test_frozen_heap_freezes_once_and_unfreezes_on_exit() -> None:
+    import gc
+    import weakref
+
+    from thaw.objectives._release import frozen_heap, settle_heap
+
+    class Node:
+        pass
+
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with frozen_heap():  # nested: freezes nothing more, unfreezes nothing
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+        # what a trial makes is still collected: a reference cycle made inside
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # type: ignore[attr-defined]
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None
+        # after the first trial: what it left alive is frozen too, once
+        kept = Node()
+        settle_heap()
+        settled = gc.get_freeze_count()
+        assert settled > frozen
+        Node()
+        settle_heap()
+        assert gc.get_freeze_count() == settled
+        del kept
+    assert gc.get_freeze_count() == 0
+    settle_heap()  # outside frozen_heap: nothing
+    assert gc.get_freeze_count() == 0
