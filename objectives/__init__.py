@@ -69,6 +69,8 @@ _LAZY: dict[str, str] = {
     "UnfreezeRow": "thaw.objectives._inspect",
     "unfreeze_table": "thaw.objectives._inspect",
     "load_pretrained": "thaw.objectives._sources",
+    "frozen_heap": "thaw.objectives._release",
+    "released_custom_gradients": "thaw.objectives._release",
 }
 
 

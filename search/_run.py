@@ -373,7 +373,7 @@ def optimize_exactly(
 
         bar = tqdm(total=target, initial=min(target, counted_trials(study)), unit="trial")
     # The model and data are loaded: freeze what is alive, so each trial's collection is short.
-    from thaw.objectives._release import frozen_heap
+    from thaw.objectives import frozen_heap
 
     heap = contextlib.ExitStack()
     heap.enter_context(frozen_heap())
