@@ -159,6 +159,10 @@ def _report_paths(files: Any) -> list[Path]:
 # -------------------------------------------------------------------------------- server
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Server:
     """``python -m thaw.search._dashboard STUDY_FILE --port 0`` with its printed URL."""
 
@@ -169,6 +173,9 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Ctrl-C as at a terminal, however pytest was started: a shell without job control
+            # starts background commands with SIGINT ignored, and children inherit that.
+            preexec_fn=_default_sigint,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
