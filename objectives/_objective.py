@@ -154,9 +154,9 @@ class FineTuneObjective:
             feature_cache = FeatureCache(default_cache_dir() / "features")
         self.feature_cache = feature_cache
         self._data_fingerprint: str | None = None
-        self._cached_top: tuple[keras.Model, np.ndarray, np.ndarray] | None = None
-        #: The last phase's cut and BatchNorm mode when it trained on cached features.
-        self._cached_split: tuple[Split, str] | None = None
+        #: The last phase's cut, BatchNorm mode and features when it trained on cached features:
+        #: the end-of-trial probes run the top on them.
+        self._cached_phase: tuple[Split, str, tuple[np.ndarray, ...]] | None = None
         #: The epoch (1-based) whose weights the last trial's model holds at its end.
         self._restored_epoch: int | None = None
         #: Runs the batch-statistics probe through one traced function per architecture.
@@ -265,8 +265,7 @@ class FineTuneObjective:
             trial.set_user_attr("warmup_epochs", warmup)
             phases = [(0, warmup), (warmup, total)]
         self.last_boundaries = []
-        self._cached_top = None
-        self._cached_split = None
+        self._cached_phase = None
         self._restored_epoch = None
         for i, (initial_epoch, epochs) in enumerate(phases):
             if i == 1:
@@ -299,13 +298,10 @@ class FineTuneObjective:
             split = split_frozen_prefix(model, model.layers[1])
         if split is None:
             self.last_boundaries.append("")
-            self._cached_top = None
-            self._cached_split = None
+            self._cached_phase = None
             return model, self._fit_data(seed)
         features = self._features(split, params.batchnorm)
-        # The last phase's top and features: the end-of-trial probes' inference passes use them.
-        self._cached_top = (split.suffix, features[0], features[1])
-        self._cached_split = (split, params.batchnorm)
+        self._cached_phase = (split, params.batchnorm, features)
         self._compile(split.suffix, params)
         self.last_boundaries.append(split.boundary)
         _logger.debug("training on cached features at %s %s", split.boundary, split.feature_shape)
@@ -376,12 +372,12 @@ class FineTuneObjective:
         from thaw.objectives._probes import PROBES_ATTR, _has_batchnorm, run_probes
 
         in_memory = not self._streamed
-        cached_top, self._cached_top = self._cached_top, None
-        cached_split, self._cached_split = self._cached_split, None
+        phase, self._cached_phase = self._cached_phase, None
+        cached_top = None if phase is None else (phase[0].suffix, phase[2][0], phase[2][1])
         try:
             batch_stats = None
-            if cached_top is not None and cached_split is not None and _has_batchnorm(model):
-                batch_stats = self._batch_stats_features(*cached_split)
+            if phase is not None and _has_batchnorm(model):
+                batch_stats = self._batch_stats_features(phase[0], phase[1])
             probes = run_probes(
                 model,
                 self.pretrained.model,
