@@ -31,13 +31,18 @@ from thaw.objectives._callbacks import (
 from thaw.objectives._data import ArrayData
 from thaw.objectives._images import StreamedImages
 from thaw.objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
-from thaw.objectives._probes import BatchStatsRunner
+from thaw.objectives._probes import BatchStatsRunner, probe_sample
 from thaw.objectives._release import released_custom_gradients, settle_heap
 from thaw.objectives._sources import PretrainedBase
 from thaw.objectives._space import SearchSpace, TrialParams
 from thaw.objectives._specs import OBJECTIVE_METRICS, TrainSettings
 
 _logger = logging.getLogger(__name__)
+
+
+def _take(values: np.ndarray, index: np.ndarray | None) -> np.ndarray:
+    """``values`` at ``index`` (all of them for ``None``)."""
+    return values if index is None else values[index]
 
 
 class DivergedError(RuntimeError):
@@ -161,6 +166,15 @@ class FineTuneObjective:
         self._restored_epoch: int | None = None
         #: Runs the batch-statistics probe through one traced function per architecture.
         self._batch_stats_runner = BatchStatsRunner()
+        if settings.probe_images < 0:
+            raise ValueError(
+                f"probe_images={settings.probe_images}; expected >= 0 (0: no image probes)"
+            )
+        #: The images the end-of-trial probes see (``probe_sample``; None: all), every trial.
+        self._probe_train = self._probe_val = None
+        if not self._streamed:
+            self._probe_train = probe_sample(data.y_train, settings.probe_images, seed)
+            self._probe_val = probe_sample(data.y_val, settings.probe_images, seed)
         #: Boundary of each phase of the last trial ("" when that phase trained uncached).
         self.last_boundaries: list[str] = []
         #: Called with (trial, model at its best epoch, best value) when a trial's training
@@ -341,19 +355,20 @@ class FineTuneObjective:
         return features
 
     def _batch_stats_features(self, split: Split, batchnorm: str) -> np.ndarray:
-        """Boundary activations of the validation images with the frozen bottom's BatchNorm on
-        batch statistics, in batches of the trial's batch size (the batches of the uncached
-        batch-statistics probe: the statistics depend on them). The same for every trial with
-        this bottom: from the cache if there."""
+        """Boundary activations of the probed validation images with the frozen bottom's
+        BatchNorm on batch statistics, in batches of the trial's batch size (the batches of the
+        uncached batch-statistics probe: the statistics depend on them). The same for every
+        trial with this bottom: from the cache if there."""
         from thaw.objectives._probes import batch_statistics_predict
 
         assert self.feature_cache is not None and self._x_val is not None
         size = self.settings.batch_size
-        key = self._feature_key(split, batchnorm, "batch-stats", str(size))
+        sample = "all" if self._probe_val is None else f"sample{self.settings.probe_images}"
+        key = self._feature_key(split, batchnorm, "batch-stats", str(size), sample)
         found = self.feature_cache.get(key)
         if found is not None:
             return found[0]
-        features = batch_statistics_predict(split.prefix, self._x_val, size)
+        features = batch_statistics_predict(split.prefix, _take(self._x_val, self._probe_val), size)
         self.feature_cache.put(key, (features,))
         return features
 
@@ -364,16 +379,20 @@ class FineTuneObjective:
         params: TrialParams,
         val_loss: float | None = None,
     ) -> None:
-        """End-of-trial probes (``objectives._probes``) stored as user attr ``probes``; a probe
-        that fails is logged and skipped, never failing the trial.
+        """End-of-trial probes (``objectives._probes``) stored as user attr ``probes``, on the
+        same sample of each split in every trial (``settings.probe_images``); a probe that fails
+        is logged and skipped, never failing the trial.
 
         ``val_loss``: the validation loss the fit logged for the epoch whose weights ``model``
         holds (then not measured again)."""
         from thaw.objectives._probes import PROBES_ATTR, _has_batchnorm, run_probes
 
-        in_memory = not self._streamed
         phase, self._cached_phase = self._cached_phase, None
-        cached_top = None if phase is None else (phase[0].suffix, phase[2][0], phase[2][1])
+        train, val = self._probe_train, self._probe_val
+        cached_top = None
+        if phase is not None:
+            cached_top = (phase[0].suffix, _take(phase[2][0], train), _take(phase[2][1], val))
+        in_memory = not self._streamed
         try:
             batch_stats = None
             if phase is not None and _has_batchnorm(model):
@@ -381,20 +400,25 @@ class FineTuneObjective:
             probes = run_probes(
                 model,
                 self.pretrained.model,
-                x_train=self._x_train if in_memory else None,
-                y_train=self.data.y_train if in_memory else None,
-                x_val=self._x_val if in_memory else None,
-                y_val=self.data.y_val if in_memory else None,
+                x_train=_take(self._x_train, train) if in_memory else None,
+                y_train=_take(self.data.y_train, train) if in_memory else None,
+                x_val=_take(self._x_val, val) if self._x_val is not None else None,
+                y_val=_take(self.data.y_val, val) if in_memory else None,
                 batch_size=self.settings.batch_size,
                 unfreeze_by=self.pretrained.unfreeze_by,
                 cached_top=cached_top,
                 val_loss=val_loss,
                 batch_stats_features=batch_stats,
                 runner=self._batch_stats_runner,
+                # Every trial's model is build_model on the same base (trainable flags and
+                # dropout rates aside), every cached top the part above its boundary.
+                architecture="model" if phase is None else f"top:{phase[0].boundary}",
             )
         except Exception as exc:  # noqa: BLE001 - probes are evidence, not the result
             _logger.warning("Trial %d: end-of-trial probes failed: %s", trial.number, exc)
             return
+        if self.settings.probe_images and (train is not None or val is not None):
+            probes["sample_images"] = self.settings.probe_images
         trial.set_user_attr(PROBES_ATTR, probes)
 
     def _fit_data(self, seed: int) -> dict[str, Any]:

@@ -11,8 +11,12 @@ diagnosis reads evidence, not only curve shapes.
 
 Each probe is one pass over its data, and less where the trial already knows the answer: the
 validation loss with moving statistics of the weights the trial ended with is the one its fit
-logged for that epoch (``val_loss``). The batch-statistics pass goes through a
-:class:`BatchStatsRunner`, which keeps one traced function per architecture across trials.
+logged for that epoch (``val_loss``, over every validation image). The passes see a fixed sample
+of each split (:func:`probe_sample`, ``TrainSettings.probe_images`` images at most, the same in
+every trial), so their cost does not grow with the data set: an estimate of a mean loss from 64
+images is well within the margins the diagnosis rules read (ratios of 1.5x and 2x). The
+batch-statistics pass goes through a :class:`BatchStatsRunner`, which keeps one traced function
+per architecture across trials.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import keras
@@ -38,6 +42,7 @@ __all__ = [
     "batch_statistics_predict",
     "batchnorm_probe",
     "inference_metrics",
+    "probe_sample",
     "run_probes",
     "weight_drift",
 ]
@@ -46,6 +51,31 @@ _logger = logging.getLogger(__name__)
 
 PROBES_ATTR = "probes"
 """The trial user attr holding the probes."""
+
+
+def probe_sample(y: np.ndarray, size: int, seed: int = 0) -> np.ndarray | None:
+    """Indices of at most ``size`` images of a split with labels ``y`` for the probes, or
+    ``None`` for all of them (``size >= len(y)``).
+
+    Stratified: the classes take turns, each in a seeded order, so every class is there in
+    proportion (as far as ``size`` allows); then shuffled, so batch-statistics batches mix the
+    classes as a shuffled split does. The same ``y``, ``size`` and ``seed`` give the same
+    sample: every trial of a study is probed on the same images.
+    """
+    if size < 0:
+        raise ValueError(f"probe sample size {size}; expected >= 0")
+    labels = np.asarray(y).reshape(-1)
+    if size >= len(labels):
+        return None
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(labels))  # which class goes first in each turn
+    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    # Round-robin over the classes: position k of every class before position k + 1 of any.
+    turns = sorted(
+        (k, c, int(i)) for c, members in enumerate(by_class) for k, i in enumerate(members)
+    )
+    chosen = np.array([i for _, _, i in turns[:size]], dtype="int64")
+    return rng.permutation(chosen)
 
 
 def _cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
@@ -213,18 +243,52 @@ class BatchStatsRunner:
             raise ValueError(f"max_models={max_models}; expected >= 1")
         self.max_models = max_models
         self._clones: OrderedDict[str, _Clone] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._last: tuple[weakref.ref[keras.Model], str] | None = None
+        #: Inside ``steady(model)``: that model, its architecture's name, and the clone holding
+        #: its weights (if any).
+        self._steady: weakref.ref[keras.Model] | None = None
+        self._steady_name: str | None = None
+        self._loaded: _Clone | None = None
         #: Clones built (each traces its function once).
         self.built = 0
+        #: Weight copies into a clone (one per pass, or one per ``steady`` block).
+        self.copies = 0
+
+    @contextmanager
+    def steady(self, model: keras.Model, architecture: str | None = None) -> Iterator[None]:
+        """Passes of ``model`` inside copy its weights into the clone once, not once per pass:
+        the caller promises they do not change inside. (A batch-statistics pass moves the
+        clone's moving statistics, so the next pass copies again.) ``architecture``: its name
+        for the passes inside, as :meth:`predict` takes it. Other threads wait."""
+        with self._lock:
+            self._steady, self._steady_name = weakref.ref(model), architecture
+            self._loaded = None
+            try:
+                yield
+            finally:
+                self._steady, self._steady_name, self._loaded = None, None, None
 
     def predict(
-        self, model: keras.Model, x: np.ndarray, batch_size: int, training: bool = True
+        self,
+        model: keras.Model,
+        x: np.ndarray,
+        batch_size: int,
+        training: bool = True,
+        architecture: str | None = None,
     ) -> np.ndarray:
         """Outputs of ``model`` on ``x`` in batches of ``batch_size``: with ``training``,
-        BatchNorm on batch statistics and dropout off; without, in inference mode."""
+        BatchNorm on batch statistics and dropout off; without, in inference mode.
+
+        ``architecture``: a name for what the model computes, when the caller knows it (the
+        same name must mean the same layers and connections; ``trainable`` flags and dropout
+        rates may differ). Otherwise it is worked out from the model's config (tens of
+        milliseconds on a large model)."""
         with self._lock:
-            key = self._key(model)
+            steady = self._steady is not None and self._steady() is model
+            if architecture is None and steady:
+                architecture = self._steady_name
+            key = f"named:{architecture}" if architecture is not None else self._key(model)
             clone = self._clones.get(key)
             if clone is None:
                 clone = _Clone(model)
@@ -233,8 +297,11 @@ class BatchStatsRunner:
                 while len(self._clones) > self.max_models:
                     self._clones.popitem(last=False)
             self._clones.move_to_end(key)
-            # Every call: a batch-statistics pass moves the clone's moving statistics.
-            clone.model.set_weights(model.get_weights())
+            if not (steady and self._loaded is clone):
+                clone.model.set_weights(model.get_weights())
+                self.copies += 1
+            # A batch-statistics pass moves the clone's moving statistics: copy again next time.
+            self._loaded = clone if steady and not training else None
             return clone.predict(x, batch_size, training)
 
     def _key(self, model: keras.Model) -> str:
@@ -340,6 +407,7 @@ def run_probes(
     val_loss: float | None = None,
     batch_stats_features: np.ndarray | None = None,
     runner: BatchStatsRunner | None = None,
+    architecture: str | None = None,
 ) -> dict[str, Any]:
     """All probes that the data allows, as the JSON-able ``probes`` user attr. The fine-tuned
     base is ``model.layers[1]`` (as ``build_model`` makes it).
@@ -355,25 +423,30 @@ def run_probes(
     ``val_loss``: the validation loss of ``model`` as it stands (BatchNorm on moving statistics),
     when the caller knows it (the fit logged it for the epoch whose weights the model holds);
     otherwise it is measured.
+
+    ``runner``: runs the passes through its traced clones, the weights copied once for them
+    (:meth:`BatchStatsRunner.steady`); ``architecture``: the name of the architecture of the
+    model the passes run (the top with ``cached_top``), when the caller knows it.
     """
     probes: dict[str, Any] = {}
     top, f_train, f_val = cached_top if cached_top is not None else (model, x_train, x_val)
-    if x_train is not None and y_train is not None and len(x_train) and f_train is not None:
-        loss, acc = inference_metrics(top, f_train, y_train, batch_size, runner)
-        probes["train_loss"], probes["train_accuracy"] = loss, acc
-    if x_val is not None and y_val is not None and len(x_val) and _has_batchnorm(model):
-        moving = val_loss
-        if moving is None:
-            moving, _ = inference_metrics(
-                top, f_val if f_val is not None else x_val, y_val, batch_size, runner
-            )
-        if cached_top is not None and batch_stats_features is not None:
-            probs = batch_statistics_predict(top, batch_stats_features, batch_size, runner)
-        else:
-            probs = batch_statistics_predict(model, x_val, batch_size, runner)
-        batch = _batch_loss(probs, y_val, batch_size)
-        if batch is not None:
-            probes["val_loss_moving_stats"], probes["val_loss_batch_stats"] = moving, batch
+    with runner.steady(top, architecture) if runner is not None else nullcontext():
+        if x_train is not None and y_train is not None and len(x_train) and f_train is not None:
+            loss, acc = inference_metrics(top, f_train, y_train, batch_size, runner)
+            probes["train_loss"], probes["train_accuracy"] = loss, acc
+        if x_val is not None and y_val is not None and len(x_val) and _has_batchnorm(model):
+            moving = val_loss
+            if moving is None:
+                moving, _ = inference_metrics(
+                    top, f_val if f_val is not None else x_val, y_val, batch_size, runner
+                )
+            if cached_top is not None and batch_stats_features is not None:
+                probs = batch_statistics_predict(top, batch_stats_features, batch_size, runner)
+            else:
+                probs = batch_statistics_predict(model, x_val, batch_size, runner)
+            batch = _batch_loss(probs, y_val, batch_size)
+            if batch is not None:
+                probes["val_loss_moving_stats"], probes["val_loss_batch_stats"] = moving, batch
     base = model.layers[1] if len(model.layers) > 1 else model
     if batchnorm_layers(base) or weighted_layers(base):
         probes["weight_drift"] = weight_drift(base, pretrained, unfreeze_by)

@@ -64,6 +64,9 @@ class TrainSettings:
     it on when a GPU is visible. ``jit_compile`` compiles the train step with XLA.
     ``cache_frozen``: ``"auto"`` computes the activations at the top of the frozen bottom of the
     network once and trains the rest on them (same results, fewer computations); ``"off"``.
+    ``probe_images``: the end-of-trial probes (``objectives._probes``) see at most this many
+    training and this many validation images, a fixed stratified sample (0: no image probes,
+    the weight drift only).
     """
 
     epochs: int = 15
@@ -73,3 +76,4 @@ class TrainSettings:
     mixed_precision: str = "auto"
     jit_compile: bool = False
     cache_frozen: str = "auto"
+    probe_images: int = 64

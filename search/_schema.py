@@ -180,6 +180,9 @@ class TrainSection(_Section):
     cache_frozen: Literal["auto", "off"] = Field(
         "auto", description="auto | off: train on cached frozen-prefix activations"
     )
+    probe_images: int = Field(
+        64, ge=0, description="images per split the end-of-trial probes see (0: none)"
+    )
     tensorboard: bool = Field(False, description="one TensorBoard run per trial")
     csv_log: bool = Field(False, description="one CSV file of epoch metrics per trial")
     callbacks: Annotated[list[str], BeforeValidator(_check_callbacks)] = Field(

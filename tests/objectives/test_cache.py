@@ -133,6 +133,39 @@ def test_cached_trial_matches_uncached_trial(
     assert_same_probes(again["probes"], expected["probes"], rtol=1e-4)
 
 
+@pytest.mark.parametrize("unfrozen", [0, 1])
+def test_cached_trial_probes_the_same_sample_as_an_uncached_trial(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays, unfrozen: int
+) -> None:
+    """With fewer probe images than the splits hold, a cached trial probes the top on the
+    sampled rows of its cached activations (and the bottom's batch-statistics activations of
+    the sampled validation images): the probes of an uncached trial on the same sample."""
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(n_train=24, n_val=16), class_names=("a", "b", "c"))
+    cached, plain = objectives(
+        pretrained, data, TrainSettings(epochs=2, batch_size=4, probe_images=8)
+    )
+    params = {
+        "unfrozen_layers": unfrozen,
+        "learning_rate": 5e-3,
+        "dropout": 0.3,
+        "weight_decay": 1e-4,
+    }
+    space = SearchSpace(**{**vars(SPACE), "batchnorm": ("frozen",)})
+    cached.space = plain.space = space
+    expected = run_trial_attrs(plain, params)
+    got = run_trial_attrs(cached, params)
+    assert cached.last_boundaries != [""]
+    assert expected["probes"]["sample_images"] == 8
+    assert_same_probes(got["probes"], expected["probes"], rtol=1e-4)
+    # the whole splits give other numbers: the sample is what was probed
+    whole = FineTuneObjective(
+        pretrained, data, space, TrainSettings(epochs=2, batch_size=4, cache_frozen="off")
+    )
+    full = run_trial_attrs(whole, params)["probes"]
+    assert full["train_loss"] != pytest.approx(expected["probes"]["train_loss"], rel=1e-4)
+
+
 def test_cached_trial_matches_on_the_demo_cnn_with_warmup(demo_model_path: Path) -> None:
     """Warm-up phase (head only) and fine-tuning phase are cut at different boundaries."""
     pretrained = load_pretrained(ModelSource("demo"))

@@ -15,6 +15,7 @@ from thaw.objectives._probes import (
     batch_statistics_predict,
     batchnorm_probe,
     inference_metrics,
+    probe_sample,
     run_probes,
     weight_drift,
 )
@@ -207,3 +208,136 @@ def test_trial_knows_the_val_loss_of_the_weights_it_ends_with(
     assert known == min(v for v in history.epochs["val_loss"] if v is not None)
     measured, _ = inference_metrics(model, objective._x_val, data.y_val, 8)
     assert known == pytest.approx(measured, rel=1e-5)
+
+
+# ------------------------------------------------------------------ the probed sample
+
+
+@pytest.mark.parametrize(
+    ("labels", "size", "counts"),
+    [
+        ([0, 1, 2] * 10, 6, {0: 2, 1: 2, 2: 2}),  # stratified: every class in proportion
+        ([0, 1, 2] * 10, 7, None),  # one class gets the extra image
+        ([0] * 20 + [1] * 4, 10, {0: 6, 1: 4}),  # a small class gives all it has
+        ([0, 1] * 5, 0, {}),  # 0: no image probes
+        ([0, 1] * 5, 9, {0: 5, 1: 4}),
+    ],
+)
+def test_probe_sample_is_stratified(labels: list[int], size: int, counts: Any) -> None:
+    y = np.array(labels)
+    index = probe_sample(y, size)
+    assert index is not None
+    assert len(index) == size == len(set(index.tolist()))
+    got = {int(c): int(n) for c, n in zip(*np.unique(y[index], return_counts=True), strict=True)}
+    if counts is None:
+        assert sorted(got.values()) == [2, 2, 3]
+    else:
+        assert got == counts
+
+
+@pytest.mark.parametrize("size", [10, 11, 100])
+def test_probe_sample_is_everything_when_the_split_is_small(size: int) -> None:
+    assert probe_sample(np.arange(10) % 2, size) is None
+
+
+def test_probe_sample_is_the_same_every_trial_and_mixes_the_classes() -> None:
+    y = np.repeat(np.arange(4), 25)  # sorted by class, as folders often are
+    first = probe_sample(y, 16)
+    assert first is not None
+    np.testing.assert_array_equal(first, probe_sample(y, 16))  # every trial probes the same
+    assert not np.array_equal(first, probe_sample(y, 16, seed=1))
+    # batch-statistics batches of 4 are not of one class each
+    assert all(len(set(y[first[i : i + 4]].tolist())) > 1 for i in range(0, 16, 4))
+
+
+def test_probe_sample_refuses_a_negative_size() -> None:
+    with pytest.raises(ValueError, match=r"probe sample size -1; expected >= 0"):
+        probe_sample(np.zeros(4), -1)
+
+
+def test_runner_copies_the_weights_once_for_the_passes_of_a_steady_model(
+    tiny_cnn: Any, tiny_arrays: Any
+) -> None:
+    data = tiny_arrays(n_val=13)
+    x = data["x_val"]
+    model, _ = _finetune_model(tiny_cnn, "frozen")
+    plain = BatchStatsRunner()
+    expected = (plain.predict(model, x, 8, training=False), plain.predict(model, x, 4))
+    assert plain.copies == 2  # outside steady: every pass copies
+    runner = BatchStatsRunner()
+    with runner.steady(model, "trial-model"):
+        inferred = runner.predict(model, x, 8, training=False)
+        again = runner.predict(model, x, 8, training=False)
+        assert runner.copies == 1
+        batch = runner.predict(model, x, 4)
+        assert runner.copies == 1
+        # the batch-statistics pass moved the clone's moving statistics: copied again
+        after = runner.predict(model, x, 8, training=False)
+        assert runner.copies == 2
+    np.testing.assert_allclose(inferred, expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again, expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after, expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batch, expected[1], rtol=1e-5, atol=1e-6)
+    # a named architecture: one clone per name, whatever model comes with it
+    other, _ = _finetune_model(tiny_cnn, "frozen")
+    with runner.steady(other, "trial-model"):
+        runner.predict(other, x, 4)
+    assert runner.built == 1
+    runner.predict(other, x, 4, architecture="another")
+    assert runner.built == 2
+
+
+def test_trial_probes_its_sample_of_each_split(tiny_cnn: Any, tiny_arrays: Any) -> None:
+    """With fewer probe images than the splits hold, the probes measure the trial's model on
+    the same stratified sample every trial; 0 leaves the weight drift only."""
+    import optuna
+
+    from thaw.objectives import (
+        ArrayData,
+        FineTuneObjective,
+        FloatRange,
+        IntRange,
+        PretrainedBase,
+        SearchSpace,
+        TrainSettings,
+        cut_base,
+    )
+
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(n_train=30, n_val=24), class_names=("a", "b", "c"))
+    space = SearchSpace(
+        unfrozen_layers=IntRange(2, 2),
+        learning_rate=FloatRange(1e-2, 1e-2),
+        dropout=FloatRange(0.2, 0.2),
+        weight_decay=FloatRange(1e-4, 1e-4),
+        batchnorm=("train",),
+    )
+    train = probe_sample(data.y_train, 9)
+    assert train is not None
+    measured: dict[str, tuple[float, float]] = {}
+
+    def measure(trial: Any, model: keras.Model, value: float) -> None:
+        """The model at its best epoch (what the probes see next) on the 9 sampled images."""
+        x = data.x_train[train].astype("float32")
+        measured["train"] = inference_metrics(model, x, data.y_train[train], 4)
+
+    def objective(probe_images: int) -> FineTuneObjective:
+        settings = TrainSettings(
+            epochs=2, batch_size=4, cache_frozen="off", probe_images=probe_images
+        )
+        made = FineTuneObjective(pretrained, data, space, settings)
+        made.on_trial_model = measure
+        return made
+
+    probes, sampled = {}, {}
+    for size in (9, 0, 100):
+        study = optuna.create_study()
+        study.optimize(objective(size), n_trials=1)
+        probes[size], sampled[size] = study.trials[0].user_attrs["probes"], measured["train"]
+    assert set(probes[0]) == {"weight_drift"}
+    assert "sample_images" not in probes[100]
+    assert probes[9]["sample_images"] == 9
+    assert set(probes[9]) == set(probes[100]) | {"sample_images"}
+    # the sampled train probe is the model's inference-mode loss on the 9 stratified images
+    assert probes[9]["train_loss"] == pytest.approx(sampled[9][0], rel=1e-4)
+    assert probes[9]["train_accuracy"] == pytest.approx(sampled[9][1])

@@ -1,4 +1,5 @@
-"""train.cache_frozen in the study file: auto (default) or off."""
+"""train.cache_frozen (auto, the default, or off) and train.probe_images (64, >= 0) in the
+study file."""
 
 from __future__ import annotations
 
@@ -25,5 +26,21 @@ def test_cache_frozen_is_parsed(tmp_path: Path, value: str | None, expected: str
 def test_bad_cache_frozen_is_refused(tmp_path: Path, value: Any) -> None:
     raw = {**RAW, "train": {"cache_frozen": value}}
     with pytest.raises(StudyFileError, match=r"train\.cache_frozen") as info:
+        parse_study(raw, tmp_path / "s.yaml")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 64), (0, 0), (16, 16), (100000, 100000)])
+def test_probe_images_is_parsed(tmp_path: Path, value: int | None, expected: int) -> None:
+    raw = copy.deepcopy(RAW)
+    if value is not None:
+        raw["train"] = {"probe_images": value}
+    assert parse_study(raw, tmp_path / "s.yaml").train.probe_images == expected
+
+
+@pytest.mark.parametrize("value", [-1, "all", 2.5, None])
+def test_bad_probe_images_is_refused(tmp_path: Path, value: Any) -> None:
+    raw = {**RAW, "train": {"probe_images": value}}
+    with pytest.raises(StudyFileError, match=r"train\.probe_images") as info:
         parse_study(raw, tmp_path / "s.yaml")
     assert "\n" not in str(info.value)

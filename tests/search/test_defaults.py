@@ -44,6 +44,7 @@ def code_defaults(config: StudyConfig) -> dict[str, Any]:
         "search_space.weight_decay": _range(config.space.weight_decay),
         "train.epochs": config.train.epochs,
         "train.batch_size": config.train.batch_size,
+        "train.probe_images": config.train.probe_images,
         "sampler.name": config.sampler.name,
         "sampler.n_startup_trials": config.sampler.n_startup_trials,
         "pruner.compare": config.pruner.compare,
