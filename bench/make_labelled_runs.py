@@ -129,7 +129,12 @@ def _data(family: str, train_per_class: int) -> Any:
 
 
 def run_family(
-    family: str, storage: str, seed: int, log: Any, orders: list[int] | None = None
+    family: str,
+    storage: str,
+    seed: int,
+    log: Any,
+    orders: list[int] | None = None,
+    probe_images: int = TrainSettings().probe_images,
 ) -> list[dict[str, Any]]:
     import keras
 
@@ -158,7 +163,10 @@ def run_family(
             data = _data(family, recipe.train_per_class)
             class_names = data.class_names
             objectives[key] = FineTuneObjective(
-                pretrained, data, space, TrainSettings(epochs=recipe.epochs, batch_size=16)
+                pretrained,
+                data,
+                space,
+                TrainSettings(epochs=recipe.epochs, batch_size=16, probe_images=probe_images),
             )
         objective = objectives[key]
         if order == 0 or "thaw:data" not in study.user_attrs:
@@ -290,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--orders", help="run only these recipe positions, e.g. 17,16,15")
     parser.add_argument(
+        "--probe-images",
+        type=int,
+        default=TrainSettings().probe_images,
+        help="images per split the end-of-trial probes see (train.probe_images)",
+    )
+    parser.add_argument(
         "--export",
         nargs="+",
         metavar="FAMILY=DB",
@@ -313,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         db.unlink()
     storage = f"sqlite:///{db}"
     for family in args.families.split(","):
-        runs += run_family(family, storage, args.seed, sys.stderr, orders)
+        runs += run_family(family, storage, args.seed, sys.stderr, orders, args.probe_images)
     _write(Path(args.out), runs)
     print(f"{len(runs)} runs written to {args.out} and {db}", file=sys.stderr)
     return 0

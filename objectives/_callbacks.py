@@ -132,11 +132,16 @@ class RestoreBestWeights(keras.callbacks.Callback):
         final_epoch: int,
         monitor: str = "val_loss",
         model_to_keep: keras.Model | None = None,
+        keep_last: bool = False,
     ) -> None:
         super().__init__()
         #: The model whose weights are kept and restored (default: the model being fitted);
         #: the whole model when a phase fits only its top, which shares the layers.
         self.model_to_keep = model_to_keep
+        #: With ``keep_last``, the weights of the last epoch trained are kept in
+        #: ``last_weights`` when the best epoch's replace them (what the trial ended with).
+        self.keep_last = keep_last
+        self.last_weights: list[Any] | None = None
         self.best = best
         self.final_epoch = final_epoch
         self.monitor = monitor
@@ -146,6 +151,7 @@ class RestoreBestWeights(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.last_epoch = 0
         self.restored_epoch = None
+        self.last_weights = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.last_epoch = epoch + 1
@@ -156,6 +162,9 @@ class RestoreBestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         stopped = bool(getattr(self.model, "stop_training", False))
         if (stopped or self.last_epoch >= self.final_epoch) and self.best.weights is not None:
-            (self.model_to_keep or self.model).set_weights(self.best.weights)
+            model = self.model_to_keep or self.model
+            if self.keep_last and self.best.epoch != self.last_epoch:
+                self.last_weights = model.get_weights()
+            model.set_weights(self.best.weights)
             self.restored_epoch = self.best.epoch
             _logger.debug("Restored the weights of epoch %s", self.best.epoch)

@@ -164,6 +164,9 @@ class FineTuneObjective:
         self._cached_phase: tuple[Split, str, tuple[np.ndarray, ...]] | None = None
         #: The epoch (1-based) whose weights the last trial's model holds at its end.
         self._restored_epoch: int | None = None
+        #: How the last trial ended: the last epoch it trained, that epoch's weights (None when
+        #: the model holds them) and the best epoch's (put back after the probes).
+        self._ended: tuple[int, list[Any] | None, list[Any] | None] | None = None
         #: Runs the batch-statistics probe through one traced function per architecture.
         self._batch_stats_runner = BatchStatsRunner()
         if settings.probe_images < 0:
@@ -266,8 +269,9 @@ class FineTuneObjective:
             trial.set_user_attr("epoch_cap", total)
         best = BestEpoch(maximize=OBJECTIVE_METRICS[self.settings.metric] == "maximize")
         # The whole model is kept and restored: a phase may fit only its top on cached features.
+        # The last epoch's weights are kept too: the probes measure the model as it ended.
         restorer = RestoreBestWeights(
-            best, total, monitor=self.settings.metric, model_to_keep=model
+            best, total, monitor=self.settings.metric, model_to_keep=model, keep_last=True
         )
         callbacks: list[keras.callbacks.Callback] = [HistoryRecorder(trial, history), reporter]
         if self.extra_callbacks is not None:
@@ -301,6 +305,7 @@ class FineTuneObjective:
                 verbose=0,
             )
         self._restored_epoch = restorer.restored_epoch
+        self._ended = (restorer.last_epoch, restorer.last_weights, best.weights)
         return reporter
 
     def _phase_model(
@@ -377,23 +382,30 @@ class FineTuneObjective:
         trial: optuna.Trial,
         model: keras.Model,
         params: TrialParams,
-        val_loss: float | None = None,
+        history: TrialHistory | None = None,
     ) -> None:
         """End-of-trial probes (``objectives._probes``) stored as user attr ``probes``, on the
         same sample of each split in every trial (``settings.probe_images``); a probe that fails
         is logged and skipped, never failing the trial.
 
-        ``val_loss``: the validation loss the fit logged for the epoch whose weights ``model``
-        holds (then not measured again)."""
+        The probes measure the model as the trial ended (the last epoch it trained, stored as
+        ``epoch``): where the validation loss rose, that is where the training set was memorised
+        or the BatchNorm statistics went stale. The model then gets its best epoch's weights
+        back. ``history``: the trial's epochs, whose logged validation loss of that epoch is the
+        moving-statistics probe (otherwise measured)."""
         from thaw.objectives._probes import PROBES_ATTR, _has_batchnorm, run_probes
 
         phase, self._cached_phase = self._cached_phase, None
+        ended, self._ended = self._ended, None
+        epoch, last_weights, best_weights = ended if ended is not None else (None, None, None)
         train, val = self._probe_train, self._probe_val
         cached_top = None
         if phase is not None:
             cached_top = (phase[0].suffix, _take(phase[2][0], train), _take(phase[2][1], val))
         in_memory = not self._streamed
         try:
+            if last_weights is not None:
+                model.set_weights(last_weights)  # the top of a cached phase shares them
             batch_stats = None
             if phase is not None and _has_batchnorm(model):
                 batch_stats = self._batch_stats_features(phase[0], phase[1])
@@ -407,7 +419,7 @@ class FineTuneObjective:
                 batch_size=self.settings.batch_size,
                 unfreeze_by=self.pretrained.unfreeze_by,
                 cached_top=cached_top,
-                val_loss=val_loss,
+                val_loss=None if history is None else self._final_val_loss(history, epoch),
                 batch_stats_features=batch_stats,
                 runner=self._batch_stats_runner,
                 # Every trial's model is build_model on the same base (trainable flags and
@@ -417,6 +429,11 @@ class FineTuneObjective:
         except Exception as exc:  # noqa: BLE001 - probes are evidence, not the result
             _logger.warning("Trial %d: end-of-trial probes failed: %s", trial.number, exc)
             return
+        finally:
+            if last_weights is not None and best_weights is not None:
+                model.set_weights(best_weights)
+        if epoch:
+            probes["epoch"] = epoch
         if self.settings.probe_images and (train is not None or val is not None):
             probes["sample_images"] = self.settings.probe_images
         trial.set_user_attr(PROBES_ATTR, probes)
@@ -472,9 +489,8 @@ class FineTuneObjective:
             gc.collect()
             settle_heap()  # inside frozen_heap (thaw run): later collections skip what lives on
 
-    def _final_val_loss(self, history: TrialHistory) -> float | None:
-        """The validation loss the fit logged for the epoch whose weights the model holds."""
-        epoch = self._restored_epoch
+    def _final_val_loss(self, history: TrialHistory, epoch: int | None) -> float | None:
+        """The validation loss the fit logged for epoch ``epoch`` (1-based)."""
         losses = history.epochs["val_loss"]
         if epoch is None or not 1 <= epoch <= len(losses):
             return None
@@ -496,7 +512,7 @@ class FineTuneObjective:
             except OSError as exc:  # a full disk must not fail the trial
                 _logger.warning("Trial %d: best model not kept: %s", trial.number, exc)
         if reporter.diverged_at is None:
-            self.probe(trial, model, params, val_loss=self._final_val_loss(history))
+            self.probe(trial, model, params, history)
         if reporter.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
         if reporter.diverged_at is not None:

@@ -1,4 +1,5 @@
-"""RestoreBestWeights: the trial ends at its best epoch, across fit phases and when pruned."""
+"""RestoreBestWeights: the trial ends at its best epoch, across fit phases and when pruned;
+the last epoch's weights are kept on request (the end-of-trial probes measure them)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,23 @@ def test_weights_of_the_best_epoch_are_restored(values: list[float], final: int,
     _phase(callback, model, values)
     assert callback.restored_epoch == best
     assert _filled_with(model) == best - 1
+
+
+@pytest.mark.parametrize(("values", "final", "best"), CASES)
+@pytest.mark.parametrize("keep_last", [True, False])
+def test_the_last_epochs_weights_are_kept_on_request(
+    values: list[float], final: int, best: int, keep_last: bool
+) -> None:
+    model = _model()
+    callback = RestoreBestWeights(BestEpoch(), final_epoch=final, keep_last=keep_last)
+    callback.set_model(model)
+    _phase(callback, model, values)
+    assert _filled_with(model) == best - 1
+    if keep_last and best != len(values):
+        assert callback.last_weights is not None
+        assert {float(v) for w in callback.last_weights for v in np.ravel(w)} == {len(values) - 1}
+    else:  # not asked, or the model holds the last epoch's weights anyway
+        assert callback.last_weights is None
 
 
 def test_maximized_metric_keeps_the_highest() -> None:

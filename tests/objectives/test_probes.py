@@ -170,11 +170,12 @@ def test_batch_stats_runner_matches_the_model_and_traces_once_per_architecture(
     assert runner.built == 2
 
 
-def test_trial_knows_the_val_loss_of_the_weights_it_ends_with(
+def test_probes_measure_the_model_as_it_ended_then_the_best_epoch_comes_back(
     tiny_cnn: Any, tiny_arrays: Any
 ) -> None:
-    """The probe's moving-statistics loss comes from the fit's log of the restored epoch: it is
-    the loss of the final model measured again."""
+    """Where the val loss rose after the best epoch, the probes see the last epoch's model (the
+    memorised training set, the stale statistics); its moving-statistics loss is the one the
+    fit logged for that epoch. Then the model holds its best epoch's weights again."""
     import optuna
 
     from thaw.objectives import (
@@ -193,21 +194,41 @@ def test_trial_knows_the_val_loss_of_the_weights_it_ends_with(
     data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
     space = SearchSpace(
         unfrozen_layers=IntRange(0, 2),
-        learning_rate=FloatRange(1e-3, 1e-2),
+        learning_rate=FloatRange(1e-3, 1e-1),
         dropout=FloatRange(0.0, 0.5),
         weight_decay=FloatRange(1e-6, 1e-4),
     )
     objective = FineTuneObjective(
-        pretrained, data, space, TrainSettings(epochs=4, batch_size=8, cache_frozen="off")
+        pretrained, data, space, TrainSettings(epochs=6, batch_size=8, cache_frozen="off")
     )
     trial = optuna.create_study().ask()
-    model, history, _ = objective.train(trial, TrialParams(2, 3e-2, 0.3, 1e-4))
-    known = objective._final_val_loss(history)
-    assert known is not None
-    assert objective._restored_epoch is not None
-    assert known == min(v for v in history.epochs["val_loss"] if v is not None)
+    # noise images: memorising the training set makes the val loss rise from epoch 2 on
+    params = TrialParams(2, 1e-2, 0.0, 1e-6, "train")
+    model, history, _ = objective.train(trial, params)
+    losses = history.epochs["val_loss"]
+    best_epoch = objective._restored_epoch
+    assert best_epoch is not None and best_epoch < len(losses)  # it rose after its best
+    best = [w.copy() for w in model.get_weights()]
     measured, _ = inference_metrics(model, objective._x_val, data.y_val, 8)
-    assert known == pytest.approx(measured, rel=1e-5)
+    assert measured == pytest.approx(losses[best_epoch - 1], rel=1e-5)
+
+    ended = objective._ended
+    assert ended is not None and ended[1] is not None
+    last = ended[1]
+    objective.probe(trial, model, params, history)
+    probes = trial.user_attrs["probes"]
+    assert probes["epoch"] == len(losses)
+    assert probes["val_loss_moving_stats"] == pytest.approx(losses[-1], rel=1e-5)
+    # the model is back at its best epoch
+    for a, b in zip(model.get_weights(), best, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the train probe is the last epoch's model, measured again here
+    model.set_weights(last)
+    assert inference_metrics(model, objective._x_val, data.y_val, 8)[0] == pytest.approx(
+        losses[-1], rel=1e-5
+    )
+    train_loss, _ = inference_metrics(model, objective._x_train, data.y_train, 8)
+    assert probes["train_loss"] == pytest.approx(train_loss, rel=1e-4)
 
 
 # ------------------------------------------------------------------ the probed sample
@@ -322,8 +343,9 @@ def test_trial_probes_its_sample_of_each_split(tiny_cnn: Any, tiny_arrays: Any) 
         measured["train"] = inference_metrics(model, x, data.y_train[train], 4)
 
     def objective(probe_images: int) -> FineTuneObjective:
+        # one epoch: the best is the last, so the model handed to ``measure`` is the probed one
         settings = TrainSettings(
-            epochs=2, batch_size=4, cache_frozen="off", probe_images=probe_images
+            epochs=1, batch_size=4, cache_frozen="off", probe_images=probe_images
         )
         made = FineTuneObjective(pretrained, data, space, settings)
         made.on_trial_model = measure
@@ -334,7 +356,7 @@ def test_trial_probes_its_sample_of_each_split(tiny_cnn: Any, tiny_arrays: Any) 
         study = optuna.create_study()
         study.optimize(objective(size), n_trials=1)
         probes[size], sampled[size] = study.trials[0].user_attrs["probes"], measured["train"]
-    assert set(probes[0]) == {"weight_drift"}
+    assert set(probes[0]) == {"weight_drift", "epoch"}
     assert "sample_images" not in probes[100]
     assert probes[9]["sample_images"] == 9
     assert set(probes[9]) == set(probes[100]) | {"sample_images"}
