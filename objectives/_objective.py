@@ -173,11 +173,19 @@ class FineTuneObjective:
             raise ValueError(
                 f"probe_images={settings.probe_images}; expected >= 0 (0: no image probes)"
             )
-        #: The images the end-of-trial probes see (``probe_sample``; None: all), every trial.
+        #: The images the end-of-trial probes see (``probe_sample``; None: all), every trial,
+        #: and those images with their labels, taken once: (x_train, y_train, x_val, y_val).
         self._probe_train = self._probe_val = None
-        if not self._streamed:
+        self._probed: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        if self._x_val is not None:
             self._probe_train = probe_sample(data.y_train, settings.probe_images, seed)
             self._probe_val = probe_sample(data.y_val, settings.probe_images, seed)
+            self._probed = (
+                _take(self._x_train, self._probe_train),
+                _take(data.y_train, self._probe_train),
+                _take(self._x_val, self._probe_val),
+                _take(data.y_val, self._probe_val),
+            )
         #: Boundary of each phase of the last trial ("" when that phase trained uncached).
         self.last_boundaries: list[str] = []
         #: Called with (trial, model at its best epoch, best value) when a trial's training
@@ -366,14 +374,14 @@ class FineTuneObjective:
         trial with this bottom: from the cache if there."""
         from thaw.objectives._probes import batch_statistics_predict
 
-        assert self.feature_cache is not None and self._x_val is not None
+        assert self.feature_cache is not None and self._probed is not None
         size = self.settings.batch_size
         sample = "all" if self._probe_val is None else f"sample{self.settings.probe_images}"
         key = self._feature_key(split, batchnorm, "batch-stats", str(size), sample)
         found = self.feature_cache.get(key)
         if found is not None:
             return found[0]
-        features = batch_statistics_predict(split.prefix, _take(self._x_val, self._probe_val), size)
+        features = batch_statistics_predict(split.prefix, self._probed[2], size)
         self.feature_cache.put(key, (features,))
         return features
 
@@ -402,7 +410,7 @@ class FineTuneObjective:
         cached_top = None
         if phase is not None:
             cached_top = (phase[0].suffix, _take(phase[2][0], train), _take(phase[2][1], val))
-        in_memory = not self._streamed
+        x_train, y_train, x_val, y_val = self._probed or (None, None, None, None)
         try:
             if last_weights is not None:
                 model.set_weights(last_weights)  # the top of a cached phase shares them
@@ -412,10 +420,10 @@ class FineTuneObjective:
             probes = run_probes(
                 model,
                 self.pretrained.model,
-                x_train=_take(self._x_train, train) if in_memory else None,
-                y_train=_take(self.data.y_train, train) if in_memory else None,
-                x_val=_take(self._x_val, val) if self._x_val is not None else None,
-                y_val=_take(self.data.y_val, val) if in_memory else None,
+                x_train=x_train,
+                y_train=y_train,
+                x_val=x_val,
+                y_val=y_val,
                 batch_size=self.settings.batch_size,
                 unfreeze_by=self.pretrained.unfreeze_by,
                 cached_top=cached_top,

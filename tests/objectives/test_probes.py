@@ -6,8 +6,20 @@ from typing import Any
 
 import keras
 import numpy as np
+import optuna
 import pytest
 
+from thaw.objectives import (
+    ArrayData,
+    FineTuneObjective,
+    FloatRange,
+    IntRange,
+    PretrainedBase,
+    SearchSpace,
+    TrainSettings,
+    TrialParams,
+    cut_base,
+)
 from thaw.objectives._model import build_model, freeze
 from thaw.objectives._probes import (
     BatchStatsRunner,
@@ -176,20 +188,6 @@ def test_probes_measure_the_model_as_it_ended_then_the_best_epoch_comes_back(
     """Where the val loss rose after the best epoch, the probes see the last epoch's model (the
     memorised training set, the stale statistics); its moving-statistics loss is the one the
     fit logged for that epoch. Then the model holds its best epoch's weights again."""
-    import optuna
-
-    from thaw.objectives import (
-        ArrayData,
-        FineTuneObjective,
-        FloatRange,
-        IntRange,
-        PretrainedBase,
-        SearchSpace,
-        TrainSettings,
-        TrialParams,
-        cut_base,
-    )
-
     pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
     data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
     space = SearchSpace(
@@ -311,19 +309,6 @@ def test_runner_copies_the_weights_once_for_the_passes_of_a_steady_model(
 def test_trial_probes_its_sample_of_each_split(tiny_cnn: Any, tiny_arrays: Any) -> None:
     """With fewer probe images than the splits hold, the probes measure the trial's model on
     the same stratified sample every trial; 0 leaves the weight drift only."""
-    import optuna
-
-    from thaw.objectives import (
-        ArrayData,
-        FineTuneObjective,
-        FloatRange,
-        IntRange,
-        PretrainedBase,
-        SearchSpace,
-        TrainSettings,
-        cut_base,
-    )
-
     pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
     data = ArrayData(**tiny_arrays(n_train=30, n_val=24), class_names=("a", "b", "c"))
     space = SearchSpace(
