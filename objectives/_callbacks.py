@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import keras
 import optuna
+
+from thaw.objectives._weights import assign_weights, snapshot_weights
 
 _logger = logging.getLogger(__name__)
 
@@ -38,21 +41,58 @@ class TrialHistory:
         return {key: list(values) for key, values in self.epochs.items()}
 
 
+#: Seconds between two stores of a trial's history during a fit (it is stored at its end too).
+HISTORY_STORE_INTERVAL = 10.0
+
+
 class HistoryRecorder(keras.callbacks.Callback):
-    """Appends each epoch's metrics to a :class:`TrialHistory` and stores it on the trial.
+    """Appends each epoch's metrics to a :class:`TrialHistory` and stores it on the trial (user
+    attrs ``history`` and ``epochs_run``).
+
+    Stored when a fit ends, and during a fit when ``interval`` seconds have passed since the
+    last store: each store is two storage writes, and the epoch's monitored value reaches the
+    trial every epoch anyway (:class:`TrialReporter`; the dashboard's live curve). A fit that
+    raises never reaches ``on_train_end``: the objective calls :meth:`store` then. ``interval``
+    0 stores every epoch.
 
     The history object is owned by the objective, so a second ``fit()`` phase keeps appending.
     """
 
-    def __init__(self, trial: optuna.Trial, history: TrialHistory) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        history: TrialHistory,
+        interval: float = HISTORY_STORE_INTERVAL,
+    ) -> None:
         super().__init__()
+        if interval < 0:
+            raise ValueError(f"interval={interval}; expected seconds >= 0")
         self._trial = trial
         self._history = history
+        self.interval = interval
+        #: Epochs of the history stored so far (it outlives a fit: a second phase appends).
+        self.stored = 0
+        self._last_store = time.monotonic()
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._last_store = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._history.append(logs or {})
+        if time.monotonic() - self._last_store >= self.interval:
+            self.store()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.store()
+
+    def store(self) -> None:
+        """Store the epochs not stored yet (nothing when there are none)."""
+        if len(self._history) == self.stored:
+            return
         self._trial.set_user_attr("history", self._history.to_dict())
         self._trial.set_user_attr("epochs_run", len(self._history))
+        self.stored = len(self._history)
+        self._last_store = time.monotonic()
 
 
 class TrialReporter(keras.callbacks.Callback):
@@ -92,7 +132,9 @@ class TrialReporter(keras.callbacks.Callback):
 
 
 class BestEpoch:
-    """The best epoch of one trial so far, and the model's weights at its end.
+    """The best epoch of one trial so far, and the model's weights at its end (``weights``: a
+    :func:`~thaw.objectives._weights.snapshot_weights`, backend tensors where the model's weights
+    lie, taken each time the epoch is the best so far).
 
     Owned by the objective for the whole trial, so a second ``fit()`` phase (after the warm-up)
     competes with the first. Non-finite values never count; a tie keeps the earlier epoch.
@@ -113,7 +155,7 @@ class BestEpoch:
         ):
             return False
         self.epoch, self.value = epoch, value
-        self.weights = [w.copy() for w in model.get_weights()]
+        self.weights = snapshot_weights(model)
         return True
 
 
@@ -164,7 +206,7 @@ class RestoreBestWeights(keras.callbacks.Callback):
         if (stopped or self.last_epoch >= self.final_epoch) and self.best.weights is not None:
             model = self.model_to_keep or self.model
             if self.keep_last and self.best.epoch != self.last_epoch:
-                self.last_weights = model.get_weights()
-            model.set_weights(self.best.weights)
+                self.last_weights = snapshot_weights(model)
+            assign_weights(model, self.best.weights)
             self.restored_epoch = self.best.epoch
             _logger.debug("Restored the weights of epoch %s", self.best.epoch)

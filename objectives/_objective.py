@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -36,6 +37,7 @@ from thaw.objectives._release import released_custom_gradients, settle_heap
 from thaw.objectives._sources import PretrainedBase
 from thaw.objectives._space import SearchSpace, TrialParams
 from thaw.objectives._specs import OBJECTIVE_METRICS, TrainSettings
+from thaw.objectives._weights import assign_weights
 
 _logger = logging.getLogger(__name__)
 
@@ -238,7 +240,7 @@ class FineTuneObjective:
                 adapt_batchnorm(base, self._x_train, self.settings.batch_size)
                 self._adapted_weights = base.get_weights()
             else:
-                base.set_weights(self._adapted_weights)
+                assign_weights(base, self._adapted_weights)
         warmup = self.settings.warmup_epochs > 0
         freeze(
             base,
@@ -281,7 +283,8 @@ class FineTuneObjective:
         restorer = RestoreBestWeights(
             best, total, monitor=self.settings.metric, model_to_keep=model, keep_last=True
         )
-        callbacks: list[keras.callbacks.Callback] = [HistoryRecorder(trial, history), reporter]
+        recorder = HistoryRecorder(trial, history)
+        callbacks: list[keras.callbacks.Callback] = [recorder, reporter]
         if self.extra_callbacks is not None:
             callbacks += self.extra_callbacks(trial)
         callbacks.append(restorer)  # last: the others see the epoch's own weights
@@ -305,13 +308,19 @@ class FineTuneObjective:
             fit_model, fit_data = self._phase_model(model, params, trial.number)
             # The same random state for the fit whether or not the features came from the cache.
             keras.utils.set_random_seed((self.seed * 100_003 + trial.number * 7 + i) % (2**31))
-            fit_model.fit(
-                **fit_data,
-                initial_epoch=initial_epoch,
-                epochs=epochs,
-                callbacks=callbacks,
-                verbose=0,
-            )
+            try:
+                fit_model.fit(
+                    **fit_data,
+                    initial_epoch=initial_epoch,
+                    epochs=epochs,
+                    callbacks=callbacks,
+                    verbose=0,
+                )
+            except BaseException:
+                # A fit that raised never reached on_train_end: keep the epochs it trained.
+                with contextlib.suppress(Exception):
+                    recorder.store()
+                raise
         self._restored_epoch = restorer.restored_epoch
         self._ended = (restorer.last_epoch, restorer.last_weights, best.weights)
         return reporter
@@ -413,7 +422,7 @@ class FineTuneObjective:
         x_train, y_train, x_val, y_val = self._probed or (None, None, None, None)
         try:
             if last_weights is not None:
-                model.set_weights(last_weights)  # the top of a cached phase shares them
+                assign_weights(model, last_weights)  # the top of a cached phase shares them
             batch_stats = None
             if phase is not None and _has_batchnorm(model):
                 batch_stats = self._batch_stats_features(phase[0], phase[1])
@@ -439,7 +448,7 @@ class FineTuneObjective:
             return
         finally:
             if last_weights is not None and best_weights is not None:
-                model.set_weights(best_weights)
+                assign_weights(model, best_weights)
         if epoch:
             probes["epoch"] = epoch
         if self.settings.probe_images and (train is not None or val is not None):

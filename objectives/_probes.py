@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from thaw.objectives._model import batchnorm_layers, block_name, weighted_layers
+from thaw.objectives._weights import copy_weights
 
 __all__ = [
     "PROBES_ATTR",
@@ -298,7 +299,7 @@ class BatchStatsRunner:
                     self._clones.popitem(last=False)
             self._clones.move_to_end(key)
             if not (steady and self._loaded is clone):
-                clone.model.set_weights(model.get_weights())
+                copy_weights(model, clone.model)
                 self.copies += 1
             # A batch-statistics pass moves the clone's moving statistics: copy again next time.
             self._loaded = clone if steady and not training else None

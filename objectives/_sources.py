@@ -13,6 +13,7 @@ import numpy as np
 
 from thaw.objectives._model import cut_base, layer_groups
 from thaw.objectives._specs import ModelSource, ModelSourceError
+from thaw.objectives._weights import assign_weights
 
 _logger = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class PretrainedBase:
             self._node_counts = _node_counts(self._working)
         else:
             _forget_later_nodes(self._node_counts)
-        self._working.set_weights(self._weights)
+        assign_weights(self._working, self._weights)
         _reseed_random_layers(self._working, seed)
         keras.utils.set_random_seed(seed)
         return self._working

@@ -122,3 +122,78 @@ def test_a_real_fit_ends_with_the_best_epoch_weights(tiny_cnn: Any, tiny_arrays:
     assert best.epoch == int(np.argmin(losses)) + 1
     measured = model.evaluate(*val, batch_size=8, verbose=0)
     assert measured == pytest.approx(min(losses), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- HistoryRecorder
+
+
+class _Clock:
+    """Stands in for ``time.monotonic`` in ``thaw.objectives._callbacks``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stored_epochs(study: Any, trial: Any) -> int | None:
+    attrs = study._storage.get_trial(trial._trial_id).user_attrs
+    if "history" not in attrs:
+        assert "epochs_run" not in attrs
+        return None
+    assert attrs["epochs_run"] == len(attrs["history"]["val_loss"])
+    return int(attrs["epochs_run"])
+
+
+# interval (s), seconds each epoch takes, stored epochs after each epoch, then after the fit
+RECORDER_CASES = [
+    (0.0, [1, 1, 1], [1, 2, 3], 3),  # every epoch
+    (10.0, [1, 1, 1], [None, None, None], 3),  # short epochs: once, at the end
+    (10.0, [4, 4, 4, 4], [None, None, 3, 3], 4),  # 12 s after the start, then at the end
+    (10.0, [12, 1, 12], [1, 1, 3], 3),  # long epochs stored as they end
+    (10.0, [], [], None),  # no epoch: nothing stored
+]
+
+
+@pytest.mark.parametrize(("interval", "durations", "after_epoch", "after_fit"), RECORDER_CASES)
+def test_history_is_stored_at_most_every_interval_and_when_the_fit_ends(
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    interval: float,
+    durations: list[float],
+    after_epoch: list[int | None],
+    after_fit: int | None,
+) -> None:
+    import optuna
+
+    from thaw.objectives import HistoryRecorder, TrialHistory, _callbacks
+
+    clock = _Clock()
+    monkeypatch.setattr(_callbacks.time, "monotonic", clock)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'h.db'}")
+    trial = study.ask()
+    history = TrialHistory()
+    recorder = HistoryRecorder(trial, history, interval=interval)
+    recorder.on_train_begin()
+    seen = []
+    for epoch, seconds in enumerate(durations):
+        clock.now += seconds
+        recorder.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 1.0 / (epoch + 1)})
+        seen.append(_stored_epochs(study, trial))
+    assert seen == after_epoch
+    recorder.on_train_end()
+    assert _stored_epochs(study, trial) == after_fit
+    stored = study._storage.get_trial(trial._trial_id).user_attrs.get("history")
+    if after_fit:
+        assert stored == history.to_dict()
+
+
+def test_a_negative_interval_is_refused(tmp_path: Any) -> None:
+    import optuna
+
+    from thaw.objectives import HistoryRecorder, TrialHistory
+
+    trial = optuna.create_study().ask()
+    with pytest.raises(ValueError, match="interval=-1"):
+        HistoryRecorder(trial, TrialHistory(), interval=-1)

@@ -211,6 +211,34 @@ def test_trial_diverged_from_the_first_epoch_has_consistent_attrs(
 # ------------------------------------------------------------------------- bad arguments
 
 
+class _FailsAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch + 1 == self.epoch:
+            raise RuntimeError(f"disk gone at epoch {self.epoch}")
+
+
+@pytest.mark.parametrize("fails_at", [1, 3])
+def test_a_fit_that_raises_keeps_the_history_it_trained(
+    pretrained: PretrainedBase, data: ArrayData, storage_url: str, fails_at: int
+) -> None:
+    """The history is stored when a fit ends; one that raises never ends: the objective stores
+    what it trained before the trial fails, with its reason."""
+    objective = FineTuneObjective(pretrained, data, SPACE, TrainSettings(epochs=4, batch_size=8))
+    objective.extra_callbacks = lambda trial: [_FailsAtEpoch(fails_at)]
+    study = optuna.create_study(study_name="o", storage=storage_url)
+    study.optimize(objective, n_trials=1, catch=(RuntimeError,))
+    (trial,) = stored_trials(storage_url)
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == f"RuntimeError: disk gone at epoch {fails_at}"
+    assert trial.user_attrs["epochs_run"] == fails_at
+    assert len(trial.user_attrs["history"]["val_loss"]) == fails_at
+    assert sorted(trial.intermediate_values) == list(range(1, fails_at + 1))
+
+
 def test_image_shape_mismatch(pretrained: PretrainedBase, tiny_arrays: Arrays) -> None:
     data = ArrayData(**tiny_arrays(shape=(10, 10, 3)), class_names=("a", "b", "c"))
     with pytest.raises(
