@@ -51,6 +51,7 @@ _LAZY: dict[str, str] = {
     "DivergedError": "thaw.objectives._objective",
     "FineTuneObjective": "thaw.objectives._objective",
     "TrialOutcome": "thaw.objectives._objective",
+    "build_training_state": "thaw.objectives._objective",
     "compile_model": "thaw.objectives._objective",
     "summarise_history": "thaw.objectives._objective",
     "PretrainedBase": "thaw.objectives._sources",

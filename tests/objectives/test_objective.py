@@ -254,6 +254,99 @@ def test_unknown_metric(pretrained: PretrainedBase, data: ArrayData) -> None:
         FineTuneObjective(pretrained, data, SPACE, TrainSettings(metric="accuracy"))
 
 
+# --------------------------------------------------------------------------- one trace per fit
+
+
+@pytest.fixture
+def train_step_traces(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the models whose train step was traced (called in Python), in order."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the train step is traced twice only on the TensorFlow backend")
+    traced: list[str] = []
+    train_step = keras.Model.train_step
+
+    def counting(self: keras.Model, *args: Any, **kwargs: Any) -> Any:
+        traced.append(self.name)
+        return train_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "train_step", counting)
+    return traced
+
+
+def _fit_tiny(tiny_cnn: Callable[..., Any], arrays: dict[str, np.ndarray], prebuild: bool) -> Any:
+    from thaw.objectives import build_training_state, compile_model
+
+    model = tiny_cnn()
+    compile_model(model, 1e-2, 1e-4)
+    if prebuild:
+        build_training_state(model, arrays["y_train"])
+        assert model.optimizer.built
+        assert all(float(v.numpy()) == 0.0 for v in model.metrics_variables)
+    keras.utils.set_random_seed(3)
+    return model.fit(
+        arrays["x_train"],
+        arrays["y_train"],
+        validation_data=(arrays["x_val"], arrays["y_val"]),
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+    ).history
+
+
+@pytest.mark.parametrize(("prebuild", "traces"), [(False, 2), (True, 1)])
+def test_the_training_state_built_first_traces_the_train_step_once(
+    tiny_cnn: Callable[..., Any],
+    tiny_arrays: Arrays,
+    train_step_traces: list[str],
+    prebuild: bool,
+    traces: int,
+) -> None:
+    _fit_tiny(tiny_cnn, tiny_arrays(), prebuild)
+    assert len(train_step_traces) == traces
+
+
+def test_the_training_state_built_first_changes_no_result(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays
+) -> None:
+    arrays = tiny_arrays()
+    assert _fit_tiny(tiny_cnn, arrays, prebuild=True) == _fit_tiny(tiny_cnn, arrays, prebuild=False)
+
+
+@pytest.mark.parametrize(
+    ("settings", "unfrozen", "fits"),
+    [
+        (TrainSettings(epochs=2, batch_size=8, cache_frozen="off"), 2, 1),
+        (TrainSettings(epochs=3, batch_size=8, cache_frozen="off", warmup_epochs=1), 2, 2),
+        (TrainSettings(epochs=2, batch_size=8, cache_frozen="auto"), 0, 1),
+    ],
+    ids=["one-phase", "warm-up-then-fine-tuning", "cached-top"],
+)
+def test_every_fit_of_a_trial_traces_its_train_step_once(
+    pretrained: PretrainedBase,
+    data: ArrayData,
+    storage_url: str,
+    tmp_path: Path,
+    train_step_traces: list[str],
+    settings: TrainSettings,
+    unfrozen: int,
+    fits: int,
+) -> None:
+    from thaw.objectives import FeatureCache
+
+    objective = FineTuneObjective(
+        pretrained, data, SPACE, settings, feature_cache=FeatureCache(tmp_path / "cache")
+    )
+    study = optuna.create_study(study_name="o", storage=storage_url)
+    study.enqueue_trial({"unfrozen_layers": unfrozen})
+    study.optimize(objective, n_trials=1)
+    (trial,) = stored_trials(storage_url)
+    assert trial.state == TrialState.COMPLETE
+    assert len(trial.user_attrs["history"]["val_loss"]) == settings.epochs
+    assert len(train_step_traces) == fits
+    cached = settings.cache_frozen == "auto"
+    assert all(objective.last_boundaries) if cached else not any(objective.last_boundaries)
+
+
 def test_build_freezes_as_the_params_say(pretrained: PretrainedBase, data: ArrayData) -> None:
     from thaw.objectives import TrialParams
 
