@@ -6,6 +6,10 @@ copy, the last and the best epoch's), and on a small model that walk costs sever
 copy itself (12 ms against 3 ms on the demo CNN, 27 weights). These helpers assign the
 variables of ``model.weights`` in order, the order ``get_weights`` gives, after one check that
 the shapes match.
+
+Every variable gets an array of its own: on the JAX backend an assign keeps the array it is
+given, and a jitted step that donates a variable's buffer (Keras's train, test and predict steps
+do) would delete it under every other holder, a snapshot or a second model.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
 
 def _check(variables: Sequence[Any], shapes: Sequence[tuple[int, ...]], what: str) -> None:
@@ -45,16 +50,16 @@ def assign_weights(model: keras.Model, weights: Sequence[Any]) -> None:
     variables = model.weights
     _check(variables, [tuple(w.shape) for w in weights], "assign_weights")
     for variable, value in zip(variables, weights, strict=True):
-        variable.assign(value)
+        variable.assign(value if isinstance(value, np.ndarray) else keras.ops.copy(value))
 
 
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
     """``target.set_weights(source.get_weights())`` without the round trip through NumPy:
-    each variable of ``target`` takes the value of the same variable of ``source`` where it
-    lies (on an accelerator it stays there).
+    each variable of ``target`` takes a copy of the same variable of ``source`` where it lies
+    (on an accelerator it stays there).
 
     Raises ``ValueError`` (nothing assigned) unless the two have the same weight shapes."""
     sources, targets = source.weights, target.weights
     _check(targets, [tuple(v.shape) for v in sources], "copy_weights")
     for variable, value in zip(targets, sources, strict=True):
-        variable.assign(value.value)
+        variable.assign(keras.ops.copy(value.value))

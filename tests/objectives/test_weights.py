@@ -97,3 +97,46 @@ def test_a_snapshot_stays_as_it_was_while_the_model_trains(tiny_cnn: Callable[..
     assert _same([keras.ops.convert_to_numpy(w) for w in snapshot], before)
     assign_weights(model, snapshot)
     assert _same(model.get_weights(), before)
+
+
+_JAX_SCRIPT = """
+import numpy as np, keras
+from thaw.objectives._weights import assign_weights, copy_weights, snapshot_weights
+assert keras.backend.backend() == "jax"
+
+def model():
+    inputs = keras.Input((4,))
+    m = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    m.compile(keras.optimizers.Adam(0.1), "sparse_categorical_crossentropy")
+    return m
+
+x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+y = np.arange(16) % 3
+a, b = model(), model()
+a.fit(x, y, epochs=1, verbose=0)
+kept = snapshot_weights(a)
+assign_weights(a, kept)
+a.fit(x, y, epochs=1, verbose=0)  # donates a's buffers: the snapshot must not be one of them
+copy_weights(a, b)
+b.fit(x, y, epochs=1, verbose=0)  # donates b's buffers: a's must not be among them
+b.predict(x, verbose=0)
+print(sum(float(np.sum(keras.ops.convert_to_numpy(w))) for w in kept + a.get_weights()))
+"""
+
+
+def test_on_jax_every_variable_gets_an_array_of_its_own() -> None:
+    """On the JAX backend an assign keeps the array it is given and Keras's jitted steps donate
+    the variables' buffers: a snapshot or a second model sharing one would be deleted under
+    them ("Array has been deleted"). Runs where JAX is installed (the GPU check's backend)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed here")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run(
+        [sys.executable, "-c", _JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
