@@ -72,6 +72,9 @@ _LAZY: dict[str, str] = {
     "load_pretrained": "thaw.objectives._sources",
     "frozen_heap": "thaw.objectives._release",
     "released_custom_gradients": "thaw.objectives._release",
+    "RangeTestResult": "thaw.objectives._range_test",
+    "lr_range_test": "thaw.objectives._range_test",
+    "suggest_learning_rate": "thaw.objectives._range_test",
 }
 
 
