@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 
-#: The loss must fall at least this fraction below its starting value for a suggestion.
+#: The loss must fall at least this fraction below its starting level for a suggestion.
 MIN_FALL = 0.05
 #: The test stops once the smoothed loss exceeds this multiple of its minimum (fastai's rule).
 EXPLODE_FACTOR = 4.0
@@ -128,16 +128,29 @@ class RangeTestResult:
 
 
 def _first_steps(n: int) -> int:
-    """A minimum before this step index is "at the very first steps" (no valley to speak of)."""
-    return max(2, n // 20)
+    """How many of ``n`` steps are "the first steps": a fifth of them (at least one). Over the
+    default six decades of rates that is the lowest 1.2 decades, too low to train much."""
+    return max(1, n // 5)
+
+
+def _starting_level(losses: Sequence[float]) -> float | None:
+    """The loss before training took hold: the mean of the smoothed loss over the first steps
+    (their finite values), ``None`` when the first loss is not finite.
+
+    Not the first value alone: that is one batch's loss, and with the small batches a range test
+    on a small training set uses, one batch's loss can lie 10 % either side of the level."""
+    if not losses or not _finite(losses[0]):
+        return None
+    first = [float(v) for v in losses[: _first_steps(len(losses))] if _finite(v)]
+    return sum(first) / len(first)
 
 
 def _fell(losses: Sequence[float]) -> bool:
-    """Whether the smoothed loss fell more than ``MIN_FALL`` below its first value."""
-    if not losses or not _finite(losses[0]):
+    """Whether the smoothed loss fell more than ``MIN_FALL`` below its starting level."""
+    start = _starting_level(losses)
+    if start is None:
         return False
-    finite = [v for v in losses if _finite(v)]
-    return min(finite) < losses[0] * (1 - MIN_FALL)
+    return min(v for v in losses if _finite(v)) < start * (1 - MIN_FALL)
 
 
 def suggest_learning_rate(
@@ -145,15 +158,16 @@ def suggest_learning_rate(
 ) -> tuple[float | None, str]:
     """The suggested learning rate of a range test's curve, and one line saying how or why not.
 
-    The rule (fastai's classic one, with guards): take the step where the smoothed loss is
-    lowest (non-finite losses ignored) and suggest a tenth of its learning rate, where the loss
-    still falls fast and training is stable. No suggestion (``None``) when
+    ``losses``: the smoothed loss at each rate (non-finite values allowed, ignored). The rule
+    (fastai's classic one, with guards): take the step where the smoothed loss is lowest and
+    suggest a tenth of its learning rate, where the loss still falls fast and training is
+    stable. The *starting level* is the mean of the smoothed loss over the first steps (the
+    first fifth of them, at least one). No suggestion (``None``) when
 
-    * the loss at the first step is not finite, or there are fewer than two steps;
-    * the minimum is not more than 5 % (``MIN_FALL``) below the loss at the first step: the loss
-      never really fell (flat, noisy, or rising from the start);
-    * the minimum lies in the very first steps (index below ``max(2, steps // 20)``): no valley,
-      the range starts too high.
+    * there are fewer than two steps, or the loss at the first step is not finite;
+    * the minimum is not more than 5 % (``MIN_FALL``) below the starting level: the loss never
+      really fell (flat, noise only, or rising from the start);
+    * the minimum lies among the first steps themselves: no valley, the range starts too high.
 
     Nothing is clamped: the caller puts the suggestion into its own search range.
     """
@@ -164,29 +178,30 @@ def suggest_learning_rate(
         )
     if n < 2:
         return None, f"only {n} step(s) recorded; need at least 2"
-    start = float(losses[0])
-    if not _finite(start):
+    start = _starting_level(losses)
+    if start is None:
         return None, f"the loss at the first rate ({learning_rates[0]:.3g}) was not finite"
+    first = _first_steps(n)
     finite = [(i, float(v)) for i, v in enumerate(losses) if _finite(v)]
     i_min, lowest = min(finite, key=lambda iv: iv[1])
     lr_min = float(learning_rates[i_min])
     if lowest >= start * (1 - MIN_FALL):
         return None, (
-            f"the smoothed loss never fell more than {MIN_FALL:.0%} below its start "
-            f"({start:.4g}; lowest {lowest:.4g}) over rates {learning_rates[0]:.3g} to "
-            f"{learning_rates[-1]:.3g}"
+            f"the smoothed loss never fell more than {MIN_FALL:.0%} below its starting level "
+            f"({start:.4g}, the first {first} step(s); lowest {lowest:.4g}) over rates "
+            f"{learning_rates[0]:.3g} to {learning_rates[-1]:.3g}"
         )
-    if i_min < _first_steps(n):
+    if i_min < first:
         return None, (
             f"the smoothed loss was lowest at step {i_min + 1} of {n} (rate {lr_min:.3g}), "
-            "the very first steps: no valley; start the range lower"
+            f"among the first {first}: no valley; start the range lower"
         )
     suggestion = lr_min / 10
     fall = 1 - lowest / start
     still = " (still falling at the last rate: max_lr may be too low)" if i_min == n - 1 else ""
     return suggestion, (
         f"a tenth of {lr_min:.3g}, the rate at the smoothed loss's minimum {lowest:.4g} "
-        f"(step {i_min + 1} of {n}, {fall:.0%} below the start {start:.4g}){still}"
+        f"(step {i_min + 1} of {n}, {fall:.0%} below its starting level {start:.4g}){still}"
     )
 
 
@@ -263,8 +278,8 @@ def lr_range_test(
     ``epochs`` counts the steps actually trained: ``steps_trained * batch / n_train``.
 
     The suggestion follows :func:`suggest_learning_rate`. ``diverged``: the loss never fell more
-    than 5 % below its start and the test stopped on an explosion. Deterministic given ``seed``
-    (on a deterministic backend and device).
+    than 5 % below its starting level and the test stopped on an explosion. Deterministic given
+    ``seed`` (on a deterministic backend and device).
     """
     import keras
 

@@ -57,6 +57,8 @@ FLAT = [1.0, 0.99, 1.01, 0.98, 1.0, 1.02, 0.99, 1.0, 0.98, 1.01]
 EXPLODES = [1.0, 1.2, 1.6, 2.5, 4.1, math.inf]
 AT_START = [1.0, 1.1, 1.3, 1.6, 2.0, 2.6, 3.3, 4.2]
 SECOND_STEP = [1.0, 0.9, 0.95, 1.0, 1.1, 1.3, 1.6, 2.0, 2.6, 3.3]
+# One lucky first batch: 3 % below the first value, 18 % below the first two steps' level.
+LUCKY_FIRST = [1.6, 2.2, 2.25, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7, 1.55, 1.7, 2.5]
 NAN_TAIL = [2.0, 1.9, 1.7, 1.5, 1.3, 1.2, 1.25, 1.6, math.nan]
 
 
@@ -68,7 +70,8 @@ NAN_TAIL = [2.0, 1.9, 1.7, 1.5, 1.3, 1.2, 1.25, 1.6, math.nan]
         pytest.param(FLAT, None, "never fell more than 5%", id="no-fall"),
         pytest.param(EXPLODES, None, "never fell more than 5%", id="explodes-from-start"),
         pytest.param(AT_START, None, "never fell more than 5%", id="minimum-at-first-step"),
-        pytest.param(SECOND_STEP, None, "the very first steps", id="minimum-at-second-step"),
+        pytest.param(SECOND_STEP, None, "among the first 2", id="minimum-at-second-step"),
+        pytest.param(LUCKY_FIRST, 9, "18% below its starting level 1.9)", id="lucky-first-batch"),
         pytest.param(NAN_TAIL, 5, "a tenth of", id="nan-tail"),
         pytest.param([math.nan, 1.0, 0.5], None, "not finite", id="nan-at-start"),
         pytest.param([1.0], None, "need at least 2", id="one-step"),
