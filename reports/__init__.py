@@ -11,6 +11,7 @@ TensorFlow, ``objectives`` or ``search``. Data first, rendering second::
     files = write_comparison([study_a, study_b], Path("thaw-compare"))
 """
 
+from thaw.reports._answer import AnswerStory, NextMove, PathStep, get_answer_story
 from thaw.reports._charts import (
     CurveSeries,
     CurvesInfo,
@@ -102,6 +103,10 @@ from thaw.reports.diagnosis import (
 )
 
 __all__ = [
+    "AnswerStory",
+    "NextMove",
+    "PathStep",
+    "get_answer_story",
     "get_trial_records",
     "ComparisonFiles",
     "ComparisonInfo",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import optuna
 
+from thaw.reports._answer import AnswerStory, get_answer_story
 from thaw.reports._charts import (
     AnytimeInfo,
     CurvesInfo,
@@ -55,6 +56,9 @@ class ReportInfo:
     """Parameter levels the best trials share (controlled comparison); see ``_levers``."""
     anytime: AnytimeInfo | None = None
     """Best so far against cumulative epochs (the epoch budget, when one was set)."""
+    story: AnswerStory | None = None
+    """Nothing learnt much and the next move, and the path to the recommended trial
+    (``None`` when the report was built with ``diagnose=False``)."""
 
 
 def get_report_info(
@@ -80,10 +84,15 @@ def get_report_info(
         diagnosis = get_diagnosis_info(study, result)
         ranking = with_verdicts(ranking, diagnosis)
     storage = None if storage_url_masked is None else mask_password(storage_url_masked)
+    answer = get_answer_info(ranking, attrs)
+    story = None
+    if diagnose is not False:
+        recommended = answer.best.number if answer.best is not None else None
+        story = get_answer_story(study, recommended)
     return ReportInfo(
         study_name=study.study_name,
         ranking=ranking,
-        answer=get_answer_info(ranking, attrs),
+        answer=answer,
         curves=get_curves_info(study, ranking, top_n=top_n),
         scatter=get_param_scatter_info(study, ranking),
         pruning=get_pruning_info(ranking, attrs),
@@ -99,4 +108,5 @@ def get_report_info(
             if isinstance(attrs.get("thaw:budget_epochs"), int)
             else None,
         ),
+        story=story,
     )

@@ -22,6 +22,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw._keys import GRADUAL_UNFREEZING, PROPOSED_BY, SCREEN, SCREEN_WINNER
+from thaw.reports._answer import trial_origin
 from thaw.reports._attrs import (
     HISTORY_KEYS,
     as_float,
@@ -225,7 +227,13 @@ def render_trial_note(
     lines = [title, ""]
     if strategy is not None:
         lines += [f"Textbook strategy: *{note_escape(strategy, 200)}*", ""]
-    gradual = attrs.get("thaw:gradual_unfreezing_of")  # search._pruners.FOLLOW_UP_ATTR
+    parent_number, how = trial_origin(attrs)
+    if parent_number is not None and (
+        PROPOSED_BY in attrs or SCREEN in attrs or SCREEN_WINNER in attrs
+    ):
+        # The same words as the Answer's path: who proposed this trial, and why.
+        lines += [f"Proposed by trial {parent_number}: {note_escape(how, 300)}", ""]
+    gradual = attrs.get(GRADUAL_UNFREEZING)
     if isinstance(gradual, Mapping):
         parent, layers = as_int(gradual.get("of")), as_int(gradual.get("unfrozen_layers"))
         if parent is not None and layers is not None:

@@ -205,17 +205,32 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
                 )
             )
     else:
-        blocks.append(
-            Para(
-                f"Use trial {best.number}: {_config_text(info.ranking, best, answer)}.",
-                lead=True,
-                id="best-configuration",
+        story = info.story
+        if story is not None and story.headline is not None:
+            # Nothing learnt much: say so first, with the next move, then name the trial.
+            blocks.append(Para(story.headline, lead=True, id="nothing-learnt"))
+            blocks.append(
+                Para(
+                    f"The best so far is trial {best.number}: "
+                    f"{_config_text(info.ranking, best, answer)}.",
+                    id="best-configuration",
+                )
             )
-        )
+        else:
+            blocks.append(
+                Para(
+                    f"Use trial {best.number}: {_config_text(info.ranking, best, answer)}.",
+                    lead=True,
+                    id="best-configuration",
+                )
+            )
         gloss = _config_gloss(best)
         if gloss:
             blocks.append(Para(gloss, cls="gloss", id="config-gloss"))
         blocks.append(Para(_result_text(best, answer), id="best-result"))
+        path = _path_text(info)
+        if path:
+            blocks.append(Para(path, id="search-path"))
     versus = _versus_lines(answer)
     if versus:
         blocks.append(Bullets(versus, id="versus-strategies"))
@@ -241,6 +256,15 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
         blocks.append(chart)
     blocks.append(Para(_counts_sentence(answer), id="trial-counts"))
     return tuple(blocks)
+
+
+def _path_text(info: ReportInfo) -> str:
+    """How the search got to the recommended trial: trial, then how each next one came."""
+    story = info.story
+    if story is None or len(story.path) < 2:
+        return ""
+    steps = [f"trial {step.number} ({step.how})" for step in story.path]
+    return "How the search got there: " + " → ".join(steps) + "."
 
 
 def _config_text(ranking: RankingInfo, best: RankingRow, answer: AnswerInfo) -> str:

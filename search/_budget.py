@@ -1,8 +1,9 @@
 """Spending a search budget well: the informed start, the sampler, and the epoch budget.
 
-* :func:`informed_start` — the first trials: the three textbook fine-tuning strategies and
-  BatchNorm variants of them, ordered by the BatchNorm domain-shift score measured before the
-  search (a large shift puts the ``adapt`` and ``train`` variants first).
+* :func:`informed_start` — the first trials: the three textbook fine-tuning strategies in every
+  BatchNorm mode (variants at the rates of the learning-rate range test), screened at low
+  fidelity by successive halving (:func:`screen_rungs`, :class:`ScreenedStart`) before the
+  survivor trains at full length.
 * :func:`make_sampler` — multivariate TPE conditioned on those trials, ``constant_liar`` when
   several workers share the study; its seed depends on how many trials the study already holds
   (:func:`sampler_seed`), so a resumed study continues the search instead of repeating it.
@@ -23,6 +24,7 @@ from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw._keys import RANGE_TEST, SCREEN, SCREEN_WINNER
 from thaw.objectives import SearchSpace
 from thaw.search._config import SamplerConfig
 from thaw.search._pruners import FOLLOW_UP_ATTR, REFERENCE_ATTR
@@ -118,29 +120,39 @@ def portfolio_order(shift: float | None, modes: tuple[str, ...]) -> list[tuple[s
     return out
 
 
-#: Trials of the informed start under a large shift (the rest are left to the sampler).
-PORTFOLIO_SIZE_HIGH_SHIFT = 6
-PORTFOLIO_SIZE_LOW_SHIFT = 5
-
 #: The BatchNorm variants are the configurations that work under a shift, not a textbook replay:
 #: the target is small, so they regularise (dropout 0.2, weight decay 1e-4), and their learning
 #: rates suit the part that trains. A head alone on fixed features learns slowly at 1e-3 (1e-2);
 #: unfrozen pretrained layers whose statistics change (``adapt``/``train``) are wrecked by 1e-3
 #: and crawl at 1e-4 (3e-4). The plain textbook trials keep the textbook values, so the report
-#: still compares the search with them.
+#: still compares the search with them. A learning-rate range test replaces these rates by what
+#: it measured for the mode (:func:`variant_params`, ``rates``).
 VARIANT_DROPOUT = 0.2
 VARIANT_WEIGHT_DECAY = 1e-4
 VARIANT_LEARNING_RATE = {FULL: 3e-4, PARTIAL: 3e-4, FEATURES: 1e-2}
+#: A head alone on fixed features takes this many times the rate the range test found for
+#: training the whole network.
+HEAD_RATE_FACTOR = 10.0
 
 
 def variant_params(
-    space: SearchSpace, strategy: str, batchnorm: str, *, textbook: dict[str, Any]
+    space: SearchSpace,
+    strategy: str,
+    batchnorm: str,
+    *,
+    textbook: dict[str, Any],
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """A BatchNorm variant of a textbook ``strategy``: its layers, a rate and regularisation
-    suited to the shifted statistics (see ``VARIANT_*``), clamped into ``space``."""
+    suited to the shifted statistics (see ``VARIANT_*``), clamped into ``space``. ``rate``: the
+    learning rate a range test suggested for ``batchnorm`` (the head alone takes
+    ``HEAD_RATE_FACTOR`` times it)."""
     lr, do, wd = space.learning_rate, space.dropout, space.weight_decay
     params = dict(textbook)
-    params["learning_rate"] = _clamp(VARIANT_LEARNING_RATE[strategy], lr.low, lr.high)
+    chosen = VARIANT_LEARNING_RATE[strategy]
+    if rate is not None and math.isfinite(rate) and rate > 0:
+        chosen = rate * (HEAD_RATE_FACTOR if strategy == FEATURES else 1.0)
+    params["learning_rate"] = _clamp(chosen, lr.low, lr.high)
     params["dropout"] = _clamp(VARIANT_DROPOUT, do.low, do.high)
     params["weight_decay"] = _clamp(VARIANT_WEIGHT_DECAY, wd.low, wd.high)
     if len(space.batchnorm) > 1:
@@ -152,44 +164,167 @@ def informed_start(
     space: SearchSpace,
     shift: float | None,
     *,
-    budget_epochs: int | None = None,
-    epochs_per_trial: int | None = None,
+    rates: dict[str, float] | None = None,
 ) -> list[StartTrial]:
-    """The first trials of a study: textbook strategies and BatchNorm variants of them.
+    """The portfolio of the informed start: every textbook strategy in every BatchNorm mode of
+    the space, best bets first (see :func:`portfolio_order`).
 
-    With an epoch budget, the start takes at most a quarter of it at full length (at least 2
-    trials), best bets first: the budget is left to the sampler and the rungs rather than spent
-    replaying every textbook strategy. Without one, every plain textbook strategy is kept (the
-    report compares the search with them). Feature extraction, the cheapest trial, goes first
-    under a large shift.
+    Plain (``frozen``) trials keep the textbook values; the other modes are variants
+    (:func:`variant_params`), at the rates of the learning-rate range test when ``rates``
+    (BatchNorm mode -> suggested rate) holds one. A large domain-shift score orders the modes
+    that change the statistics first, but keeps ``frozen``: the score says the statistics
+    differ, not which mode wins. The portfolio is screened at low fidelity
+    (:func:`screen_rungs`, :class:`ScreenedStart`) before one survivor trains at full length.
     """
     modes = tuple(space.batchnorm)
-    high = shift is not None and math.isfinite(shift) and shift >= HIGH_SHIFT
-    size = PORTFOLIO_SIZE_HIGH_SHIFT if high else PORTFOLIO_SIZE_LOW_SHIFT
+    order = portfolio_order(shift, modes)
+    for strategy, _, _ in TEXTBOOK:
+        for mode in modes:
+            if (strategy, mode) not in order:
+                order.append((strategy, mode))
     out: list[StartTrial] = []
-    for strategy, mode in portfolio_order(shift, modes):
+    for strategy, mode in order:
+        if strategy == FEATURES and mode == "train" and len(modes) > 1:
+            continue  # nothing unfrozen: no BatchNorm layer trains, it is the frozen one
         params = textbook_params(space, strategy, mode)
         plain = mode == "frozen" or len(modes) == 1
         if not plain:
-            params = variant_params(space, strategy, mode, textbook=params)
-            if any(t.params == params for t in out):
-                continue  # a variant that clamps onto a trial already there
-        out.append(StartTrial(strategy if plain else f"{strategy}, BatchNorm {mode}", params))
-    if budget_epochs is not None and epochs_per_trial:
-        fits = max(2, budget_epochs // (4 * epochs_per_trial))
-        return out[:fits]
-    # Cut to size, keeping each plain textbook strategy (the report compares with them).
-    head = out[:size]
-    for trial in out[size:]:
-        if trial.strategy in (FULL, PARTIAL, FEATURES):
-            head.append(trial)
-    return head
+            rate = (rates or {}).get(mode)
+            params = variant_params(space, strategy, mode, textbook=params, rate=rate)
+        if not plain and any(t.params == params for t in out):
+            continue  # a variant that clamps onto a trial already there
+        label = strategy if plain else f"{strategy}, BatchNorm {mode}"
+        if any(t.strategy == label for t in out):
+            continue
+        out.append(StartTrial(label, params))
+    return out
 
 
-def enqueue_informed_start(study: optuna.Study, trials: list[StartTrial]) -> None:
-    """Enqueue the start trials in order, each labelled with its ``strategy`` user attr."""
-    for trial in trials:
-        study.enqueue_trial(trial.params, user_attrs={"strategy": trial.strategy})
+def screen_rungs(
+    epochs: int,
+    n_configs: int,
+    reduction_factor: int = 3,
+    budget_epochs: int | None = None,
+) -> tuple[int, ...]:
+    """The epochs each screening round of the informed start trains (successive halving).
+
+    Round ``k`` trains the survivors of round ``k - 1`` (the best ``1 / reduction_factor``)
+    for ``r0 * reduction_factor**k`` epochs, while more than one survives and a round stays at
+    most half the full length; then the one survivor trains at full length. ``r0`` is a tenth
+    of the epochs (at least 1), and 1 under an epoch budget of fewer than 10 full trials. Empty
+    when no round fits (each configuration then trains at full length).
+    """
+    if epochs < 1 or n_configs < 1 or reduction_factor < 2:
+        raise ValueError(
+            f"screen_rungs needs epochs, n_configs >= 1 and reduction_factor >= 2, got "
+            f"{epochs}, {n_configs}, {reduction_factor}"
+        )
+    first = max(1, epochs // 10)
+    if budget_epochs is not None and budget_epochs < 10 * epochs:
+        first = 1
+    rungs: list[int] = []
+    alive, rung = n_configs, first
+    while alive > 1 and 2 * rung <= epochs:
+        rungs.append(rung)
+        alive = math.ceil(alive / reduction_factor)
+        rung *= reduction_factor
+    return tuple(rungs)
+
+
+def screen_epochs(
+    rungs: tuple[int, ...], n_configs: int, reduction_factor: int, epochs: int
+) -> int:
+    """Training epochs the screened start spends, its full-length survivor included."""
+    total, alive = 0, n_configs
+    for rung in rungs:
+        total += alive * rung
+        alive = math.ceil(alive / reduction_factor)
+    return total + (epochs if rungs else n_configs * epochs)
+
+
+def start_queue(
+    trials: list[StartTrial],
+    rungs: tuple[int, ...],
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(params, user attrs) of the trials queued when a study is created: the screen's first
+    round (``thaw:screen``), or, with no round, every portfolio trial at full length."""
+    if not rungs:
+        return [(t.params, {REFERENCE_ATTR: t.strategy}) for t in trials]
+    return [
+        (
+            t.params,
+            {SCREEN: {"strategy": t.strategy, "round": 0, "rung": rungs[0], "rungs": list(rungs)}},
+        )
+        for t in trials
+    ]
+
+
+def start_label(trial: FrozenTrial) -> str | None:
+    """The strategy label of a trial of the informed start (screen or full length)."""
+    screen = trial.user_attrs.get(SCREEN)
+    if isinstance(screen, dict) and isinstance(screen.get("strategy"), str):
+        return str(screen["strategy"])
+    label = trial.user_attrs.get(REFERENCE_ATTR)
+    return label if isinstance(label, str) else None
+
+
+class ScreenedStart:
+    """Successive halving over the informed start's portfolio (an ``optimize_exactly``
+    ``before_trial`` hook, run under the study's slot lock).
+
+    Once every trial of a screening round has finished, the best ``1 / reduction_factor`` of
+    them (at least one) are queued for the next round, which trains them longer; after the last
+    round the best one is queued at full length, labelled with its strategy (``strategy``) and
+    the screen trial it came from (``thaw:screen_winner``). A round whose trials all failed
+    ends the screen; the sampler goes on.
+    """
+
+    def __init__(self, reduction_factor: int = 3) -> None:
+        if reduction_factor < 2:
+            raise ValueError(f"reduction_factor must be >= 2, got {reduction_factor}")
+        self.reduction_factor = reduction_factor
+
+    def __call__(self, study: optuna.Study) -> None:
+        trials = study.get_trials(deepcopy=False)
+        screen = [t for t in trials if isinstance(t.user_attrs.get(SCREEN), dict)]
+        if not screen or any(SCREEN_WINNER in t.user_attrs for t in trials):
+            return
+        last = max(int(t.user_attrs[SCREEN].get("round", 0)) for t in screen)
+        current = [t for t in screen if int(t.user_attrs[SCREEN].get("round", 0)) == last]
+        if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in current):
+            return
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        scored = [(v, t) for t in current if (v := trial_best_value(t, maximize)) is not None]
+        if not scored:
+            return
+        scored.sort(key=lambda pair: (-pair[0] if maximize else pair[0], pair[1].number))
+        info = dict(current[0].user_attrs[SCREEN])
+        rungs = [int(r) for r in info.get("rungs", [])]
+        keep = math.ceil(len(current) / self.reduction_factor)
+        step = last + 1
+        if step < len(rungs) and keep > 1:
+            for _, trial in scored[:keep]:
+                attrs = dict(trial.user_attrs[SCREEN])
+                attrs.update(round=step, rung=rungs[step], of=trial.number)
+                study.enqueue_trial(trial.params, user_attrs={SCREEN: attrs})
+            _logger.info(
+                "Screen round %d done: %d of %d configurations go on to %d epochs",
+                last,
+                keep,
+                len(current),
+                rungs[step],
+            )
+            return
+        _, winner = scored[0]
+        label = start_label(winner) or "informed start"
+        study.enqueue_trial(
+            winner.params,
+            user_attrs={
+                REFERENCE_ATTR: label,
+                SCREEN_WINNER: {"of": winner.number, "round": last},
+            },
+        )
+        _logger.info("Screen done: %s (trial %d) trains at full length", label, winner.number)
 
 
 def sampler_seed(seed: int, n_existing_trials: int, salt: int = 0) -> int:
@@ -237,8 +372,12 @@ def trial_epochs(trial: FrozenTrial) -> int:
 
 
 def epochs_spent(study: optuna.Study) -> int:
-    """Training epochs spent by every trial of the study, pruned and failed ones included."""
-    return sum(trial_epochs(t) for t in study.get_trials(deepcopy=False))
+    """Training epochs spent by every trial of the study, pruned and failed ones included, and
+    by the learning-rate range test before them."""
+    from thaw.search._range import range_test_epochs
+
+    trials = sum(trial_epochs(t) for t in study.get_trials(deepcopy=False))
+    return trials + range_test_epochs(study.user_attrs.get(RANGE_TEST))
 
 
 class EpochBudget:
@@ -284,17 +423,9 @@ class BestTrial:
 
 def trial_best_value(trial: FrozenTrial, maximize: bool) -> float | None:
     """A trial's best value: its value when complete; its best epoch's value when pruned."""
-    if trial.state == TrialState.COMPLETE and trial.value is not None:
-        return float(trial.value)
-    if trial.state != TrialState.PRUNED:
-        return None
-    stored = trial.user_attrs.get("best_value")
-    if isinstance(stored, (int, float)) and math.isfinite(stored):
-        return float(stored)
-    finite = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
-    if not finite:
-        return None
-    return max(finite) if maximize else min(finite)
+    from thaw.reports.diagnosis import trial_score
+
+    return trial_score(trial, maximize)
 
 
 def best_trial(study: optuna.Study) -> BestTrial | None:

@@ -144,6 +144,8 @@ def _print_summary(summary: Any, study_file: Path) -> None:
     if summary.prune_reasons:
         reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in summary.prune_reasons.items())
         print(f"Pruned because: {reasons}.")
+    if summary.headline:
+        print(summary.headline)
     if summary.best_number is not None:
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"

@@ -97,6 +97,10 @@ class StudyConfig:
     storage: str
     reference_trials: bool = True
     budget_epochs: int | None = None
+    #: The closed loop: each finished trial's diagnosis proposes the next trials (``loop``).
+    loop: bool = True
+    #: A learning-rate range test per BatchNorm mode before the informed start.
+    lr_range_test: bool = True
     thresholds: Any = None  # reports.Thresholds: verdict thresholds of the diagnosis
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     #: Keep the top 3 trials' best-epoch models as .keras files beside the storage.
@@ -140,6 +144,8 @@ class StudyConfig:
             "pruner": asdict(self.pruner),
             "storage": mask_url(self.storage),
             "reference_trials": self.reference_trials,
+            "loop": self.loop,
+            "lr_range_test": self.lr_range_test,
             "budget_epochs": self.budget_epochs,
             "diagnosis": dict(self.raw.get("diagnosis") or {}),
         }
@@ -497,6 +503,8 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         pruner=PrunerConfig(**study.pruner.model_dump()),
         storage=_storage(study.storage, base_dir, name),
         reference_trials=study.reference_trials,
+        loop=study.loop,
+        lr_range_test=study.lr_range_test,
         budget_epochs=study.budget_epochs,
         thresholds=thresholds,
         raw=dict(raw),

@@ -31,6 +31,8 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw._keys import GRADUAL_UNFREEZING, PROPOSED_BY, SCREEN, SCREEN_WINNER
+
 _logger = logging.getLogger(__name__)
 
 #: Seconds between two heartbeats of a running trial.
@@ -220,7 +222,8 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
 
 
 def enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
-    """Queue ``trial`` again: same parameters, same strategy label. False if nothing to retry."""
+    """Queue ``trial`` again: same parameters, same strategy label (and screen round, and who
+    proposed it). False if nothing to retry."""
     params = dict(trial.system_attrs.get("fixed_params") or {})
     params.update(trial.params)
     if not params:
@@ -228,8 +231,10 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     # The keys RetryHeartbeatStaleTrialCallback.retried_trial_number/retry_history read.
     history = [*trial.system_attrs.get("retry_history", ()), trial.number]
     user_attrs: dict[str, Any] = {RETRY_OF: {"trial": trial.number, "reason": reason}}
-    if "strategy" in trial.user_attrs:
-        user_attrs["strategy"] = trial.user_attrs["strategy"]
+    # What the trial is and why it runs: its strategy label, its screen round, who proposed it.
+    for key in ("strategy", SCREEN, SCREEN_WINNER, PROPOSED_BY, GRADUAL_UNFREEZING):
+        if key in trial.user_attrs:
+            user_attrs[key] = trial.user_attrs[key]
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,

@@ -17,24 +17,39 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw._keys import GRADUAL_UNFREEZING, SCREEN
+
 _logger = logging.getLogger(__name__)
 
 CLIMBING = "climbing"
 BELOW_PEERS = "below_peers"
 DIVERGED = "diverged"
+#: Far above the chance level at the first rung: the rate wrecks the pretrained weights.
+RUNAWAY = "runaway"
+#: A trial of the screened informed start, stopped at its round's rung by design.
+SCREENED = "screened"
 #: The user attr that marks a trial of the informed start (its strategy label).
 REFERENCE_ATTR = "strategy"
 #: The user attr of the gradual-unfreezing step that follows the informed start
 #: (``search._budget.gradual_unfreezing``): ``{"of": trial number, "unfrozen_layers": n}``.
-FOLLOW_UP_ATTR = "thaw:gradual_unfreezing_of"
+FOLLOW_UP_ATTR = GRADUAL_UNFREEZING
 
 
 def is_informed(trial: FrozenTrial) -> bool:
-    """Whether ``trial`` belongs to the informed start or its gradual-unfreezing step."""
-    return REFERENCE_ATTR in trial.user_attrs or FOLLOW_UP_ATTR in trial.user_attrs
+    """Whether ``trial`` belongs to the informed start (its screen included) or its
+    gradual-unfreezing step."""
+    attrs = trial.user_attrs
+    return REFERENCE_ATTR in attrs or FOLLOW_UP_ATTR in attrs or SCREEN in attrs
 
 
-PRUNE_REASONS: tuple[str, ...] = (CLIMBING, BELOW_PEERS, DIVERGED)
+PRUNE_REASONS: tuple[str, ...] = (CLIMBING, RUNAWAY, BELOW_PEERS, DIVERGED, SCREENED)
+
+#: A best value this many times the chance-level loss at the first rung is a runaway.
+RUNAWAY_FACTOR = 1.5
+#: While a curve has not left the chance plateau, "worse than its best" means worse by more than
+#: this fraction of the chance level as well: a short curve's own noise estimate cannot see the
+#: wobble of a plateau, and a slow starter wobbles there before it learns.
+PLATEAU_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -135,10 +150,12 @@ class ClimbingPruner(BasePruner):
         patience: epochs the value must stay worse than the best before pruning.
         min_delta: how much worse than the best counts as worse.
         n_warmup_steps: no climbing decision before this epoch (divergence prunes at any epoch).
-        chance: the chance-level value (``chance_value(K)``); when given, a trial is judged
-            climbing only on the epochs after it left the chance plateau, and a trial still on
-            the plateau is never climbing (many trials sit at chance for several epochs before
-            they learn).
+        chance: the chance-level value (``chance_value(K)``); when given, a curve still on the
+            chance plateau must rise by more than ``PLATEAU_TOLERANCE`` of it to count as
+            climbing (slow starters wobble there before they learn), and a loss whose best is
+            ``RUNAWAY_FACTOR`` times chance at the end of the warm-up is pruned as a runaway.
+            A curve that never gets below chance is judged all the same: validation loss that
+            rises after transfer learning is stopped wherever it starts.
         noise_aware: when true, "worse" means worse by more than the curve's own epoch-to-epoch
             noise (``curve_noise``) as well as ``min_delta``.
     """
@@ -174,15 +191,11 @@ class ClimbingPruner(BasePruner):
         if not math.isfinite(values[-1][1]):
             decision = climbing_decision(values[-1:], self._patience, self._min_delta, maximize)
         else:
-            start = plateau_exit(values, self._chance, maximize)
-            if start is not None:
-                judged = values[start:]
-                min_delta = self._min_delta
-                if self._noise_aware:
-                    min_delta = max(min_delta, curve_noise([v for _, v in judged]))
-                decision = climbing_decision(judged, self._patience, min_delta, maximize)
+            decision = self._climbing(values, maximize)
+        if decision is None:
+            decision = self._runaway(values, maximize)
         if decision is not None and (
-            decision.reason == DIVERGED or decision.epoch > self._n_warmup_steps
+            decision.reason in (DIVERGED, RUNAWAY) or decision.epoch > self._n_warmup_steps
         ):
             return decision
         if self._wrapped is not None and self._wrapped.prune(study, trial):
@@ -195,16 +208,82 @@ class ClimbingPruner(BasePruner):
             )
         return None
 
+    def _climbing(self, values: list[tuple[int, float]], maximize: bool) -> PruneDecision | None:
+        """Climbing over the whole curve, on the chance plateau or off it: worse than its own
+        best by more than ``min_delta`` and its noise for ``patience`` epochs. While the curve
+        has not left the plateau (``chance`` given), its noise is at least
+        ``PLATEAU_TOLERANCE`` of the chance level."""
+        min_delta = self._min_delta
+        if self._noise_aware:
+            min_delta = max(min_delta, curve_noise([v for _, v in values]))
+        if self._chance is not None and plateau_exit(values, self._chance, maximize) is None:
+            min_delta = max(min_delta, PLATEAU_TOLERANCE * abs(self._chance))
+        return climbing_decision(values, self._patience, min_delta, maximize)
+
+    def _runaway(self, values: list[tuple[int, float]], maximize: bool) -> PruneDecision | None:
+        """A loss whose best is ``RUNAWAY_FACTOR`` times the chance level by the first epoch a
+        decision may be made (the warm-up's end): the rate wrecks what was pretrained."""
+        if maximize or self._chance is None or self._chance <= 0:
+            return None
+        step = values[-1][0]
+        if step != max(1, self._n_warmup_steps):
+            return None
+        best = min(v for _, v in values)
+        if best < RUNAWAY_FACTOR * self._chance:
+            return None
+        return PruneDecision(
+            RUNAWAY,
+            step,
+            f"its best {best:.3g} by epoch {step} is {best / self._chance:.2g}x the chance "
+            f"level {self._chance:.3g}",
+        )
+
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         decision = self.decide(study, trial)
         if decision is None:
             return False
-        storage = study._storage
-        storage.set_trial_user_attr(trial._trial_id, "prune_reason", decision.reason)
-        storage.set_trial_user_attr(trial._trial_id, "prune_epoch", decision.epoch)
-        storage.set_trial_user_attr(trial._trial_id, "prune_detail", decision.detail)
-        _logger.info("Pruning trial %d: %s", trial.number, decision.detail)
+        record_decision(study, trial, decision)
         return True
+
+
+def record_decision(study: optuna.Study, trial: FrozenTrial, decision: PruneDecision) -> None:
+    """Store why ``trial`` is pruned (``prune_reason``, ``prune_epoch``, ``prune_detail``)."""
+    storage = study._storage
+    storage.set_trial_user_attr(trial._trial_id, "prune_reason", decision.reason)
+    storage.set_trial_user_attr(trial._trial_id, "prune_epoch", decision.epoch)
+    storage.set_trial_user_attr(trial._trial_id, "prune_detail", decision.detail)
+    _logger.info("Pruning trial %d: %s", trial.number, decision.detail)
+
+
+class ScreenPruner(BasePruner):
+    """Stops a trial of the screened informed start (user attr ``thaw:screen``) once it has
+    trained its round's rung; every other decision is ``wrapped``'s.
+
+    Successive halving over the start's portfolio: each round trains its trials a few epochs,
+    and ``search._budget.ScreenedStart`` carries the best third into the next round.
+    """
+
+    def __init__(self, wrapped: BasePruner) -> None:
+        self._wrapped = wrapped
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        screen = trial.user_attrs.get(SCREEN)
+        step = trial.last_step
+        if isinstance(screen, dict) and step is not None:
+            rung = screen.get("rung")
+            if isinstance(rung, int) and step >= rung:
+                record_decision(
+                    study,
+                    trial,
+                    PruneDecision(
+                        SCREENED,
+                        step,
+                        f"screened: round {screen.get('round', 0)} of the informed start trains "
+                        f"{rung} epochs",
+                    ),
+                )
+                return True
+        return self._wrapped.prune(study, trial)
 
 
 class RungPruner(BasePruner):
@@ -225,9 +304,9 @@ class RungPruner(BasePruner):
     The trials of the informed start (user attr ``strategy``) and its gradual-unfreezing step
     (:func:`is_informed`) are the references the others are measured against: they are judged
     only at the last rung of the last bracket, and the dealing of brackets starts with the first
-    trial after them. With ``chance`` (``chance_value(K)``),
-    no decision is made at a rung where no trial has left the chance plateau yet: a ranking of
-    curves that have learnt nothing is noise.
+    trial after them. With ``chance`` (``chance_value(K)``), at a rung where no trial has left
+    the chance plateau yet, the trials are ranked by how much each has improved since its first
+    epoch instead of by their values (a ranking of values that have learnt nothing is noise).
     """
 
     def __init__(
@@ -287,6 +366,7 @@ class RungPruner(BasePruner):
         if own is None:
             return True  # nothing finite by this rung: it diverged
         peers = []
+        gains = []
         for other in trials:
             if other.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
                 continue
@@ -295,19 +375,22 @@ class RungPruner(BasePruner):
             value = _best_until(other.intermediate_values, step, maximize)
             if value is not None:
                 peers.append(value)
+                gains.append(_gain_until(other.intermediate_values, step, maximize))
+        margin = (
+            curve_noise([v for _, v in sorted(trial.intermediate_values.items())])
+            if self.noise_aware
+            else 0.0
+        )
         if self.chance is not None and not any(
             plateau_exit([(step, v)], self.chance, maximize) is not None for v in [own, *peers]
         ):
-            return False  # nobody has learnt anything yet: the ranking would be noise
-        return rung_decision(
-            own,
-            peers,
-            self.reduction_factor,
-            margin=curve_noise([v for _, v in sorted(trial.intermediate_values.items())])
-            if self.noise_aware
-            else 0.0,
-            maximize=maximize,
-        )
+            # Nobody has left the chance level yet: the values alone would rank noise, so the
+            # trials are ranked by how much each has improved since its first epoch.
+            own_gain = _gain_until(trial.intermediate_values, step, maximize)
+            return rung_decision(
+                -own_gain, [-g for g in gains], self.reduction_factor, margin=margin
+            )
+        return rung_decision(own, peers, self.reduction_factor, margin=margin, maximize=maximize)
 
 
 def bracket_weights(n_brackets: int, reduction_factor: int) -> list[int]:
@@ -343,6 +426,16 @@ def _best_until(values: dict[int, float], step: int, maximize: bool) -> float | 
     if not finite:
         return None
     return max(finite) if maximize else min(finite)
+
+
+def _gain_until(values: dict[int, float], step: int, maximize: bool) -> float:
+    """How much a curve has improved from its first finite value to its best by ``step``."""
+    finite = sorted((s, v) for s, v in values.items() if s <= step and math.isfinite(v))
+    if not finite:
+        return 0.0
+    first = finite[0][1]
+    best = max(v for _, v in finite) if maximize else min(v for _, v in finite)
+    return best - first if maximize else first - best
 
 
 def rung_decision(

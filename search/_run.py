@@ -22,7 +22,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw.search._budget import EpochBudget, GradualUnfreezing
+from thaw._keys import RANGE_TEST
+from thaw.search._budget import EpochBudget, GradualUnfreezing, ScreenedStart
 from thaw.search._config import StudyConfig, StudyFileError, load_study_file, mask_url
 from thaw.search._faults import (
     INTERRUPTED,
@@ -34,6 +35,8 @@ from thaw.search._faults import (
     recover_lost_trials,
     worker_id,
 )
+from thaw.search._loop import ClosedLoop
+from thaw.search._range import narrowed_space, run_range_tests
 from thaw.search._study import (
     FINISHED_STATES,
     RunSummary,
@@ -193,12 +196,15 @@ def run_study(
         # The informed start is sized to the budget the run is given.
         config = replace(config, budget_epochs=options.budget_epochs)
     shift = None
+    range_test = None
     if not study_exists(optuna_storage, config.name):
         # Measured before the study is created: the informed start is chosen with it.
         try:
             shift = objective.domain_shift()
         except ValueError as exc:
             _logger.warning("Domain-shift score not measured: %s", exc)
+        if config.reference_trials and config.lr_range_test:
+            range_test = _range_test(objective, space, config, say)
     try:
         optuna_study, resumed = create_or_resume(
             config,
@@ -210,9 +216,12 @@ def run_study(
             sampler_salt=os.getpid() if worker_mode else 0,
             num_classes=data.num_classes,
             unfreeze_by=pretrained.unfreeze_by,
+            range_test=range_test,
         )
     except StudyMismatchError as exc:
         raise RunError(str(exc)) from None
+    # The sampler searches the learning rates around what the range test found.
+    objective.space = narrowed_space(space, optuna_study.user_attrs.get(RANGE_TEST))
     if not resumed:
         optuna_study.set_user_attr(
             "thaw:determinism",
@@ -227,7 +236,7 @@ def run_study(
         objective.epoch_cap = lambda: budget.remaining(optuna_study)
         extra_callbacks.append(budget)
         budget.record(optuna_study)
-    before_trial = GradualUnfreezing(space) if config.reference_trials else None
+    before_trial = before_trial_hooks(config, space)
 
     from thaw.search._export import attach_keeper
     from thaw.search._logs import attach_logs
@@ -313,6 +322,57 @@ def run_study(
     publisher.finish(optuna_study)
     summary = summarise(optuna_study, finished, resumed, interrupted)
     return RunResult(optuna_study, summary, interrupted, failed_workers)
+
+
+def before_trial_hooks(config: StudyConfig, space: Any) -> Callable[[optuna.Study], None] | None:
+    """What runs right before each trial, under the study's slot lock, in order: the screen of
+    the informed start (its next round, or its survivor at full length), then the closed loop
+    (``loop: on``) or, without it, the gradual-unfreezing step after the start."""
+    hooks: list[Callable[[optuna.Study], Any]] = []
+    if config.reference_trials:
+        hooks.append(ScreenedStart(config.pruner.reduction_factor))
+        if not config.loop:
+            hooks.append(GradualUnfreezing(space))
+    if config.loop:
+        hooks.append(ClosedLoop())
+    if not hooks:
+        return None
+
+    def run_hooks(study: optuna.Study) -> None:
+        for hook in hooks:
+            hook(study)
+
+    return run_hooks
+
+
+def _range_test(
+    objective: Any, space: Any, config: StudyConfig, say: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """The learning-rate range test of a new study; None when it cannot run (logged)."""
+    modes = ", ".join(space.batchnorm)
+    say(f"Learning-rate range test ({modes}) ...")
+    try:
+        summary = run_range_tests(objective, space, config.seed)
+    except ValueError as exc:
+        say(f"Learning-rate range test skipped: {exc}; searching the configured range.")
+        return None
+    rates = {mode: m.get("suggestion") for mode, m in summary["modes"].items()}
+    if all(rate is None for rate in rates.values()):
+        say(
+            f"The learning-rate range test diverged at every rate ({', '.join(rates)}); "
+            f"searching the configured range {space.learning_rate.low:g} to "
+            f"{space.learning_rate.high:g}."
+        )
+        return summary
+    found = ", ".join(
+        f"{mode} {rate:.2g}" if rate is not None else f"{mode} none" for mode, rate in rates.items()
+    )
+    low, high = summary["window"] or (space.learning_rate.low, space.learning_rate.high)
+    say(
+        f"Learning-rate range test ({summary['epochs']:.2g} epochs): suggested rates {found}; "
+        f"searching {low:.2g} to {high:.2g}."
+    )
+    return summary
 
 
 def optimize_exactly(

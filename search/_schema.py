@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -220,6 +221,25 @@ def _check_storage(value: Any) -> Any:
     return value
 
 
+#: A switch in the JSON Schema: true/false, or "on"/"off" (an editor reading YAML 1.2 sees an
+#: unquoted on/off as a string).
+_ON_OFF_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "boolean"}, {"enum": ["on", "off"]}]}
+
+
+def _on_off(key: str) -> Any:
+    """A switch: YAML's true/false (which is what an unquoted on/off/yes/no reads as) or the
+    strings "on"/"off"."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("on", "off"):
+            return value.strip().lower() == "on"
+        raise StudyFileError(f"{key} must be on or off, got {value!r}")
+
+    return check
+
+
 class StudyFile(_Section):
     """A thaw study file (YAML)."""
 
@@ -242,6 +262,18 @@ class StudyFile(_Section):
     pruner: PrunerSection = Field(default_factory=PrunerSection)
     reference_trials: bool = Field(
         True, description="informed start: textbook strategies and BatchNorm variants first"
+    )
+    loop: Annotated[bool, BeforeValidator(_on_off("loop")), WithJsonSchema(_ON_OFF_SCHEMA)] = Field(
+        True,
+        description="closed loop: each finished trial's diagnosis proposes the next trials "
+        "(on | off)",
+    )
+    lr_range_test: Annotated[
+        bool, BeforeValidator(_on_off("lr_range_test")), WithJsonSchema(_ON_OFF_SCHEMA)
+    ] = Field(
+        True,
+        description="a learning-rate range test per BatchNorm mode before the informed start, "
+        "counted in the epoch budget (on | off)",
     )
     budget_epochs: Annotated[int | None, BeforeValidator(_check_budget_epochs)] = Field(
         None, description="stop once this many training epochs (all trials) are spent"

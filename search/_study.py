@@ -17,10 +17,19 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from thaw._keys import RANGE_TEST
 from thaw._version import __version__
-from thaw.search._budget import best_trial, informed_start, sampler_seed
+from thaw.search._budget import (
+    best_trial,
+    informed_start,
+    sampler_seed,
+    screen_rungs,
+    start_label,
+    start_queue,
+)
 from thaw.search._config import PrunerConfig, SamplerConfig, StudyConfig, mask_url
-from thaw.search._pruners import ClimbingPruner, RungPruner, chance_value
+from thaw.search._pruners import ClimbingPruner, RungPruner, ScreenPruner, chance_value
+from thaw.search._range import narrowed_space, range_test_rates
 
 _logger = logging.getLogger(__name__)
 
@@ -45,8 +54,8 @@ def make_sampler(
 
 
 def _start_trials(study: optuna.Study) -> int:
-    """Trials of the informed start the study holds (queued or run)."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if "strategy" in t.user_attrs)
+    """Trials of the informed start the study holds (queued or run), screen included."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if start_label(t) is not None)
 
 
 def _attach_sampler(
@@ -65,11 +74,13 @@ def _attach_sampler(
 
 def make_pruner(
     config: PrunerConfig, max_epochs: int, chance: float | None = None
-) -> ClimbingPruner:
-    """The climbing rule composed with the configured comparative pruner.
+) -> ScreenPruner:
+    """The climbing and runaway rules composed with the configured comparative pruner, inside
+    the screen of the informed start (:class:`ScreenPruner`).
 
-    ``chance`` (``chance_value(K)``) makes the climbing rule wait until a trial has left the
-    chance plateau; "worse" always means worse by more than the curve's own epoch-to-epoch noise.
+    ``chance`` (``chance_value(K)``) tells the climbing rule how much a curve still on the
+    chance plateau wobbles, and what a runaway is; "worse" always means worse by more than the
+    curve's own epoch-to-epoch noise.
     """
     wrapped: BasePruner | None
     min_resource = max(1, config.n_warmup_steps)
@@ -94,13 +105,15 @@ def make_pruner(
         )
     else:
         wrapped = None
-    return ClimbingPruner(
-        wrapped,
-        patience=config.patience,
-        min_delta=config.min_delta,
-        n_warmup_steps=config.n_warmup_steps,
-        chance=chance,
-        noise_aware=True,
+    return ScreenPruner(
+        ClimbingPruner(
+            wrapped,
+            patience=config.patience,
+            min_delta=config.min_delta,
+            n_warmup_steps=config.n_warmup_steps,
+            chance=chance,
+            noise_aware=True,
+        )
     )
 
 
@@ -266,6 +279,7 @@ def create_or_resume(
     sampler_salt: int = 0,
     num_classes: int | None = None,
     unfreeze_by: str = "layers",
+    range_test: dict[str, Any] | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Return the study and whether it was resumed. Refuses a changed search space or data.
 
@@ -288,6 +302,7 @@ def create_or_resume(
             data_summary,
             domain_shift=domain_shift,
             unfreeze_by=unfreeze_by,
+            range_test=range_test,
         )
         _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
         return study, False
@@ -341,9 +356,9 @@ def create_or_resume(
 
 def _half_created(study: optuna.Study) -> bool:
     """A study thaw began to create and did not finish (killed): no ``thaw:config_hash`` yet,
-    and at most the waiting reference trials thaw queues at creation."""
+    and at most the waiting informed-start trials thaw queues at creation."""
     return all(
-        t.state == TrialState.WAITING and "strategy" in t.user_attrs
+        t.state == TrialState.WAITING and start_label(t) is not None
         for t in study.get_trials(deepcopy=False)
     )
 
@@ -356,8 +371,9 @@ def complete_creation(
     *,
     domain_shift: dict[str, Any] | None = None,
     unfreeze_by: str = "layers",
+    range_test: dict[str, Any] | None = None,
 ) -> None:
-    """Store the study's attrs and queue the reference trials not queued yet.
+    """Store the study's attrs and queue the informed start's trials not queued yet.
 
     ``thaw:config_hash`` is written last: a study without it is half-created, and the next run
     completes it (:func:`create_or_resume`).
@@ -370,12 +386,16 @@ def complete_creation(
     study.set_user_attr("thaw:manifest", manifest())
     if domain_shift is not None:
         study.set_user_attr("thaw:domain_shift", domain_shift)
+    if range_test is not None:
+        study.set_user_attr(RANGE_TEST, range_test)
+    else:
+        range_test = study.user_attrs.get(RANGE_TEST)
     if config.reference_trials:
-        queued = {t.user_attrs.get("strategy") for t in study.get_trials(deepcopy=False)}
+        queued = {start_label(t) for t in study.get_trials(deepcopy=False)}
         shift = _overall_shift(domain_shift)
-        for ref in reference_configurations(config, num_layers, shift, unfreeze_by):
+        for ref in reference_configurations(config, num_layers, shift, unfreeze_by, range_test):
             if ref["strategy"] not in queued:
-                study.enqueue_trial(ref["params"], user_attrs={"strategy": ref["strategy"]})
+                study.enqueue_trial(ref["params"], user_attrs=ref["user_attrs"])
     study.set_user_attr("thaw:config_hash", config.config_hash())
 
 
@@ -389,25 +409,24 @@ def reference_configurations(
     num_layers: int,
     shift: float | None = None,
     unfreeze_by: str = "layers",
+    range_test: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The informed start: textbook strategies and their BatchNorm variants, clamped into the
-    search space and ordered by the domain-shift score (see :func:`informed_start`)."""
-    space = config.space.resolve(num_layers, unfreeze_by)
-    start = informed_start(
-        space, shift, budget_epochs=config.budget_epochs, epochs_per_trial=config.train.epochs
+    """The trials queued at creation: the informed start's portfolio (textbook strategies in
+    every BatchNorm mode, at the range test's rates, clamped into the search space), as the
+    first screening round (see :func:`informed_start` and :func:`screen_rungs`). Each is
+    ``{"strategy": label, "params": ..., "user_attrs": ...}``."""
+    space = narrowed_space(config.space.resolve(num_layers, unfreeze_by), range_test)
+    start = informed_start(space, shift, rates=range_test_rates(range_test))
+    rungs = screen_rungs(
+        config.train.epochs,
+        len(start),
+        config.pruner.reduction_factor,
+        budget_epochs=config.budget_epochs,
     )
-    return [{"strategy": t.strategy, "params": t.params} for t in start]
-
-
-def enqueue_reference_trials(
-    study: optuna.Study,
-    config: StudyConfig,
-    num_layers: int,
-    shift: float | None = None,
-    unfreeze_by: str = "layers",
-) -> None:
-    for ref in reference_configurations(config, num_layers, shift, unfreeze_by):
-        study.enqueue_trial(ref["params"], user_attrs={"strategy": ref["strategy"]})
+    return [
+        {"strategy": t.strategy, "params": params, "user_attrs": attrs}
+        for t, (params, attrs) in zip(start, start_queue(start, rungs), strict=True)
+    ]
 
 
 @dataclass
@@ -424,6 +443,8 @@ class RunSummary:
     best_pruned: bool = False
     epochs_spent: int | None = None
     budget_epochs: int | None = None
+    #: "Nothing learnt much: ... Next: ..." when nothing did (the report's first line).
+    headline: str | None = None
 
 
 def summarise(
@@ -440,6 +461,13 @@ def summarise(
     from thaw.search._budget import epochs_spent
 
     budget = study.user_attrs.get("thaw:budget_epochs")
+    from thaw.reports import get_answer_story
+
+    headline = None
+    try:
+        headline = get_answer_story(study, best.trial.number if best else None).headline
+    except Exception as exc:  # noqa: BLE001 - the summary line must not fail a finished run
+        _logger.warning("No diagnosis in the run summary: %s", exc)
     return RunSummary(
         study_name=study.study_name,
         resumed=resumed,
@@ -453,4 +481,5 @@ def summarise(
         best_pruned=best.pruned if best else False,
         epochs_spent=epochs_spent(study),
         budget_epochs=budget if isinstance(budget, int) else None,
+        headline=headline,
     )

@@ -32,6 +32,18 @@ from thaw.reports.diagnosis._inputs import (
     trial_verdicts,
 )
 from thaw.reports.diagnosis._levers import LeverLevel, Levers, ParameterLever, parameter_levers
+from thaw.reports.diagnosis._moves import (
+    CAUSE_WORDS,
+    CAUSES,
+    MOVES_BY_CAUSE,
+    Move,
+    cause_of,
+    first_untried_move,
+    near_chance,
+    params_key,
+    propose_moves,
+)
+from thaw.reports.diagnosis._next import TOP_K, next_move, trial_cause, trial_score
 from thaw.reports.diagnosis._study import (
     ClimbFinding,
     ClimbSummary,
@@ -62,6 +74,19 @@ from thaw.reports.diagnosis._verdicts import (
 )
 
 __all__ = [
+    "CAUSES",
+    "CAUSE_WORDS",
+    "MOVES_BY_CAUSE",
+    "Move",
+    "TOP_K",
+    "next_move",
+    "trial_cause",
+    "trial_score",
+    "cause_of",
+    "first_untried_move",
+    "near_chance",
+    "params_key",
+    "propose_moves",
     "LeverLevel",
     "Levers",
     "ParameterLever",

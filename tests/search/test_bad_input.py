@@ -426,6 +426,14 @@ CASES: list[Case] = [
         "--workers 2 needs a storage several processes can share",
         args=("--workers", "2"),
     ),
+    Case("loop misspelt", "config", "loop must be on or off, got 'of'", {"loop": "of"}),
+    Case("loop a number", "config", "loop must be on or off, got 1", {"loop": 1}),
+    Case(
+        "lr_range_test misspelt",
+        "config",
+        "lr_range_test must be on or off, got 'maybe'",
+        {"lr_range_test": "maybe"},
+    ),
     # ------------------------------------------------------------------------------ CLI
     Case(
         "--storage not a URL",

@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from thaw._keys import SCREEN, SCREEN_WINNER
 from thaw.objectives import FloatRange, IntRange, SearchSpace
 from thaw.search import (
     FOLLOW_UP_ATTR,
@@ -23,6 +24,7 @@ from thaw.search import (
     parse_study,
     sampler_seed,
 )
+from thaw.search._budget import ScreenedStart, screen_epochs, screen_rungs, start_label
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -41,10 +43,10 @@ def space(modes: tuple[str, ...] = ALL_MODES, high: int = 5) -> SearchSpace:
 
 # ------------------------------------------------------------------------ informed start
 
-# (id, shift, modes, expected (strategy label, unfrozen layers, lr, batchnorm) in order)
+# (id, shift, modes, rates, expected (strategy label, unfrozen layers, lr, batchnorm) in order)
 START = [
     (
-        "large shift: adapt and train variants first, the cheapest (feature extraction) on top",
+        "large shift: every strategy in every mode, adapt and train first, frozen kept",
         0.6,
         ALL_MODES,
         None,
@@ -60,7 +62,7 @@ START = [
         ],
     ),
     (
-        "small shift: the textbook strategies first",
+        "small shift: the textbook strategies first, then every variant",
         0.1,
         ALL_MODES,
         None,
@@ -70,19 +72,23 @@ START = [
             ("feature extraction", 0, 1e-3, "frozen"),
             ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
             ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
+            ("full fine-tuning, BatchNorm adapt", 5, 3e-4, "adapt"),
+            ("full fine-tuning, BatchNorm train", 5, 3e-4, "train"),
+            ("partial fine-tuning, BatchNorm adapt", 3, 3e-4, "adapt"),
         ],
     ),
     (
-        "unknown shift (no BatchNorm layers) is a small one",
-        None,
-        ALL_MODES,
-        None,
+        "range-test rates: the variants train at them, the head alone at 10x",
+        0.6,
+        ("frozen", "adapt"),
+        {"adapt": 5e-4, "frozen": 1e-5},
         [
-            ("full fine-tuning", 5, 1e-3, "frozen"),
+            ("feature extraction, BatchNorm adapt", 0, 5e-3, "adapt"),
+            ("full fine-tuning, BatchNorm adapt", 5, 5e-4, "adapt"),
             ("partial fine-tuning", 3, 1e-4, "frozen"),
+            ("partial fine-tuning, BatchNorm adapt", 3, 5e-4, "adapt"),
+            ("full fine-tuning", 5, 1e-3, "frozen"),
             ("feature extraction", 0, 1e-3, "frozen"),
-            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
-            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
         ],
     ),
     (
@@ -97,12 +103,11 @@ START = [
         ],
     ),
     (
-        "two modes: the missing one falls back to the first",
+        "two modes: feature extraction with BatchNorm train is the frozen one, left out",
         0.6,
         ("train", "frozen"),
         None,
         [
-            ("feature extraction, BatchNorm train", 0, 1e-2, "train"),
             ("full fine-tuning, BatchNorm train", 5, 3e-4, "train"),
             ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
             ("feature extraction", 0, 1e-3, "frozen"),
@@ -110,50 +115,24 @@ START = [
             ("full fine-tuning", 5, 1e-3, "frozen"),
         ],
     ),
-    (
-        "a budget of 150 epochs at 20 per trial: the best 2 bets only",
-        0.6,
-        ALL_MODES,
-        (150, 20),
-        [
-            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
-            ("full fine-tuning, BatchNorm adapt", 5, 3e-4, "adapt"),
-        ],
-    ),
-    (
-        "a budget of 400 epochs at 20 per trial: a quarter of it, 5 trials",
-        0.1,
-        ALL_MODES,
-        (400, 20),
-        [
-            ("full fine-tuning", 5, 1e-3, "frozen"),
-            ("partial fine-tuning", 3, 1e-4, "frozen"),
-            ("feature extraction", 0, 1e-3, "frozen"),
-            ("feature extraction, BatchNorm adapt", 0, 1e-2, "adapt"),
-            ("partial fine-tuning, BatchNorm train", 3, 3e-4, "train"),
-        ],
-    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("shift", "modes", "budget", "expected"), [pytest.param(*row[1:], id=row[0]) for row in START]
+    ("shift", "modes", "rates", "expected"), [pytest.param(*row[1:], id=row[0]) for row in START]
 )
 def test_informed_start(
     shift: float | None,
     modes: tuple[str, ...],
-    budget: tuple[int, int] | None,
+    rates: dict[str, float] | None,
     expected: list[tuple[Any, ...]],
 ) -> None:
-    budget_epochs, epochs = budget if budget else (None, None)
-    start = informed_start(
-        space(modes), shift, budget_epochs=budget_epochs, epochs_per_trial=epochs
-    )
+    start = informed_start(space(modes), shift, rates=rates)
     got = [
         (
             t.strategy,
             t.params["unfrozen_layers"],
-            t.params["learning_rate"],
+            pytest.approx(t.params["learning_rate"]),
             t.params.get("batchnorm"),
         )
         for t in start
@@ -172,6 +151,111 @@ def test_informed_start_keeps_every_textbook_label_even_when_clamped_together() 
     labels = [t.strategy for t in informed_start(tiny, 0.6)]
     for strategy in ("full fine-tuning", "partial fine-tuning", "feature extraction"):
         assert strategy in labels
+
+
+# (id, epochs, configurations, reduction factor, budget, expected rungs, expected epochs)
+RUNGS = [
+    ("20 epochs, 8 configurations: 2, then 6, then the survivor", 20, 8, 3, None, (2, 6), 54),
+    ("a budget under 10 full trials starts at 1 epoch", 20, 8, 3, 113, (1, 3), 37),
+    ("one mode: 3 configurations, one round", 20, 3, 3, None, (2,), 26),
+    ("halving: more rounds", 20, 8, 2, None, (2, 4, 8), 68),
+    ("2 epochs: a 1-epoch round", 2, 8, 3, None, (1,), 10),
+    ("1 epoch: no round, every configuration at full length", 1, 8, 3, None, (), 8),
+    ("one configuration: nothing to screen", 20, 1, 3, None, (), 20),
+]
+
+
+@pytest.mark.parametrize(
+    ("epochs", "n", "factor", "budget", "rungs", "spent"),
+    [pytest.param(*r[1:], id=r[0]) for r in RUNGS],
+)
+def test_screen_rungs_and_their_cost(
+    epochs: int, n: int, factor: int, budget: int | None, rungs: tuple[int, ...], spent: int
+) -> None:
+    assert screen_rungs(epochs, n, factor, budget_epochs=budget) == rungs
+    assert screen_epochs(rungs, n, factor, epochs) == spent
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [((0, 8, 3), "epochs, n_configs >= 1"), ((20, 0, 3), "n_configs"), ((20, 8, 1), "factor")],
+)
+def test_screen_rungs_refuses_bad_arguments(args: tuple[int, int, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        screen_rungs(*args)
+
+
+def screen_study(tmp_path: Path, epochs: int, quality: dict[str, float]) -> optuna.Study:
+    """A real study whose informed start is screened: trial values fall as ``quality`` of the
+    trial's strategy label says (lower is better), one value per epoch."""
+    from thaw.search._faults import quiet_experimental
+    from thaw.search._run import optimize_exactly
+
+    raw = {"name": "s", "storage": "sqlite:///s.db", "train": {"epochs": epochs}}
+    config = parse_study(raw, tmp_path / "s.yaml")
+    data = {"fingerprint": "f" * 64, "class_names": ["a", "b"]}
+    study, _ = create_or_resume(
+        config, open_storage(config.storage), 5, data, domain_shift={"overall": 0.6}
+    )
+    resolved = config.space.resolve(5)
+
+    def objective(trial: optuna.Trial) -> float:
+        resolved.suggest(trial)
+        label = start_label(trial) or "searched"  # type: ignore[arg-type]
+        q = quality.get(label, 0.9)
+        for step in range(1, epochs + 1):
+            trial.report(q + 0.5 / step, step)
+            trial.set_user_attr("epochs_run", step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return q + 0.5 / epochs
+
+    with quiet_experimental():
+        optimize_exactly(
+            study,
+            open_storage(config.storage),
+            config.storage,
+            objective,
+            target=12,
+            before_trial=ScreenedStart(3),
+        )
+    return study
+
+
+def test_the_screen_halves_the_portfolio_and_the_survivor_trains_at_full_length(
+    tmp_path: Path,
+) -> None:
+    quality = {
+        "full fine-tuning, BatchNorm train": 0.1,
+        "partial fine-tuning, BatchNorm train": 0.2,
+        "feature extraction": 0.3,
+    }
+    study = screen_study(tmp_path, 20, quality)
+    trials = study.get_trials()
+    screen = [t for t in trials if SCREEN in t.user_attrs]
+    rounds = [t.user_attrs[SCREEN]["round"] for t in screen]
+    assert rounds.count(0) == 8 and rounds.count(1) == 3
+    for t in screen:  # each round trains exactly its rung, then it is screened out
+        assert t.state == TrialState.PRUNED
+        assert t.user_attrs["prune_reason"] == "screened"
+        assert t.last_step == t.user_attrs[SCREEN]["rung"] == (2, 6)[t.user_attrs[SCREEN]["round"]]
+    second = {t.user_attrs[SCREEN]["strategy"] for t in screen if t.user_attrs[SCREEN]["round"]}
+    assert second == set(quality)
+    winner = trials[11]
+    assert winner.user_attrs["strategy"] == "full fine-tuning, BatchNorm train"
+    origin = winner.user_attrs[SCREEN_WINNER]
+    assert trials[origin["of"]].user_attrs[SCREEN]["round"] == 1
+    assert winner.state == TrialState.COMPLETE and winner.last_step == 20
+    assert winner.params == trials[origin["of"]].params
+
+
+def test_the_screen_waits_for_its_round_to_finish(tmp_path: Path) -> None:
+    raw = {"name": "w", "storage": "sqlite:///w.db", "train": {"epochs": 20}}
+    config = parse_study(raw, tmp_path / "w.yaml")
+    data = {"fingerprint": "f" * 64, "class_names": ["a", "b"]}
+    study, _ = create_or_resume(config, open_storage(config.storage), 5, data)
+    ScreenedStart(3)(study)  # round 0 is still queued: nothing more
+    assert len(study.get_trials()) == 8
 
 
 # ------------------------------------------------------------------------- sampler seeds
@@ -339,9 +423,9 @@ def test_no_best_without_finished_values(tmp_path: Path) -> None:
     assert best_trial(study) is None
 
 
-@pytest.mark.parametrize(("budget", "queued"), [(None, 8), (150, 2), (300, 3), (800, 8)])
-def test_the_informed_start_queued_at_creation_fits_the_budget(
-    tmp_path: Path, budget: int | None, queued: int
+@pytest.mark.parametrize(("budget", "rung"), [(None, 2), (150, 1), (800, 2)])
+def test_the_screen_queued_at_creation_starts_at_a_short_rung(
+    tmp_path: Path, budget: int | None, rung: int
 ) -> None:
     raw = {"name": "b", "storage": "sqlite:///b.db", "train": {"epochs": 20}}
     if budget is not None:
@@ -352,8 +436,9 @@ def test_the_informed_start_queued_at_creation_fits_the_budget(
         config, open_storage(config.storage), 5, data, domain_shift={"overall": 0.6}
     )
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    assert len(waiting) == queued
-    assert waiting[0].user_attrs["strategy"] == "feature extraction, BatchNorm adapt"
+    assert len(waiting) == 8
+    assert waiting[0].user_attrs[SCREEN]["strategy"] == "feature extraction, BatchNorm adapt"
+    assert {t.user_attrs[SCREEN]["rung"] for t in waiting} == {rung}
 
 
 @pytest.mark.parametrize(
@@ -381,9 +466,9 @@ def test_a_study_with_an_informed_start_samples_with_tpe_right_after_it(tmp_path
     study, _ = create_or_resume(
         config, open_storage(config.storage), 5, data, domain_shift={"overall": 0.6}
     )
-    assert study.sampler._n_startup_trials == 2  # type: ignore[attr-defined]
+    assert study.sampler._n_startup_trials == 5  # type: ignore[attr-defined]
     again, resumed = create_or_resume(config, open_storage(config.storage), 5, data)
-    assert resumed and again.sampler._n_startup_trials == 2  # type: ignore[attr-defined]
+    assert resumed and again.sampler._n_startup_trials == 5  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------ gradual unfreezing after the start

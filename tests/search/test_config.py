@@ -249,6 +249,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         {"reference_trials": "yes"},
         r"reference_trials must be true or false, got 'yes'",
     ),
+    ("loop misspelt", {"loop": "of"}, r"loop must be on or off, got 'of'"),
+    ("loop a list", {"loop": ["on"]}, r"loop must be on or off, got \['on'\]"),
     (
         "batchnorm unknown",
         {"search_space__batchnorm": ["frozen", "warm"]},
@@ -541,3 +543,21 @@ def test_to_dict_masks_the_storage_password(tmp_path: Path) -> None:
     assert config.to_dict()["storage"] == "postgresql://u:***@h/db"
     # the in-memory config still carries the real URL, for connecting
     assert config.storage == "postgresql://u:secret@h/db"
+
+
+@pytest.mark.parametrize(
+    ("text", "loop"),
+    [
+        ("loop: off", False),
+        ("loop: on", True),
+        ('loop: "off"', False),
+        ("loop: no", False),
+        ("", True),
+    ],
+)
+def test_loop_switch_reads_yaml_as_written(tmp_path: Path, text: str, loop: bool) -> None:
+    study = tmp_path / "s.yaml"
+    study.write_text(f"name: s\n{text}\nlr_range_test: off\n", encoding="utf-8")
+    config = load_study_file(study)
+    assert config.loop is loop
+    assert config.lr_range_test is False

@@ -38,6 +38,8 @@ def code_defaults(config: StudyConfig) -> dict[str, Any]:
         "n_trials": config.n_trials,
         "budget_epochs": config.budget_epochs,
         "reference_trials": config.reference_trials,
+        "loop": config.loop,
+        "lr_range_test": config.lr_range_test,
         "search_space.batchnorm": list(config.space.batchnorm),
         "search_space.dropout": _range(config.space.dropout),
         "search_space.learning_rate": _range(config.space.learning_rate),

@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from thaw._keys import SCREEN
 from thaw.search import (
     StorageError,
     StudyMismatchError,
@@ -19,6 +20,7 @@ from thaw.search import (
     parse_study,
     reference_configurations,
 )
+from thaw.search._budget import start_label
 from thaw.search._study import summarise
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -257,11 +259,13 @@ def test_reference_trials_are_enqueued_in_order_and_run_first(tmp_path: Path) ->
     config = config_in(tmp_path, reference_trials=True)
     study, _ = create_or_resume(config, open_storage(config.storage), NUM_LAYERS, DATA)
     waiting = study.get_trials(states=(TrialState.WAITING,))
-    assert [t.user_attrs["strategy"] for t in waiting] == STRATEGIES
+    # The first screening round: every strategy for 1 epoch (4 epochs per trial).
+    assert [start_label(t) for t in waiting] == STRATEGIES
+    assert all(t.user_attrs[SCREEN]["rung"] == 1 for t in waiting)
 
     study.optimize(search_space_objective(config), n_trials=4)
     trials = optuna.load_study(study_name="s", storage=config.storage).get_trials()
-    assert [t.user_attrs.get("strategy") for t in trials] == [*STRATEGIES, None]
+    assert [start_label(t) for t in trials] == [*STRATEGIES, None]
     expected = reference_configurations(config, NUM_LAYERS)
     for trial, ref in zip(trials, expected, strict=False):
         assert trial.params == ref["params"]

@@ -1,0 +1,1 @@
+../../thaw/_keys.py

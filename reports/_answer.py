@@ -1,0 +1,151 @@
+"""The Answer's story as data: nothing learnt much (and the next move), and the path of trials
+that led to the recommended one. Rendered by ``reports._render``; ``thaw run``'s end summary
+and the dashboard notes say the same."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from thaw._keys import GRADUAL_UNFREEZING, PROPOSED_BY, SCREEN, SCREEN_WINNER
+from thaw.reports.diagnosis import (
+    CAUSE_WORDS,
+    next_move,
+    study_num_classes,
+    trial_cause,
+)
+
+__all__ = ["AnswerStory", "NextMove", "PathStep", "get_answer_story", "trial_origin"]
+
+#: Causes that, on every trial of a study, mean nothing learnt much.
+NOTHING_LEARNT_CAUSES = ("near_chance", "underfitting", "climbing")
+
+
+@dataclass(frozen=True)
+class PathStep:
+    """One trial on the way to the recommended one, and how it came to be run."""
+
+    number: int
+    how: str
+
+
+@dataclass(frozen=True)
+class NextMove:
+    """The move the closed loop would take next, and the trial whose curve calls for it."""
+
+    number: int
+    cause: str
+    words: str
+
+    @property
+    def sentence(self) -> str:
+        return f"{self.words} (trial {self.number}: {CAUSE_WORDS.get(self.cause, self.cause)})"
+
+
+@dataclass(frozen=True)
+class AnswerStory:
+    """Attributes:
+    nothing_learnt: Why nothing learnt much, or None when something did.
+    next_move: The next move (None when every move was tried, or nothing calls for one).
+    path: Trials from the first one to the recommended one (empty without a recommendation;
+        one step for a trial with no predecessor).
+    """
+
+    nothing_learnt: str | None
+    next_move: NextMove | None
+    path: tuple[PathStep, ...]
+
+    @property
+    def headline(self) -> str | None:
+        """The first line when nothing learnt much: what happened, then what to do."""
+        if self.nothing_learnt is None:
+            return None
+        if self.next_move is None:
+            return f"Nothing learnt much: {self.nothing_learnt}."
+        return f"Nothing learnt much: {self.nothing_learnt}. Next: {self.next_move.sentence}."
+
+
+def trial_origin(attrs: Mapping[str, Any]) -> tuple[int | None, str]:
+    """(the trial this one continues or came from, how) from a trial's user attrs."""
+    origin = attrs.get(PROPOSED_BY)
+    if isinstance(origin, Mapping):
+        cause = str(origin.get("cause", ""))
+        words = str(origin.get("words") or origin.get("move") or "")
+        return _int(origin.get("trial")), f"{CAUSE_WORDS.get(cause, cause)}: {words}"
+    winner = attrs.get(SCREEN_WINNER)
+    if isinstance(winner, Mapping):
+        label = attrs.get("strategy")
+        return _int(winner.get("of")), f"{label}, the screen's survivor, at full length"
+    screen = attrs.get(SCREEN)
+    if isinstance(screen, Mapping):
+        what = f"screen round {screen.get('round', 0)}: {screen.get('strategy')}"
+        return _int(screen.get("of")), f"{what}, {screen.get('rung')} epochs"
+    gradual = attrs.get(GRADUAL_UNFREEZING)
+    if isinstance(gradual, Mapping):
+        return _int(gradual.get("of")), "gradual unfreezing: one more layer"
+    label = attrs.get("strategy")
+    if isinstance(label, str):
+        return None, label
+    return None, "sampled (TPE)"
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _path(trials: Mapping[int, FrozenTrial], number: int) -> tuple[PathStep, ...]:
+    steps: list[PathStep] = []
+    seen: set[int] = set()
+    current: int | None = number
+    while current is not None and current in trials and current not in seen:
+        seen.add(current)
+        before, how = trial_origin(trials[current].user_attrs)
+        steps.append(PathStep(current, how))
+        current = before
+    return tuple(reversed(steps))
+
+
+def _nothing_learnt(study: optuna.Study, trials: Sequence[FrozenTrial]) -> str | None:
+    judged = [
+        t
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and SCREEN not in t.user_attrs
+    ]
+    if not judged:
+        return None
+    classes = study_num_classes(study.user_attrs)
+    losses = [
+        float(v)
+        for t in judged
+        if isinstance(v := t.user_attrs.get("best_val_loss"), (int, float)) and math.isfinite(v)
+    ]
+    if classes is not None and classes >= 2 and losses:
+        chance = math.log(classes)
+        best = min(losses)
+        if best >= 0.9 * chance:
+            return (
+                f"the best validation loss, {best:.3g}, is near the chance level "
+                f"(ln {classes} = {chance:.3g})"
+            )
+    causes = [trial_cause(study, t, trials, classes) for t in judged]
+    if all(c in NOTHING_LEARNT_CAUSES for c in causes):
+        return f"every one of the {len(judged)} trials underfit, climbed or stayed near chance"
+    return None
+
+
+def get_answer_story(
+    study: optuna.Study, recommended: int | None, trials: Sequence[FrozenTrial] | None = None
+) -> AnswerStory:
+    """The story of ``study``'s Answer, for the ``recommended`` trial (its number)."""
+    trials = list(trials if trials is not None else study.get_trials(deepcopy=False))
+    by_number = {t.number: t for t in trials}
+    nothing = _nothing_learnt(study, trials)
+    found = next_move(study, trials)
+    move = None if found is None else NextMove(found[0].number, found[1].cause, found[1].words)
+    path = _path(by_number, recommended) if recommended is not None else ()
+    return AnswerStory(nothing, move, path)

@@ -1,0 +1,306 @@
+"""What to try next: a trial's diagnosis turned into explicit moves on its configuration.
+
+One table, used by every view that names a next step: the closed loop of ``thaw run`` queues
+these moves as trials, and the report's Answer names the first one when nothing learnt much.
+
+A trial's *cause* is read from its verdicts, how it was pruned and whether it ever left the
+chance level (:func:`cause_of`); each cause maps to moves, most promising first
+(:data:`MOVES_BY_CAUSE`):
+
+======================  ==================================================================
+cause                   moves
+======================  ==================================================================
+``diverged``            learning rate ÷10
+``lr_too_high``         learning rate ÷10, fewer unfrozen layers
+``near_chance``         a larger move: learning rate ×10, every layer unfrozen with
+                        BatchNorm training, another BatchNorm mode
+``underfitting``        learning rate ×3, more unfrozen layers, BatchNorm training
+``climbing``            learning rate ÷3, more dropout, more weight decay, fewer unfrozen
+``overfitting``         layers, BatchNorm frozen (the same moves for these three)
+``weak_regularisation``
+``batchnorm_mismatch``  another BatchNorm mode (re-estimated first)
+======================  ==================================================================
+
+A move that the search space does not allow (the rate already at its bound, no BatchNorm mode
+searched) is left out. Bounds come from the trial's own Optuna distributions, so the moves stay
+inside the space the sampler searches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+__all__ = [
+    "CAUSES",
+    "CAUSE_WORDS",
+    "MOVES_BY_CAUSE",
+    "Move",
+    "cause_of",
+    "first_untried_move",
+    "near_chance",
+    "params_key",
+    "propose_moves",
+]
+
+DIVERGED = "diverged"
+LR_TOO_HIGH = "lr_too_high"
+NEAR_CHANCE = "near_chance"
+UNDERFITTING = "underfitting"
+CLIMBING = "climbing"
+OVERFITTING = "overfitting"
+WEAK_REGULARISATION = "weak_regularisation"
+BATCHNORM_MISMATCH = "batchnorm_mismatch"
+
+#: Causes in the order they are looked for: the first that applies to a trial is its cause.
+CAUSES: tuple[str, ...] = (
+    DIVERGED,
+    LR_TOO_HIGH,
+    NEAR_CHANCE,
+    BATCHNORM_MISMATCH,
+    CLIMBING,
+    OVERFITTING,
+    WEAK_REGULARISATION,
+    UNDERFITTING,
+)
+
+#: Each cause in words, as the Answer and the notes say it.
+CAUSE_WORDS: Mapping[str, str] = {
+    DIVERGED: "it diverged",
+    LR_TOO_HIGH: "its rate was too high",
+    NEAR_CHANCE: "it stayed near chance",
+    UNDERFITTING: "it underfit",
+    CLIMBING: "its validation loss climbed",
+    OVERFITTING: "it overfit",
+    WEAK_REGULARISATION: "it needed more regularisation",
+    BATCHNORM_MISMATCH: "its BatchNorm statistics did not match",
+}
+
+_REGULARISE = ("lr/3", "dropout+", "weight_decay*10", "fewer_layers", "batchnorm=frozen")
+
+#: Moves per cause, most promising first (names of :data:`_MOVE_WORDS`).
+MOVES_BY_CAUSE: Mapping[str, tuple[str, ...]] = {
+    DIVERGED: ("lr/10",),
+    LR_TOO_HIGH: ("lr/10", "fewer_layers"),
+    NEAR_CHANCE: ("lr*10", "all_layers+batchnorm=train", "batchnorm=other"),
+    UNDERFITTING: ("lr*3", "more_layers", "batchnorm=train"),
+    CLIMBING: _REGULARISE,
+    OVERFITTING: _REGULARISE,
+    WEAK_REGULARISATION: ("dropout+", "weight_decay*10", "lr/3", "fewer_layers"),
+    BATCHNORM_MISMATCH: ("batchnorm=other",),
+}
+
+#: A best validation loss at or above this fraction of the chance level (ln K) has not left the
+#: chance plateau: the trial learnt next to nothing.
+NEAR_CHANCE_FRACTION = 0.9
+
+#: How much "more dropout" adds.
+DROPOUT_STEP = 0.2
+
+
+@dataclass(frozen=True)
+class Move:
+    """One proposed configuration.
+
+    Attributes:
+        name: The move, e.g. ``lr*3`` or ``batchnorm=train``.
+        cause: What in the trial called for it (one of :data:`CAUSES`).
+        params: The whole configuration to try.
+        words: The move in plain words, with the new values ("raise the learning rate 3x, to
+            0.003").
+    """
+
+    name: str
+    cause: str
+    params: dict[str, Any]
+    words: str
+
+
+def near_chance(best_val_loss: Any, num_classes: int | None) -> bool:
+    """Whether a best validation loss never left the chance plateau (>= 0.9 ln K)."""
+    if not isinstance(best_val_loss, (int, float)) or isinstance(best_val_loss, bool):
+        return False
+    if num_classes is None or num_classes < 2 or not math.isfinite(best_val_loss):
+        return False
+    return float(best_val_loss) >= NEAR_CHANCE_FRACTION * math.log(num_classes)
+
+
+def cause_of(
+    verdicts: Sequence[str],
+    *,
+    prune_reason: str | None = None,
+    near_chance: bool = False,
+) -> str | None:
+    """The cause the closed loop acts on, from a trial's verdict names (most important first),
+    how it was pruned (``climbing``, ``diverged``, ``runaway``, ...) and whether its best value
+    stayed near the chance level. None: nothing to act on (healthy, or pruned for being below
+    its peers)."""
+    found = set(verdicts)
+    if prune_reason == DIVERGED:
+        found.add(DIVERGED)
+    if prune_reason in ("climbing", "runaway"):
+        found.add(CLIMBING)
+    if near_chance:
+        found.add(NEAR_CHANCE)
+    if prune_reason == "runaway" and LR_TOO_HIGH not in found:
+        found.add(LR_TOO_HIGH)  # far above chance at the first rung: the rate wrecks the base
+    return next((cause for cause in CAUSES if cause in found), None)
+
+
+def _float_bounds(dist: BaseDistribution | None) -> tuple[float, float] | None:
+    if isinstance(dist, FloatDistribution):
+        return float(dist.low), float(dist.high)
+    return None
+
+
+def _clamp(value: float, bounds: tuple[float, float]) -> float:
+    return min(max(value, bounds[0]), bounds[1])
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2g}"
+
+
+def _modes(dist: BaseDistribution | None) -> tuple[str, ...]:
+    if isinstance(dist, CategoricalDistribution):
+        return tuple(str(c) for c in dist.choices)
+    return ()
+
+
+def _other_modes(current: str | None, modes: tuple[str, ...]) -> list[str]:
+    """The BatchNorm modes other than ``current``, re-estimated statistics first."""
+    preference = ("adapt", "frozen", "train")
+    ordered = sorted(modes, key=lambda m: preference.index(m) if m in preference else 9)
+    return [m for m in ordered if m != current]
+
+
+def _apply(
+    name: str, params: Mapping[str, Any], dists: Mapping[str, BaseDistribution]
+) -> list[tuple[dict[str, Any], str]]:
+    """(new params, words) of one move on ``params``; empty when the space does not allow it."""
+    out: list[tuple[dict[str, Any], str]] = []
+    new = dict(params)
+    lr = params.get("learning_rate")
+    lr_bounds = _float_bounds(dists.get("learning_rate"))
+    layers = params.get("unfrozen_layers")
+    layer_dist = dists.get("unfrozen_layers")
+    modes = _modes(dists.get("batchnorm"))
+    mode = params.get("batchnorm")
+
+    def rate(factor: float, verb: str) -> None:
+        if not isinstance(lr, (int, float)) or lr_bounds is None:
+            return
+        value = _clamp(float(lr) * factor, lr_bounds)
+        if not math.isclose(value, float(lr), rel_tol=1e-6):
+            new["learning_rate"] = value
+            shown = f"{factor:g}x" if factor > 1 else f"{1 / factor:g}x"
+            out.append((new, f"{verb} the learning rate {shown}, to {_fmt(value)}"))
+
+    if name in ("lr*3", "lr*10"):
+        rate(3.0 if name == "lr*3" else 10.0, "raise")
+    elif name in ("lr/3", "lr/10"):
+        rate(1 / 3 if name == "lr/3" else 0.1, "lower")
+    elif name in ("more_layers", "fewer_layers", "all_layers+batchnorm=train"):
+        if not isinstance(layers, int) or not isinstance(layer_dist, IntDistribution):
+            return out
+        low, high = int(layer_dist.low), int(layer_dist.high)
+        if name == "more_layers":
+            value = min(high, max(layers + 1, 2 * layers if layers else math.ceil(high / 4)))
+            words = f"unfreeze more layers, {value} of {high}"
+        elif name == "fewer_layers":
+            value = max(low, layers // 2)
+            words = f"unfreeze fewer layers, {value} of {high}"
+        else:
+            value = high
+            words = f"unfreeze every layer ({high})"
+            if "train" in modes and mode != "train":
+                new["batchnorm"] = "train"
+                words += " with BatchNorm training"
+        if value != layers or new.get("batchnorm") != mode:
+            new["unfrozen_layers"] = value
+            out.append((new, words))
+    elif name == "dropout+":
+        bounds = _float_bounds(dists.get("dropout"))
+        dropout = params.get("dropout")
+        if bounds is not None and isinstance(dropout, (int, float)):
+            raised = _clamp(float(dropout) + DROPOUT_STEP, bounds)
+            if raised > float(dropout) + 1e-9:
+                new["dropout"] = raised
+                out.append((new, f"raise dropout to {_fmt(raised)}"))
+    elif name == "weight_decay*10":
+        bounds = _float_bounds(dists.get("weight_decay"))
+        decay = params.get("weight_decay")
+        if bounds is not None and isinstance(decay, (int, float)):
+            stronger = _clamp(float(decay) * 10, bounds)
+            if stronger > float(decay) * (1 + 1e-6):
+                new["weight_decay"] = stronger
+                out.append((new, f"raise weight decay 10x, to {_fmt(stronger)}"))
+    elif name == "batchnorm=train" or name == "batchnorm=frozen":
+        target = name.split("=", 1)[1]
+        if target in modes and mode != target:
+            new["batchnorm"] = target
+            out.append((new, f"BatchNorm {target}"))
+    elif name == "batchnorm=other":
+        for other in _other_modes(mode if isinstance(mode, str) else None, modes):
+            out.append(({**params, "batchnorm": other}, f"BatchNorm {other}"))
+    else:
+        raise ValueError(f"unknown move {name!r}")
+    return out
+
+
+def propose_moves(
+    params: Mapping[str, Any], cause: str | None, distributions: Mapping[str, BaseDistribution]
+) -> list[Move]:
+    """The moves for a trial with ``params`` whose cause is ``cause``, most promising first,
+    each inside ``distributions`` (the trial's own). Empty for no cause."""
+    if cause is None:
+        return []
+    if cause not in MOVES_BY_CAUSE:
+        raise ValueError(f"unknown cause {cause!r}; expected one of {', '.join(CAUSES)}")
+    moves: list[Move] = []
+    seen = {params_key(params)}
+    for name in MOVES_BY_CAUSE[cause]:
+        for new, words in _apply(name, params, distributions):
+            key = params_key(new)
+            if key in seen:
+                continue
+            seen.add(key)
+            moves.append(Move(name=name, cause=cause, params=new, words=words))
+    return moves
+
+
+def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A key under which two configurations that train alike are equal: rates and decays to 2
+    significant digits on a log scale, dropout to 2 decimals."""
+    out = []
+    for name in sorted(params):
+        value = params[name]
+        if isinstance(value, float) and name in ("learning_rate", "weight_decay"):
+            value = round(math.log10(value), 2) if value > 0 else value
+        elif isinstance(value, float):
+            value = round(value, 2)
+        out.append((name, value))
+    return tuple(out)
+
+
+def first_untried_move(
+    candidates: Sequence[tuple[int, Mapping[str, Any], str | None, Mapping[str, BaseDistribution]]],
+    tried: set[tuple[tuple[str, Any], ...]],
+) -> tuple[int, Move] | None:
+    """The move the closed loop takes next: the first move not in ``tried`` (``params_key``s)
+    of the first candidate that has one. ``candidates`` are (trial number, params, cause,
+    distributions), best trial first."""
+    for number, params, cause, dists in candidates:
+        for move in propose_moves(params, cause, dists):
+            if params_key(move.params) not in tried:
+                return number, move
+    return None

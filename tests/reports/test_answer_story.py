@@ -1,0 +1,126 @@
+"""The Answer's story: nothing learnt much (with the next move first), and the path of trials
+that led to the recommended one; the report, the notes and the run summary say the same."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from thaw._keys import PROPOSED_BY, SCREEN, SCREEN_WINNER
+from thaw.reports import get_answer_story, get_report_info, render_markdown
+from thaw.reports._notes import render_trial_note
+
+C, P = TrialState.COMPLETE, TrialState.PRUNED
+K5 = {"thaw:num_classes": 5, "thaw:objective_metric": "val_loss"}  # chance: ln 5 = 1.61
+
+
+def falling(start: float, end: float, epochs: int = 10) -> list[float]:
+    return [round(start + (end - start) * i / (epochs - 1), 4) for i in range(epochs)]
+
+
+def near_chance_study(make_study: Callable[..., optuna.Study], add_trial: Any, params: Any):
+    study = make_study(study_name="stuck", attrs=False)
+    for key, value in K5.items():
+        study.set_user_attr(key, value)
+    add_trial(
+        study, state=C, params=params(2, 1e-4, batchnorm="adapt"), val_loss=falling(1.62, 1.50)
+    )
+    add_trial(
+        study, state=C, params=params(0, 2e-4, batchnorm="adapt"), val_loss=falling(1.63, 1.52)
+    )
+    return study
+
+
+def test_nothing_learnt_says_so_first_and_names_the_next_move(
+    make_study: Callable[..., optuna.Study], add_trial: Any, thaw_params: Any
+) -> None:
+    study = near_chance_study(make_study, add_trial, thaw_params)
+    story = get_answer_story(study, recommended=0)
+    assert story.nothing_learnt is not None and "near the chance level" in story.nothing_learnt
+    assert story.next_move is not None
+    assert (story.next_move.number, story.next_move.cause) == (0, "near_chance")
+    assert "raise the learning rate 10x" in story.next_move.words
+    headline = story.headline
+    assert headline is not None and headline.startswith("Nothing learnt much: ")
+    assert "Next: raise the learning rate 10x" in headline
+    answer = render_markdown(get_report_info(study)).split("## Answer", 1)[1]
+    first = next(line for line in answer.splitlines() if line.strip())
+    assert first == f"**{headline}**"
+    assert "Use trial" not in answer.split("## ", 1)[0]
+    assert "The best so far is trial 0" in answer
+
+
+def test_a_study_that_learnt_recommends_its_trial(
+    make_study: Callable[..., optuna.Study], add_trial: Any, thaw_params: Any
+) -> None:
+    study = make_study(study_name="learnt", attrs=False)
+    for key, value in K5.items():
+        study.set_user_attr(key, value)
+    add_trial(
+        study, state=C, params=thaw_params(2, 1e-3, batchnorm="adapt"), val_loss=falling(1.5, 0.3)
+    )
+    story = get_answer_story(study, recommended=0)
+    assert story.nothing_learnt is None and story.headline is None
+    answer = render_markdown(get_report_info(study)).split("## Answer", 1)[1]
+    assert "**Use trial 0:" in answer
+
+
+def test_the_path_follows_screen_survivor_and_moves(
+    make_study: Callable[..., optuna.Study], add_trial: Any, thaw_params: Any
+) -> None:
+    study = make_study(study_name="path", attrs=False)
+    for key, value in K5.items():
+        study.set_user_attr(key, value)
+    p = thaw_params(2, 1e-3, batchnorm="adapt")
+    screen = {"strategy": "partial fine-tuning, BatchNorm adapt", "rung": 2, "rungs": [2, 6]}
+    add_trial(
+        study,
+        state=P,
+        params=p,
+        val_loss=falling(1.6, 1.2, 2),
+        user_attrs={SCREEN: {**screen, "round": 0}, "prune_reason": "screened"},
+    )
+    add_trial(
+        study,
+        state=P,
+        params=p,
+        val_loss=falling(1.6, 0.9, 6),
+        user_attrs={SCREEN: {**screen, "round": 1, "rung": 6, "of": 0}, "prune_reason": "screened"},
+    )
+    add_trial(
+        study,
+        state=C,
+        params=p,
+        val_loss=falling(1.6, 0.5),
+        user_attrs={"strategy": screen["strategy"], SCREEN_WINNER: {"of": 1, "round": 1}},
+    )
+    moved = {**p, "learning_rate": 3e-3}
+    add_trial(
+        study,
+        state=C,
+        params=moved,
+        val_loss=falling(1.4, 0.2),
+        user_attrs={
+            PROPOSED_BY: {
+                "trial": 2,
+                "cause": "underfitting",
+                "move": "lr*3",
+                "words": "raise the learning rate 3x, to 0.003",
+                "best_before": 0.5,
+            }
+        },
+    )
+    story = get_answer_story(study, recommended=3)
+    assert [s.number for s in story.path] == [0, 1, 2, 3]
+    assert story.path[0].how.startswith("screen round 0: partial fine-tuning, BatchNorm adapt")
+    assert "the screen's survivor" in story.path[2].how
+    assert story.path[3].how == "it underfit: raise the learning rate 3x, to 0.003"
+    answer = render_markdown(get_report_info(study)).split("## Answer", 1)[1]
+    assert "How the search got there: trial 0 (screen round 0" in answer
+    assert "→ trial 3 (it underfit: raise the learning rate 3x, to 0.003)" in answer
+    # The dashboard note of the move says who proposed it, in the same words.
+    note = render_trial_note(study.trials[3], [])
+    assert "Proposed by trial 2: it underfit: raise the learning rate 3x, to 0.003" in note

@@ -1,0 +1,180 @@
+"""The table that turns a trial's diagnosis into moves (thaw.reports.diagnosis._moves)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from thaw.reports.diagnosis import cause_of, near_chance, params_key, propose_moves
+
+DISTS = {
+    "unfrozen_layers": IntDistribution(0, 8),
+    "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+    "dropout": FloatDistribution(0.0, 0.6),
+    "weight_decay": FloatDistribution(1e-6, 1e-1, log=True),
+    "batchnorm": CategoricalDistribution(["frozen", "adapt", "train"]),
+}
+BASE = {
+    "unfrozen_layers": 2,
+    "learning_rate": 1e-3,
+    "dropout": 0.1,
+    "weight_decay": 1e-4,
+    "batchnorm": "frozen",
+}
+
+# (id, verdicts, prune reason, near chance, expected cause)
+CAUSES = [
+    ("healthy: nothing to act on", ["healthy"], None, False, None),
+    ("below its peers: nothing to act on", [], "below_peers", False, None),
+    ("underfitting", ["underfitting"], None, False, "underfitting"),
+    ("climbing by the pruner", [], "climbing", False, "climbing"),
+    ("diverged first", ["overfitting"], "diverged", False, "diverged"),
+    ("lr too high before overfitting", ["lr_too_high", "overfitting"], None, False, "lr_too_high"),
+    ("near chance beats underfitting", ["underfitting"], None, True, "near_chance"),
+    ("a runaway wrecks the base: lr too high", [], "runaway", False, "lr_too_high"),
+    ("BatchNorm mismatch before overfitting", ["batchnorm_mismatch", "overfitting"], None, False,
+     "batchnorm_mismatch"),
+]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "reason", "chance", "expected"), [pytest.param(*r[1:], id=r[0]) for r in CAUSES]
+)
+def test_cause_of(
+    verdicts: list[str], reason: str | None, chance: bool, expected: str | None
+) -> None:
+    assert cause_of(verdicts, prune_reason=reason, near_chance=chance) == expected
+
+
+# (id, params, cause, expected [(move name, the changed params)])
+MOVES = [
+    (
+        "underfitting: raise the rate, unfreeze more, train BatchNorm",
+        BASE,
+        "underfitting",
+        [
+            ("lr*3", {"learning_rate": 3e-3}),
+            ("more_layers", {"unfrozen_layers": 4}),
+            ("batchnorm=train", {"batchnorm": "train"}),
+        ],
+    ),
+    (
+        "climbing: lower the rate and regularise, fewer layers, BatchNorm frozen",
+        {**BASE, "batchnorm": "train"},
+        "climbing",
+        [
+            ("lr/3", {"learning_rate": 1e-3 / 3}),
+            ("dropout+", {"dropout": 0.3}),
+            ("weight_decay*10", {"weight_decay": 1e-3}),
+            ("fewer_layers", {"unfrozen_layers": 1}),
+            ("batchnorm=frozen", {"batchnorm": "frozen"}),
+        ],
+    ),
+    ("diverged: the rate 10x lower", BASE, "diverged", [("lr/10", {"learning_rate": 1e-4})]),
+    (
+        "near chance: a larger move",
+        BASE,
+        "near_chance",
+        [
+            ("lr*10", {"learning_rate": 1e-2}),
+            ("all_layers+batchnorm=train", {"unfrozen_layers": 8, "batchnorm": "train"}),
+            ("batchnorm=other", {"batchnorm": "adapt"}),
+            ("batchnorm=other", {"batchnorm": "train"}),
+        ],
+    ),
+    (
+        "BatchNorm mismatch: the other modes, re-estimated first",
+        {**BASE, "batchnorm": "train"},
+        "batchnorm_mismatch",
+        [("batchnorm=other", {"batchnorm": "adapt"}), ("batchnorm=other", {"batchnorm": "frozen"})],
+    ),
+    (
+        "feature extraction underfits: the top quarter unfrozen",
+        {**BASE, "unfrozen_layers": 0},
+        "underfitting",
+        [
+            ("lr*3", {"learning_rate": 3e-3}),
+            ("more_layers", {"unfrozen_layers": 2}),
+            ("batchnorm=train", {"batchnorm": "train"}),
+        ],
+    ),
+    (
+        "at the bounds: the rate clamps, a move that changes nothing is left out",
+        {**BASE, "learning_rate": 1e-2, "unfrozen_layers": 8, "batchnorm": "train"},
+        "underfitting",
+        [],
+    ),
+    (
+        "clamped, not dropped: 5e-3 x3 stops at the top of the range",
+        {**BASE, "learning_rate": 5e-3},
+        "underfitting",
+        [
+            ("lr*3", {"learning_rate": 1e-2}),
+            ("more_layers", {"unfrozen_layers": 4}),
+            ("batchnorm=train", {"batchnorm": "train"}),
+        ],
+    ),
+    ("no cause: no move", BASE, None, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "cause", "expected"), [pytest.param(*r[1:], id=r[0]) for r in MOVES]
+)
+def test_propose_moves(
+    params: dict[str, Any], cause: str | None, expected: list[tuple[str, dict[str, Any]]]
+) -> None:
+    moves = propose_moves(params, cause, DISTS)
+    assert [m.name for m in moves] == [name for name, _ in expected]
+    for move, (_, changed) in zip(moves, expected, strict=True):
+        assert move.cause == cause
+        assert move.params.keys() == params.keys()
+        for key, value in move.params.items():
+            want = changed.get(key, params[key])
+            if isinstance(want, float):
+                assert math.isclose(value, want, rel_tol=1e-9), key
+            else:
+                assert value == want, key
+        assert move.words  # said in words, e.g. "raise the learning rate 3x, to 0.003"
+
+
+def test_moves_without_batchnorm_in_the_space_leave_batchnorm_alone() -> None:
+    dists = {k: v for k, v in DISTS.items() if k != "batchnorm"}
+    params = {k: v for k, v in BASE.items() if k != "batchnorm"}
+    moves = propose_moves(params, "batchnorm_mismatch", dists)
+    assert moves == []
+    assert all("batchnorm" not in m.params for m in propose_moves(params, "underfitting", dists))
+
+
+def test_an_unknown_cause_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown cause 'boredom'"):
+        propose_moves(BASE, "boredom", DISTS)
+
+
+@pytest.mark.parametrize(
+    ("loss", "classes", "expected"),
+    [
+        (1.60, 5, True),  # ln 5 = 1.61
+        (1.44, 5, False),  # left the plateau (below 0.9 ln 5 = 1.45)
+        (1.46, 5, True),
+        (3.5, 5, True),  # far above chance is not "learnt"
+        (0.2, 5, False),
+        (None, 5, False),
+        (1.6, None, False),
+        (float("nan"), 5, False),
+    ],
+)
+def test_near_chance(loss: float | None, classes: int | None, expected: bool) -> None:
+    assert near_chance(loss, classes) is expected
+
+
+def test_params_key_treats_rates_that_train_alike_as_one() -> None:
+    assert params_key({**BASE, "learning_rate": 1e-3}) == params_key(
+        {**BASE, "learning_rate": 1.0001e-3}
+    )
+    assert params_key({**BASE, "learning_rate": 1e-3}) != params_key(
+        {**BASE, "learning_rate": 3e-3}
+    )

@@ -1,0 +1,183 @@
+"""The closed loop: a finished trial's diagnosis queues the next trial (real SQLite studies)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from thaw._keys import PROPOSED_BY, SCREEN
+from thaw.search._loop import ClosedLoop, loop_state
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+DISTS = {
+    "unfrozen_layers": IntDistribution(0, 8),
+    "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+    "dropout": FloatDistribution(0.0, 0.6),
+    "weight_decay": FloatDistribution(1e-6, 1e-1, log=True),
+    "batchnorm": CategoricalDistribution(["frozen", "adapt", "train"]),
+}
+PARAMS = {
+    "unfrozen_layers": 2,
+    "learning_rate": 1e-3,
+    "dropout": 0.1,
+    "weight_decay": 1e-4,
+    "batchnorm": "frozen",
+}
+
+
+def study_in(tmp_path: Path, classes: int = 5) -> optuna.Study:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'loop.db'}", study_name="loop")
+    study.set_user_attr("thaw:num_classes", classes)
+    return study
+
+
+def add(
+    study: optuna.Study,
+    curve: list[float],
+    *,
+    params: dict[str, Any] | None = None,
+    state: TrialState = TrialState.COMPLETE,
+    **attrs: Any,
+) -> None:
+    best = min(curve)
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=best if state == TrialState.COMPLETE else None,
+            params=params or PARAMS,
+            distributions=DISTS,
+            intermediate_values=dict(enumerate(curve, start=1)),
+            user_attrs={"best_val_loss": best, "epochs_run": len(curve), **attrs},
+        )
+    )
+
+
+def waiting(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(states=(TrialState.WAITING,))
+
+
+def test_a_climbing_trial_proposes_a_lower_rate_and_records_who_proposed_it(
+    tmp_path: Path,
+) -> None:
+    study = study_in(tmp_path)
+    add(study, [1.2, 0.6, 0.8, 0.9, 1.0], state=TrialState.PRUNED, prune_reason="climbing")
+    move = ClosedLoop()(study)
+    assert move is not None and move.name == "lr/3"
+    (queued,) = waiting(study)
+    origin = queued.user_attrs[PROPOSED_BY]
+    assert origin["trial"] == 0 and origin["cause"] == "climbing" and origin["move"] == "lr/3"
+    assert origin["best_before"] == pytest.approx(0.6)
+    assert "lower the learning rate" in origin["words"]
+    trial = study.ask()  # the queued move runs next, with the lowered rate
+    assert trial.suggest_float("learning_rate", 1e-5, 1e-2, log=True) == pytest.approx(1e-3 / 3)
+
+
+def test_nothing_more_is_queued_while_a_move_waits(tmp_path: Path) -> None:
+    study = study_in(tmp_path)
+    add(study, [1.2, 0.6, 0.8, 0.9, 1.0], state=TrialState.PRUNED, prune_reason="climbing")
+    loop = ClosedLoop()
+    loop(study)
+    assert loop(study) is None
+    assert len(waiting(study)) == 1
+
+
+def test_a_trial_stuck_at_chance_gets_a_larger_move(tmp_path: Path) -> None:
+    study = study_in(tmp_path, classes=5)  # ln 5 = 1.61
+    add(study, [1.62, 1.61, 1.60, 1.60, 1.59])
+    move = ClosedLoop()(study)
+    assert move is not None and (move.cause, move.name) == ("near_chance", "lr*10")
+    assert move.params["learning_rate"] == pytest.approx(1e-2)
+
+
+def test_a_move_already_tried_is_not_proposed_again(tmp_path: Path) -> None:
+    study = study_in(tmp_path)
+    add(study, [1.2, 0.6, 0.8, 0.9, 1.0], state=TrialState.PRUNED, prune_reason="climbing")
+    add(study, [1.2, 0.9, 0.95], params={**PARAMS, "learning_rate": 1e-3 / 3})
+    move = ClosedLoop()(study)
+    assert move is not None and move.name == "dropout+"
+
+
+def test_screen_trials_are_not_expanded(tmp_path: Path) -> None:
+    study = study_in(tmp_path)
+    add(
+        study,
+        [1.62, 1.61],
+        state=TrialState.PRUNED,
+        prune_reason="screened",
+        **{SCREEN: {"strategy": "full fine-tuning", "round": 0, "rung": 2, "rungs": [2]}},
+    )
+    assert ClosedLoop()(study) is None
+
+
+def test_the_best_trial_is_expanded_first(tmp_path: Path) -> None:
+    study = study_in(tmp_path)
+    add(study, [1.0, 0.9, 1.1, 1.2, 1.3], state=TrialState.PRUNED, prune_reason="diverged")
+    add(
+        study,
+        [1.0, 0.3, 0.5, 0.6, 0.7],
+        params={**PARAMS, "learning_rate": 1e-4},
+        state=TrialState.PRUNED,
+        prune_reason="climbing",
+    )
+    move = ClosedLoop()(study)
+    assert move is not None and move.cause == "climbing"
+    assert waiting(study)[0].user_attrs[PROPOSED_BY]["trial"] == 1
+
+
+def moved(study: optuna.Study, value: float, best_before: float) -> None:
+    add(
+        study,
+        [value + 0.3, value],
+        params={**PARAMS, "dropout": 0.1 + 0.01 * len(study.trials)},
+        **{PROPOSED_BY: {"trial": 0, "cause": "climbing", "move": "x", "best_before": best_before}},
+    )
+
+
+# (id, move results as (value, best before), expected moves, successes, share)
+SHARES = [
+    ("no move yet: an even share", [], 0, 0, 0.5),
+    ("two moves that beat the best", [(0.4, 0.5), (0.3, 0.4)], 2, 2, 0.75),
+    ("three that did not: the floor", [(0.6, 0.5), (0.7, 0.5), (0.8, 0.5)], 3, 0, 0.25),
+    ("one of two", [(0.4, 0.5), (0.7, 0.4)], 2, 1, 0.5),
+]
+
+
+@pytest.mark.parametrize(
+    ("results", "moves", "successes", "share"), [pytest.param(*r[1:], id=r[0]) for r in SHARES]
+)
+def test_the_share_of_moves_follows_how_often_they_beat_the_best(
+    tmp_path: Path,
+    results: list[tuple[float, float]],
+    moves: int,
+    successes: int,
+    share: float,
+) -> None:
+    study = study_in(tmp_path)
+    add(study, [1.0, 0.5])
+    for value, before in results:
+        moved(study, value, before)
+    state = loop_state(study.get_trials(), maximize=False)
+    assert (state.moves, state.successes) == (moves, successes)
+    assert math.isclose(state.share, share)
+
+
+def test_after_failed_moves_the_sampler_takes_its_turn(tmp_path: Path) -> None:
+    study = study_in(tmp_path)
+    add(study, [1.2, 0.5, 0.8, 0.9, 1.0], state=TrialState.PRUNED, prune_reason="climbing")
+    for value in (0.7, 0.8):  # two moves that did not beat 0.5: share 0.25 of 2 searched trials
+        moved(study, value, 0.5)
+    assert ClosedLoop()(study) is None
+    assert waiting(study) == []
+
+
+@pytest.mark.parametrize(("top_k", "shares"), [(0, (0.2, 0.8)), (3, (0.6, 0.4)), (3, (-0.1, 1))])
+def test_bad_loop_arguments_are_refused(top_k: int, shares: tuple[float, float]) -> None:
+    with pytest.raises(ValueError):
+        ClosedLoop(top_k=top_k, min_share=shares[0], max_share=shares[1])
