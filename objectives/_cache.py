@@ -217,11 +217,15 @@ class FeatureCache:
         self.hits += 1
         return tuple(np.load(p, mmap_mode="r") for p in paths)
 
-    def put(self, key: str, arrays: tuple[np.ndarray, ...]) -> None:
+    def put(self, key: str, arrays: tuple[np.ndarray, ...], to_disk: bool = False) -> None:
+        """Keep ``arrays`` under ``key``; ``to_disk``: written to the directory now too (small
+        results that other processes, later runs, should find)."""
         size = sum(a.nbytes for a in arrays)
         if size > self.max_memory_bytes:
             self._spill(key, arrays)
             return
+        if to_disk:
+            self._spill(key, arrays)
         self._memory[key] = arrays
         self._memory.move_to_end(key)
         while self.memory_bytes > self.max_memory_bytes:

@@ -336,7 +336,7 @@ class FineTuneObjective:
                     np.asarray(keras.ops.convert_to_numpy(layer.moving_mean)),
                     np.asarray(keras.ops.convert_to_numpy(layer.moving_variance)),
                 ]
-            self.feature_cache.put(key, tuple(stats))
+            self.feature_cache.put(key, tuple(stats), to_disk=True)
 
     def domain_shift(self) -> dict[str, object]:
         """The pretrained base's BatchNorm statistics against the target training images."""
