@@ -151,12 +151,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="thaw-speed-"))
     print(f"keras {keras.__version__} backend {keras.backend.backend()}, CPU only (no GPU here)")
 
-    def space_for(pretrained: PretrainedBase) -> SearchSpace:
+    def space_for(pretrained: PretrainedBase, batchnorm: str = "frozen") -> SearchSpace:
         return SearchSpace(
             unfrozen_layers=IntRange(0, pretrained.num_layers),
             learning_rate=FloatRange(1e-4, 1e-2, log=True),
             dropout=FloatRange(0.0, 0.5),
             weight_decay=FloatRange(1e-6, 1e-3, log=True),
+            batchnorm=(batchnorm,),
         )
 
     from thaw.search._study import open_storage
@@ -436,7 +437,7 @@ def main() -> None:
                 objective = FineTuneObjective(
                     pretrained,
                     data,
-                    space_for(pretrained),
+                    space_for(pretrained, mode),
                     settings,
                     feature_cache=FeatureCache(directory=tmp / f"deep-{arch}-{mode}"),
                 )

@@ -314,7 +314,7 @@ class FineTuneObjective:
                 str(images),
                 str(per_pass),
             )
-            found = self.feature_cache.get(key)
+            found = self.feature_cache.get(key, count=False)  # the counts are activations'
             if found is not None and len(found) == 2 * len(layers):
                 for i, layer in enumerate(layers):
                     layer.moving_mean.assign(np.asarray(found[2 * i], dtype="float32"))
