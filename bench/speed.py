@@ -19,6 +19,12 @@
 3. The same with about 10% of the weighted layers unfrozen.
 4. Resident memory (RSS) after trial 10 and after trial 100 of a tiny-model study (inside
    ``frozen_heap()``, as ``thaw run`` runs it).
+5. Deep networks (``--deep``: DenseNet121 and EfficientNetB0 at 32 px, MobileNetV2 alpha 0.35 at
+   96 px; weights=None, synthetic images, ``--deep-images`` training and 5x as many validation
+   images): the domain-shift score at study creation, then for BatchNorm ``frozen`` and ``adapt``
+   a study of two feature-extraction trials (cache auto, ``--deep-epochs`` epochs), each trial's
+   seconds outside ``model.fit`` split into building the model (``adapt`` apart), the cache build,
+   the end-of-trial probes and the rest (Optuna, the collection that ends a trial).
 
 Each timing is the median of ``--repeats`` runs, the variants alternating, so the machine's noise
 hits them alike; the overhead lines also give the median of the paired ratios (each run against
@@ -104,7 +110,17 @@ def main() -> None:
         help="the overhead lines' case: the demo CNN, or the glyphs residual network on its "
         "shifted target (150 training, 300 validation images)",
     )
-    parser.add_argument("--skip", nargs="*", default=(), choices=("overhead", "cache", "memory"))
+    parser.add_argument(
+        "--skip", nargs="*", default=(), choices=("overhead", "cache", "memory", "deep")
+    )
+    parser.add_argument(
+        "--deep",
+        nargs="*",
+        default=("DenseNet121", "EfficientNetB0", "MobileNetV2"),
+        help="the deep cases to run",
+    )
+    parser.add_argument("--deep-images", type=int, default=150)
+    parser.add_argument("--deep-epochs", type=int, default=10)
     args = parser.parse_args()
 
     import keras
@@ -135,12 +151,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="thaw-speed-"))
     print(f"keras {keras.__version__} backend {keras.backend.backend()}, CPU only (no GPU here)")
 
-    def space_for(pretrained: PretrainedBase) -> SearchSpace:
+    def space_for(pretrained: PretrainedBase, batchnorm: str = "frozen") -> SearchSpace:
         return SearchSpace(
             unfrozen_layers=IntRange(0, pretrained.num_layers),
             learning_rate=FloatRange(1e-4, 1e-2, log=True),
             dropout=FloatRange(0.0, 0.5),
             weight_decay=FloatRange(1e-6, 1e-3, log=True),
+            batchnorm=(batchnorm,),
         )
 
     from thaw.search._study import open_storage
@@ -384,6 +401,98 @@ def main() -> None:
                 f"{npw / nww:.2f}x (CPU {npc / nwc:.2f}x)",
                 flush=True,
             )
+        keras.backend.clear_session()
+
+    # ------------------------------------------------------------- 5. one-time costs vs depth
+    if "deep" not in args.skip:
+        keras.Model.fit = timed_fit  # type: ignore[method-assign]
+        sizes = {"DenseNet121": 32, "EfficientNetB0": 32, "MobileNetV2": 96}
+        for arch in args.deep:
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(0)
+            px = sizes[arch]
+            extra = {"alpha": 0.35} if arch == "MobileNetV2" else {}
+            t0 = time.perf_counter()
+            net = getattr(keras.applications, arch)(
+                input_shape=(px, px, 3), weights=None, include_top=False, **extra
+            )
+            pretrained = PretrainedBase(net, f"{arch} {px} px (weights=None)")
+            load_s = time.perf_counter() - t0
+            rng = np.random.default_rng(0)
+            n_train, n_val = args.deep_images, args.deep_images * 5
+            data = ArrayData(
+                x_train=rng.integers(0, 256, (n_train, px, px, 3), dtype=np.uint8),
+                y_train=(np.arange(n_train) % 6).astype("int32"),
+                x_val=rng.integers(0, 256, (n_val, px, px, 3), dtype=np.uint8),
+                y_val=(np.arange(n_val) % 6).astype("int32"),
+                class_names=tuple("abcdef"),
+            )
+            settings = TrainSettings(epochs=args.deep_epochs, batch_size=32)
+            bns = sum(isinstance(la, keras.layers.BatchNormalization) for la in net.layers)
+            line = [f"[deep] {arch} {px} px, {bns} BatchNorm layers: build {load_s:.1f} s"]
+            shift_objective = FineTuneObjective(pretrained, data, space_for(pretrained), settings)
+            shift_s, _ = timed(shift_objective.domain_shift)
+            line.append(f"domain-shift score at study creation {shift_s:.1f} s")
+            for mode in ("frozen", "adapt"):
+                objective = FineTuneObjective(
+                    pretrained,
+                    data,
+                    space_for(pretrained, mode),
+                    settings,
+                    feature_cache=FeatureCache(directory=tmp / f"deep-{arch}-{mode}"),
+                )
+                spent: dict[str, float] = {}
+
+                def clocked(
+                    name: str, fn: Callable[..., Any], spent: dict[str, float] = spent
+                ) -> Callable[..., Any]:
+                    def run(*fn_args: Any, **fn_kwargs: Any) -> Any:
+                        start = time.perf_counter()
+                        try:
+                            return fn(*fn_args, **fn_kwargs)
+                        finally:
+                            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+
+                    return run
+
+                objective.build = clocked("build", objective.build)  # type: ignore[method-assign]
+                objective._adapt = clocked("adapt", objective._adapt)  # type: ignore[method-assign]
+                objective._features = clocked(  # type: ignore[method-assign]
+                    "cache build", objective._features
+                )
+                objective.probe = clocked("probes", objective.probe)  # type: ignore[method-assign]
+                params = TrialParams(0, 1e-3, 0.2, 1e-4, batchnorm=mode)
+                for which in ("first", "later"):
+                    spent.clear()
+                    fit_seconds.clear()
+                    trial_s, _ = timed(partial(one_trial, objective, params, f"deep-{arch}-{mode}"))
+                    fit_s = sum(fit_seconds)
+                    outside_s = trial_s - fit_s
+                    spent["build"] = spent.get("build", 0.0) - spent.get("adapt", 0.0)
+                    steps = ", ".join(f"{step} {sec:.2f}" for step, sec in spent.items())
+                    line.append(
+                        f"{mode} {which} trial {trial_s:.1f} s (fit {fit_s:.1f} s, outside "
+                        f"{outside_s:.2f} s: {steps}, rest {outside_s - sum(spent.values()):.2f})"
+                    )
+                    if mode == "frozen" and which == "first":
+                        frozen_first = trial_s
+                    if mode == "frozen" and which == "later":
+                        # A 20-epoch frozen trial: this one's outside seconds and its fit
+                        # scaled to 20 epochs (the fit's per-epoch time is steady after the
+                        # first epoch's trace, which the scaling counts 20/epochs times).
+                        frozen_20 = outside_s + fit_s * 20 / args.deep_epochs
+                    if mode == "adapt" and which == "first":
+                        line.append(
+                            f"-> first adapt trial / first frozen trial "
+                            f"{trial_s / frozen_first:.2f}x (target <= 1.5x)"
+                        )
+                    if which == "later":
+                        line.append(
+                            f"-> {mode} later trial outside fit / 20-epoch frozen trial "
+                            f"(~{frozen_20:.1f} s) {outside_s / frozen_20:.1%} (target <= 10%)"
+                        )
+            print("; ".join(line), flush=True)
+        keras.Model.fit = keras_fit  # type: ignore[method-assign]
         keras.backend.clear_session()
 
     # -------------------------------------------------------------------- 4. memory over trials

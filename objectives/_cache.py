@@ -205,23 +205,28 @@ class FeatureCache:
     def __contains__(self, key: str) -> bool:
         return key in self._memory or self._on_disk(key) is not None
 
-    def get(self, key: str) -> tuple[np.ndarray, ...] | None:
+    def get(self, key: str, count: bool = True) -> tuple[np.ndarray, ...] | None:
+        """The arrays under ``key`` (None: not there); ``count``: in ``hits`` and ``misses``."""
         if key in self._memory:
             self._memory.move_to_end(key)
-            self.hits += 1
+            self.hits += count
             return self._memory[key]
         paths = self._on_disk(key)
         if paths is None:
-            self.misses += 1
+            self.misses += count
             return None
-        self.hits += 1
+        self.hits += count
         return tuple(np.load(p, mmap_mode="r") for p in paths)
 
-    def put(self, key: str, arrays: tuple[np.ndarray, ...]) -> None:
+    def put(self, key: str, arrays: tuple[np.ndarray, ...], to_disk: bool = False) -> None:
+        """Keep ``arrays`` under ``key``; ``to_disk``: written to the directory now too (small
+        results that other processes, later runs, should find)."""
         size = sum(a.nbytes for a in arrays)
         if size > self.max_memory_bytes:
             self._spill(key, arrays)
             return
+        if to_disk:
+            self._spill(key, arrays)
         self._memory[key] = arrays
         self._memory.move_to_end(key)
         while self.memory_bytes > self.max_memory_bytes:

@@ -31,7 +31,14 @@ from thaw.objectives._callbacks import (
 )
 from thaw.objectives._data import ArrayData
 from thaw.objectives._images import StreamedImages
-from thaw.objectives._model import adapt_batchnorm, build_model, domain_shift_scores, freeze
+from thaw.objectives._model import (
+    adapt_batchnorm,
+    adapt_images_per_pass,
+    batchnorm_layers,
+    build_model,
+    domain_shift_scores,
+    freeze,
+)
 from thaw.objectives._probes import BatchStatsRunner, probe_sample
 from thaw.objectives._release import released_custom_gradients, settle_heap
 from thaw.objectives._sources import PretrainedBase
@@ -40,6 +47,9 @@ from thaw.objectives._specs import OBJECTIVE_METRICS, TrainSettings
 from thaw.objectives._weights import assign_weights
 
 _logger = logging.getLogger(__name__)
+
+#: Target images the BatchNorm statistics are estimated on (``adapt``, the domain shift).
+ADAPT_IMAGES = 512
 
 
 def _take(values: np.ndarray, index: np.ndarray | None) -> np.ndarray:
@@ -217,6 +227,10 @@ class FineTuneObjective:
         self.on_trial_model: Callable[[optuna.Trial, keras.Model, float], None] | None = None
         #: Extra Keras callbacks for every fit (TensorBoard, the user's own).
         self.extra_callbacks: Callable[[optuna.Trial], list[keras.callbacks.Callback]] | None = None
+        #: Called with a line naming each step that may take a while before a trial's first
+        #: epoch (re-estimating BatchNorm statistics, caching frozen activations, the domain
+        #: shift); None: the line is logged at info level.
+        self.on_step: Callable[[str], None] | None = None
         #: Called at the start of each trial: the most epochs the trial may train (None: no
         #: limit). An epoch budget sets it so the last trial stops when the budget is spent.
         self.epoch_cap: Callable[[], int | None] | None = None
@@ -259,7 +273,7 @@ class FineTuneObjective:
         if params.batchnorm == "adapt":
             # The adapted statistics do not depend on the trial: compute them once.
             if self._adapted_weights is None:
-                adapt_batchnorm(base, self._x_train, self.settings.batch_size)
+                self._adapt(base)
                 self._adapted_weights = base.get_weights()
             else:
                 assign_weights(base, self._adapted_weights)
@@ -274,9 +288,67 @@ class FineTuneObjective:
         self._compile(model, params)
         return model
 
+    def _step(self, message: str) -> None:
+        """Announce a step that may take a while before the first epoch."""
+        if self.on_step is not None:
+            self.on_step(message)
+        else:
+            _logger.info(message)
+
+    def _adapt(self, base: keras.Model) -> None:
+        """``adapt_batchnorm`` on the working copy, or its statistics from the feature cache
+        (another objective of the same model and data computed them: a worker, an earlier run)."""
+        layers = batchnorm_layers(base)
+        if not layers:
+            return
+        images = min(len(self._x_train), ADAPT_IMAGES)
+        per_pass = adapt_images_per_pass(base, images, minimum=self.settings.batch_size)
+        key = None
+        if self.feature_cache is not None and isinstance(self.data, ArrayData):
+            if self._data_fingerprint is None:
+                self._data_fingerprint = self.data.fingerprint()
+            key = cache_key(
+                self._data_fingerprint,
+                self.pretrained.fingerprint(),
+                "adapt",
+                str(images),
+                str(per_pass),
+            )
+            found = self.feature_cache.get(key, count=False)  # the counts are activations'
+            if found is not None and len(found) == 2 * len(layers):
+                for i, layer in enumerate(layers):
+                    layer.moving_mean.assign(np.asarray(found[2 * i], dtype="float32"))
+                    layer.moving_variance.assign(np.asarray(found[2 * i + 1], dtype="float32"))
+                return
+        passes = -(-images // per_pass)
+        self._step(
+            f"Re-estimating BatchNorm statistics on {images} images ({len(layers)} layers"
+            + (f", {passes} passes" if passes > 1 else "")
+            + ") ..."
+        )
+        adapt_batchnorm(
+            base, self._x_train, self.settings.batch_size, ADAPT_IMAGES, images_per_pass=per_pass
+        )
+        if key is not None and self.feature_cache is not None:
+            stats = []
+            for layer in layers:
+                stats += [
+                    np.asarray(keras.ops.convert_to_numpy(layer.moving_mean)),
+                    np.asarray(keras.ops.convert_to_numpy(layer.moving_variance)),
+                ]
+            self.feature_cache.put(key, tuple(stats), to_disk=True)
+
     def domain_shift(self) -> dict[str, object]:
         """The pretrained base's BatchNorm statistics against the target training images."""
-        layers = domain_shift_scores(self.pretrained.model, self._x_train, self.settings.batch_size)
+        count = len(batchnorm_layers(self.pretrained.model))
+        if count:
+            self._step(
+                f"Measuring the domain shift on {min(len(self._x_train), ADAPT_IMAGES)} images "
+                f"({count} BatchNorm layers) ..."
+            )
+        layers = domain_shift_scores(
+            self.pretrained.model, self._x_train, self.settings.batch_size, ADAPT_IMAGES
+        )
         overall = float(np.mean(list(layers.values()))) if layers else float("nan")
         return {"overall": overall, "layers": layers}
 
@@ -391,6 +463,11 @@ class FineTuneObjective:
         found = self.feature_cache.get(key)
         if found is not None:
             return found
+        assert self._x_val is not None
+        self._step(
+            f"Caching frozen activations of {len(self._x_train) + len(self._x_val)} images at "
+            f"{split.boundary} ..."
+        )
         size = max(self.settings.batch_size, 64)
         features = (
             np.asarray(split.prefix.predict(self._x_train, batch_size=size, verbose=0)),

@@ -184,6 +184,7 @@ def run_study(
         data = load_data(config.data, pretrained.input_shape)
         space = config.space.resolve(pretrained.num_layers, pretrained.unfreeze_by)
         objective = FineTuneObjective(pretrained, data, space, config.train, seed=config.seed)
+        objective.on_step = say  # steps before the first epoch that take a while
     except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
         raise RunError(f"{config.path}: {exc}") from None
     try:
