@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import optuna
 
-from thaw.reports._attrs import history_series, intermediate_series
+from thaw._keys import RANGE_TEST
+from thaw.reports._attrs import as_float, history_series, intermediate_series
 from thaw.reports._ranking import ParamColumn, RankingInfo, RankingRow, get_ranking_info
 
 _logger = logging.getLogger(__name__)
@@ -365,3 +366,56 @@ def _ranks(values: Sequence[float]) -> np.ndarray:
         ranks[order[i : j + 1]] = (i + j) / 2.0
         i = j + 1
     return ranks
+
+
+@dataclass(frozen=True)
+class RangeCurve:
+    """One BatchNorm mode's learning-rate range test: smoothed training loss against rate."""
+
+    batchnorm: str
+    learning_rates: tuple[float, ...]
+    losses: tuple[float | None, ...]
+    suggestion: float | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class RangeTestInfo:
+    """The learning-rate range test run before the search (study attr ``thaw:range_test``)."""
+
+    curves: tuple[RangeCurve, ...]
+    epochs: float
+    window: tuple[float, float] | None
+    """The learning-rate range the sampler searched; None: the configured one."""
+
+
+def get_range_test_info(study_attrs: Mapping[str, Any]) -> RangeTestInfo | None:
+    """The range test's curves, or None when the study ran none."""
+    stored = study_attrs.get(RANGE_TEST)
+    if not isinstance(stored, Mapping) or not isinstance(stored.get("modes"), Mapping):
+        return None
+    curves = []
+    for mode, result in stored["modes"].items():
+        if not isinstance(result, Mapping):
+            continue
+        rates = [as_float(v) for v in result.get("learning_rates") or ()]
+        losses = [as_float(v) for v in result.get("losses") or ()]
+        pairs = [(r, v) for r, v in zip(rates, losses, strict=False) if r is not None and r > 0]
+        curves.append(
+            RangeCurve(
+                batchnorm=str(mode),
+                learning_rates=tuple(r for r, _ in pairs),
+                losses=tuple(v if v is not None and math.isfinite(v) else None for _, v in pairs),
+                suggestion=as_float(result.get("suggestion")),
+                reason=str(result.get("reason") or ""),
+            )
+        )
+    window = stored.get("window")
+    bounds = None
+    if isinstance(window, (list, tuple)) and len(window) == 2:
+        low, high = as_float(window[0]), as_float(window[1])
+        if low is not None and high is not None:
+            bounds = (low, high)
+    return RangeTestInfo(
+        curves=tuple(curves), epochs=as_float(stored.get("epochs")) or 0.0, window=bounds
+    )

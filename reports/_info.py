@@ -11,9 +11,11 @@ from thaw.reports._charts import (
     AnytimeInfo,
     CurvesInfo,
     ParamScatterInfo,
+    RangeTestInfo,
     get_anytime_info,
     get_curves_info,
     get_param_scatter_info,
+    get_range_test_info,
 )
 from thaw.reports._diagnosis import StudyDiagnosis
 from thaw.reports._findings import (
@@ -56,6 +58,8 @@ class ReportInfo:
     """Parameter levels the best trials share (controlled comparison); see ``_levers``."""
     anytime: AnytimeInfo | None = None
     """Best so far against cumulative epochs (the epoch budget, when one was set)."""
+    range_test: RangeTestInfo | None = None
+    """The learning-rate range test run before the search, if any."""
     story: AnswerStory | None = None
     """Nothing learnt much and the next move, and the path to the recommended trial
     (``None`` when the report was built with ``diagnose=False``)."""
@@ -109,4 +113,5 @@ def get_report_info(
             else None,
         ),
         story=story,
+        range_test=get_range_test_info(attrs),
     )

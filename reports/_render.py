@@ -41,7 +41,12 @@ from thaw.reports._info import ReportInfo
 from thaw.reports._levers import level_words
 from thaw.reports._ranking import RankingInfo, RankingRow
 from thaw.reports._summary import NOT_RECORDED, AnswerInfo
-from thaw.reports._svg import render_curves_svg, render_efficiency_svg, render_scatter_svg
+from thaw.reports._svg import (
+    render_curves_svg,
+    render_efficiency_svg,
+    render_range_test_svg,
+    render_scatter_svg,
+)
 
 MD_REASON_WIDTH = 48
 """Failure reasons are cut to this many characters in Markdown (full text in HTML/CSV)."""
@@ -131,6 +136,7 @@ def _sections(info: ReportInfo) -> list[Section]:
         Section("params", "Parameters against best validation loss", _param_blocks(info)),
         Section("pruning", "Pruning", _pruning_blocks(info)),
         *_anytime_sections(info),
+        *_range_test_sections(info),
         Section("manifest", "Manifest", _manifest_blocks(info)),
     ]
 
@@ -184,6 +190,45 @@ def _anytime_sections(info: ReportInfo) -> list[Section]:
             ),
         )
     ]
+
+
+def _range_test_sections(info: ReportInfo) -> list[Section]:
+    """The learning-rate range test: where each BatchNorm mode's loss fell fastest."""
+    test = info.range_test
+    if test is None or not test.curves:
+        return []
+    found = [c for c in test.curves if c.suggestion is not None]
+    if test.window is not None:
+        searched = f"the sampler searched {fmt_num(test.window[0])} to {fmt_num(test.window[1])}"
+    else:
+        searched = "the sampler searched the configured range"
+    lead = (
+        f"Before the search, each BatchNorm mode trained with a rising learning rate "
+        f"({test.epochs:.2g} epochs in all, counted in the budget); "
+        + (
+            f"{len(found)} of {len(test.curves)} modes found a rate, and {searched}."
+            if found
+            else f"the loss diverged at every rate, and {searched}."
+        )
+    )
+    rows = tuple(
+        (
+            c.batchnorm,
+            fmt_num(c.suggestion) if c.suggestion is not None else "none",
+            c.reason,
+        )
+        for c in test.curves
+    )
+    blocks: list[Block] = [Para(lead)]
+    svg = render_range_test_svg(test)
+    if svg:
+        blocks.append(
+            Figure(svg, "Smoothed training loss against the learning rate, per BatchNorm mode.")
+        )
+    blocks.append(
+        Table(("BatchNorm mode", "suggested rate", "how"), ("left", "right", "left"), rows)
+    )
+    return [Section("range-test", "Learning-rate range test", tuple(blocks))]
 
 
 def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:

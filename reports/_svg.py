@@ -13,7 +13,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from thaw.reports._charts import CurveSeries, CurvesInfo, EfficiencyInfo, ParamScatter
+from thaw.reports._charts import (
+    CurveSeries,
+    CurvesInfo,
+    EfficiencyInfo,
+    ParamScatter,
+    RangeTestInfo,
+)
 from thaw.reports._format import html_escape, truncate
 
 OKABE_ITO = (
@@ -600,3 +606,75 @@ def _series_title(series: CurveSeries) -> str:
     if series.state == "PRUNED":
         text += f", pruned at epoch {series.stopped_epoch} ({series.prune_reason or 'no reason'})"
     return text
+
+
+def render_range_test_svg(info: RangeTestInfo) -> str:
+    """The learning-rate range test: smoothed training loss against the rate (log scale), one
+    line per BatchNorm mode, a marker at each suggested rate. Empty when nothing to draw."""
+    rates = [r for c in info.curves for r in c.learning_rates]
+    losses = [v for c in info.curves for v in c.losses if v is not None]
+    if not rates or not losses:
+        return ""
+    fs = CHART_FONT
+    row = round(fs * 1.5)
+    width, left, right, top = CHART_WIDTH, 84, CHART_WIDTH - 16, 14
+    bottom = top + 240
+    legend_top = bottom + 3 * fs + 12
+    height = legend_top + row * (len(info.curves) + 1) + 8
+    x_lo, x_hi, x_ticks = log_ticks(min(rates), max(rates))
+    y_lo, y_hi, y_ticks = _axis_ticks(min(losses), max(losses), False)
+    x = _Scale(x_lo, x_hi, True, left, right)
+    y = _Scale(*_with_margin(y_lo, y_hi, False), False, bottom, top)
+    out = _open_svg(width, height, "Learning-rate range test: loss against the rate", fs)
+    out += _axes(
+        x, y, x_ticks, y_ticks, "learning rate (log scale)", "smoothed train loss", None, fs
+    )
+    for i, curve in enumerate(info.curves):
+        colour, dash, marker = series_style(i)
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(f'<g class="series" stroke="{colour}" fill="{colour}">')
+        out.append(f"<title>BatchNorm {html_escape(curve.batchnorm)}</title>")
+        points = [
+            (x(r), y(v))
+            for r, v in zip(curve.learning_rates, curve.losses, strict=True)
+            if v is not None
+        ]
+        if len(points) > 1:
+            path = " ".join(f"{_n(px)},{_n(py)}" for px, py in points)
+            out.append(f'<polyline points="{path}" fill="none" stroke-width="2.4"{dash_attr}/>')
+        if curve.suggestion is not None and x_lo <= curve.suggestion <= x_hi:
+            px = x(curve.suggestion)
+            out.append(
+                f'<line x1="{_n(px)}" y1="{_n(top)}" x2="{_n(px)}" y2="{_n(bottom)}" '
+                'stroke-width="1" stroke-dasharray="3 3"/>'
+            )
+            out.append(_marker(marker, px, top + 8, 5.5))
+        out.append("</g>")
+    out.append('<g class="legend">')
+    lx = 12.0
+    for i, curve in enumerate(info.curves):
+        colour, dash, marker = series_style(i)
+        row_y = legend_top + i * row
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        suggestion = (
+            f"suggests {_tick_text(curve.suggestion)}"
+            if curve.suggestion is not None
+            else "no rate"
+        )
+        out.append(
+            f'<g stroke="{colour}" fill="{colour}"><line x1="{_n(lx)}" y1="{_n(row_y)}" '
+            f'x2="{_n(lx + 40)}" y2="{_n(row_y)}" stroke-width="2.4"{dash_attr}/>'
+            f"{_marker(marker, lx + 20, row_y, 5.5)}</g>"
+        )
+        out.append(
+            f'<text x="{_n(lx + 50)}" y="{_n(row_y + fs * 0.35)}">'
+            f"{html_escape(truncate(f'BatchNorm {curve.batchnorm}: {suggestion}', 52))}</text>"
+        )
+    key_y = legend_top + len(info.curves) * row
+    out.append(
+        f'<text x="{_n(lx + 50)}" y="{_n(key_y + fs * 0.35)}">dashed line: the suggested rate '
+        "(a tenth of the minimum's)</text>"
+    )
+    out.append("</g>")
+    out.append("</svg>")
+    return "\n".join(out)
