@@ -20,7 +20,14 @@ from thaw.objectives import FloatRange, SearchSpace
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["WINDOW_FACTOR", "lr_window", "narrowed_space", "range_test_rates", "run_range_tests"]
+__all__ = [
+    "WINDOW_FACTOR",
+    "lr_window",
+    "narrowed_space",
+    "range_test_message",
+    "range_test_rates",
+    "run_range_tests",
+]
 
 #: The sampler searches the rates within this factor of what the range test suggested (below
 #: the lowest suggestion, above the highest), inside the configured range.
@@ -94,3 +101,25 @@ def narrowed_space(space: SearchSpace, summary: Mapping[str, Any] | None) -> Sea
     if not low < high:
         return space
     return replace(space, learning_rate=FloatRange(low, high, log=configured.log))
+
+
+def range_test_message(summary: Mapping[str, Any], configured: FloatRange) -> str:
+    """One line for the terminal: what the range test found and the range searched, or that it
+    diverged at every rate and the configured range is searched."""
+    modes = summary.get("modes") or {}
+    rates = range_test_rates(summary)
+    if not rates:
+        return (
+            f"The learning-rate range test diverged at every rate ({', '.join(modes)}); "
+            f"searching the configured range {configured.low:g} to {configured.high:g}."
+        )
+    found = ", ".join(
+        f"{mode} {rates[mode]:.2g}" if mode in rates else f"{mode} none" for mode in modes
+    )
+    window = summary.get("window")
+    low, high = window if window else (configured.low, configured.high)
+    epochs = summary.get("epochs") or 0
+    return (
+        f"Learning-rate range test ({epochs:.2g} epochs): suggested rates {found}; "
+        f"searching {low:.2g} to {high:.2g}."
+    )

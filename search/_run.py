@@ -36,7 +36,7 @@ from thaw.search._faults import (
     worker_id,
 )
 from thaw.search._loop import ClosedLoop
-from thaw.search._range import narrowed_space, run_range_tests
+from thaw.search._range import narrowed_space, range_test_message, run_range_tests
 from thaw.search._study import (
     FINISHED_STATES,
     RunSummary,
@@ -357,22 +357,7 @@ def _range_test(
     except ValueError as exc:
         say(f"Learning-rate range test skipped: {exc}; searching the configured range.")
         return None
-    rates = {mode: m.get("suggestion") for mode, m in summary["modes"].items()}
-    if all(rate is None for rate in rates.values()):
-        say(
-            f"The learning-rate range test diverged at every rate ({', '.join(rates)}); "
-            f"searching the configured range {space.learning_rate.low:g} to "
-            f"{space.learning_rate.high:g}."
-        )
-        return summary
-    found = ", ".join(
-        f"{mode} {rate:.2g}" if rate is not None else f"{mode} none" for mode, rate in rates.items()
-    )
-    low, high = summary["window"] or (space.learning_rate.low, space.learning_rate.high)
-    say(
-        f"Learning-rate range test ({summary['epochs']:.2g} epochs): suggested rates {found}; "
-        f"searching {low:.2g} to {high:.2g}."
-    )
+    say(range_test_message(summary, space.learning_rate))
     return summary
 
 
