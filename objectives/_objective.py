@@ -524,7 +524,8 @@ class FineTuneObjective:
             if last_weights is not None:
                 assign_weights(model, last_weights)  # the top of a cached phase shares them
             batch_stats = None
-            if phase is not None and _has_batchnorm(model):
+            if phase is not None and _has_batchnorm(model) and x_val is not None and len(x_val):
+                # (probe_images: 0 probes no image: nothing to run the bottom on)
                 batch_stats = self._batch_stats_features(phase[0], phase[1])
             probes = run_probes(
                 model,

@@ -240,7 +240,14 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
     if answer.n_trials == 0:
         blocks.append(Para("The study has no trials yet, so it has no best configuration.", True))
     elif best is None:
-        blocks.append(Para("No trial completed, so the study has no best configuration yet.", True))
+        if info.story is not None and info.story.headline is not None:
+            blocks.append(Para(info.story.headline, lead=True, id="nothing-learnt"))
+        blocks.append(
+            Para(
+                "No trial completed, so the study has no best configuration yet.",
+                info.story is None or info.story.headline is None,
+            )
+        )
         if overall is not None:
             blocks.append(
                 Para(

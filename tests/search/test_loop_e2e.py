@@ -1,0 +1,117 @@
+"""``thaw run`` with the closed loop on and off, end to end: a real tiny model, real training,
+real SQLite storage. The target is noise (random images, random labels), so nothing can be
+learnt: every trial stays near chance, the loop must act on it, and the run says so."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from thaw._keys import PROPOSED_BY, RANGE_TEST, SCREEN, SCREEN_WINNER
+from thaw.search import FOLLOW_UP_ATTR
+
+if TYPE_CHECKING:
+    from conftest import CliResult
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+pytestmark = pytest.mark.slow
+
+
+def noise_study(folder: Path, **changes: Any) -> Path:
+    import keras
+    from keras import layers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = keras.Input(shape=(8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.Conv2D(4, 3, padding="same", name="conv2")(x)
+    x = layers.GlobalAveragePooling2D(name="features")(x)
+    outputs = layers.Dense(3, activation="softmax", name="old_head")(x)
+    keras.Model(inputs, outputs).save(folder / "tiny.keras")
+    rng = np.random.default_rng(0)
+    np.savez(
+        folder / "data.npz",
+        x_train=rng.integers(0, 256, size=(24, 8, 8, 3), dtype=np.uint8),
+        y_train=rng.permutation(np.arange(24) % 3).astype(np.int32),
+        x_val=rng.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8),
+        y_val=(np.arange(12) % 3).astype(np.int32),
+    )
+    study = {
+        "name": "noise",
+        "n_trials": 6,
+        "model": {"source": "file", "path": "tiny.keras"},
+        "data": {"source": "npz", "path": "data.npz"},
+        "search_space": {
+            "unfrozen_layers": {"low": 0, "high": "all"},
+            "learning_rate": {"low": 1e-6, "high": 1e-1, "log": True},
+            "batchnorm": ["frozen"],
+        },
+        "train": {"epochs": 4, "batch_size": 8, "probe_images": 0},
+        "sampler": {"name": "random"},
+        "pruner": {"compare": "none"},
+        **changes,
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(study), encoding="utf-8")
+    return path
+
+
+def trials_of(folder: Path) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="noise", storage=f"sqlite:///{folder / 'noise.db'}")
+    return study.get_trials()
+
+
+def test_the_loop_acts_on_the_diagnosis_and_the_run_says_nothing_learnt(
+    tmp_path: Path, thaw: Callable[..., CliResult]
+) -> None:
+    study_file = noise_study(tmp_path / "on")
+    result = thaw("run", study_file, "--no-progress")
+    assert result.rc == 0, result.err
+    trials = trials_of(tmp_path / "on")
+    # 3 strategies screened for 1 epoch, the survivor at full length, then the search.
+    assert [SCREEN in t.user_attrs for t in trials[:3]] == [True] * 3
+    survivor = trials[3]
+    assert SCREEN_WINNER in survivor.user_attrs and "strategy" in survivor.user_attrs
+    # probe_images: 0 probes no image (only the weight drift), and never fails
+    assert "probes" in survivor.user_attrs
+    assert "sample_images" not in survivor.user_attrs["probes"]
+    moves = [t for t in trials if PROPOSED_BY in t.user_attrs]
+    assert moves, "the loop queued nothing"
+    first = moves[0].user_attrs[PROPOSED_BY]
+    assert first["trial"] == survivor.number
+    assert first["cause"] in ("near_chance", "lr_too_high", "diverged", "underfitting", "climbing")
+    assert moves[0].params != survivor.params
+    # The range test ran first and counts in the epochs.
+    stored = optuna.load_study(
+        study_name="noise", storage=f"sqlite:///{tmp_path / 'on' / 'noise.db'}"
+    ).user_attrs[RANGE_TEST]
+    assert set(stored["modes"]) == {"frozen"} and stored["epochs"] > 0
+    assert "Learning-rate range test" in result.out
+    # Nothing could be learnt: the end summary says so first and names the next move.
+    assert "Nothing learnt much: " in result.out and "Next: " in result.out
+    report = thaw("report", study_file)
+    assert report.rc == 0, report.err
+    markdown = (tmp_path / "on" / "noise-report" / "report.md").read_text(encoding="utf-8")
+    answer = markdown.split("## Answer", 1)[1]
+    assert next(line for line in answer.splitlines() if line.strip()).startswith(
+        "**Nothing learnt much: "
+    )
+
+
+def test_loop_off_queues_no_move(tmp_path: Path, thaw: Callable[..., CliResult]) -> None:
+    study_file = noise_study(tmp_path / "off", loop="off", lr_range_test="off")
+    result = thaw("run", study_file, "--no-progress")
+    assert result.rc == 0, result.err
+    trials = trials_of(tmp_path / "off")
+    assert not any(PROPOSED_BY in t.user_attrs for t in trials)
+    followed = [t for t in trials if FOLLOW_UP_ATTR in t.user_attrs]  # gradual unfreezing instead
+    assert len(followed) <= 1
+    assert "Learning-rate range test" not in result.out
