@@ -200,6 +200,11 @@ def informed_start(
     return out
 
 
+#: Trials shorter than this are not screened: a round would save at most an epoch or so per
+#: configuration and cost a trial's set-up (building, probes) each.
+MIN_SCREEN_EPOCHS = 4
+
+
 def screen_rungs(
     epochs: int,
     n_configs: int,
@@ -212,13 +217,16 @@ def screen_rungs(
     for ``r0 * reduction_factor**k`` epochs, while more than one survives and a round stays at
     most half the full length; then the one survivor trains at full length. ``r0`` is a tenth
     of the epochs (at least 1), and 1 under an epoch budget of fewer than 10 full trials. Empty
-    when no round fits (each configuration then trains at full length).
+    when no round fits, or for trials shorter than ``MIN_SCREEN_EPOCHS`` (each configuration
+    then trains at full length).
     """
     if epochs < 1 or n_configs < 1 or reduction_factor < 2:
         raise ValueError(
             f"screen_rungs needs epochs, n_configs >= 1 and reduction_factor >= 2, got "
             f"{epochs}, {n_configs}, {reduction_factor}"
         )
+    if epochs < MIN_SCREEN_EPOCHS:
+        return ()
     first = max(1, epochs // 10)
     if budget_epochs is not None and budget_epochs < 10 * epochs:
         first = 1

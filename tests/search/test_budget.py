@@ -159,7 +159,8 @@ RUNGS = [
     ("a budget under 10 full trials starts at 1 epoch", 20, 8, 3, 113, (1, 3), 37),
     ("one mode: 3 configurations, one round", 20, 3, 3, None, (2,), 26),
     ("halving: more rounds", 20, 8, 2, None, (2, 4, 8), 68),
-    ("2 epochs: a 1-epoch round", 2, 8, 3, None, (1,), 10),
+    ("4 epochs: a 1-epoch round", 4, 8, 3, None, (1,), 12),
+    ("3 epochs: too short to screen", 3, 8, 3, None, (), 24),
     ("1 epoch: no round, every configuration at full length", 1, 8, 3, None, (), 8),
     ("one configuration: nothing to screen", 20, 1, 3, None, (), 20),
 ]

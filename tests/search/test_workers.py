@@ -183,8 +183,9 @@ def test_two_workers_share_a_postgres_study(
     study = optuna.load_study(study_name=study_name, storage=postgres_url)
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) >= 4, [(t.number, t.state) for t in trials]
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) >= 4, [(t.number, t.state) for t in trials]  # a runaway may be pruned
+    assert finished == trials
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     for t in complete:
         assert len(t.user_attrs["history"]["val_loss"]) == 2
