@@ -22,6 +22,20 @@ Align = Literal["left", "right"]
 _MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
 _NEWLINES = re.compile(r"\r\n|\r|\n|\t")
 
+PARAM_LABELS = {
+    "unfrozen_layers": "unfrozen layers",
+    "learning_rate": "learning rate",
+    "dropout": "dropout",
+    "weight_decay": "weight decay",
+    "batchnorm": "BatchNorm mode",
+}
+"""The one table of parameter display names; every text in reports names parameters so."""
+
+
+def param_label(param: str) -> str:
+    """``learning rate`` for ``learning_rate``; other names with spaces for underscores."""
+    return PARAM_LABELS.get(param, param.replace("_", " "))
+
 
 def fmt_num(value: float | int | None, missing: str = MISSING) -> str:
     """Short, stable text for a number: ints as is, floats with 4 significant digits."""

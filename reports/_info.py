@@ -55,7 +55,8 @@ class ReportInfo:
     determinism: DeterminismInfo | None = None
     top_n: int = 5
     levers: LeverInfo | None = None
-    """Parameter levels the best trials share (controlled comparison); see ``_levers``."""
+    """What matters most: parameter levels the best trials share (controlled comparison),
+    PED-ANOVA beside it; the diagnosis's own when the report diagnoses (see ``_levers``)."""
     anytime: AnytimeInfo | None = None
     """Best so far against cumulative epochs (the epoch budget, when one was set)."""
     range_test: RangeTestInfo | None = None
@@ -83,10 +84,14 @@ def get_report_info(
     ranking = get_ranking_info(study)
     attrs = study.user_attrs
     diagnosis: DiagnosisInfo | None = None
+    levers: LeverInfo | None = None
     if diagnose is not False:
         result = diagnose if isinstance(diagnose, StudyDiagnosis) else run_diagnosis(study)
         diagnosis = get_diagnosis_info(study, result)
         ranking = with_verdicts(ranking, diagnosis)
+        levers = result.levers
+    if levers is None:
+        levers = get_lever_info(ranking)
     storage = None if storage_url_masked is None else mask_password(storage_url_masked)
     answer = get_answer_info(ranking, attrs)
     story = None
@@ -104,7 +109,7 @@ def get_report_info(
         diagnosis=diagnosis,
         determinism=get_determinism_info(attrs),
         top_n=top_n,
-        levers=get_lever_info(ranking),
+        levers=levers,
         anytime=get_anytime_info(
             ranking,
             study.study_name,

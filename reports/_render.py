@@ -38,7 +38,7 @@ from thaw.reports._format import (
     truncate,
 )
 from thaw.reports._info import ReportInfo
-from thaw.reports._levers import level_words
+from thaw.reports._levers import LeverInfo, level_words
 from thaw.reports._ranking import RankingInfo, RankingRow
 from thaw.reports._summary import NOT_RECORDED, AnswerInfo
 from thaw.reports._svg import (
@@ -494,7 +494,7 @@ def _why_blocks(info: ReportInfo) -> tuple[Block, ...]:
             blocks.append(Heading("Where validation loss climbed", id="climb"))
             blocks.append(Bullets(info.diagnosis.climb_findings, id="climb-findings"))
         blocks += _domain_shift_blocks(info.diagnosis)
-        blocks += _importance_blocks(info.diagnosis)
+        blocks += _importance_blocks(info.diagnosis, info.levers)
     if not blocks:
         blocks.append(Para("No diagnosis: the report was written without one."))
     return tuple(blocks)
@@ -882,9 +882,15 @@ def _param_blocks(info: ReportInfo) -> tuple[Block, ...]:
     return tuple(blocks)
 
 
-def _importance_blocks(diagnosis: DiagnosisInfo) -> list[Block]:
+def _importance_blocks(diagnosis: DiagnosisInfo, levers: LeverInfo | None) -> list[Block]:
     info: ImportanceInfo = diagnosis.importances
     blocks: list[Block] = [Heading("Parameter importances", id="importances")]
+    if levers is not None:
+        # The one "what matters most" finding leads; the importances below support it.
+        lead = levers.headline
+        if levers.support:
+            lead += " " + levers.support
+        blocks.append(Para(lead, id="importance-lever"))
     if not info.any:
         blocks.append(
             Para(

@@ -72,9 +72,7 @@ def _attach_sampler(
     )
 
 
-def make_pruner(
-    config: PrunerConfig, max_epochs: int, chance: float | None = None
-) -> ScreenPruner:
+def make_pruner(config: PrunerConfig, max_epochs: int, chance: float | None = None) -> ScreenPruner:
     """The climbing and runaway rules composed with the configured comparative pruner, inside
     the screen of the informed start (:class:`ScreenPruner`).
 

@@ -16,6 +16,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw.reports._levers import LeverInfo, get_lever_info
+from thaw.reports._ranking import get_ranking_info
 from thaw.reports.diagnosis._features import (
     TrialCurves,
     _Profile,
@@ -23,7 +25,6 @@ from thaw.reports.diagnosis._features import (
 )
 from thaw.reports.diagnosis._format import _fmt_sig, _fmt_value, _label, _rel
 from thaw.reports.diagnosis._inputs import _all_verdicts, read_study_inputs
-from thaw.reports.diagnosis._levers import Levers, parameter_levers
 from thaw.reports.diagnosis._thresholds import DEFAULT_THRESHOLDS, Thresholds
 from thaw.reports.diagnosis._verdicts import HEALTHY, VERDICTS, Verdict
 
@@ -689,8 +690,8 @@ class StudyDiagnosis:
     fe_vs_ft: FeatureExtractionComparison
     domain_shift: DomainShift | None
     thresholds: Thresholds
-    levers: Levers | None = None
-    """Best and median objective per parameter level; the biggest lever vs PED-ANOVA."""
+    levers: LeverInfo | None = None
+    """What matters most (the like-for-like lever analysis), PED-ANOVA beside it."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (no NaN), with sorted keys and trials in number order."""
@@ -728,7 +729,9 @@ class StudyDiagnosis:
             shown = ", ".join(f"{_label(k)} {v:.2f}" for k, v in values.items()) or "n/a"
             lines.append(f"Importance for {title} ({evaluator}): {shown}")
         if self.levers is not None:
-            lines.append(f"Levers: {self.levers.sentence}")
+            lines.append(f"Levers: {self.levers.headline}")
+            if self.levers.support:
+                lines.append(f"  {self.levers.support}")
         lines.append(f"Robust region: {self.robust_region.sentence}")
         lines.append(f"Feature extraction vs fine-tuning: {self.fe_vs_ft.sentence}")
         if self.domain_shift is not None:
@@ -755,7 +758,9 @@ class StudyDiagnosis:
 
 
 def _confounded(
-    comparison: FeatureExtractionComparison, levers: Levers | None, curves: Sequence[TrialCurves]
+    comparison: FeatureExtractionComparison,
+    levers: LeverInfo | None,
+    curves: Sequence[TrialCurves],
 ) -> FeatureExtractionComparison:
     """Feature extraction vs fine-tuning credits unfreezing; say so when the two trials compared
     also differ in the BatchNorm mode and BatchNorm mode is the biggest lever."""
@@ -775,21 +780,15 @@ def _confounded(
     return dataclasses.replace(comparison, sentence=sentence)
 
 
-def _study_levers(
-    study: optuna.Study, frozen: Sequence[FrozenTrial], importances: ParameterImportances
-) -> Levers | None:
+def _study_levers(study: optuna.Study, importances: ParameterImportances) -> LeverInfo | None:
+    """The one lever analysis (``reports._levers``) over the study's ranking, with the
+    importances for the best loss beside it."""
     if len(study.directions) != 1:
         return None
-    rows = [
-        (ft.number, dict(ft.params), float(ft.values[0]))
-        for ft in frozen
-        if ft.state == TrialState.COMPLETE and ft.values and ft.params
-    ]
-    return parameter_levers(
-        rows,
-        maximize=study.direction == StudyDirection.MAXIMIZE,
-        importances=importances.best_val_loss,
-        evaluator=importances.evaluators.get("best_val_loss") or "PED-ANOVA",
+    return get_lever_info(
+        get_ranking_info(study),
+        importances.best_val_loss,
+        importances.evaluators.get("best_val_loss") or "PED-ANOVA",
     )
 
 
@@ -822,7 +821,7 @@ def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) ->
             verdict_counts[v.verdict] = verdict_counts.get(v.verdict, 0) + 1
     comparison = feature_extraction_vs_finetuning(curves, thresholds)
     importances = _importances(frozen, {c.number: c for c in curves}, thresholds)
-    levers = _study_levers(study, frozen, importances)
+    levers = _study_levers(study, importances)
     comparison = _confounded(comparison, levers, curves)
     return StudyDiagnosis(
         study_name=study.study_name,

@@ -377,8 +377,9 @@ def test_climb_summary_low_side_and_categorical_and_pruned() -> None:
     summary = climb_summary(trials)
     assert summary.n_climbed == 4
     sentences = summary.sentences
-    assert "4 of 4 trials with batchnorm = train climbed; 0 of 6 with other batchnorm values" in (
-        sentences
+    assert (
+        "4 of 4 trials with BatchNorm mode = train climbed; 0 of 6 with other BatchNorm mode values"
+        in (sentences)
     )
     assert "4 of 4 trials with unfrozen layers <= 5 climbed; 0 of 6 with unfrozen layers >= 40" in (
         sentences
@@ -570,7 +571,7 @@ def test_diagnose_study_on_sqlite(tmp_path: Path) -> None:
     rendered = diagnosis.render_text()
     assert rendered.startswith("Study 'diag': 11 trials")
     assert "Climbing:" in rendered and "Robust region:" in rendered
-    assert "Trial 4 (complete; batchnorm train" in rendered
+    assert "Trial 4 (complete; BatchNorm mode train" in rendered
     assert "Domain shift: domain shift 0.62 (high)" in rendered
 
 
