@@ -96,8 +96,12 @@ def get_report_info(
     answer = get_answer_info(ranking, attrs)
     story = None
     if diagnose is not False:
-        recommended = answer.best.number if answer.best is not None else None
-        story = get_answer_story(study, recommended)
+        best = answer.best
+        story = get_answer_story(
+            study,
+            best.number if best is not None else None,
+            verdicts=None if best is None else best.verdicts,
+        )
     return ReportInfo(
         study_name=study.study_name,
         ranking=ranking,

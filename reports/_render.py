@@ -264,14 +264,15 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
             blocks.append(
                 Para(
                     f"The best so far is trial {best.number}: "
-                    f"{_config_text(info.ranking, best, answer)}.",
+                    f"{_config_text(info.ranking, best, answer)}." + _advice_text(info),
                     id="best-configuration",
                 )
             )
         else:
             blocks.append(
                 Para(
-                    f"Use trial {best.number}: {_config_text(info.ranking, best, answer)}.",
+                    f"Use trial {best.number}: {_config_text(info.ranking, best, answer)}."
+                    + _advice_text(info),
                     lead=True,
                     id="best-configuration",
                 )
@@ -308,6 +309,12 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
         blocks.append(chart)
     blocks.append(Para(_counts_sentence(answer), id="trial-counts"))
     return tuple(blocks)
+
+
+def _advice_text(info: ReportInfo) -> str:
+    """The recommended trial's own verdict and what it calls for, said where it is named."""
+    advice = None if info.story is None else info.story.advice
+    return "" if advice is None else " " + advice.sentence
 
 
 def _path_text(info: ReportInfo) -> str:

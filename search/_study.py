@@ -443,6 +443,8 @@ class RunSummary:
     budget_epochs: int | None = None
     #: "Nothing learnt much: ... Next: ..." when nothing did (the report's first line).
     headline: str | None = None
+    #: The best trial's own verdict and what it calls for (the report's Answer says the same).
+    advice: str | None = None
 
 
 def summarise(
@@ -461,9 +463,11 @@ def summarise(
     budget = study.user_attrs.get("thaw:budget_epochs")
     from thaw.reports import get_answer_story
 
-    headline = None
+    headline = advice = None
     try:
-        headline = get_answer_story(study, best.trial.number if best else None).headline
+        story = get_answer_story(study, best.trial.number if best else None)
+        headline = story.headline
+        advice = None if story.advice is None else story.advice.sentence
     except Exception as exc:  # noqa: BLE001 - the summary line must not fail a finished run
         _logger.warning("No diagnosis in the run summary: %s", exc)
     return RunSummary(
@@ -480,4 +484,5 @@ def summarise(
         epochs_spent=epochs_spent(study),
         budget_epochs=budget if isinstance(budget, int) else None,
         headline=headline,
+        advice=advice,
     )
