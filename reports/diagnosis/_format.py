@@ -23,7 +23,7 @@ def _fmt_sig(x: float, sig: int = 2) -> str:
 
 
 def _fmt_loss(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+    return "n/a" if x is None else f"{x:.3g}"
 
 
 def _fmt_pct(x: float) -> str:

@@ -452,10 +452,16 @@ def robust_region(
     expected = statistics.fmean(c.best_val_loss or 0.0 for c in top)
     overall = statistics.fmean(c.best_val_loss or 0.0 for c in ranked)
     where = "; ".join(r.describe() for r in ranges) or "no params"
+    n = len(ranked)
+    who = (
+        f"the best of {n} completed trials has"
+        if k == 1 < n
+        else f"the best {k} of {n} completed trials have"
+        if k < n
+        else ("the one completed trial has" if n == 1 else f"all {n} completed trials have")
+    )
     sentence = (
-        f"the best {k} of {len(ranked)} completed trials ({100 * thresholds.robust_top_fraction:g}%"
-        f") have {where}; expected best val loss there {expected:.3f} (all completed: "
-        f"{overall:.3f})"
+        f"{who} {where}; expected best val loss there {expected:.3g} (all completed: {overall:.3g})"
     )
     return RobustRegion(
         len(ranked), tuple(c.number for c in top), tuple(ranges), expected, overall, sentence
@@ -521,19 +527,19 @@ def feature_extraction_vs_finetuning(
         elif fe_loss is None:
             sentence = (
                 f"no feature-extraction trial (unfrozen_layers = 0) to compare with; the best "
-                f"fine-tuning trial #{ft_n} reached {ft_loss:.3f} with {ft_u} unfrozen layers"
+                f"fine-tuning trial #{ft_n} reached {ft_loss:.3g} with {ft_u} unfrozen layers"
             )
         else:
             sentence = (
                 f"no fine-tuning trial (unfrozen_layers > 0) to compare with; the best "
-                f"feature-extraction trial #{fe_n} reached {fe_loss:.3f}"
+                f"feature-extraction trial #{fe_n} reached {fe_loss:.3g}"
             )
         return FeatureExtractionComparison(
             fe_n, fe_loss, ft_n, ft_loss, ft_u, None, None, "n/a", sentence
         )
     diff = ft_loss - fe_loss
     gain = _rel(fe_loss - ft_loss, fe_loss)
-    pair = f"{ft_loss:.3f} vs {fe_loss:.3f}"
+    pair = f"{ft_loss:.3g} vs {fe_loss:.3g}"
     fine = f"fine-tuning (trial #{ft_n}, {ft_u} unfrozen layers)"
     extraction = f"feature extraction (trial #{fe_n})"
     if gain >= thresholds.domain_gap_large:
