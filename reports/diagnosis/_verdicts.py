@@ -989,6 +989,7 @@ def _diagnose(
     peers: Sequence[_Profile],
     t: Thresholds,
     num_layers: int | None,
+    has_batchnorm: bool | None = None,
 ) -> list[Verdict]:
     """The verdicts of one trial. Rules read the trial's own curves, params and probes and the
     absolute chance level; peers only refine (feature-extraction level, comparisons)."""
@@ -996,7 +997,7 @@ def _diagnose(
         return []
     peers = [q for q in peers if q.curves.number != p.curves.number]
     shock = _shock(p, _fe_level(peers), t)
-    bn = _bn_mismatch(p, t)
+    bn = None if has_batchnorm is False else _bn_mismatch(p, t)
     if bn is not None and shock is not None and not shock.train_jumped:
         shock = None  # train loss kept falling: the val jump is the BatchNorm statistics
     verdicts: list[Verdict] = []
@@ -1048,6 +1049,7 @@ def diagnose_trial(
     peers: Sequence[TrialCurves] = (),
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     num_layers: int | None = None,
+    has_batchnorm: bool | None = None,
 ) -> list[Verdict]:
     """Diagnose one trial from its learning curves.
 
@@ -1059,6 +1061,9 @@ def diagnose_trial(
         thresholds: Rule constants.
         num_layers: Layers with weights in the base (study attr ``thaw:num_layers``), used in
             recommendations.
+        has_batchnorm: Whether the model has BatchNorm layers; ``False`` rules out
+            ``batchnorm_mismatch`` (the curves are then judged by the other rules), ``None``
+            (not known) leaves it to the curves.
 
     Returns:
         Verdicts ordered as :data:`VERDICTS`; ``[healthy]`` when nothing else applies, and an
@@ -1067,7 +1072,7 @@ def diagnose_trial(
     own = _profile(curves, thresholds)
     others = [_profile(q, thresholds) for q in peers if q.number != curves.number]
     judged = _with_explosions([own, *others], thresholds)
-    return _diagnose(judged[0], judged[1:], thresholds, num_layers)
+    return _diagnose(judged[0], judged[1:], thresholds, num_layers, has_batchnorm)
 
 
 # --------------------------------------------------------------------------------------------
