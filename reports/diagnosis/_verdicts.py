@@ -805,7 +805,14 @@ def _healthy_verdict(p: _Profile, t: Thresholds) -> Verdict:
             f"(~{_fmt_sig(p.noise)}) or too short to be a sustained climb"
         )
         confidence = 0.6
-    if p.best_epoch == p.final_epoch:
+    early = _stopped_early(p, t)
+    if early is not None:
+        evidence += (
+            f"; still improving: val loss fell {_fmt_pct(-early)} over the last epochs, so "
+            "training stopped early"
+        )
+        rec = "healthy, stopped early: train longer with this configuration"
+    elif p.best_epoch == p.final_epoch:
         rec = "keep this configuration; val loss was still falling at the last epoch, so more "
         rec += "epochs may help"
     else:
@@ -894,6 +901,23 @@ def _still_falling(p: _Profile, t: Thresholds) -> float | None:
         return None
     ref = p.val.get(progress.from_epoch)
     return None if ref is None else _rel(progress.improvement, ref)
+
+
+def _stopped_early(p: _Profile, t: Thresholds) -> float | None:
+    """The val loss's recent relative gain when the run is healthy but stopped early: still
+    falling at its last epoch (:func:`_still_falling`), val loss within
+    ``overfit_gap_ratio`` of the train loss, the train fit not poor (train accuracy at least
+    ``underfit_poor_accuracy`` of the way from chance to perfect) and BatchNorm not frozen at
+    the pretraining statistics. ``None`` otherwise (and without a train accuracy)."""
+    gain = _still_falling(p, t)
+    norm = p.train_norm_accuracy
+    if gain is None or gain <= 0 or norm is None or norm < t.underfit_poor_accuracy:
+        return None
+    if p.final_train is None or p.final_val is None or p.curves.batchnorm == "frozen":
+        return None
+    if p.final_val / max(p.final_train, _EPS) > t.overfit_gap_ratio:
+        return None
+    return gain
 
 
 def _too_little_verdict(p: _Profile, t: Thresholds, num_layers: int | None) -> Verdict | None:
@@ -1024,7 +1048,7 @@ def _diagnose(
     if not verdicts and p.val_stuck:
         # The training set was learnt, the validation set stayed at chance: memorised.
         verdicts.append(_memorised_verdict(p, t))
-    if not verdicts and not p.climbed:
+    if not verdicts and not p.climbed and _stopped_early(p, t) is None:
         under = _too_little_verdict(p, t, num_layers) or _underfit_verdict(p, peers, t, num_layers)
         if under is not None:
             verdicts.append(under)
