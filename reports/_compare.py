@@ -37,7 +37,7 @@ from thaw.reports._findings import (
     verdict_mix,
     with_verdicts,
 )
-from thaw.reports._format import fmt_num, fmt_value
+from thaw.reports._format import fmt_num, fmt_value, mask_url
 from thaw.reports._ranking import ParamColumn, RankingInfo, RankingRow, get_ranking_info
 from thaw.reports._summary import (
     MANIFEST_KEYS,
@@ -49,7 +49,6 @@ from thaw.reports._summary import (
     get_manifest_info,
     get_pruning_info,
     manifest_text,
-    mask_password,
 )
 
 NOT_SET = "not set"
@@ -256,7 +255,7 @@ def _column(study: optuna.Study, label: str, url: str | None) -> StudyColumn:
     diagnosis = get_diagnosis_info(study, run_diagnosis(study))
     ranking = with_verdicts(ranking, diagnosis)
     answer = get_answer_info(ranking, attrs)
-    storage = None if url is None else mask_password(url)
+    storage = None if url is None else mask_url(url)
     manifest = get_manifest_info(study.study_name, attrs, storage)
     determinism = get_determinism_info(attrs)
     return StudyColumn(

@@ -32,6 +32,25 @@ PARAM_LABELS = {
 """The one table of parameter display names; every text in reports names parameters so."""
 
 
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+URL_MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """The one password mask: ``scheme://user:***@host/...``.
+
+    A URL without a password (or already masked) comes back unchanged; text that is not a URL
+    comes back as ``<unparseable storage URL>``, never echoed.
+    """
+    match = _URL_PASSWORD.match(url)
+    if match is not None:
+        if match.group("pw") == URL_MASK:
+            return url
+        return f"{match.group('head')}:{URL_MASK}@{url[match.end() :]}"
+    return url if _URL.match(url) else "<unparseable storage URL>"
+
+
 def param_label(param: str) -> str:
     """``learning rate`` for ``learning_rate``; other names with spaces for underscores."""
     return PARAM_LABELS.get(param, param.replace("_", " "))

@@ -26,6 +26,7 @@ from thaw.reports._findings import (
     run_diagnosis,
     with_verdicts,
 )
+from thaw.reports._format import mask_url
 from thaw.reports._levers import LeverInfo, get_lever_info
 from thaw.reports._ranking import RankingInfo, get_ranking_info
 from thaw.reports._summary import (
@@ -35,7 +36,6 @@ from thaw.reports._summary import (
     get_answer_info,
     get_manifest_info,
     get_pruning_info,
-    mask_password,
 )
 
 
@@ -92,7 +92,7 @@ def get_report_info(
         levers = result.levers
     if levers is None:
         levers = get_lever_info(ranking)
-    storage = None if storage_url_masked is None else mask_password(storage_url_masked)
+    storage = None if storage_url_masked is None else mask_url(storage_url_masked)
     answer = get_answer_info(ranking, attrs)
     story = None
     if diagnose is not False:

@@ -49,8 +49,6 @@ _SAMPLER_PATHS = (("sampler",), ("search", "sampler"), ("study", "sampler"))
 _PRUNER_PATHS = (("pruner",), ("search", "pruner"), ("study", "pruner"))
 _EPOCHS_PATH = ("train", "epochs")
 _MODEL_PATHS = (("model",),)
-_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@")
-MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -325,17 +323,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_value(v) for v in value]
     return str(value)
-
-
-def mask_password(url: str) -> str:
-    """``scheme://user:***@host/...``: the password of a URL replaced by ``***``.
-
-    A URL without a password (or already masked) is returned unchanged.
-    """
-    match = _URL_PASSWORD.match(url)
-    if match is None or match.group("pw") == MASK:
-        return url
-    return f"{match.group('head')}:{MASK}@{url[match.end() :]}"
 
 
 def _compare(
