@@ -20,6 +20,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from thaw._keys import CONFIG, MANIFEST, OBJECTIVE_METRIC
 from thaw.reports._attrs import dig
 from thaw.reports._charts import (
     EfficiencyCurve,
@@ -182,7 +183,7 @@ SETTING_ITEMS = (
 def objective_of(study: optuna.Study) -> tuple[str, str]:
     """``(direction, objective metric)`` as the report ranks the study."""
     ranking_direction = "maximize" if study.directions[0].name == "MAXIMIZE" else "minimize"
-    metric = study.user_attrs.get("thaw:objective_metric")
+    metric = study.user_attrs.get(OBJECTIVE_METRIC)
     if not isinstance(metric, str) or not metric.strip():
         metric = "val_accuracy" if ranking_direction == "maximize" else "val_loss"
     return ranking_direction, metric
@@ -282,8 +283,8 @@ def _settings(
     determinism: DeterminismInfo,
 ) -> dict[str, Any]:
     attrs = study.user_attrs
-    config = attrs.get("thaw:config")
-    versions = attrs.get("thaw:manifest")
+    config = attrs.get(CONFIG)
+    versions = attrs.get(MANIFEST)
     settings: dict[str, Any] = {
         "objective": f"{ranking.direction} {ranking.objective_metric}",
         "seed": manifest.seed,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import optuna
 
+from thaw._keys import BUDGET_EPOCHS
 from thaw.reports._answer import AnswerStory, get_answer_story
 from thaw.reports._charts import (
     AnytimeInfo,
@@ -117,9 +118,7 @@ def get_report_info(
         anytime=get_anytime_info(
             ranking,
             study.study_name,
-            attrs.get("thaw:budget_epochs")
-            if isinstance(attrs.get("thaw:budget_epochs"), int)
-            else None,
+            attrs.get(BUDGET_EPOCHS) if isinstance(attrs.get(BUDGET_EPOCHS), int) else None,
         ),
         story=story,
         range_test=get_range_test_info(attrs),

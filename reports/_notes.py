@@ -22,7 +22,14 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import GRADUAL_UNFREEZING, PROPOSED_BY, SCREEN, SCREEN_WINNER
+from thaw._keys import (
+    DATA,
+    GRADUAL_UNFREEZING,
+    OBJECTIVE_METRIC,
+    PROPOSED_BY,
+    SCREEN,
+    SCREEN_WINNER,
+)
 from thaw.reports._answer import trial_origin
 from thaw.reports._attrs import (
     HISTORY_KEYS,
@@ -124,7 +131,7 @@ def _label(param: str) -> str:
 
 
 def _objective_metric(study: optuna.Study) -> str | None:
-    metric = as_str(study.user_attrs.get("thaw:objective_metric"))
+    metric = as_str(study.user_attrs.get(OBJECTIVE_METRIC))
     return metric
 
 
@@ -398,7 +405,7 @@ def render_study_note(
         f"{ranking.n_trials} trials ({state_text}); objective {metric} ({ranking.direction}).",
         "",
     ]
-    names = dig(attrs, "thaw:data", "class_names")
+    names = dig(attrs, DATA, "class_names")
     if isinstance(names, Sequence) and not isinstance(names, (str, bytes)) and names:
         shown = ", ".join(note_escape(n, 80) for n in list(names)[:30])
         more = f" and {len(names) - 30} more" if len(names) > 30 else ""

@@ -17,7 +17,18 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from thaw._keys import RANGE_TEST
+from thaw._keys import (
+    BUDGET_EPOCHS,
+    CONFIG,
+    CONFIG_HASH,
+    DATA,
+    DOMAIN_SHIFT,
+    MANIFEST,
+    NUM_LAYERS,
+    OBJECTIVE_METRIC,
+    RANGE_TEST,
+    VERSION,
+)
 from thaw._version import __version__
 from thaw.search._budget import (
     best_trial,
@@ -308,7 +319,7 @@ def create_or_resume(
     if study_exists(storage, config.name):
         study = optuna.load_study(study_name=config.name, storage=storage, pruner=pruner)
         attrs = study.user_attrs
-        stored_hash = attrs.get("thaw:config_hash")
+        stored_hash = attrs.get(CONFIG_HASH)
         if stored_hash is None:
             if not _half_created(study):
                 raise StudyMismatchError(
@@ -326,14 +337,14 @@ def create_or_resume(
             _logger.warning("Study %r was left half-created; completing it", config.name)
             return _finish_creation(study)
         if stored_hash != config_hash:
-            stored = attrs.get("thaw:config", {})
+            stored = attrs.get(CONFIG, {})
             changed = [k for k, v in config.search_relevant().items() if stored.get(k) != v]
             raise StudyMismatchError(
                 f"study {config.name!r} was created with different "
                 f"{', '.join(changed) or 'configuration'} settings; resuming would mix "
                 "incomparable trials. Restore the original values or give the study a new 'name'"
             )
-        stored_fp = attrs.get("thaw:data", {}).get("fingerprint")
+        stored_fp = attrs.get(DATA, {}).get("fingerprint")
         if stored_fp is not None and stored_fp != data_summary["fingerprint"]:
             raise StudyMismatchError(
                 f"study {config.name!r} was run on different data (fingerprint "
@@ -376,14 +387,14 @@ def complete_creation(
     ``thaw:config_hash`` is written last: a study without it is half-created, and the next run
     completes it (:func:`create_or_resume`).
     """
-    study.set_user_attr("thaw:version", __version__)
-    study.set_user_attr("thaw:config", config.to_dict())
-    study.set_user_attr("thaw:objective_metric", config.train.metric)
-    study.set_user_attr("thaw:num_layers", num_layers)
-    study.set_user_attr("thaw:data", data_summary)
-    study.set_user_attr("thaw:manifest", manifest())
+    study.set_user_attr(VERSION, __version__)
+    study.set_user_attr(CONFIG, config.to_dict())
+    study.set_user_attr(OBJECTIVE_METRIC, config.train.metric)
+    study.set_user_attr(NUM_LAYERS, num_layers)
+    study.set_user_attr(DATA, data_summary)
+    study.set_user_attr(MANIFEST, manifest())
     if domain_shift is not None:
-        study.set_user_attr("thaw:domain_shift", domain_shift)
+        study.set_user_attr(DOMAIN_SHIFT, domain_shift)
     if range_test is not None:
         study.set_user_attr(RANGE_TEST, range_test)
     else:
@@ -394,7 +405,7 @@ def complete_creation(
         for ref in reference_configurations(config, num_layers, shift, unfreeze_by, range_test):
             if ref["strategy"] not in queued:
                 study.enqueue_trial(ref["params"], user_attrs=ref["user_attrs"])
-    study.set_user_attr("thaw:config_hash", config.config_hash())
+    study.set_user_attr(CONFIG_HASH, config.config_hash())
 
 
 def _overall_shift(domain_shift: dict[str, Any] | None) -> float | None:
@@ -460,7 +471,7 @@ def summarise(
     best = best_trial(study)
     from thaw.search._budget import epochs_spent
 
-    budget = study.user_attrs.get("thaw:budget_epochs")
+    budget = study.user_attrs.get(BUDGET_EPOCHS)
     from thaw.reports import get_answer_story
 
     headline = advice = None

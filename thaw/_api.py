@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from thaw._keys import CONFIG
+
 if TYPE_CHECKING:
     import keras
     import pandas
@@ -78,7 +80,7 @@ def _thresholds(study: optuna.Study) -> Any:
     """The diagnosis thresholds the study file set (stored on the study), else the defaults."""
     from thaw.reports import Thresholds
 
-    stored = study.user_attrs.get("thaw:config", {})
+    stored = study.user_attrs.get(CONFIG, {})
     diagnosis = stored.get("diagnosis") if isinstance(stored, Mapping) else None
     return Thresholds.from_dict(diagnosis or {})
 

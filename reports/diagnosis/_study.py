@@ -16,6 +16,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw._keys import DOMAIN_SHIFT, NUMBER, OBJECTIVE_METRIC
 from thaw.reports._levers import LeverInfo, get_lever_info
 from thaw.reports._ranking import get_ranking_info
 from thaw.reports.diagnosis._features import (
@@ -278,7 +279,7 @@ def _target_study(trials: Sequence[FrozenTrial]) -> optuna.Study:
             params=dict(ft.params),
             distributions=dict(ft.distributions),
             value=0.0,
-            user_attrs={"thaw:number": ft.number},
+            user_attrs={NUMBER: ft.number},
         )
         for ft in trials
     )
@@ -289,7 +290,7 @@ def _evaluate_importance(
     study: optuna.Study, values: Mapping[int, float], params: list[str]
 ) -> tuple[dict[str, float], str]:
     def target(ft: FrozenTrial) -> float:
-        return values.get(ft.user_attrs["thaw:number"], math.nan)
+        return values.get(ft.user_attrs[NUMBER], math.nan)
 
     # PED-ANOVA is deterministic; aim for >= 5 trials in its top quantile.
     quantile = min(0.5, max(0.1, 5.0 / max(len(values), 1)))
@@ -357,7 +358,7 @@ def parameter_importances(
     ``importance_min_trials`` trials have the target or no evaluator works.
     """
     trials = study.get_trials(deepcopy=False)
-    metric = study.user_attrs.get("thaw:objective_metric")
+    metric = study.user_attrs.get(OBJECTIVE_METRIC)
     curves = _read_curves(study, trials, metric if isinstance(metric, str) else None)
     return _importances(trials, {c.number: c for c in curves}, thresholds)
 
@@ -841,6 +842,6 @@ def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) ->
         robust_region=robust_region(curves, thresholds),
         levers=levers,
         fe_vs_ft=comparison,
-        domain_shift=_domain_shift(attrs.get("thaw:domain_shift"), thresholds, comparison),
+        domain_shift=_domain_shift(attrs.get(DOMAIN_SHIFT), thresholds, comparison),
         thresholds=thresholds,
     )
