@@ -1,5 +1,6 @@
-"""The Answer's story as data: nothing learnt much (and the next move), and the path of trials
-that led to the recommended one. Rendered by ``reports._render``; ``thaw run``'s end summary
+"""The Answer's story as data: nothing learnt much (and the next move), what the recommended
+trial's own verdict calls for (and whether a trial tried it), and the path of trials that led to
+the recommended one. Rendered by ``reports._render``; ``thaw run``'s end summary
 and the dashboard notes say the same."""
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ from thaw._keys import GRADUAL_UNFREEZING, PROPOSED_BY, SCREEN, SCREEN_WINNER
 from thaw.reports.diagnosis import (
     CAUSE_WORDS,
     next_move,
+    params_key,
+    propose_moves,
     study_num_classes,
     trial_cause,
+    trial_score,
+    trial_verdicts,
 )
 
-__all__ = ["AnswerStory", "NextMove", "PathStep", "get_answer_story", "trial_origin"]
+__all__ = [
+    "AnswerStory",
+    "NextMove",
+    "PathStep",
+    "VerdictAdvice",
+    "get_answer_story",
+    "trial_origin",
+]
 
 #: Causes that, on every trial of a study, mean nothing learnt much.
 NOTHING_LEARNT_CAUSES = ("near_chance", "underfitting", "climbing")
@@ -48,6 +60,45 @@ class NextMove:
 
 
 @dataclass(frozen=True)
+class VerdictAdvice:
+    """What the recommended trial's own verdict calls for, and whether a trial tried it.
+
+    Attributes:
+        number: The recommended trial.
+        verdict: Its first verdict (as every view shows it), e.g. ``lr_too_high``.
+        cause: What the verdict (and how the trial ended) says went wrong, or ``None`` when
+            nothing calls for a change.
+        move: The first move for that cause, in words, or ``None`` when the search space
+            allows none.
+        tried_by: The trial that ran that move's configuration, if any.
+        tried_score: That trial's best value.
+    """
+
+    number: int
+    verdict: str | None
+    cause: str | None
+    move: str | None = None
+    tried_by: int | None = None
+    tried_score: float | None = None
+
+    @property
+    def sentence(self) -> str:
+        """``Its own verdict is lr_too_high (its rate was too high): lower ...; not tried yet.``"""
+        if self.verdict is None:
+            return "Its curves were not judged (no learning curve stored)."
+        if self.cause is None:
+            return f"Its own verdict is {self.verdict}."
+        text = f"Its own verdict is {self.verdict} ({CAUSE_WORDS.get(self.cause, self.cause)})"
+        if self.move is None:
+            return text + ", and the search space allows no move for it."
+        text += f": {self.move}"
+        if self.tried_by is None:
+            return text + "; not tried yet."
+        score = "" if self.tried_score is None else f", best {self.tried_score:.3g}"
+        return text + f"; trial {self.tried_by} tried that{score}."
+
+
+@dataclass(frozen=True)
 class AnswerStory:
     """Attributes:
     nothing_learnt: Why nothing learnt much, or None when something did.
@@ -59,6 +110,8 @@ class AnswerStory:
     nothing_learnt: str | None
     next_move: NextMove | None
     path: tuple[PathStep, ...]
+    advice: VerdictAdvice | None = None
+    """What the recommended trial's own verdict calls for (``None`` without a recommendation)."""
 
     @property
     def headline(self) -> str | None:
@@ -138,14 +191,55 @@ def _nothing_learnt(study: optuna.Study, trials: Sequence[FrozenTrial]) -> str |
     return None
 
 
+def verdict_advice(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    trials: Sequence[FrozenTrial],
+    verdicts: Sequence[str] | None = None,
+) -> VerdictAdvice:
+    """What ``trial``'s own verdicts call for: the cause the closed loop reads from them, its
+    first move inside the trial's space, and the trial (if any) that ran that configuration.
+    ``verdicts`` are the names every view shows for the trial (computed when not given)."""
+    if verdicts is None:
+        verdicts = [v.verdict for v in trial_verdicts(study, trial, trials=trials)]
+    cause = trial_cause(study, trial, trials, verdicts=verdicts)
+    first = verdicts[0] if verdicts else None
+    moves = propose_moves(trial.params, cause, trial.distributions)
+    if not moves:
+        return VerdictAdvice(trial.number, first, cause)
+    move = moves[0]
+    key = params_key(move.params)
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    tried = next(
+        (
+            t
+            for t in sorted(trials, key=lambda t: t.number)
+            if t.number != trial.number and t.params and params_key(t.params) == key
+        ),
+        None,
+    )
+    if tried is None:
+        return VerdictAdvice(trial.number, first, cause, move.words)
+    return VerdictAdvice(
+        trial.number, first, cause, move.words, tried.number, trial_score(tried, maximize)
+    )
+
+
 def get_answer_story(
-    study: optuna.Study, recommended: int | None, trials: Sequence[FrozenTrial] | None = None
+    study: optuna.Study,
+    recommended: int | None,
+    trials: Sequence[FrozenTrial] | None = None,
+    verdicts: Sequence[str] | None = None,
 ) -> AnswerStory:
-    """The story of ``study``'s Answer, for the ``recommended`` trial (its number)."""
+    """The story of ``study``'s Answer, for the ``recommended`` trial (its number), whose
+    verdicts (as the report shows them) are ``verdicts`` (computed when not given)."""
     trials = list(trials if trials is not None else study.get_trials(deepcopy=False))
     by_number = {t.number: t for t in trials}
     nothing = _nothing_learnt(study, trials)
     found = next_move(study, trials)
     move = None if found is None else NextMove(found[0].number, found[1].cause, found[1].words)
     path = _path(by_number, recommended) if recommended is not None else ()
-    return AnswerStory(nothing, move, path)
+    advice = None
+    if recommended is not None and recommended in by_number:
+        advice = verdict_advice(study, by_number[recommended], trials, verdicts)
+    return AnswerStory(nothing, move, path, advice)

@@ -20,6 +20,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from thaw._keys import CONFIG, MANIFEST, OBJECTIVE_METRIC
 from thaw.reports._attrs import dig
 from thaw.reports._charts import (
     EfficiencyCurve,
@@ -37,7 +38,7 @@ from thaw.reports._findings import (
     verdict_mix,
     with_verdicts,
 )
-from thaw.reports._format import fmt_num, fmt_value
+from thaw.reports._format import fmt_num, fmt_value, mask_url
 from thaw.reports._ranking import ParamColumn, RankingInfo, RankingRow, get_ranking_info
 from thaw.reports._summary import (
     MANIFEST_KEYS,
@@ -49,7 +50,6 @@ from thaw.reports._summary import (
     get_manifest_info,
     get_pruning_info,
     manifest_text,
-    mask_password,
 )
 
 NOT_SET = "not set"
@@ -183,7 +183,7 @@ SETTING_ITEMS = (
 def objective_of(study: optuna.Study) -> tuple[str, str]:
     """``(direction, objective metric)`` as the report ranks the study."""
     ranking_direction = "maximize" if study.directions[0].name == "MAXIMIZE" else "minimize"
-    metric = study.user_attrs.get("thaw:objective_metric")
+    metric = study.user_attrs.get(OBJECTIVE_METRIC)
     if not isinstance(metric, str) or not metric.strip():
         metric = "val_accuracy" if ranking_direction == "maximize" else "val_loss"
     return ranking_direction, metric
@@ -256,7 +256,7 @@ def _column(study: optuna.Study, label: str, url: str | None) -> StudyColumn:
     diagnosis = get_diagnosis_info(study, run_diagnosis(study))
     ranking = with_verdicts(ranking, diagnosis)
     answer = get_answer_info(ranking, attrs)
-    storage = None if url is None else mask_password(url)
+    storage = None if url is None else mask_url(url)
     manifest = get_manifest_info(study.study_name, attrs, storage)
     determinism = get_determinism_info(attrs)
     return StudyColumn(
@@ -283,8 +283,8 @@ def _settings(
     determinism: DeterminismInfo,
 ) -> dict[str, Any]:
     attrs = study.user_attrs
-    config = attrs.get("thaw:config")
-    versions = attrs.get("thaw:manifest")
+    config = attrs.get(CONFIG)
+    versions = attrs.get(MANIFEST)
     settings: dict[str, Any] = {
         "objective": f"{ranking.direction} {ranking.objective_metric}",
         "seed": manifest.seed,

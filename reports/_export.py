@@ -11,6 +11,7 @@ from typing import Any
 
 from thaw.reports._findings import verdict_mix
 from thaw.reports._info import ReportInfo
+from thaw.reports._levers import finding_dict
 from thaw.reports._ranking import RankingInfo, RankingRow, VerdictDetail
 
 SUMMARY_SCHEMA = "thaw-report/2"
@@ -145,36 +146,16 @@ def _findings_dict(info: ReportInfo) -> dict[str, Any]:
     diagnosis = info.diagnosis
     shift = None if diagnosis is None else diagnosis.domain_shift
     return {
-        "levers": []
+        "levers": [] if levers is None else [finding_dict(f) for f in levers.findings],
+        "what_matters_most": None
         if levers is None
-        else [
-            {
-                "param": f.param,
-                "kind": f.kind,
-                "level": f.level,
-                "low": f.low,
-                "high": f.high,
-                "n_top": f.n_top,
-                "top_k": f.top_k,
-                "best_inside": f.best_inside,
-                "best_outside": f.best_outside,
-                "ratio": f.ratio,
-                "matched_pairs": f.pairs,
-                "matched_pairs_won": f.pairs_won,
-                "levels": [
-                    {
-                        "level": s.level,
-                        "n_trials": s.n_trials,
-                        "best": s.best,
-                        "median": s.median,
-                        "n_top": s.n_top,
-                    }
-                    for s in f.levels
-                ],
-                "sentence": f.sentence,
-            }
-            for f in levers.findings
-        ],
+        else {
+            "param": levers.biggest,
+            "sentence": levers.headline,
+            "importance_top": levers.importance_top,
+            "agree": levers.agree,
+            "support": levers.support,
+        },
         "climb": None if diagnosis is None else dict(diagnosis.climb_data) or None,
         "domain_shift": None
         if shift is None

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import optuna
 
+from thaw._keys import DETERMINISM, DOMAIN_SHIFT
 from thaw.reports._attrs import as_float, as_str
 from thaw.reports._ranking import RankingInfo, RankingRow, VerdictDetail
 from thaw.reports.diagnosis import VERDICTS, StudyDiagnosis, Thresholds, diagnose_study
@@ -25,8 +26,8 @@ IMPORTANCE_TITLES = {
     "best_val_loss": "best validation loss",
     "climb": "climb (final minus best validation loss)",
 }
-DOMAIN_SHIFT_ATTR = "thaw:domain_shift"
-DETERMINISM_ATTR = "thaw:determinism"
+DOMAIN_SHIFT_ATTR = DOMAIN_SHIFT
+DETERMINISM_ATTR = DETERMINISM
 MAX_SHIFT_LAYERS = 12
 """Most-shifted layers listed in the report (all of them go to summary.json)."""
 

@@ -22,6 +22,39 @@ Align = Literal["left", "right"]
 _MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
 _NEWLINES = re.compile(r"\r\n|\r|\n|\t")
 
+PARAM_LABELS = {
+    "unfrozen_layers": "unfrozen layers",
+    "learning_rate": "learning rate",
+    "dropout": "dropout",
+    "weight_decay": "weight decay",
+    "batchnorm": "BatchNorm mode",
+}
+"""The one table of parameter display names; every text in reports names parameters so."""
+
+
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+URL_MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """The one password mask: ``scheme://user:***@host/...``.
+
+    A URL without a password (or already masked) comes back unchanged; text that is not a URL
+    comes back as ``<unparseable storage URL>``, never echoed.
+    """
+    match = _URL_PASSWORD.match(url)
+    if match is not None:
+        if match.group("pw") == URL_MASK:
+            return url
+        return f"{match.group('head')}:{URL_MASK}@{url[match.end() :]}"
+    return url if _URL.match(url) else "<unparseable storage URL>"
+
+
+def param_label(param: str) -> str:
+    """``learning rate`` for ``learning_rate``; other names with spaces for underscores."""
+    return PARAM_LABELS.get(param, param.replace("_", " "))
+
 
 def fmt_num(value: float | int | None, missing: str = MISSING) -> str:
     """Short, stable text for a number: ints as is, floats with 4 significant digits."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import optuna
 
+from thaw._keys import BUDGET_EPOCHS
 from thaw.reports._answer import AnswerStory, get_answer_story
 from thaw.reports._charts import (
     AnytimeInfo,
@@ -26,6 +27,7 @@ from thaw.reports._findings import (
     run_diagnosis,
     with_verdicts,
 )
+from thaw.reports._format import mask_url
 from thaw.reports._levers import LeverInfo, get_lever_info
 from thaw.reports._ranking import RankingInfo, get_ranking_info
 from thaw.reports._summary import (
@@ -35,7 +37,6 @@ from thaw.reports._summary import (
     get_answer_info,
     get_manifest_info,
     get_pruning_info,
-    mask_password,
 )
 
 
@@ -55,7 +56,8 @@ class ReportInfo:
     determinism: DeterminismInfo | None = None
     top_n: int = 5
     levers: LeverInfo | None = None
-    """Parameter levels the best trials share (controlled comparison); see ``_levers``."""
+    """What matters most: parameter levels the best trials share (controlled comparison),
+    PED-ANOVA beside it; the diagnosis's own when the report diagnoses (see ``_levers``)."""
     anytime: AnytimeInfo | None = None
     """Best so far against cumulative epochs (the epoch budget, when one was set)."""
     range_test: RangeTestInfo | None = None
@@ -83,16 +85,24 @@ def get_report_info(
     ranking = get_ranking_info(study)
     attrs = study.user_attrs
     diagnosis: DiagnosisInfo | None = None
+    levers: LeverInfo | None = None
     if diagnose is not False:
         result = diagnose if isinstance(diagnose, StudyDiagnosis) else run_diagnosis(study)
         diagnosis = get_diagnosis_info(study, result)
         ranking = with_verdicts(ranking, diagnosis)
-    storage = None if storage_url_masked is None else mask_password(storage_url_masked)
+        levers = result.levers
+    if levers is None:
+        levers = get_lever_info(ranking)
+    storage = None if storage_url_masked is None else mask_url(storage_url_masked)
     answer = get_answer_info(ranking, attrs)
     story = None
     if diagnose is not False:
-        recommended = answer.best.number if answer.best is not None else None
-        story = get_answer_story(study, recommended)
+        best = answer.best
+        story = get_answer_story(
+            study,
+            best.number if best is not None else None,
+            verdicts=None if best is None else best.verdicts,
+        )
     return ReportInfo(
         study_name=study.study_name,
         ranking=ranking,
@@ -104,13 +114,11 @@ def get_report_info(
         diagnosis=diagnosis,
         determinism=get_determinism_info(attrs),
         top_n=top_n,
-        levers=get_lever_info(ranking),
+        levers=levers,
         anytime=get_anytime_info(
             ranking,
             study.study_name,
-            attrs.get("thaw:budget_epochs")
-            if isinstance(attrs.get("thaw:budget_epochs"), int)
-            else None,
+            attrs.get(BUDGET_EPOCHS) if isinstance(attrs.get(BUDGET_EPOCHS), int) else None,
         ),
         story=story,
         range_test=get_range_test_info(attrs),

@@ -10,19 +10,24 @@ range), thaw compares that level with the rest of the study two ways:
   compared, so a level does not get credit for what another parameter did.
 
 A finding is kept when at least ``min_share`` of the top trials use the level, some trials
-lie outside it, and the level wins most of its matched pairs. Pure data: the renderers turn
-:attr:`LeverFinding.sentence` and the numbers into words.
+lie outside it, and the level wins most of its matched pairs. The strongest finding is the
+study's one answer to "what matters most": the Answer, ``summary.json``, ``thaw diagnose``, the
+dashboard note and the importance section all read it from :class:`LeverInfo`. PED-ANOVA's
+importances are supporting evidence: :attr:`LeverInfo.support` says whether they agree, and
+why they may not (it weighs how often the top trials used a level, so a level the sampler
+rarely tried counts for little there). Pure data: the renderers turn the sentences and the
+numbers into words.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
-from thaw.reports._format import fmt_num
+from thaw.reports._format import param_label
 from thaw.reports._ranking import ParamColumn, RankingInfo, RankingRow
 
 MIN_TRIALS = 4
@@ -47,14 +52,6 @@ LEVEL_SHORT = {
     ("batchnorm", "adapt"): "adapted BatchNorm",
     ("batchnorm", "frozen"): "frozen BatchNorm",
     ("batchnorm", "train"): "trained BatchNorm",
-}
-
-PARAM_WORDS = {
-    "unfrozen_layers": "unfrozen layers",
-    "learning_rate": "learning rate",
-    "weight_decay": "weight decay",
-    "dropout": "dropout",
-    "batchnorm": "BatchNorm mode",
 }
 
 LeverKind = Literal["categorical", "range"]
@@ -101,10 +98,122 @@ class LeverFinding:
 
 @dataclass(frozen=True)
 class LeverInfo:
+    """The study's levers (strongest first) and PED-ANOVA's view of the same parameters."""
+
     findings: tuple[LeverFinding, ...]
     n_scored: int
     top_k: int
     maximize: bool
+    importances: Mapping[str, float] = field(default_factory=dict)
+    """Share of the best-loss variation per parameter (supporting evidence; may be empty)."""
+    evaluator: str = "PED-ANOVA"
+
+    @property
+    def biggest(self) -> str | None:
+        """The parameter that matters most: the strongest finding's, or ``None``."""
+        return self.findings[0].param if self.findings else None
+
+    @property
+    def importance_top(self) -> str | None:
+        shares = self.importances
+        return max(shares, key=lambda k: (shares[k], k)) if shares else None
+
+    @property
+    def agree(self) -> bool | None:
+        """Whether PED-ANOVA ranks the biggest lever first (``None`` when either is missing)."""
+        top = self.importance_top
+        return None if self.biggest is None or top is None else self.biggest == top
+
+    @property
+    def headline(self) -> str:
+        """What matters most, in one sentence (every view uses this one)."""
+        if not self.findings:
+            return (
+                f"No parameter level sets the best {self.top_k} trials apart yet "
+                f"({self.n_scored} scored {'trial' if self.n_scored == 1 else 'trials'})."
+            )
+        f = self.findings[0]
+        return f"What matters most: {f.brief or f.sentence}"
+
+    @property
+    def support(self) -> str | None:
+        """One line on PED-ANOVA beside the lever: agrees, or disagrees and why."""
+        top = self.importance_top
+        if top is None:
+            return None
+        shares, ev = self.importances, self.evaluator
+        if self.biggest is None:
+            return f"{ev} ranks {param_label(top)} first ({_share(shares[top])})."
+        if self.agree:
+            return f"{ev} agrees: it ranks {param_label(top)} first ({_share(shares[top])})."
+        f = self.findings[0]
+        inside = next((s.n_trials for s in f.levels if s.level == f.level), 0)
+        rare = min((s for s in f.levels), key=lambda s: s.n_trials)
+        why = (
+            f"it weighs how often the best trials used each level, and the sampler tried "
+            f"{param_label(f.param)} {rare.level} in {_count(rare.n_trials, 'trial')} "
+            f"of {self.n_scored}"
+            if rare.n_trials * 4 <= self.n_scored
+            else "it weighs how often the best trials used each level, not like-for-like "
+            "pairs, so another parameter's effect can be credited to it"
+        )
+        return (
+            f"{ev} ranks {param_label(top)} first ({_share(shares[top])}) and gives "
+            f"{param_label(f.param)} {_share(shares.get(f.param, 0.0))}: {why}. The "
+            f"like-for-like pairs ({f.pairs_won} of {f.pairs} won at {f.level}, "
+            f"{_count(inside, 'trial')} there) decide."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The finding every view names, and PED-ANOVA beside it (JSON-able)."""
+        return {
+            "agree": self.agree,
+            "biggest": self.biggest,
+            "evaluator": self.evaluator,
+            "headline": self.headline,
+            "importance_top": self.importance_top,
+            "n_scored": self.n_scored,
+            "support": self.support,
+            "top_k": self.top_k,
+            "findings": [finding_dict(f) for f in self.findings],
+        }
+
+
+def finding_dict(f: LeverFinding) -> dict[str, Any]:
+    """One finding as plain data (``summary.json`` and ``thaw diagnose --json``)."""
+    return {
+        "param": f.param,
+        "kind": f.kind,
+        "level": f.level,
+        "low": f.low,
+        "high": f.high,
+        "n_top": f.n_top,
+        "top_k": f.top_k,
+        "best_inside": f.best_inside,
+        "best_outside": f.best_outside,
+        "ratio": f.ratio,
+        "matched_pairs": f.pairs,
+        "matched_pairs_won": f.pairs_won,
+        "levels": [
+            {
+                "level": s.level,
+                "n_trials": s.n_trials,
+                "best": s.best,
+                "median": s.median,
+                "n_top": s.n_top,
+            }
+            for s in f.levels
+        ],
+        "sentence": f.sentence,
+    }
+
+
+def _share(value: float) -> str:
+    return "under 1%" if 0 < value < 0.005 else f"{value:.0%}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def level_words(param: str, level: str) -> str:
@@ -112,20 +221,26 @@ def level_words(param: str, level: str) -> str:
     return LEVEL_GLOSS.get((param, level), f"{param} = {level}")
 
 
-def get_lever_info(ranking: RankingInfo) -> LeverInfo:
-    """Levers of the study: at most :data:`MAX_FINDINGS`, strongest first."""
+def get_lever_info(
+    ranking: RankingInfo,
+    importances: Mapping[str, float] | None = None,
+    evaluator: str = "PED-ANOVA",
+) -> LeverInfo:
+    """Levers of the study: at most :data:`MAX_FINDINGS`, strongest first; ``importances``
+    (PED-ANOVA's shares for the best loss) ride along as supporting evidence."""
     rows = [r for r in ranking.ranked if r.state in ("COMPLETE", "PRUNED") and r.score is not None]
     maximize = ranking.maximize
     top_k = min(MAX_TOP, max(2, math.ceil(len(rows) / 4)))
+    shares = dict(importances or {})
     if len(rows) < MIN_TRIALS:
-        return LeverInfo((), len(rows), top_k, maximize)
+        return LeverInfo((), len(rows), top_k, maximize, shares, evaluator)
     found: list[LeverFinding] = []
     for column in ranking.param_columns:
         finding = _lever(column, rows, ranking.param_columns, top_k, maximize)
         if finding is not None:
             found.append(finding)
     found.sort(key=lambda f: (-_strength(f, maximize), f.param))
-    return LeverInfo(tuple(found[:MAX_FINDINGS]), len(rows), top_k, maximize)
+    return LeverInfo(tuple(found[:MAX_FINDINGS]), len(rows), top_k, maximize, shares, evaluator)
 
 
 def _strength(finding: LeverFinding, maximize: bool) -> float:
@@ -233,7 +348,7 @@ def _with_sentence(f: LeverFinding, maximize: bool) -> LeverFinding:
                 for s in others
             )
     else:
-        words = PARAM_WORDS.get(f.param, f.param)
+        words = param_label(f.param)
         who = (
             f"the {f.top_k} best trials all lie there"
             if f.n_top == f.top_k
@@ -274,7 +389,7 @@ def _levels(column: ParamColumn, rows: Sequence[RankingRow]) -> dict[int, str] |
         members = [_num(r.params[column.name]) for r in rows if bins[r.number] == b]
         lo = min(v for v in members if v is not None)
         hi = max(v for v in members if v is not None)
-        text = fmt_num(lo) if lo == hi else f"{fmt_num(lo)}..{fmt_num(hi)}"
+        text = _g3(lo) if lo == hi else f"{_g3(lo)}..{_g3(hi)}"
         for r in rows:
             if bins[r.number] == b:
                 out[r.number] = text

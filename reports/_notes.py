@@ -22,7 +22,14 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import GRADUAL_UNFREEZING, PROPOSED_BY, SCREEN, SCREEN_WINNER
+from thaw._keys import (
+    DATA,
+    GRADUAL_UNFREEZING,
+    OBJECTIVE_METRIC,
+    PROPOSED_BY,
+    SCREEN,
+    SCREEN_WINNER,
+)
 from thaw.reports._answer import trial_origin
 from thaw.reports._attrs import (
     HISTORY_KEYS,
@@ -35,7 +42,7 @@ from thaw.reports._attrs import (
     intermediate_series,
 )
 from thaw.reports._charts import CurveSeries, CurvesInfo, _use_log
-from thaw.reports._format import fmt_num, fmt_value, one_line, truncate
+from thaw.reports._format import fmt_num, fmt_value, one_line, param_label, truncate
 from thaw.reports._ranking import RankingInfo
 from thaw.reports._svg import render_curves_svg
 from thaw.reports.diagnosis import (
@@ -75,13 +82,6 @@ _NOTE_LINKISH = re.compile(r"(?i)[^\s|]*(?:://|www\.|@|mailto:|xmpp:)[^\s|]*")
 _NOTE_LEADING = re.compile(r"^([#+\-=]|\d+[.)])")
 _MAX_TEXT = 2000
 
-_PARAM_LABELS = {
-    "unfrozen_layers": "unfrozen layers",
-    "learning_rate": "learning rate",
-    "dropout": "dropout",
-    "weight_decay": "weight decay",
-    "batchnorm": "batchnorm",
-}
 _VERDICT_TITLES = {
     "lr_too_high": "Learning rate too high",
     "batchnorm_mismatch": "BatchNorm mismatch",
@@ -127,11 +127,11 @@ def _value_text(value: object, limit: int = 100) -> str:
 
 
 def _label(param: str) -> str:
-    return _PARAM_LABELS.get(param, param)
+    return param_label(param)
 
 
 def _objective_metric(study: optuna.Study) -> str | None:
-    metric = as_str(study.user_attrs.get("thaw:objective_metric"))
+    metric = as_str(study.user_attrs.get(OBJECTIVE_METRIC))
     return metric
 
 
@@ -337,7 +337,9 @@ def _diagnosis_lines(diagnosis: StudyDiagnosis) -> list[str]:
     lines.append(_importance_line(diagnosis, "best_val_loss", "best val loss"))
     lines.append(_importance_line(diagnosis, "climb", "climb size"))
     if diagnosis.levers is not None:
-        lines.append(f"- **Levers:** {note_escape(diagnosis.levers.sentence)}")
+        lines.append(f"- **Levers:** {note_escape(diagnosis.levers.headline)}")
+        if diagnosis.levers.support:
+            lines.append(f"  - {note_escape(diagnosis.levers.support)}")
     lines.append(f"- **Robust region:** {note_escape(diagnosis.robust_region.sentence)}")
     lines.append(
         f"- **Feature extraction vs fine-tuning:** {note_escape(diagnosis.fe_vs_ft.sentence)}"
@@ -403,7 +405,7 @@ def render_study_note(
         f"{ranking.n_trials} trials ({state_text}); objective {metric} ({ranking.direction}).",
         "",
     ]
-    names = dig(attrs, "thaw:data", "class_names")
+    names = dig(attrs, DATA, "class_names")
     if isinstance(names, Sequence) and not isinstance(names, (str, bytes)) and names:
         shown = ", ".join(note_escape(n, 80) for n in list(names)[:30])
         more = f" and {len(names) - 30} more" if len(names) > 30 else ""

@@ -18,6 +18,7 @@ from optuna.distributions import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw._keys import OBJECTIVE_METRIC
 from thaw.reports._attrs import (
     argbest,
     as_float,
@@ -197,7 +198,7 @@ def _direction(study: optuna.Study) -> Literal["minimize", "maximize"]:
 
 
 def _objective_metric(study_attrs: Mapping[str, Any], maximize: bool) -> str:
-    metric = as_str(study_attrs.get("thaw:objective_metric"))
+    metric = as_str(study_attrs.get(OBJECTIVE_METRIC))
     if metric is not None:
         return metric
     return "val_accuracy" if maximize else "val_loss"

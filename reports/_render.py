@@ -38,7 +38,7 @@ from thaw.reports._format import (
     truncate,
 )
 from thaw.reports._info import ReportInfo
-from thaw.reports._levers import level_words
+from thaw.reports._levers import LeverInfo, level_words
 from thaw.reports._ranking import RankingInfo, RankingRow
 from thaw.reports._summary import NOT_RECORDED, AnswerInfo
 from thaw.reports._svg import (
@@ -264,14 +264,15 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
             blocks.append(
                 Para(
                     f"The best so far is trial {best.number}: "
-                    f"{_config_text(info.ranking, best, answer)}.",
+                    f"{_config_text(info.ranking, best, answer)}." + _advice_text(info),
                     id="best-configuration",
                 )
             )
         else:
             blocks.append(
                 Para(
-                    f"Use trial {best.number}: {_config_text(info.ranking, best, answer)}.",
+                    f"Use trial {best.number}: {_config_text(info.ranking, best, answer)}."
+                    + _advice_text(info),
                     lead=True,
                     id="best-configuration",
                 )
@@ -308,6 +309,12 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
         blocks.append(chart)
     blocks.append(Para(_counts_sentence(answer), id="trial-counts"))
     return tuple(blocks)
+
+
+def _advice_text(info: ReportInfo) -> str:
+    """The recommended trial's own verdict and what it calls for, said where it is named."""
+    advice = None if info.story is None else info.story.advice
+    return "" if advice is None else " " + advice.sentence
 
 
 def _path_text(info: ReportInfo) -> str:
@@ -494,7 +501,7 @@ def _why_blocks(info: ReportInfo) -> tuple[Block, ...]:
             blocks.append(Heading("Where validation loss climbed", id="climb"))
             blocks.append(Bullets(info.diagnosis.climb_findings, id="climb-findings"))
         blocks += _domain_shift_blocks(info.diagnosis)
-        blocks += _importance_blocks(info.diagnosis)
+        blocks += _importance_blocks(info.diagnosis, info.levers)
     if not blocks:
         blocks.append(Para("No diagnosis: the report was written without one."))
     return tuple(blocks)
@@ -882,9 +889,15 @@ def _param_blocks(info: ReportInfo) -> tuple[Block, ...]:
     return tuple(blocks)
 
 
-def _importance_blocks(diagnosis: DiagnosisInfo) -> list[Block]:
+def _importance_blocks(diagnosis: DiagnosisInfo, levers: LeverInfo | None) -> list[Block]:
     info: ImportanceInfo = diagnosis.importances
     blocks: list[Block] = [Heading("Parameter importances", id="importances")]
+    if levers is not None:
+        # The one "what matters most" finding leads; the importances below support it.
+        lead = levers.headline
+        if levers.support:
+            lead += " " + levers.support
+        blocks.append(Para(lead, id="importance-lever"))
     if not info.any:
         blocks.append(
             Para(

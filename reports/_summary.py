@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from thaw._keys import CONFIG, CONFIG_HASH, DATA, MANIFEST, NUM_LAYERS, OBJECTIVE_METRIC, VERSION
 from thaw.reports._attrs import as_int, as_str, dig
 from thaw.reports._findings import get_determinism_info
 from thaw.reports._ranking import RankingInfo, RankingRow
@@ -49,8 +50,6 @@ _SAMPLER_PATHS = (("sampler",), ("search", "sampler"), ("study", "sampler"))
 _PRUNER_PATHS = (("pruner",), ("search", "pruner"), ("study", "pruner"))
 _EPOCHS_PATH = ("train", "epochs")
 _MODEL_PATHS = (("model",),)
-_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@")
-MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -162,7 +161,7 @@ def get_answer_info(ranking: RankingInfo, study_attrs: Mapping[str, Any]) -> Ans
         n_pruned=ranking.count("PRUNED"),
         n_failed=ranking.count("FAIL"),
         n_unfinished=unfinished,
-        num_layers=as_int(study_attrs.get("thaw:num_layers")),
+        num_layers=as_int(study_attrs.get(NUM_LAYERS)),
         score_label=score_label,
         maximize=ranking.maximize,
     )
@@ -175,7 +174,7 @@ def get_pruning_info(ranking: RankingInfo, study_attrs: Mapping[str, Any]) -> Pr
     most epochs any trial ran stands in.
     """
     finished = [row for row in ranking.rows if row.state in ("COMPLETE", "PRUNED")]
-    configured = as_int(dig(study_attrs.get("thaw:config"), *_EPOCHS_PATH))
+    configured = as_int(dig(study_attrs.get(CONFIG), *_EPOCHS_PATH))
     source = "thaw:config train.epochs"
     if configured is None or configured <= 0:
         runs = [row.epochs_run for row in finished if row.epochs_run is not None]
@@ -222,21 +221,21 @@ def get_manifest_info(
 
     ``storage_url_masked`` is shown as given; the caller must have masked any password.
     """
-    config = study_attrs.get("thaw:config")
-    data = study_attrs.get("thaw:data")
-    manifest = study_attrs.get("thaw:manifest")
+    config = study_attrs.get(CONFIG)
+    data = study_attrs.get(DATA)
+    manifest = study_attrs.get(MANIFEST)
 
     fingerprint = as_str(dig(data, "fingerprint"))
-    config_hash = as_str(study_attrs.get("thaw:config_hash"))
+    config_hash = as_str(study_attrs.get(CONFIG_HASH))
     seed_value = _first(config, _SEED_PATHS)
     seed = None if seed_value is None else manifest_text(seed_value)
 
     entries: list[tuple[str, str]] = [("study name", study_name)]
     if not (isinstance(manifest, Mapping) and "thaw" in manifest):
         # The manifest's own "thaw" row says it otherwise; only older or hand-made studies lack it.
-        entries.append(("thaw version", manifest_text(study_attrs.get("thaw:version"))))
+        entries.append(("thaw version", manifest_text(study_attrs.get(VERSION))))
     entries += [
-        ("objective metric", manifest_text(study_attrs.get("thaw:objective_metric"))),
+        ("objective metric", manifest_text(study_attrs.get(OBJECTIVE_METRIC))),
         ("config hash", manifest_text(config_hash)),
         ("data fingerprint", manifest_text(fingerprint)),
     ]
@@ -253,7 +252,7 @@ def get_manifest_info(
         ("sampler", manifest_text(_first(config, _SAMPLER_PATHS))),
         ("pruner", manifest_text(_first(config, _PRUNER_PATHS))),
         ("model", manifest_text(_first(config, _MODEL_PATHS))),
-        ("layers with weights", manifest_text(study_attrs.get("thaw:num_layers"))),
+        ("layers with weights", manifest_text(study_attrs.get(NUM_LAYERS))),
         ("deterministic", get_determinism_info(study_attrs).label),
         ("storage", manifest_text(storage_url_masked)),
     ]
@@ -266,8 +265,8 @@ def get_manifest_info(
     determinism = get_determinism_info(study_attrs)
     values: dict[str, Any] = {
         "study_name": study_name,
-        "thaw_version": _json_value(study_attrs.get("thaw:version")),
-        "objective_metric": as_str(study_attrs.get("thaw:objective_metric")),
+        "thaw_version": _json_value(study_attrs.get(VERSION)),
+        "objective_metric": as_str(study_attrs.get(OBJECTIVE_METRIC)),
         "config_hash": config_hash,
         "data_fingerprint": fingerprint,
         "class_names": [str(c) for c in class_names] if isinstance(class_names, list) else None,
@@ -277,7 +276,7 @@ def get_manifest_info(
         "sampler": _json_value(_first(config, _SAMPLER_PATHS)),
         "pruner": _json_value(_first(config, _PRUNER_PATHS)),
         "model": _json_value(_first(config, _MODEL_PATHS)),
-        "num_layers": as_int(study_attrs.get("thaw:num_layers")),
+        "num_layers": as_int(study_attrs.get(NUM_LAYERS)),
         "deterministic": determinism.deterministic,
         "determinism_reason": determinism.reason,
         "storage_url": storage_url_masked,
@@ -325,17 +324,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_value(v) for v in value]
     return str(value)
-
-
-def mask_password(url: str) -> str:
-    """``scheme://user:***@host/...``: the password of a URL replaced by ``***``.
-
-    A URL without a password (or already masked) is returned unchanged.
-    """
-    match = _URL_PASSWORD.match(url)
-    if match is None or match.group("pw") == MASK:
-        return url
-    return f"{match.group('head')}:{MASK}@{url[match.end() :]}"
 
 
 def _compare(

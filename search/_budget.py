@@ -24,7 +24,7 @@ from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import RANGE_TEST, SCREEN, SCREEN_WINNER
+from thaw._keys import BUDGET_EPOCHS, EPOCHS_SPENT, RANGE_TEST, SCREEN, SCREEN_WINNER
 from thaw.objectives import SearchSpace
 from thaw.search._config import SamplerConfig
 from thaw.search._pruners import FOLLOW_UP_ATTR, REFERENCE_ATTR
@@ -46,8 +46,8 @@ TEXTBOOK: tuple[tuple[str, int | None, float], ...] = (
 )
 
 #: Study user attr holding the training epochs spent so far (all trials).
-EPOCHS_SPENT_ATTR = "thaw:epochs_spent"
-BUDGET_ATTR = "thaw:budget_epochs"
+EPOCHS_SPENT_ATTR = EPOCHS_SPENT
+BUDGET_ATTR = BUDGET_EPOCHS
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,7 @@ def _print_summary(summary: Any, study_file: Path) -> None:
         pruned = " (pruned; value at its best epoch)" if summary.best_pruned else ""
         print(
             f"Best so far: trial {summary.best_number}{pruned}, value {summary.best_value:.4f} "
-            f"({params})."
+            f"({params})." + (f" {summary.advice}" if summary.advice else "")
         )
     if summary.budget_epochs is not None and summary.epochs_spent is not None:
         print(f"Epochs spent: {summary.epochs_spent} of a budget of {summary.budget_epochs}.")

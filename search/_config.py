@@ -25,6 +25,7 @@ from thaw.objectives import (
     SearchSpace,
     TrainSettings,
 )
+from thaw.reports._format import mask_url
 from thaw.search._schema import StudyFileError, unknown_key_message, validate_study_file
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random")
@@ -149,16 +150,6 @@ class StudyConfig:
             "budget_epochs": self.budget_epochs,
             "diagnosis": dict(self.raw.get("diagnosis") or {}),
         }
-
-
-def mask_url(url: str) -> str:
-    """The storage URL with any password replaced by ``***``."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - never echo a URL we could not parse
-        return "<unparseable storage URL>"
 
 
 # --------------------------------------------------------------------------- parsing helpers

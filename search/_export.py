@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from thaw._keys import MODELS_DIR
 from thaw.search._config import StudyConfig
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 
-MODELS_DIR_ATTR = "thaw:models_dir"
+MODELS_DIR_ATTR = MODELS_DIR
 MODELS_DIR_NAME = "models"
 KEEP_TOP_K = 3
 #: Default largest |measured - stored| validation loss accepted by ``thaw export``.

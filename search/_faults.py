@@ -31,7 +31,15 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import GRADUAL_UNFREEZING, PROPOSED_BY, SCREEN, SCREEN_WINNER
+from thaw._keys import (
+    GRADUAL_UNFREEZING,
+    LOST,
+    PROPOSED_BY,
+    RETRY_OF,
+    SCREEN,
+    SCREEN_WINNER,
+    WORKER,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -45,9 +53,6 @@ RETRY_SECONDS = 60.0
 #: Trials counted towards ``n_trials``; failed and interrupted trials do not count.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
-LOST = "thaw:lost"  # user attr: why the trial was lost (its worker died, Ctrl-C)
-WORKER = "thaw:worker"  # user attr: "host:pid" of the process running the trial
-RETRY_OF = "thaw:retry_of"  # user attr of a retry: {"trial": number, "reason": ...}
 INTERRUPTED = "interrupted by the user (Ctrl-C)"
 
 T = TypeVar("T")

@@ -47,6 +47,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw._keys import CONFIG, OBJECTIVE_METRIC
 from thaw.reports._notes import (
     note_escape,
     render_history_csv,
@@ -187,7 +188,7 @@ def study_note(study: optuna.Study, thresholds: Thresholds | None = None) -> str
         top_n=TOP_N,
         updated=stamp,
     )
-    table = config_table(study.user_attrs.get("thaw:config"))
+    table = config_table(study.user_attrs.get(CONFIG))
     if table:
         note = note.rstrip("\n") + "\n\n#### Configuration\n\n" + table + "\n"
     return note
@@ -227,7 +228,7 @@ def set_metric_name(study: optuna.Study) -> None:
     """Name the objective (``thaw:objective_metric``, else ``val_loss``) so the dashboard
     shows ``val_loss`` instead of ``Objective 0``. Idempotent; keeps names already set."""
     if study.metric_names is None:
-        metric = study.user_attrs.get("thaw:objective_metric")
+        metric = study.user_attrs.get(OBJECTIVE_METRIC)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([metric if isinstance(metric, str) and metric else "val_loss"])
@@ -264,7 +265,7 @@ def pruned_best_line(trial: FrozenTrial, maximize: bool = False) -> str:
 def trial_note(study: optuna.Study, frozen: FrozenTrial, verdicts: Sequence[Verdict]) -> str:
     """A finished trial's note: its verdicts, evidence and parameters; for a pruned trial, the
     best value it reached first (what the report ranks it by)."""
-    metric = study.user_attrs.get("thaw:objective_metric")
+    metric = study.user_attrs.get(OBJECTIVE_METRIC)
     note = render_trial_note(frozen, list(verdicts), objective_metric=metric)
     best_line = pruned_best_line(
         frozen, maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -506,7 +507,7 @@ class TrialPublisher:
             trial.set_user_attr("verdicts", [v.to_dict() for v in verdicts])
             # One readable string: the dashboard lists it as a column of the trial table.
             trial.set_user_attr(VERDICT_ATTR, verdict_text(v.verdict for v in verdicts))
-            metric = study.user_attrs.get("thaw:objective_metric", "val_loss")
+            metric = study.user_attrs.get(OBJECTIVE_METRIC, "val_loss")
             existing = {m.filename: m.artifact_id for m in get_all_artifact_meta(trial)}
             with tempfile.TemporaryDirectory(prefix="thaw-publish-") as tmp:
                 for path in _artifact_files(frozen, state, metric, Path(tmp)):
@@ -553,7 +554,7 @@ class TrialPublisher:
         state = frozen_trial.state.name
         # The current verdicts (the one verdict function), not the stored snapshot.
         verdicts = list(trial_verdicts(study, frozen_trial, thresholds=self.thresholds))
-        metric = study.user_attrs.get("thaw:objective_metric")
+        metric = study.user_attrs.get(OBJECTIVE_METRIC)
         save_trial_note(study, frozen_trial, trial_note(study, frozen_trial, verdicts))
         if not _has_artifacts(study, frozen_trial):
             with tempfile.TemporaryDirectory(prefix="thaw-publish-") as tmp:

@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import RANGE_TEST
+from thaw._keys import DETERMINISM, RANGE_TEST
 from thaw.search._budget import EpochBudget, GradualUnfreezing, ScreenedStart
 from thaw.search._config import StudyConfig, StudyFileError, load_study_file, mask_url
 from thaw.search._faults import (
@@ -225,7 +225,7 @@ def run_study(
     objective.space = narrowed_space(space, optuna_study.user_attrs.get(RANGE_TEST))
     if not resumed:
         optuna_study.set_user_attr(
-            "thaw:determinism",
+            DETERMINISM,
             {"deterministic": device.deterministic, "reason": device.determinism_reason},
         )
     budget_epochs = (

@@ -17,7 +17,18 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from thaw._keys import RANGE_TEST
+from thaw._keys import (
+    BUDGET_EPOCHS,
+    CONFIG,
+    CONFIG_HASH,
+    DATA,
+    DOMAIN_SHIFT,
+    MANIFEST,
+    NUM_LAYERS,
+    OBJECTIVE_METRIC,
+    RANGE_TEST,
+    VERSION,
+)
 from thaw._version import __version__
 from thaw.search._budget import (
     best_trial,
@@ -72,9 +83,7 @@ def _attach_sampler(
     )
 
 
-def make_pruner(
-    config: PrunerConfig, max_epochs: int, chance: float | None = None
-) -> ScreenPruner:
+def make_pruner(config: PrunerConfig, max_epochs: int, chance: float | None = None) -> ScreenPruner:
     """The climbing and runaway rules composed with the configured comparative pruner, inside
     the screen of the informed start (:class:`ScreenPruner`).
 
@@ -310,7 +319,7 @@ def create_or_resume(
     if study_exists(storage, config.name):
         study = optuna.load_study(study_name=config.name, storage=storage, pruner=pruner)
         attrs = study.user_attrs
-        stored_hash = attrs.get("thaw:config_hash")
+        stored_hash = attrs.get(CONFIG_HASH)
         if stored_hash is None:
             if not _half_created(study):
                 raise StudyMismatchError(
@@ -328,14 +337,14 @@ def create_or_resume(
             _logger.warning("Study %r was left half-created; completing it", config.name)
             return _finish_creation(study)
         if stored_hash != config_hash:
-            stored = attrs.get("thaw:config", {})
+            stored = attrs.get(CONFIG, {})
             changed = [k for k, v in config.search_relevant().items() if stored.get(k) != v]
             raise StudyMismatchError(
                 f"study {config.name!r} was created with different "
                 f"{', '.join(changed) or 'configuration'} settings; resuming would mix "
                 "incomparable trials. Restore the original values or give the study a new 'name'"
             )
-        stored_fp = attrs.get("thaw:data", {}).get("fingerprint")
+        stored_fp = attrs.get(DATA, {}).get("fingerprint")
         if stored_fp is not None and stored_fp != data_summary["fingerprint"]:
             raise StudyMismatchError(
                 f"study {config.name!r} was run on different data (fingerprint "
@@ -378,14 +387,14 @@ def complete_creation(
     ``thaw:config_hash`` is written last: a study without it is half-created, and the next run
     completes it (:func:`create_or_resume`).
     """
-    study.set_user_attr("thaw:version", __version__)
-    study.set_user_attr("thaw:config", config.to_dict())
-    study.set_user_attr("thaw:objective_metric", config.train.metric)
-    study.set_user_attr("thaw:num_layers", num_layers)
-    study.set_user_attr("thaw:data", data_summary)
-    study.set_user_attr("thaw:manifest", manifest())
+    study.set_user_attr(VERSION, __version__)
+    study.set_user_attr(CONFIG, config.to_dict())
+    study.set_user_attr(OBJECTIVE_METRIC, config.train.metric)
+    study.set_user_attr(NUM_LAYERS, num_layers)
+    study.set_user_attr(DATA, data_summary)
+    study.set_user_attr(MANIFEST, manifest())
     if domain_shift is not None:
-        study.set_user_attr("thaw:domain_shift", domain_shift)
+        study.set_user_attr(DOMAIN_SHIFT, domain_shift)
     if range_test is not None:
         study.set_user_attr(RANGE_TEST, range_test)
     else:
@@ -396,7 +405,7 @@ def complete_creation(
         for ref in reference_configurations(config, num_layers, shift, unfreeze_by, range_test):
             if ref["strategy"] not in queued:
                 study.enqueue_trial(ref["params"], user_attrs=ref["user_attrs"])
-    study.set_user_attr("thaw:config_hash", config.config_hash())
+    study.set_user_attr(CONFIG_HASH, config.config_hash())
 
 
 def _overall_shift(domain_shift: dict[str, Any] | None) -> float | None:
@@ -445,6 +454,8 @@ class RunSummary:
     budget_epochs: int | None = None
     #: "Nothing learnt much: ... Next: ..." when nothing did (the report's first line).
     headline: str | None = None
+    #: The best trial's own verdict and what it calls for (the report's Answer says the same).
+    advice: str | None = None
 
 
 def summarise(
@@ -460,12 +471,14 @@ def summarise(
     best = best_trial(study)
     from thaw.search._budget import epochs_spent
 
-    budget = study.user_attrs.get("thaw:budget_epochs")
+    budget = study.user_attrs.get(BUDGET_EPOCHS)
     from thaw.reports import get_answer_story
 
-    headline = None
+    headline = advice = None
     try:
-        headline = get_answer_story(study, best.trial.number if best else None).headline
+        story = get_answer_story(study, best.trial.number if best else None)
+        headline = story.headline
+        advice = None if story.advice is None else story.advice.sentence
     except Exception as exc:  # noqa: BLE001 - the summary line must not fail a finished run
         _logger.warning("No diagnosis in the run summary: %s", exc)
     return RunSummary(
@@ -482,4 +495,5 @@ def summarise(
         epochs_spent=epochs_spent(study),
         budget_epochs=budget if isinstance(budget, int) else None,
         headline=headline,
+        advice=advice,
     )

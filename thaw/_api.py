@@ -5,11 +5,13 @@ Everything here is re-exported from :mod:`thaw` and imported on first use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+
+from thaw._keys import CONFIG
 
 if TYPE_CHECKING:
     import keras
@@ -78,7 +80,7 @@ def _thresholds(study: optuna.Study) -> Any:
     """The diagnosis thresholds the study file set (stored on the study), else the defaults."""
     from thaw.reports import Thresholds
 
-    stored = study.user_attrs.get("thaw:config", {})
+    stored = study.user_attrs.get(CONFIG, {})
     diagnosis = stored.get("diagnosis") if isinstance(stored, Mapping) else None
     return Thresholds.from_dict(diagnosis or {})
 
@@ -95,6 +97,7 @@ def diagnose(
       that Keras' ``model.fit`` returns: the verdicts of that single run.
     """
     from thaw.reports import TrialCurves, diagnose_study, diagnose_trial
+    from thaw.reports.diagnosis import diagnose_history
 
     if isinstance(study_or_history, optuna.Study):
         return diagnose_study(study_or_history, _thresholds(study_or_history))
@@ -106,29 +109,22 @@ def diagnose(
             "diagnose() takes an optuna.Study, a FrozenTrial, a Keras History or a history dict "
             f"such as {{'loss': [...], 'val_loss': [...]}}, got {type(study_or_history).__name__}"
         )
-    return diagnose_trial(_curves_from_history(history))
+    # The one history parser (as ``thaw diagnose --history``); a History's model says whether
+    # there are BatchNorm layers to blame.
+    counted = _batchnorm_layers(getattr(study_or_history, "model", None))
+    return list(diagnose_history(dict(history), batchnorm_layers=counted).verdicts)
 
 
-def _curves_from_history(history: Mapping[str, Any]) -> Any:
-    from thaw.reports import TrialCurves
+def _batchnorm_layers(model: Any) -> int | None:
+    """BatchNorm layers of a Keras model, nested models included; ``None`` without a model."""
+    if model is None or not hasattr(model, "layers"):
+        return None
 
-    if not history.get("val_loss"):
-        raise ValueError(
-            f"the history has no 'val_loss' values (keys: {sorted(map(str, history))}); "
-            "fit with validation data"
-        )
+    def leaves(layer: Any) -> list[Any]:
+        inner = getattr(layer, "layers", None)
+        return [x for sub in inner for x in leaves(sub)] if inner else [layer]
 
-    def series(key: str) -> Sequence[float | None]:
-        values = history.get(key) or ()
-        return [None if v is None else float(v) for v in values]
-
-    return TrialCurves(
-        number=0,
-        loss=series("loss"),
-        val_loss=series("val_loss"),
-        accuracy=series("accuracy"),
-        val_accuracy=series("val_accuracy"),
-    )
+    return sum(1 for layer in leaves(model) if "BatchNormalization" in type(layer).__name__)
 
 
 def trials_frame(study: optuna.Study | str | Path) -> pandas.DataFrame:

@@ -7,11 +7,28 @@ why it was run; study user attrs hold what was measured before the search.
 from __future__ import annotations
 
 __all__ = [
+    "BUDGET_EPOCHS",
+    "CONFIG",
+    "CONFIG_HASH",
+    "DATA",
+    "DETERMINISM",
+    "DOMAIN_SHIFT",
+    "EPOCHS_SPENT",
     "GRADUAL_UNFREEZING",
+    "LOST",
+    "MANIFEST",
+    "MODELS_DIR",
+    "NUMBER",
+    "NUM_CLASSES",
+    "NUM_LAYERS",
+    "OBJECTIVE_METRIC",
     "PROPOSED_BY",
     "RANGE_TEST",
+    "RETRY_OF",
     "SCREEN",
     "SCREEN_WINNER",
+    "VERSION",
+    "WORKER",
 ]
 
 #: Trial attr of a trial the closed loop queued: ``{"trial": n, "cause": ..., "move": ...,
@@ -36,3 +53,54 @@ SCREEN_WINNER = "thaw:screen_winner"
 #: Trial attr of the gradual-unfreezing step after the informed start (closed loop off):
 #: ``{"of": n, "unfrozen_layers": k}``.
 GRADUAL_UNFREEZING = "thaw:gradual_unfreezing_of"
+
+#: Study attr: the metric the objective reports (``val_loss``, ``val_accuracy``, ...).
+OBJECTIVE_METRIC = "thaw:objective_metric"
+
+#: Study attr: the study file as parsed (password masked), diagnosis thresholds included.
+CONFIG = "thaw:config"
+
+#: Study attr: the hash of the settings that change what a trial trains.
+CONFIG_HASH = "thaw:config_hash"
+
+#: Study attr: layers with weights in the pretrained base.
+NUM_LAYERS = "thaw:num_layers"
+
+#: Study attr: how many classes the target has (the chance level ln K).
+NUM_CLASSES = "thaw:num_classes"
+
+#: Study attr: what the data is (``class_names``, counts per split).
+DATA = "thaw:data"
+
+#: Study attr: the epochs all trials together may spend.
+BUDGET_EPOCHS = "thaw:budget_epochs"
+
+#: Study attr: the epochs spent so far, pruned trials and probes included.
+EPOCHS_SPENT = "thaw:epochs_spent"
+
+#: Study attr: the thaw version that created the study.
+VERSION = "thaw:version"
+
+#: Study attr: versions and settings of the run (the report's manifest).
+MANIFEST = "thaw:manifest"
+
+#: Study attr: how far the target images sit from the pretraining ones, per layer.
+DOMAIN_SHIFT = "thaw:domain_shift"
+
+#: Study attr: whether training was deterministic, and why not.
+DETERMINISM = "thaw:determinism"
+
+#: Study attr: where the kept ``.keras`` files of the trials are.
+MODELS_DIR = "thaw:models_dir"
+
+#: Trial attr of the copies that the importance evaluators read: the original trial number.
+NUMBER = "thaw:number"
+
+#: Trial attr: ``host:pid`` of the process running the trial.
+WORKER = "thaw:worker"
+
+#: Trial attr: why the trial was lost (its worker died, Ctrl-C).
+LOST = "thaw:lost"
+
+#: Trial attr of a retry: ``{"trial": number, "reason": ...}``.
+RETRY_OF = "thaw:retry_of"

@@ -31,7 +31,6 @@ from thaw.reports.diagnosis._inputs import (
     study_verdicts,
     trial_verdicts,
 )
-from thaw.reports.diagnosis._levers import LeverLevel, Levers, ParameterLever, parameter_levers
 from thaw.reports.diagnosis._moves import (
     CAUSE_WORDS,
     CAUSES,
@@ -87,10 +86,6 @@ __all__ = [
     "near_chance",
     "params_key",
     "propose_moves",
-    "LeverLevel",
-    "Levers",
-    "ParameterLever",
-    "parameter_levers",
     "HISTORY_PARAMS",
     "HistoryDiagnosis",
     "diagnose_history",

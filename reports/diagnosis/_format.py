@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-_PARAM_LABELS = {
-    "unfrozen_layers": "unfrozen layers",
-    "learning_rate": "learning rate",
-    "dropout": "dropout",
-    "weight_decay": "weight decay",
-    "batchnorm": "batchnorm",
-}
+from thaw.reports._format import param_label
+
+_label = param_label
 _EPS = 1e-12
 
 
@@ -27,7 +23,7 @@ def _fmt_sig(x: float, sig: int = 2) -> str:
 
 
 def _fmt_loss(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+    return "n/a" if x is None else f"{x:.3g}"
 
 
 def _fmt_pct(x: float) -> str:
@@ -42,8 +38,7 @@ def _fmt_value(value: Any) -> str:
     return _fmt_sig(value)
 
 
-def _label(param: str) -> str:
-    return _PARAM_LABELS.get(param, param.replace("_", " "))
+_label = param_label
 
 
 def _scale(x: float, lo: float, hi: float, c_lo: float, c_hi: float) -> float:

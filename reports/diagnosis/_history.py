@@ -9,7 +9,15 @@ The input (a JSON object, see ``docs/diagnose.md``)::
      "num_classes": 2}
 
 ``params`` and ``num_classes`` are optional; the series may also sit under a ``"history"``
-key. The run is judged alone by the same rules as a trial (:func:`diagnose_trial`).
+key; the accuracy may be recorded under any of Keras' names (``accuracy``, ``acc``,
+``sparse_categorical_accuracy``, ...). The run is judged alone by the same rules as a trial
+(:func:`diagnose_trial`). One parser for every door: ``thaw diagnose --history``, and
+``thaw.diagnose`` with a Keras ``History`` or a dict.
+
+Whether the model has BatchNorm layers is a model fact the curves cannot tell: ``params.batchnorm``
+(a mode) or ``params.batchnorm_layers`` says so, or the caller counts them (``thaw.diagnose``
+does, on the ``History``'s model). With no BatchNorm layer, ``batchnorm_mismatch`` is ruled
+out; without the fact, a ``batchnorm_mismatch`` verdict says it could not check.
 """
 
 from __future__ import annotations
@@ -17,13 +25,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from thaw.reports.diagnosis._features import TrialCurves
 from thaw.reports.diagnosis._thresholds import Thresholds
-from thaw.reports.diagnosis._verdicts import Verdict, diagnose_trial
+from thaw.reports.diagnosis._verdicts import BATCHNORM_MISMATCH, Verdict, diagnose_trial
 
 __all__ = [
     "HISTORY_PARAMS",
@@ -42,8 +50,15 @@ HISTORY_PARAMS = (
     "batchnorm",
     "batch_size",
     "train_per_class",
+    "batchnorm_layers",
 )
 """Keys ``params`` may hold."""
+
+UNCHECKED_BATCHNORM = (
+    "not checked: the history does not say whether the model has BatchNorm layers (pass the "
+    "History with its model, or params.batchnorm or params.batchnorm_layers)"
+)
+"""What a ``batchnorm_mismatch`` verdict adds when no model fact backs it."""
 
 _ACCURACY_KEYS = (
     "accuracy",
@@ -114,6 +129,7 @@ def _params(raw: Any) -> tuple[dict[str, Any], int | None]:
         if v is not None:
             params[key] = v
     of_layers = _int_param(raw, "of_layers", 1)
+    _int_param(raw, "batchnorm_layers", 0)  # a model fact, read by _has_batchnorm
     dropout = _float_param(raw, "dropout", 0.0, 1.0)
     if dropout is not None:
         params["dropout"] = dropout
@@ -214,6 +230,8 @@ class HistoryDiagnosis:
     curves: TrialCurves
     num_layers: int | None
     verdicts: tuple[Verdict, ...]
+    has_batchnorm: bool | None = None
+    """Whether the model has BatchNorm layers (``None``: the history did not say)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON shape (``docs/diagnose.md``)."""
@@ -224,6 +242,7 @@ class HistoryDiagnosis:
         return {
             "chance": chance,
             "epochs": c.epochs,
+            "has_batchnorm": self.has_batchnorm,
             "num_classes": c.num_classes,
             "of_layers": self.num_layers,
             "params": dict(sorted(c.params.items())),
@@ -244,12 +263,38 @@ class HistoryDiagnosis:
         return "\n".join(lines) + "\n"
 
 
-def diagnose_history(data: Any, thresholds: Thresholds | None = None) -> HistoryDiagnosis:
-    """Validate ``data`` (a parsed history object) and judge the run alone.
+def diagnose_history(
+    data: Any, thresholds: Thresholds | None = None, *, batchnorm_layers: int | None = None
+) -> HistoryDiagnosis:
+    """Validate ``data`` (a parsed history object, or a Keras ``History.history`` dict) and
+    judge the run alone. ``batchnorm_layers``: the model's BatchNorm layers, when the caller
+    counted them (overrides ``params``).
 
     Raises:
         ValueError: What :func:`history_curves` refuses.
     """
     curves, of_layers = history_curves(data)
-    verdicts = diagnose_trial(curves, (), thresholds or Thresholds(), of_layers)
-    return HistoryDiagnosis(curves, of_layers, tuple(verdicts))
+    has_bn = _has_batchnorm(data, batchnorm_layers)
+    verdicts = diagnose_trial(curves, (), thresholds or Thresholds(), of_layers, has_bn)
+    if has_bn is None:
+        verdicts = [
+            replace(v, evidence=f"{v.evidence}; {UNCHECKED_BATCHNORM}")
+            if v.verdict == BATCHNORM_MISMATCH
+            else v
+            for v in verdicts
+        ]
+    return HistoryDiagnosis(curves, of_layers, tuple(verdicts), has_bn)
+
+
+def _has_batchnorm(data: Mapping[str, Any], counted: int | None) -> bool | None:
+    """Whether the model has BatchNorm layers: counted by the caller, else what ``params``
+    says (a BatchNorm mode, or ``batchnorm_layers``), else ``None`` (not known)."""
+    if counted is not None:
+        return counted > 0
+    params = data.get("params")
+    if not isinstance(params, Mapping):
+        return None
+    if params.get("batchnorm") is not None:
+        return True
+    layers = _int_param(params, "batchnorm_layers", 0)
+    return None if layers is None else layers > 0

@@ -17,6 +17,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
+from thaw._keys import CONFIG, DATA, NUM_CLASSES, NUM_LAYERS, OBJECTIVE_METRIC
 from thaw.reports.diagnosis._features import TrialCurves, _opt_int, _profile, _with_explosions
 from thaw.reports.diagnosis._thresholds import Thresholds
 from thaw.reports.diagnosis._verdicts import Verdict, _diagnose, diagnose_trial
@@ -37,9 +38,9 @@ FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 def study_num_classes(attrs: Mapping[str, Any]) -> int | None:
     """K from study attr ``thaw:num_classes``, else the length of ``thaw:data.class_names``."""
-    k = _opt_int(attrs.get("thaw:num_classes"))
+    k = _opt_int(attrs.get(NUM_CLASSES))
     if k is None:
-        data = attrs.get("thaw:data")
+        data = attrs.get(DATA)
         names = data.get("class_names") if isinstance(data, Mapping) else None
         if isinstance(names, Sequence) and not isinstance(names, (str, bytes)):
             k = len(names)
@@ -49,7 +50,7 @@ def study_num_classes(attrs: Mapping[str, Any]) -> int | None:
 def study_thresholds(study: optuna.Study) -> Thresholds:
     """The thresholds of the study file the study was created with (``thaw:config``'s
     ``diagnosis`` section); the defaults when none or invalid ones are stored."""
-    config = study.user_attrs.get("thaw:config")
+    config = study.user_attrs.get(CONFIG)
     section = config.get("diagnosis") if isinstance(config, Mapping) else None
     if isinstance(section, Mapping) and section:
         try:
@@ -97,7 +98,7 @@ def read_study_inputs(
         trials if trials is not None else study.get_trials(deepcopy=False), key=lambda t: t.number
     )
     attrs = study.user_attrs
-    metric = attrs.get("thaw:objective_metric")
+    metric = attrs.get(OBJECTIVE_METRIC)
     metric = metric if isinstance(metric, str) else None
     k = study_num_classes(attrs)
     val_loss = _val_loss_objective(study, metric)
@@ -107,7 +108,7 @@ def read_study_inputs(
     )
     return StudyInputs(
         curves=curves,
-        num_layers=_opt_int(attrs.get("thaw:num_layers")),
+        num_layers=_opt_int(attrs.get(NUM_LAYERS)),
         num_classes=k,
         metric=metric,
         thresholds=thresholds if thresholds is not None else study_thresholds(study),

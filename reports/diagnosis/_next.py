@@ -46,10 +46,13 @@ def trial_cause(
     trial: FrozenTrial,
     trials: Sequence[FrozenTrial] | None = None,
     num_classes: int | None = None,
+    verdicts: Sequence[str] | None = None,
 ) -> str | None:
-    """What the closed loop acts on for ``trial``: its verdicts (the one verdict function), how
-    it was pruned, and whether its best validation loss stayed near chance."""
-    verdicts = [v.verdict for v in trial_verdicts(study, trial, trials=trials)]
+    """What the closed loop acts on for ``trial``: its verdicts (the one verdict function, or
+    the names a view already shows), how it was pruned, and whether its best validation loss
+    stayed near chance."""
+    if verdicts is None:
+        verdicts = [v.verdict for v in trial_verdicts(study, trial, trials=trials)]
     classes = num_classes if num_classes is not None else study_num_classes(study.user_attrs)
     reason = trial.user_attrs.get("prune_reason") if trial.state == TrialState.PRUNED else None
     return cause_of(

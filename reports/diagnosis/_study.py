@@ -16,6 +16,9 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw._keys import DOMAIN_SHIFT, NUMBER, OBJECTIVE_METRIC
+from thaw.reports._levers import LeverInfo, get_lever_info
+from thaw.reports._ranking import get_ranking_info
 from thaw.reports.diagnosis._features import (
     TrialCurves,
     _Profile,
@@ -23,7 +26,6 @@ from thaw.reports.diagnosis._features import (
 )
 from thaw.reports.diagnosis._format import _fmt_sig, _fmt_value, _label, _rel
 from thaw.reports.diagnosis._inputs import _all_verdicts, read_study_inputs
-from thaw.reports.diagnosis._levers import Levers, parameter_levers
 from thaw.reports.diagnosis._thresholds import DEFAULT_THRESHOLDS, Thresholds
 from thaw.reports.diagnosis._verdicts import HEALTHY, VERDICTS, Verdict
 
@@ -277,7 +279,7 @@ def _target_study(trials: Sequence[FrozenTrial]) -> optuna.Study:
             params=dict(ft.params),
             distributions=dict(ft.distributions),
             value=0.0,
-            user_attrs={"thaw:number": ft.number},
+            user_attrs={NUMBER: ft.number},
         )
         for ft in trials
     )
@@ -288,7 +290,7 @@ def _evaluate_importance(
     study: optuna.Study, values: Mapping[int, float], params: list[str]
 ) -> tuple[dict[str, float], str]:
     def target(ft: FrozenTrial) -> float:
-        return values.get(ft.user_attrs["thaw:number"], math.nan)
+        return values.get(ft.user_attrs[NUMBER], math.nan)
 
     # PED-ANOVA is deterministic; aim for >= 5 trials in its top quantile.
     quantile = min(0.5, max(0.1, 5.0 / max(len(values), 1)))
@@ -356,7 +358,7 @@ def parameter_importances(
     ``importance_min_trials`` trials have the target or no evaluator works.
     """
     trials = study.get_trials(deepcopy=False)
-    metric = study.user_attrs.get("thaw:objective_metric")
+    metric = study.user_attrs.get(OBJECTIVE_METRIC)
     curves = _read_curves(study, trials, metric if isinstance(metric, str) else None)
     return _importances(trials, {c.number: c for c in curves}, thresholds)
 
@@ -451,10 +453,16 @@ def robust_region(
     expected = statistics.fmean(c.best_val_loss or 0.0 for c in top)
     overall = statistics.fmean(c.best_val_loss or 0.0 for c in ranked)
     where = "; ".join(r.describe() for r in ranges) or "no params"
+    n = len(ranked)
+    who = (
+        f"the best of {n} completed trials has"
+        if k == 1 < n
+        else f"the best {k} of {n} completed trials have"
+        if k < n
+        else ("the one completed trial has" if n == 1 else f"all {n} completed trials have")
+    )
     sentence = (
-        f"the best {k} of {len(ranked)} completed trials ({100 * thresholds.robust_top_fraction:g}%"
-        f") have {where}; expected best val loss there {expected:.3f} (all completed: "
-        f"{overall:.3f})"
+        f"{who} {where}; expected best val loss there {expected:.3g} (all completed: {overall:.3g})"
     )
     return RobustRegion(
         len(ranked), tuple(c.number for c in top), tuple(ranges), expected, overall, sentence
@@ -520,19 +528,19 @@ def feature_extraction_vs_finetuning(
         elif fe_loss is None:
             sentence = (
                 f"no feature-extraction trial (unfrozen_layers = 0) to compare with; the best "
-                f"fine-tuning trial #{ft_n} reached {ft_loss:.3f} with {ft_u} unfrozen layers"
+                f"fine-tuning trial #{ft_n} reached {ft_loss:.3g} with {ft_u} unfrozen layers"
             )
         else:
             sentence = (
                 f"no fine-tuning trial (unfrozen_layers > 0) to compare with; the best "
-                f"feature-extraction trial #{fe_n} reached {fe_loss:.3f}"
+                f"feature-extraction trial #{fe_n} reached {fe_loss:.3g}"
             )
         return FeatureExtractionComparison(
             fe_n, fe_loss, ft_n, ft_loss, ft_u, None, None, "n/a", sentence
         )
     diff = ft_loss - fe_loss
     gain = _rel(fe_loss - ft_loss, fe_loss)
-    pair = f"{ft_loss:.3f} vs {fe_loss:.3f}"
+    pair = f"{ft_loss:.3g} vs {fe_loss:.3g}"
     fine = f"fine-tuning (trial #{ft_n}, {ft_u} unfrozen layers)"
     extraction = f"feature extraction (trial #{fe_n})"
     if gain >= thresholds.domain_gap_large:
@@ -689,8 +697,8 @@ class StudyDiagnosis:
     fe_vs_ft: FeatureExtractionComparison
     domain_shift: DomainShift | None
     thresholds: Thresholds
-    levers: Levers | None = None
-    """Best and median objective per parameter level; the biggest lever vs PED-ANOVA."""
+    levers: LeverInfo | None = None
+    """What matters most (the like-for-like lever analysis), PED-ANOVA beside it."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (no NaN), with sorted keys and trials in number order."""
@@ -728,7 +736,9 @@ class StudyDiagnosis:
             shown = ", ".join(f"{_label(k)} {v:.2f}" for k, v in values.items()) or "n/a"
             lines.append(f"Importance for {title} ({evaluator}): {shown}")
         if self.levers is not None:
-            lines.append(f"Levers: {self.levers.sentence}")
+            lines.append(f"Levers: {self.levers.headline}")
+            if self.levers.support:
+                lines.append(f"  {self.levers.support}")
         lines.append(f"Robust region: {self.robust_region.sentence}")
         lines.append(f"Feature extraction vs fine-tuning: {self.fe_vs_ft.sentence}")
         if self.domain_shift is not None:
@@ -755,7 +765,9 @@ class StudyDiagnosis:
 
 
 def _confounded(
-    comparison: FeatureExtractionComparison, levers: Levers | None, curves: Sequence[TrialCurves]
+    comparison: FeatureExtractionComparison,
+    levers: LeverInfo | None,
+    curves: Sequence[TrialCurves],
 ) -> FeatureExtractionComparison:
     """Feature extraction vs fine-tuning credits unfreezing; say so when the two trials compared
     also differ in the BatchNorm mode and BatchNorm mode is the biggest lever."""
@@ -775,21 +787,15 @@ def _confounded(
     return dataclasses.replace(comparison, sentence=sentence)
 
 
-def _study_levers(
-    study: optuna.Study, frozen: Sequence[FrozenTrial], importances: ParameterImportances
-) -> Levers | None:
+def _study_levers(study: optuna.Study, importances: ParameterImportances) -> LeverInfo | None:
+    """The one lever analysis (``reports._levers``) over the study's ranking, with the
+    importances for the best loss beside it."""
     if len(study.directions) != 1:
         return None
-    rows = [
-        (ft.number, dict(ft.params), float(ft.values[0]))
-        for ft in frozen
-        if ft.state == TrialState.COMPLETE and ft.values and ft.params
-    ]
-    return parameter_levers(
-        rows,
-        maximize=study.direction == StudyDirection.MAXIMIZE,
-        importances=importances.best_val_loss,
-        evaluator=importances.evaluators.get("best_val_loss") or "PED-ANOVA",
+    return get_lever_info(
+        get_ranking_info(study),
+        importances.best_val_loss,
+        importances.evaluators.get("best_val_loss") or "PED-ANOVA",
     )
 
 
@@ -822,7 +828,7 @@ def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) ->
             verdict_counts[v.verdict] = verdict_counts.get(v.verdict, 0) + 1
     comparison = feature_extraction_vs_finetuning(curves, thresholds)
     importances = _importances(frozen, {c.number: c for c in curves}, thresholds)
-    levers = _study_levers(study, frozen, importances)
+    levers = _study_levers(study, importances)
     comparison = _confounded(comparison, levers, curves)
     return StudyDiagnosis(
         study_name=study.study_name,
@@ -836,6 +842,6 @@ def diagnose_study(study: optuna.Study, thresholds: Thresholds | None = None) ->
         robust_region=robust_region(curves, thresholds),
         levers=levers,
         fe_vs_ft=comparison,
-        domain_shift=_domain_shift(attrs.get("thaw:domain_shift"), thresholds, comparison),
+        domain_shift=_domain_shift(attrs.get(DOMAIN_SHIFT), thresholds, comparison),
         thresholds=thresholds,
     )

@@ -174,6 +174,12 @@ class Thresholds:
             before it converged.
         underfit_min_recent_gain:
             See ``underfit_converging_accuracy``.
+        underfit_poor_accuracy:
+            Still improving is not underfitting: a run whose val loss still falls at its last
+            epoch, with a healthy train/val relation, is healthy and stopped early (train
+            longer) unless its train accuracy ended below this fraction of the way from chance
+            to perfect (the train fit itself is poor) or its BatchNorm kept the pretraining
+            statistics (``batchnorm: frozen``, a named handicap).
         overfit_memorised_accuracy:
             Overfitting without a climb: the training set is memorised (train accuracy at least
             this fraction of the way from chance to perfect; inference probe when stored) ...
@@ -246,6 +252,7 @@ class Thresholds:
     underfit_max_accuracy: float = _threshold(0.6, low=0.0, high=1.0)
     underfit_converging_accuracy: float = _threshold(0.8, low=0.0, high=1.0)
     underfit_min_recent_gain: float = _threshold(0.1, low=0.0, low_open=True)
+    underfit_poor_accuracy: float = _threshold(0.4, low=0.0, high=1.0)
     overfit_memorised_accuracy: float = _threshold(0.95, low=0.0, high=1.0)
     overfit_accuracy_gap: float = _threshold(0.2, low=0.0, high=1.0, low_open=True)
     bn_val_chance_margin: float = _threshold(0.3, low=0.0, high=1.0)

@@ -197,7 +197,7 @@ def _bn_probe(p: _Profile, t: Thresholds) -> tuple[bool, str, float] | None:
     if moving is not None and batch is not None:
         ratio = moving / max(batch, _EPS)
         parts.append(
-            f"BatchNorm probe: val loss {moving:.3f} with the moving statistics vs {batch:.3f} "
+            f"BatchNorm probe: val loss {moving:.3g} with the moving statistics vs {batch:.3g} "
             f"with batch statistics ({ratio:.1f}x)"
         )
         if ratio >= t.bn_probe_ratio and moving - batch >= t.bn_min_gap:
@@ -276,7 +276,7 @@ def _bn_early(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     train_med = statistics.median(p.train[e] for e in epochs)
     evidence = (
         f"over {_span(epochs)} (first epochs after unfreezing) val loss was {ratio:.1f}x train "
-        f"loss (median {val_med:.3f} vs {train_med:.3f}) while train accuracy was already "
+        f"loss (median {val_med:.3g} vs {train_med:.3g}) while train accuracy was already "
         f"{acc:.2f}"
     )
     confidence = _scale(ratio / t.bn_gap_ratio, 1.0, 2.0, 0.6, 0.9)
@@ -321,8 +321,8 @@ def _bn_late(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     evidence = (
         f"train accuracy first got clearly above chance at epoch {onset}; over "
         f"{_span(epochs)} val accuracy was only {val_acc:.2f} vs train accuracy {train_acc:.2f} "
-        f"({acc_ratio:.2f}x) and val loss {loss_ratio:.1f}x train loss (median {val_med:.3f} vs "
-        f"{train_med:.3f})"
+        f"({acc_ratio:.2f}x) and val loss {loss_ratio:.1f}x train loss (median {val_med:.3g} vs "
+        f"{train_med:.3g})"
     )
     later_val = [a for e, a in p.val_acc.items() if e > epochs[-1]]
     later_train = [a for e, a in p.train_acc.items() if e > epochs[-1]]
@@ -333,7 +333,7 @@ def _bn_late(p: _Profile, t: Thresholds) -> _BatchNorm | None:
         )
     end, final = p.final_epoch, p.final_val
     if end is not None and final is not None and end > epochs[-1] and final > val_med:
-        evidence += f" and val loss rose to {final:.3f} (epoch {end})"
+        evidence += f" and val loss rose to {final:.3g} (epoch {end})"
     limit = t.bn_max_val_to_train_accuracy
     confidence = _scale(limit - acc_ratio, 0.0, limit / 2.0, 0.6, 0.9)
     return _BatchNorm(evidence, confidence, onset)
@@ -382,7 +382,7 @@ def _explosion_evidence(
         of = "largest loss a classifier can plausibly start from"
     part = (
         f"{x.series} was {_fmt_big(x.value)} at epoch {x.epoch}, {_fmt_big(factor)}x the "
-        f"{of} ({x.reference:.3f})"
+        f"{of} ({x.reference:.3g})"
     )
     reference = _fe_level(peers)
     if reference is None:
@@ -396,12 +396,12 @@ def _explosion_evidence(
             if p.val_acc:
                 accs = list(p.val_acc.values())
                 if max(accs) - min(accs) <= 0.01:
-                    accuracy = f"; val accuracy stayed at {accs[-1]:.3f} in every epoch"
+                    accuracy = f"; val accuracy stayed at {accs[-1]:.3g} in every epoch"
                 else:
-                    accuracy = f"; val accuracy ended at {accs[-1]:.3f}"
+                    accuracy = f"; val accuracy ended at {accs[-1]:.3g}"
             part += (
-                f"; val loss never got below {p.best_val:.3f} (ended at {p.final_val:.3f}), "
-                f"above the level {level:.3f} ({source}){accuracy}"
+                f"; val loss never got below {p.best_val:.3g} (ended at {p.final_val:.3g}), "
+                f"above the level {level:.3g} ({source}){accuracy}"
             )
             confidence = min(0.95, confidence + 0.05)
     return part, confidence
@@ -421,7 +421,7 @@ def _lr_verdict(
         name, epoch = p.nonfinite
         last = p.train if name == "train loss" else p.val
         before = [v for e, v in last.items() if e < epoch]
-        tail = f" (last finite value {before[-1]:.3f})" if before else ""
+        tail = f" (last finite value {before[-1]:.3g})" if before else ""
         parts.append(f"{name} became non-finite at epoch {epoch}{tail}")
         confidence = max(confidence, 0.95)
     elif c.prune_reason == "diverged":
@@ -431,8 +431,8 @@ def _lr_verdict(
     if p.jump is not None:
         j = p.jump
         parts.append(
-            f"{j.series} jumped x{j.after / max(j.before, _EPS):.1f} from {j.before:.3f} "
-            f"(epoch {j.epoch - 1}) to {j.after:.3f} (epoch {j.epoch})"
+            f"{j.series} jumped x{j.after / max(j.before, _EPS):.1f} from {j.before:.3g} "
+            f"(epoch {j.epoch - 1}) to {j.after:.3g} (epoch {j.epoch})"
         )
         confidence = max(confidence, 0.85)
     if p.explosion is not None:
@@ -447,17 +447,17 @@ def _lr_verdict(
         )
         rise = _rel(shock.peak - shock.base, shock.base)
         parts.append(
-            f"{where} val loss jumped from {shock.base:.3f} to {shock.peak:.3f} "
+            f"{where} val loss jumped from {shock.base:.3g} to {shock.peak:.3g} "
             f"({_fmt_pct(rise)}, epoch {shock.peak_epoch}) and its best afterwards, "
-            f"{shock.best_after:.3f}, never got back to the feature-extraction level "
-            f"{shock.level:.3f} ({shock.level_source})"
+            f"{shock.best_after:.3g}, never got back to the feature-extraction level "
+            f"{shock.level:.3g} ({shock.level_source})"
         )
         confidence = max(confidence, _scale(rise, 0.2, 1.0, 0.6, 0.9))
     if p.train_rise is not None:
         r = p.train_rise
         parts.append(
-            f"train loss rose from its minimum {r.min_value:.3f} at epoch {r.min_epoch} to "
-            f"{r.final_value:.3f} at epoch {r.final_epoch} "
+            f"train loss rose from its minimum {r.min_value:.3g} at epoch {r.min_epoch} to "
+            f"{r.final_value:.3g} at epoch {r.final_epoch} "
             f"({_fmt_pct(_rel(r.final_value - r.min_value, r.min_value))})"
         )
         confidence = max(
@@ -472,7 +472,7 @@ def _lr_verdict(
     if p.val_stuck and lr is not None and lr >= t.lr_high and not p.train_learned:
         parts.append(
             f"val loss and accuracy never left the chance band (ln {c.num_classes} = "
-            f"{c.chance_loss:.3f}, accuracy {c.chance_accuracy:.2f}) at learning rate "
+            f"{c.chance_loss:.3g}, accuracy {c.chance_accuracy:.2f}) at learning rate "
             f"{_fmt_sig(lr)}, at or above {_fmt_sig(t.lr_high)}"
         )
         confidence = max(confidence, 0.8)
@@ -509,7 +509,7 @@ def _lr_verdict(
         rec = (
             f"lower the learning rate to <= {_fmt_sig(qlr, 1)}{depth} (trial "
             f"{best.curves.number}: lr {_fmt_sig(qlr)}, {best.curves.unfrozen_layers} unfrozen "
-            f"layers, best val loss {best.best_val:.3f})"
+            f"layers, best val loss {best.best_val:.3g})"
         )
     elif lr is not None:
         rec = f"lower the learning rate below {_fmt_sig(lr / 3.0, 1)}{depth}"
@@ -522,6 +522,15 @@ def _lr_verdict(
     return Verdict(LR_TOO_HIGH, confidence, "; ".join(parts), rec)
 
 
+def _went(start: float, end: float) -> str:
+    """``fell from 0.3 to 0.2``, ``rose from ...``, or ``stayed at 0.145`` when the two read
+    the same at three significant digits."""
+    a, b = f"{start:.3g}", f"{end:.3g}"
+    if a == b:
+        return f"stayed at {a}"
+    return f"{'fell' if end < start else 'rose'} from {a} to {b}"
+
+
 def _overfit_recommendation(p: _Profile) -> str:
     c = p.curves
     stop = (
@@ -532,10 +541,10 @@ def _overfit_recommendation(p: _Profile) -> str:
     dropout = c.dropout
     if dropout is None or dropout < 0.5:
         target = max(0.3, min(0.6, round((dropout or 0.0) + 0.2, 1)))
-        reg = f"raise dropout to >= {target:g}"
+        reg = f"raise dropout to at least {_fmt_sig(target)}"
     else:
         wd = c.weight_decay
-        reg = f"raise weight decay to >= {_fmt_sig(max((wd or 0.0) * 10.0, 1e-4), 1)}"
+        reg = f"raise weight decay to at least {_fmt_sig(max((wd or 0.0) * 10.0, 1e-4), 1)}"
     return f"{stop} or {reg}"
 
 
@@ -558,23 +567,23 @@ def _overfit_verdict(
     gaps = ""
     if train_best is not None and train_end is not None:
         gaps = (
-            f"; val-train gap {best - train_best:.3f} at best -> {final - train_end:.3f} at the end"
+            f"; val-train gap {best - train_best:.3g} at best -> {final - train_end:.3g} at the end"
         )
     if p.climbed:
         if train_best is not None and train_end is not None:
             if train_end > train_best * (1.0 + t.plateau_tolerance):
                 return None
-            train = f" while train loss fell from {train_best:.3f} to {train_end:.3f}"
+            train = f" while train loss {_went(train_best, train_end)}"
         else:
             train = ""
         rise = _rel(final - best, best)
         if final > best:
             evidence = (
-                f"val loss bottomed at {best:.3f} at epoch {p.best_epoch} of {n}, then rose to "
-                f"{final:.3f} ({final - best:+.3f}, {_fmt_pct(rise)}){train}{gaps}"
+                f"val loss bottomed at {best:.3g} at epoch {p.best_epoch} of {n}, then rose to "
+                f"{final:.3g} ({final - best:+.2g}, {_fmt_pct(rise)}){train}{gaps}"
             )
         else:
-            evidence = f"val loss bottomed at {best:.3f} at epoch {p.best_epoch} of {n}"
+            evidence = f"val loss bottomed at {best:.3g} at epoch {p.best_epoch} of {n}"
         confidence = _scale(
             rise, t.climb_min_relative_rise, 3 * t.climb_min_relative_rise, 0.6, 0.95
         )
@@ -600,8 +609,8 @@ def _overfit_verdict(
         and train_end < train_best * (1.0 - t.plateau_tolerance)
     ):
         evidence = (
-            f"val loss stalled at {best:.3f} after epoch {p.best_epoch} of {n} while train loss "
-            f"fell from {train_best:.3f} to {train_end:.3f}; val/train ratio grew from "
+            f"val loss stalled at {best:.3g} after epoch {p.best_epoch} of {n} while train loss "
+            f"fell from {train_best:.3g} to {train_end:.3g}; val/train ratio grew from "
             f"{ratio_best:.1f} to {ratio_end:.1f}{gaps}"
         )
         confidence = _scale(ratio_end / ratio_best, t.overfit_gap_growth, 3.0, 0.5, 0.7)
@@ -653,13 +662,13 @@ def _weak_reg_verdict(p: _Profile, peers: Sequence[_Profile], t: Thresholds) -> 
     others = f" ({len(candidates)} such peers)" if len(candidates) > 1 else ""
     evidence = (
         f"trial {qc.number} with {', '.join(settings)} did not climb and ended at val loss "
-        f"{q.final_val:.3f} vs {p.final_val:.3f} here{others}"
+        f"{q.final_val:.3g} vs {p.final_val:.3g} here{others}"
     )
     changes = []
     if more_dropout and qc.dropout is not None:
-        changes.append(f"raise dropout to >= {qc.dropout:g}")
+        changes.append(f"raise dropout to at least {_fmt_sig(qc.dropout)}")
     if more_wd and qc.weight_decay is not None:
-        changes.append(f"raise weight decay to >= {_fmt_sig(qc.weight_decay, 1)}")
+        changes.append(f"raise weight decay to at least {_fmt_sig(qc.weight_decay, 1)}")
     rec = f"{' and '.join(changes)} at this learning rate and depth (as trial {qc.number})"
     confidence = min(0.9, 0.55 + 0.1 * len(candidates))
     return Verdict(WEAK_REGULARISATION, confidence, evidence, rec)
@@ -729,22 +738,22 @@ def _underfit_verdict(
         return None  # still improving fast enough to catch up: not (yet) underfitting
     if plateau:
         state = (
-            f"train {p.final_train:.3f} and val {p.final_val:.3f} loss both changed "
+            f"train {p.final_train:.3g} and val {p.final_val:.3g} loss both changed "
             f"< {100 * t.plateau_tolerance:g}% over the last {t.plateau_epochs} epochs "
             f"(val/train {ratio:.2f})"
         )
     elif progress is not None:
         state = (
-            f"train {p.final_train:.3f} and val {p.final_val:.3f} loss stayed high "
+            f"train {p.final_train:.3g} and val {p.final_val:.3g} loss stayed high "
             f"(val/train {ratio:.2f}) and improved slowly: val loss fell only "
-            f"{progress.improvement:.3f} over epochs {progress.from_epoch}-{progress.to_epoch}, "
-            f"less than the remaining gap of {remaining:.3f} to trial {qc.number}"
+            f"{progress.improvement:.3g} over epochs {progress.from_epoch}-{progress.to_epoch}, "
+            f"less than the remaining gap of {remaining:.3g} to trial {qc.number}"
         )
     else:
         at = f" at epoch {c.prune_epoch}" if c.prune_epoch else ""
         state = (
-            f"pruned as below peers{at} with train {p.final_train:.3f} and val "
-            f"{p.final_val:.3f} loss (val/train {ratio:.2f})"
+            f"pruned as below peers{at} with train {p.final_train:.3g} and val "
+            f"{p.final_val:.3g} loss (val/train {ratio:.2f})"
         )
     peer_settings = []
     if qc.unfrozen_layers is not None:
@@ -753,7 +762,7 @@ def _underfit_verdict(
         peer_settings.append(f"lr {_fmt_sig(qc.learning_rate)} (vs {_fmt_sig(lr)})")
     evidence = (
         f"{state}; trial {qc.number} with {', '.join(peer_settings)} reached best val loss "
-        f"{q.best_val:.3f} vs {p.best_val:.3f} here ({_fmt_pct(-gain)})"
+        f"{q.best_val:.3g} vs {p.best_val:.3g} here ({_fmt_pct(-gain)})"
     )
     changes = []
     if deeper and qc.unfrozen_layers is not None:
@@ -783,20 +792,27 @@ def _healthy_verdict(p: _Profile, t: Thresholds) -> Verdict:
     first = p.val[first_epoch]
     end_gap = ""
     if p.final_train is not None:
-        end_gap = f"; val-train gap {p.final_val - p.final_train:.3f} at the end"
+        end_gap = f"; val-train gap {p.final_val - p.final_train:.3g} at the end"
     evidence = (
-        f"val loss went from {first:.3f} (epoch {first_epoch}) to its best {p.best_val:.3f} at "
-        f"epoch {p.best_epoch} of {c.epochs} and ended at {p.final_val:.3f} "
+        f"val loss went from {first:.3g} (epoch {first_epoch}) to its best {p.best_val:.3g} at "
+        f"epoch {p.best_epoch} of {c.epochs} and ended at {p.final_val:.3g} "
         f"({_fmt_pct(_rel(p.final_val - p.best_val, p.best_val))} vs best){end_gap}"
     )
     confidence = 0.8 if len(p.val) >= 4 else 0.5
     if p.final_val - p.best_val >= t.climb_min_relative_rise * max(abs(p.best_val), _EPS):
         evidence += (
             f"; the rise after epoch {p.best_epoch} is within the curve's epoch-to-epoch noise "
-            f"(~{p.noise:.3f}) or too short to be a sustained climb"
+            f"(~{_fmt_sig(p.noise)}) or too short to be a sustained climb"
         )
         confidence = 0.6
-    if p.best_epoch == p.final_epoch:
+    early = _stopped_early(p, t)
+    if early is not None:
+        evidence += (
+            f"; still improving: val loss fell {_fmt_pct(-early)} over the last epochs, so "
+            "training stopped early"
+        )
+        rec = "healthy, stopped early: train longer with this configuration"
+    elif p.best_epoch == p.final_epoch:
         rec = "keep this configuration; val loss was still falling at the last epoch, so more "
         rec += "epochs may help"
     else:
@@ -830,10 +846,10 @@ def _not_learning_verdict(p: _Profile, t: Thresholds, num_layers: int | None) ->
     assert c.chance_loss is not None and c.chance_accuracy is not None and p.best_val is not None
     acc = ""
     if p.val_acc:
-        acc = f" and val accuracy at most {max(p.val_acc.values()):.3f}"
+        acc = f" and val accuracy at most {max(p.val_acc.values()):.3g}"
     evidence = (
         f"val loss never got clearly below the chance level ln {c.num_classes} = "
-        f"{c.chance_loss:.3f} (best {p.best_val:.3f}){acc} (chance {c.chance_accuracy:.2f}): "
+        f"{c.chance_loss:.3g} (best {p.best_val:.3g}){acc} (chance {c.chance_accuracy:.2f}): "
         "the model learnt nothing that generalises"
     )
     if p.train_norm_accuracy is not None:
@@ -887,6 +903,23 @@ def _still_falling(p: _Profile, t: Thresholds) -> float | None:
     return None if ref is None else _rel(progress.improvement, ref)
 
 
+def _stopped_early(p: _Profile, t: Thresholds) -> float | None:
+    """The val loss's recent relative gain when the run is healthy but stopped early: still
+    falling at its last epoch (:func:`_still_falling`), val loss within
+    ``overfit_gap_ratio`` of the train loss, the train fit not poor (train accuracy at least
+    ``underfit_poor_accuracy`` of the way from chance to perfect) and BatchNorm not frozen at
+    the pretraining statistics. ``None`` otherwise (and without a train accuracy)."""
+    gain = _still_falling(p, t)
+    norm = p.train_norm_accuracy
+    if gain is None or gain <= 0 or norm is None or norm < t.underfit_poor_accuracy:
+        return None
+    if p.final_train is None or p.final_val is None or p.curves.batchnorm == "frozen":
+        return None
+    if p.final_val / max(p.final_train, _EPS) > t.overfit_gap_ratio:
+        return None
+    return gain
+
+
 def _too_little_verdict(p: _Profile, t: Thresholds, num_layers: int | None) -> Verdict | None:
     """Left the chance band but never learnt the training set: too little fine-tuning.
 
@@ -906,7 +939,7 @@ def _too_little_verdict(p: _Profile, t: Thresholds, num_layers: int | None) -> V
         return None
     evidence = (
         f"train accuracy ended only {max(norm, 0.0):.0%} of the way from chance to perfect "
-        f"(train loss {p.final_train:.3f}, val loss {p.final_val:.3f})"
+        f"(train loss {p.final_train:.3g}, val loss {p.final_val:.3g})"
     )
     if gain is not None and p.final_epoch is not None:
         evidence += (
@@ -950,7 +983,7 @@ def _gap_overfit_verdict(p: _Profile, t: Thresholds) -> Verdict | None:
     data = f" ({n} training images per class)" if isinstance(n, int) else ""
     evidence = (
         f"the training set was memorised{data}: train accuracy {train_acc:.2f} and loss "
-        f"{train_loss:.3f} ({source}) vs val accuracy {val_acc:.2f} and loss {p.final_val:.3f} "
+        f"{train_loss:.3g} ({source}) vs val accuracy {val_acc:.2f} and loss {p.final_val:.3g} "
         f"({ratio:.1f}x)"
     )
     rec = _overfit_recommendation(p).split(" or ", 1)[-1]
@@ -980,6 +1013,7 @@ def _diagnose(
     peers: Sequence[_Profile],
     t: Thresholds,
     num_layers: int | None,
+    has_batchnorm: bool | None = None,
 ) -> list[Verdict]:
     """The verdicts of one trial. Rules read the trial's own curves, params and probes and the
     absolute chance level; peers only refine (feature-extraction level, comparisons)."""
@@ -987,7 +1021,7 @@ def _diagnose(
         return []
     peers = [q for q in peers if q.curves.number != p.curves.number]
     shock = _shock(p, _fe_level(peers), t)
-    bn = _bn_mismatch(p, t)
+    bn = None if has_batchnorm is False else _bn_mismatch(p, t)
     if bn is not None and shock is not None and not shock.train_jumped:
         shock = None  # train loss kept falling: the val jump is the BatchNorm statistics
     verdicts: list[Verdict] = []
@@ -1014,7 +1048,7 @@ def _diagnose(
     if not verdicts and p.val_stuck:
         # The training set was learnt, the validation set stayed at chance: memorised.
         verdicts.append(_memorised_verdict(p, t))
-    if not verdicts and not p.climbed:
+    if not verdicts and not p.climbed and _stopped_early(p, t) is None:
         under = _too_little_verdict(p, t, num_layers) or _underfit_verdict(p, peers, t, num_layers)
         if under is not None:
             verdicts.append(under)
@@ -1029,7 +1063,7 @@ def _memorised_verdict(p: _Profile, t: Thresholds) -> Verdict:
     evidence = (
         f"train accuracy reached {p.train_norm_accuracy:.0%} of the way from chance to perfect "
         f"while val loss and accuracy never left the chance band (ln {c.num_classes} = "
-        f"{c.chance_loss:.3f}): the training set was memorised, nothing generalised"
+        f"{c.chance_loss:.3g}): the training set was memorised, nothing generalised"
     )
     return Verdict(OVERFITTING, 0.7, evidence, _overfit_recommendation(p))
 
@@ -1039,6 +1073,7 @@ def diagnose_trial(
     peers: Sequence[TrialCurves] = (),
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     num_layers: int | None = None,
+    has_batchnorm: bool | None = None,
 ) -> list[Verdict]:
     """Diagnose one trial from its learning curves.
 
@@ -1050,6 +1085,9 @@ def diagnose_trial(
         thresholds: Rule constants.
         num_layers: Layers with weights in the base (study attr ``thaw:num_layers``), used in
             recommendations.
+        has_batchnorm: Whether the model has BatchNorm layers; ``False`` rules out
+            ``batchnorm_mismatch`` (the curves are then judged by the other rules), ``None``
+            (not known) leaves it to the curves.
 
     Returns:
         Verdicts ordered as :data:`VERDICTS`; ``[healthy]`` when nothing else applies, and an
@@ -1058,7 +1096,7 @@ def diagnose_trial(
     own = _profile(curves, thresholds)
     others = [_profile(q, thresholds) for q in peers if q.number != curves.number]
     judged = _with_explosions([own, *others], thresholds)
-    return _diagnose(judged[0], judged[1:], thresholds, num_layers)
+    return _diagnose(judged[0], judged[1:], thresholds, num_layers, has_batchnorm)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from thaw._keys import PROPOSED_BY, SCREEN, SCREEN_WINNER
@@ -124,3 +125,82 @@ def test_the_path_follows_screen_survivor_and_moves(
     # The dashboard note of the move says who proposed it, in the same words.
     note = render_trial_note(study.trials[3], [])
     assert "Proposed by trial 2: it underfit: raise the learning rate 3x, to 0.003" in note
+
+
+LR_WORDS = "its rate was too high"
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "second", "sentence"),
+    [
+        (
+            ["lr_too_high"],
+            None,
+            f"Its own verdict is lr_too_high ({LR_WORDS}): lower the learning rate 10x, to "
+            "0.0001; not tried yet.",
+        ),
+        (
+            ["lr_too_high", "overfitting"],
+            1e-4,
+            f"Its own verdict is lr_too_high ({LR_WORDS}): lower the learning rate 10x, to "
+            "0.0001; trial 1 tried that, best 0.6.",
+        ),
+        (
+            ["batchnorm_mismatch"],
+            None,
+            "Its own verdict is batchnorm_mismatch (its BatchNorm statistics did not match): "
+            "BatchNorm frozen; not tried yet.",
+        ),
+        (["healthy"], 1e-4, "Its own verdict is healthy."),
+        ([], None, "Its curves were not judged (no learning curve stored)."),
+    ],
+)
+def test_the_recommendation_states_its_own_verdicts_advice(
+    make_study: Callable[..., optuna.Study],
+    add_trial: Any,
+    thaw_params: Any,
+    verdicts: list[str],
+    second: float | None,
+    sentence: str,
+) -> None:
+    study = make_study(study_name="advice", attrs=False)
+    for key, value in K5.items():
+        study.set_user_attr(key, value)
+    add_trial(
+        study, state=C, params=thaw_params(2, 1e-3, batchnorm="adapt"), val_loss=falling(1.5, 0.3)
+    )
+    if second is not None:
+        add_trial(
+            study,
+            state=C,
+            params=thaw_params(2, second, batchnorm="adapt"),
+            val_loss=falling(1.5, 0.6),
+        )
+    story = get_answer_story(study, recommended=0, verdicts=verdicts)
+    assert story.advice is not None and story.advice.sentence == sentence
+
+
+def test_the_answer_says_the_advice_where_it_names_the_trial(
+    make_study: Callable[..., optuna.Study], add_trial: Any, thaw_params: Any
+) -> None:
+    """Validation loss falls, then climbs while the train loss keeps falling: the report's
+    own verdict on its recommended trial is stated, with its move, in the Answer's lead."""
+    study = make_study(study_name="said", attrs=False)
+    for key, value in K5.items():
+        study.set_user_attr(key, value)
+    val = [1.4, 0.9, 0.6, 0.5, 0.55, 0.65, 0.8, 0.95, 1.1, 1.25]
+    add_trial(
+        study,
+        state=C,
+        params=thaw_params(2, 1e-3, batchnorm="adapt"),
+        val_loss=val,
+        train_loss=falling(1.3, 0.02),
+    )
+    info = get_report_info(study)
+    row = info.ranking.ranked[0]
+    assert row.verdicts and row.verdicts[0] != "healthy"
+    answer = render_markdown(info).split("## Answer", 1)[1]
+    lead = next(line for line in answer.splitlines() if line.startswith("**Use trial 0:"))
+    assert f"Its own verdict is {row.verdicts[0]} (" in lead
+    assert info.story is not None and info.story.advice is not None
+    assert info.story.advice.move is not None and info.story.advice.move in lead

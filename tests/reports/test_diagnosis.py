@@ -94,25 +94,25 @@ def test_labelled_curves(case: LabelledCase) -> None:
         (
             "overfitting_classic",
             OVERFITTING,
-            ["0.440 at epoch 5 of 12", "0.780 (+0.340, +77%)", "0.110 at best -> 0.730"],
-            ["stop at epoch 5", "raise dropout to >= 0.3"],
+            ["0.44 at epoch 5 of 12", "0.78 (+0.34, +77%)", "0.11 at best -> 0.73"],
+            ["stop at epoch 5", "raise dropout to at least 0.3"],
         ),
         (
             "weak_regularisation_peer_with_more_dropout",
             WEAK_REGULARISATION,
             ["trial 1", "dropout 0.5 (vs 0.1)", "lr 5e-4 (x1.7)"],
-            ["raise dropout to >= 0.5", "weight decay to >= 1e-4"],
+            ["raise dropout to at least 0.5", "weight decay to at least 1e-4"],
         ),
         (
             "lr_shock_after_warmup",
             LR_TOO_HIGH,
-            ["unfreezing at epoch 4", "0.620 to 1.100 (+77%", "end of warm-up, epoch 3"],
+            ["unfreezing at epoch 4", "0.62 to 1.1 (+77%", "end of warm-up, epoch 3"],
             ["lower the learning rate to <= 1e-4 for 80+ unfrozen layers", "trial 1"],
         ),
         (
             "lr_shock_vs_feature_extraction_peer",
             LR_TOO_HIGH,
-            ["best feature-extraction trial 1", "0.900 to 1.200"],
+            ["best feature-extraction trial 1", "0.9 to 1.2"],
             ["below 1e-3 for 60+ unfrozen layers", "warm-up epochs"],
         ),
         (
@@ -145,7 +145,7 @@ def test_labelled_curves(case: LabelledCase) -> None:
             [
                 "train loss was 5.2e4 at epoch 1",
                 "median epoch-1 train loss of 2 peers",
-                "1.790",
+                "never got below 1.79",
                 "best feature-extraction trial 1",
                 "val accuracy stayed at 0.167",
             ],
@@ -166,7 +166,7 @@ def test_labelled_curves(case: LabelledCase) -> None:
             UNDERFITTING,
             [
                 "improved slowly",
-                "fell only 0.200 over epochs 8-12",
+                "fell only 0.2 over epochs 8-12",
                 "remaining gap of 0.993 to trial 1",
             ],
             ["unfreeze the top ~30 of 154 layers"],
@@ -377,8 +377,9 @@ def test_climb_summary_low_side_and_categorical_and_pruned() -> None:
     summary = climb_summary(trials)
     assert summary.n_climbed == 4
     sentences = summary.sentences
-    assert "4 of 4 trials with batchnorm = train climbed; 0 of 6 with other batchnorm values" in (
-        sentences
+    assert (
+        "4 of 4 trials with BatchNorm mode = train climbed; 0 of 6 with other BatchNorm mode values"
+        in (sentences)
     )
     assert "4 of 4 trials with unfrozen layers <= 5 climbed; 0 of 6 with unfrozen layers >= 40" in (
         sentences
@@ -403,7 +404,33 @@ def test_robust_region() -> None:
     expected = (trials[2].best_val_loss or 0.0) + (trials[5].best_val_loss or 0.0)
     assert region.expected_best_val_loss == pytest.approx(expected / 2)
     assert "unfrozen layers 30..60" in region.sentence
+    assert region.sentence.startswith("the best 2 of 8 completed trials have ")
+    assert "%" not in region.sentence  # no share of a count the sentence does not state
     assert robust_region([]).n_completed == 0
+
+
+@pytest.mark.parametrize(
+    ("n", "lead"),
+    [(1, "the one completed trial has "), (3, "the best of 3 completed trials has ")],
+)
+def test_robust_region_of_few_trials_says_all_of_them(n: int, lead: str) -> None:
+    trials = [_converger(i, params(10, 1e-4)) for i in range(n)]
+    sentence = robust_region(trials).sentence
+    assert sentence.startswith(lead) and "%" not in sentence
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "words"),
+    [
+        (0.145, 0.1452, "stayed at 0.145"),
+        (0.33, 0.05, "fell from 0.33 to 0.05"),
+        (0.145, 0.16, "rose from 0.145 to 0.16"),
+    ],
+)
+def test_a_change_is_said_the_way_it_went(start: float, end: float, words: str) -> None:
+    from thaw.reports.diagnosis._verdicts import _went
+
+    assert _went(start, end) == words
 
 
 @pytest.mark.parametrize(
@@ -570,7 +597,7 @@ def test_diagnose_study_on_sqlite(tmp_path: Path) -> None:
     rendered = diagnosis.render_text()
     assert rendered.startswith("Study 'diag': 11 trials")
     assert "Climbing:" in rendered and "Robust region:" in rendered
-    assert "Trial 4 (complete; batchnorm train" in rendered
+    assert "Trial 4 (complete; BatchNorm mode train" in rendered
     assert "Domain shift: domain shift 0.62 (high)" in rendered
 
 

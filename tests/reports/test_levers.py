@@ -1,12 +1,24 @@
-"""The biggest lever from per-level best and median objectives, beside PED-ANOVA."""
+"""One lever analysis: the finding every view names, with PED-ANOVA beside it."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from thaw.reports.diagnosis import diagnose_study, parameter_levers
+from thaw.reports import get_report_info, render_markdown, render_summary_json
+from thaw.reports._levers import get_lever_info
+from thaw.reports._notes import render_study_note
+from thaw.reports._ranking import get_ranking_info
+from thaw.reports.diagnosis import diagnose_study
+
+_DISTS = {
+    "batchnorm": CategoricalDistribution(["adapt", "frozen"]),
+    "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+}
 
 
 def _rows() -> list[tuple[int, dict[str, object], float]]:
@@ -21,75 +33,91 @@ def _rows() -> list[tuple[int, dict[str, object], float]]:
     return rows
 
 
-def test_levels_have_counts_best_and_median() -> None:
-    levers = parameter_levers(_rows())
-    bn = next(p for p in levers.params if p.param == "batchnorm")
-    by_label = {lv.label: lv for lv in bn.levels}
-    assert (by_label["adapt"].n, by_label["frozen"].n) == (12, 3)
-    assert by_label["adapt"].best == pytest.approx(0.30)
-    assert by_label["frozen"].best == pytest.approx(0.57)
-    assert by_label["frozen"].median == pytest.approx(0.7)
-    assert (bn.best_level, bn.worst_level) == ("adapt", "frozen")
-    lr = next(p for p in levers.params if p.param == "learning_rate")
-    assert len(lr.levels) == 6  # six distinct values: one level each
-
-
-@pytest.mark.parametrize(
-    ("importances", "agree", "phrase"),
-    [
-        ({"learning_rate": 0.99, "batchnorm": 0.01}, False, "they disagree"),
-        ({"learning_rate": 0.2, "batchnorm": 0.8}, True, "PED-ANOVA agrees (80%)"),
-        (None, None, "biggest lever: batchnorm"),
-    ],
-)
-def test_biggest_lever_against_importance(
-    importances: dict[str, float] | None, agree: bool | None, phrase: str
-) -> None:
-    levers = parameter_levers(_rows(), importances=importances)
-    assert levers.biggest == "batchnorm"
-    assert levers.agree is agree
-    assert phrase in levers.sentence
-    assert "n=3, best 0.570" in levers.sentence
-
-
-def test_continuous_params_are_binned_on_a_log_scale() -> None:
-    rows = [(i, {"learning_rate": 10 ** (-5 + 0.25 * i)}, 1.0 - 0.01 * i) for i in range(12)]
-    (lr,) = parameter_levers(rows).params
-    assert [lv.n for lv in lr.levels] == [4, 4, 4]
-    assert lr.levels[0].label == "1e-5..5.6e-5"
-
-
-def test_too_few_trials_name_no_lever() -> None:
-    levers = parameter_levers([(0, {"dropout": 0.1}, 0.5), (1, {"dropout": 0.2}, 0.4)])
-    assert levers.biggest is None and "too few" in levers.sentence
-
-
-def test_study_diagnosis_carries_the_levers(tmp_path: object) -> None:
-    study = optuna.create_study(storage="sqlite:///" + str(tmp_path) + "/l.db", study_name="l")
-    dists = {
-        "batchnorm": CategoricalDistribution(["adapt", "frozen"]),
-        "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
-    }
-    for _, params, value in _rows():
+def _study(tmp_path: Path, rows: list[tuple[int, dict[str, object], float]]) -> optuna.Study:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/l.db", study_name="l")
+    dists = {k: v for k, v in _DISTS.items() if any(k in p for _, p, _ in rows)}
+    for _, params, value in rows:
         history = {"val_loss": [value + 0.3, value + 0.1, value], "loss": [1.0, 0.8, 0.7]}
         study.add_trial(
             optuna.trial.create_trial(
                 params=params, distributions=dists, value=value, user_attrs={"history": history}
             )
         )
+    return study
+
+
+@pytest.mark.parametrize(
+    ("importances", "agree", "phrase"),
+    [
+        (
+            {"learning_rate": 0.99, "batchnorm": 0.001},
+            False,
+            "PED-ANOVA ranks learning rate first (99%) and gives BatchNorm mode under 1%: it "
+            "weighs how often the best trials used each level, and the sampler tried BatchNorm "
+            "mode frozen in 3 trials of 15",
+        ),
+        (
+            {"learning_rate": 0.2, "batchnorm": 0.8},
+            True,
+            "PED-ANOVA agrees: it ranks BatchNorm mode first (80%).",
+        ),
+        (None, None, None),
+    ],
+)
+def test_the_lever_with_importance_beside_it(
+    tmp_path: Path, importances: dict[str, float] | None, agree: bool | None, phrase: str | None
+) -> None:
+    levers = get_lever_info(get_ranking_info(_study(tmp_path, _rows())), importances)
+    assert levers.biggest == "batchnorm"
+    assert levers.headline.startswith(
+        "What matters most: BatchNorm statistics re-estimated on your data (adapt) makes the "
+        "difference"
+    )
+    assert levers.agree is agree
+    if phrase is None:
+        assert levers.support is None
+    else:
+        assert levers.support is not None and phrase in levers.support
+
+
+def test_numeric_params_are_binned_on_a_log_scale(tmp_path: Path) -> None:
+    rows: list[tuple[int, dict[str, object], float]] = [
+        (i, {"learning_rate": 10 ** (-5 + 0.25 * i)}, 0.2 + 0.1 * i) for i in range(12)
+    ]
+    levers = get_lever_info(get_ranking_info(_study(tmp_path, rows)))
+    (finding,) = levers.findings
+    assert [lv.n_trials for lv in finding.levels] == [4, 4, 4]
+    assert finding.level == "1e-05..5.62e-05"
+
+
+def test_too_few_trials_name_no_lever(tmp_path: Path) -> None:
+    levers = get_lever_info(get_ranking_info(_study(tmp_path, _rows()[:3])))
+    assert levers.biggest is None
+    assert levers.headline.startswith("No parameter level sets the best 2 trials apart yet")
+
+
+def test_every_view_names_the_same_lever(tmp_path: Path) -> None:
+    study = _study(tmp_path, _rows())
     diagnosis = diagnose_study(study)
-    assert diagnosis.levers is not None and diagnosis.levers.biggest == "batchnorm"
+    levers = diagnosis.levers
+    assert levers is not None and levers.biggest == "batchnorm"
+    info = get_report_info(study, diagnose=diagnosis)
+    assert info.levers is levers  # computed once
+    summary = json.loads(render_summary_json(info))
+    assert summary["findings"]["what_matters_most"]["param"] == "batchnorm"
+    assert summary["findings"]["what_matters_most"]["sentence"] == levers.headline
     assert diagnosis.to_dict()["levers"]["biggest"] == "batchnorm"
-    assert "Levers: biggest lever: batchnorm" in diagnosis.render_text()
+    assert f"Levers: {levers.headline}" in diagnosis.render_text()
+    note = render_study_note(study.study_name, diagnosis, get_ranking_info(study))
+    assert levers.headline in note.replace("\\", "")
+    md = render_markdown(info)
+    importance = md.split("## ", 1)[1].split("Parameter importances", 1)[1]
+    assert levers.headline.split(":", 1)[1].strip()[:40] in importance
 
 
-def test_feature_extraction_comparison_names_the_batchnorm_confound(tmp_path: object) -> None:
-    study = optuna.create_study(storage="sqlite:///" + str(tmp_path) + "/c.db", study_name="c")
-    dists = {
-        "batchnorm": CategoricalDistribution(["adapt", "frozen"]),
-        "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
-        "unfrozen_layers": IntDistribution(0, 5),
-    }
+def test_feature_extraction_comparison_names_the_batchnorm_confound(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/c.db", study_name="c")
+    dists = {**_DISTS, "unfrozen_layers": IntDistribution(0, 5)}
     for number, params, value in _rows():
         # Fine-tuning trials adapted BatchNorm; two of the three frozen ones extract features.
         unfrozen = 0 if params["batchnorm"] == "frozen" and number < 14 else 3

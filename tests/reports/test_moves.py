@@ -35,8 +35,13 @@ CAUSES = [
     ("lr too high before overfitting", ["lr_too_high", "overfitting"], None, False, "lr_too_high"),
     ("near chance beats underfitting", ["underfitting"], None, True, "near_chance"),
     ("a runaway wrecks the base: lr too high", [], "runaway", False, "lr_too_high"),
-    ("BatchNorm mismatch before overfitting", ["batchnorm_mismatch", "overfitting"], None, False,
-     "batchnorm_mismatch"),
+    (
+        "BatchNorm mismatch before overfitting",
+        ["batchnorm_mismatch", "overfitting"],
+        None,
+        False,
+        "batchnorm_mismatch",
+    ),
 ]
 
 

@@ -196,7 +196,7 @@ def test_markdown_answer_and_numbers(report: ReportFiles) -> None:
     answer = md.split("## Ranking")[0]
     assert (
         "**Use trial 3: unfrozen_layers 20 of 154, learning_rate 0.0003, dropout 0.3, "
-        "weight_decay 0.0001.**"
+        "weight_decay 0.0001. Its own verdict is healthy.**"
     ) in answer
     assert answer.count("learning_rate 0.0003") == 1  # the configuration is shown once
     assert "unfrozen_layers: layers with weights, counted from the top, that train" in answer

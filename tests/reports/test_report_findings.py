@@ -25,7 +25,7 @@ from thaw.reports import (
     render_markdown,
     write_report,
 )
-from thaw.reports._summary import mask_password
+from thaw.reports._format import mask_url
 
 AddTrial = Callable[..., optuna.trial.FrozenTrial]
 Params = Callable[..., dict[str, Any]]
@@ -240,8 +240,8 @@ def test_given_diagnosis_is_used(thaw_study: optuna.Study) -> None:
         ("mysql://user@host/db", "mysql://user@host/db"),
     ],
 )
-def test_mask_password(url: str, shown: str) -> None:
-    assert mask_password(url) == shown
+def test_mask_url(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
 
 
 def test_storage_password_never_written(thaw_study: optuna.Study, tmp_path: Path) -> None:

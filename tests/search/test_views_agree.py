@@ -150,3 +150,23 @@ def test_the_real_study_gets_the_practitioners_verdicts(agreed: dict[str, Any]) 
             assert expected[int(number)][0] == entry["expected"], (number, expected[int(number)])
         else:
             assert expected[int(number)] != [], number
+
+
+def test_the_answer_states_its_recommended_trials_own_verdict(agreed: dict[str, Any]) -> None:
+    """The Answer names the recommended trial with the verdict every other view gives it, and
+    that verdict's advice, in the same line."""
+    from thaw.reports import get_report_info, render_markdown
+
+    study = agreed["study"]
+    expected = _expected(study)
+    info = get_report_info(study)
+    assert info.answer.best is not None and info.story is not None
+    advice = info.story.advice
+    number = info.answer.best.number
+    assert advice is not None and advice.number == number
+    assert advice.verdict == expected[number][0]
+    answer = render_markdown(info).split("## Answer", 1)[1]
+    lead = next(line for line in answer.splitlines() if f"trial {number}:" in line)
+    assert advice.sentence in lead
+    if advice.cause is not None:
+        assert advice.move is not None or "allows no move" in advice.sentence

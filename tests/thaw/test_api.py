@@ -136,7 +136,7 @@ def test_diagnose_takes_a_history_dict() -> None:
 
 @pytest.mark.parametrize(
     ("value", "match"),
-    [({"loss": [1.0]}, "no 'val_loss' values"), (3, "takes an optuna.Study")],
+    [({"loss": [1.0]}, "no 'val_loss'"), (3, "takes an optuna.Study")],
 )
 def test_diagnose_refuses_what_it_cannot_read(value: Any, match: str) -> None:
     import thaw
@@ -152,3 +152,74 @@ def test_run_refuses_a_bad_budget(study_file: Path) -> None:
         thaw.RunError, match="budget-epochs must be a whole number of epochs >= 1, got 0"
     ):
         thaw.run(study_file, budget_epochs=0)
+
+
+# The late BatchNorm mismatch of tests/reports/diagnosis_curves.py: train accuracy climbs to
+# 0.99 while val accuracy stays at 0.28 and val loss rises.
+LATE_BN = {
+    "loss": [1.7, 1.3, 1.0, 0.8, 0.62, 0.5, 0.4, 0.3, 0.22, 0.17, 0.13, 0.1],
+    "val_loss": [1.75, 1.68, 1.62, 1.6, 1.62, 1.7, 1.82, 1.95, 2.1, 2.2, 2.3, 2.4],
+    "accuracy": [0.3, 0.5, 0.62, 0.72, 0.8, 0.84, 0.88, 0.92, 0.95, 0.97, 0.98, 0.99],
+    "val_accuracy": [0.2, 0.26, 0.3, 0.32, 0.31, 0.3, 0.3, 0.29, 0.29, 0.28, 0.28, 0.28],
+}
+
+
+class _Layer:
+    pass
+
+
+class BatchNormalization(_Layer):
+    pass
+
+
+class _Model:
+    def __init__(self, *layers: Any) -> None:
+        self.layers = list(layers)
+
+
+class _History:
+    """What ``model.fit`` returns: ``.history`` and ``.model``."""
+
+    def __init__(self, history: dict[str, Any], model: Any) -> None:
+        self.history = history
+        self.model = model
+
+
+@pytest.mark.parametrize(
+    ("run", "blames_batchnorm", "unchecked"),
+    [
+        (_History(LATE_BN, _Model(_Layer(), _Model(_Layer(), BatchNormalization()))), True, False),
+        (_History(LATE_BN, _Model(_Layer(), _Model(_Layer()))), False, False),
+        (LATE_BN, True, True),  # a dict: no model fact, the verdict says it could not check
+        ({"history": LATE_BN, "params": {"batchnorm_layers": 0}}, False, False),
+        ({"history": LATE_BN, "params": {"batchnorm": "train"}}, True, False),
+    ],
+)
+def test_batchnorm_is_blamed_only_where_the_model_has_it(
+    run: Any, blames_batchnorm: bool, unchecked: bool
+) -> None:
+    import thaw
+
+    verdicts = thaw.diagnose(run)
+    names = [v.verdict for v in verdicts]
+    assert ("batchnorm_mismatch" in names) is blames_batchnorm, names
+    assert names  # without BatchNorm the curve still gets a verdict
+    said = " ".join(v.evidence for v in verdicts)
+    assert ("not checked: the history does not say" in said) is unchecked
+
+
+@pytest.mark.parametrize("key", ["accuracy", "acc", "sparse_categorical_accuracy"])
+def test_the_api_reads_every_accuracy_name_as_the_cli_does(key: str) -> None:
+    import thaw
+    from thaw.reports.diagnosis import diagnose_history
+
+    history = {
+        "loss": LATE_BN["loss"],
+        "val_loss": LATE_BN["val_loss"],
+        key: LATE_BN["accuracy"],
+        f"val_{key}": LATE_BN["val_accuracy"],
+    }
+    api = thaw.diagnose(history)
+    cli = diagnose_history(history).verdicts
+    assert [v.to_dict() for v in api] == [v.to_dict() for v in cli]
+    assert [v.to_dict() for v in api] == [v.to_dict() for v in thaw.diagnose(LATE_BN)]
