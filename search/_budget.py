@@ -239,6 +239,27 @@ def screen_rungs(
     return tuple(rungs)
 
 
+def fit_start_to_budget(
+    start: list[StartTrial],
+    epochs: int,
+    reduction_factor: int,
+    budget_epochs: int | None,
+) -> tuple[list[StartTrial], tuple[int, ...]]:
+    """The portfolio and its screen's rungs, cut so that the screen (its survivor at full length
+    included) takes at most half of ``budget_epochs``: the last bets go first, at least 2 stay.
+    Without a budget, everything stays."""
+    rungs = screen_rungs(epochs, len(start), reduction_factor, budget_epochs=budget_epochs)
+    if budget_epochs is None:
+        return start, rungs
+    kept = list(start)
+    while len(kept) > 2 and screen_epochs(rungs, len(kept), reduction_factor, epochs) > (
+        budget_epochs // 2
+    ):
+        kept.pop()
+        rungs = screen_rungs(epochs, len(kept), reduction_factor, budget_epochs=budget_epochs)
+    return kept, rungs
+
+
 def screen_epochs(
     rungs: tuple[int, ...], n_configs: int, reduction_factor: int, epochs: int
 ) -> int:

@@ -32,9 +32,9 @@ from thaw._keys import (
 from thaw._version import __version__
 from thaw.search._budget import (
     best_trial,
+    fit_start_to_budget,
     informed_start,
     sampler_seed,
-    screen_rungs,
     start_label,
     start_queue,
 )
@@ -425,12 +425,11 @@ def reference_configurations(
     first screening round (see :func:`informed_start` and :func:`screen_rungs`). Each is
     ``{"strategy": label, "params": ..., "user_attrs": ...}``."""
     space = narrowed_space(config.space.resolve(num_layers, unfreeze_by), range_test)
-    start = informed_start(space, shift, rates=range_test_rates(range_test))
-    rungs = screen_rungs(
+    start, rungs = fit_start_to_budget(
+        informed_start(space, shift, rates=range_test_rates(range_test)),
         config.train.epochs,
-        len(start),
         config.pruner.reduction_factor,
-        budget_epochs=config.budget_epochs,
+        config.budget_epochs,
     )
     return [
         {"strategy": t.strategy, "params": params, "user_attrs": attrs}

@@ -24,7 +24,13 @@ from thaw.search import (
     parse_study,
     sampler_seed,
 )
-from thaw.search._budget import ScreenedStart, screen_epochs, screen_rungs, start_label
+from thaw.search._budget import (
+    ScreenedStart,
+    fit_start_to_budget,
+    screen_epochs,
+    screen_rungs,
+    start_label,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -175,6 +181,25 @@ def test_screen_rungs_and_their_cost(
 ) -> None:
     assert screen_rungs(epochs, n, factor, budget_epochs=budget) == rungs
     assert screen_epochs(rungs, n, factor, epochs) == spent
+
+
+@pytest.mark.parametrize(
+    ("budget", "kept", "rungs", "spent"),
+    [
+        pytest.param(None, 8, (2, 6), 54, id="no budget: the whole portfolio"),
+        pytest.param(150, 8, (1, 3), 37, id="150 epochs: the screen takes 37, within half"),
+        pytest.param(60, 4, (1, 3), 30, id="60 epochs: the last bets are cut to fit half"),
+        pytest.param(20, 2, (1,), 22, id="a budget below one trial: at least 2 stay"),
+    ],
+)
+def test_the_start_is_cut_to_half_the_budget(
+    budget: int | None, kept: int, rungs: tuple[int, ...], spent: int
+) -> None:
+    start = informed_start(space(), 0.6)
+    cut, got = fit_start_to_budget(start, 20, 3, budget)
+    assert (len(cut), got) == (kept, rungs)
+    assert cut == start[:kept]  # the best bets first
+    assert screen_epochs(got, len(cut), 3, 20) == spent
 
 
 @pytest.mark.parametrize(
