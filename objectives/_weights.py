@@ -66,15 +66,15 @@ def restore_weights(model: keras.Model, weights: Sequence[np.ndarray]) -> int:
     """:func:`assign_weights` with NumPy ``weights``, assigning only the variables whose value
     differs from its weight (bit for bit): the same result. Reading a variable costs a fraction
     of assigning it, so a model of which a trial changed a few variables (a new head, the top
-    layers) is reset for the cost of reading it: on DenseNet121 (604 variables) about 0.1 s
-    against 0.5 s. Returns how many variables were assigned.
+    layers) is reset for the cost of reading it: on DenseNet121 (604 variables, CPU) about
+    0.05 s against 0.5 s. Returns how many variables were assigned.
 
     Raises ``ValueError`` (nothing assigned) when the count or a shape does not match."""
     variables = model.weights
     _check(variables, [tuple(w.shape) for w in weights], "restore_weights")
     assigned = 0
     for variable, value in zip(variables, weights, strict=True):
-        if not _same_bits(np.asarray(keras.ops.convert_to_numpy(variable.value)), value):
+        if not _same_bits(np.asarray(variable.numpy()), value):
             variable.assign(value)
             assigned += 1
     return assigned
