@@ -22,9 +22,11 @@
 5. Deep networks (``--deep``: DenseNet121 and EfficientNetB0 at 32 px, MobileNetV2 alpha 0.35 at
    96 px; weights=None, synthetic images, ``--deep-images`` training and 5x as many validation
    images): the domain-shift score at study creation, then for BatchNorm ``frozen`` and ``adapt``
-   a study of two feature-extraction trials (cache auto, ``--deep-epochs`` epochs), each trial's
-   seconds outside ``model.fit`` split into building the model (``adapt`` apart), the cache build,
-   the end-of-trial probes and the rest (Optuna, the collection that ends a trial).
+   a study of two feature-extraction trials (cache auto, ``--deep-epochs`` epochs, inside
+   ``frozen_heap()`` as ``thaw run`` runs them), each trial's seconds outside ``model.fit`` split
+   into building the model (``adapt`` apart), the cache build, the end-of-trial probes and the
+   rest (Optuna, the collection that ends a trial); then a third ``frozen`` trial of 20 epochs,
+   timed whole: the denominator of the later trials' share outside ``fit``.
 
 Each timing is the median of ``--repeats`` runs, the variants alternating, so the machine's noise
 hits them alike; the overhead lines also give the median of the paired ratios (each run against
@@ -45,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -462,35 +465,49 @@ def main() -> None:
                 )
                 objective.probe = clocked("probes", objective.probe)  # type: ignore[method-assign]
                 params = TrialParams(0, 1e-3, 0.2, 1e-4, batchnorm=mode)
-                for which in ("first", "later"):
-                    spent.clear()
-                    fit_seconds.clear()
-                    trial_s, _ = timed(partial(one_trial, objective, params, f"deep-{arch}-{mode}"))
-                    fit_s = sum(fit_seconds)
-                    outside_s = trial_s - fit_s
-                    spent["build"] = spent.get("build", 0.0) - spent.get("adapt", 0.0)
-                    steps = ", ".join(f"{step} {sec:.2f}" for step, sec in spent.items())
-                    line.append(
-                        f"{mode} {which} trial {trial_s:.1f} s (fit {fit_s:.1f} s, outside "
-                        f"{outside_s:.2f} s: {steps}, rest {outside_s - sum(spent.values()):.2f})"
-                    )
-                    if mode == "frozen" and which == "first":
-                        frozen_first = trial_s
-                    if mode == "frozen" and which == "later":
-                        # A 20-epoch frozen trial: this one's outside seconds and its fit
-                        # scaled to 20 epochs (the fit's per-epoch time is steady after the
-                        # first epoch's trace, which the scaling counts 20/epochs times).
-                        frozen_20 = outside_s + fit_s * 20 / args.deep_epochs
-                    if mode == "adapt" and which == "first":
+                # Each mode's trials run as `thaw run` runs a study's (inside frozen_heap: the
+                # first trial's collection freezes what later trials reuse).
+                with frozen_heap():
+                    for which in ("first", "later"):
+                        spent.clear()
+                        fit_seconds.clear()
+                        study_name = f"deep-{arch}-{mode}"
+                        trial_s, _ = timed(partial(one_trial, objective, params, study_name))
+                        fit_s = sum(fit_seconds)
+                        outside_s = trial_s - fit_s
+                        spent["build"] = spent.get("build", 0.0) - spent.get("adapt", 0.0)
+                        steps = ", ".join(f"{step} {sec:.2f}" for step, sec in spent.items())
+                        rest_s = outside_s - sum(spent.values())
                         line.append(
-                            f"-> first adapt trial / first frozen trial "
-                            f"{trial_s / frozen_first:.2f}x (target <= 1.5x)"
+                            f"{mode} {which} trial {trial_s:.1f} s (fit {fit_s:.1f} s, outside "
+                            f"{outside_s:.2f} s: {steps}, rest {rest_s:.2f})"
                         )
-                    if which == "later":
-                        line.append(
-                            f"-> {mode} later trial outside fit / 20-epoch frozen trial "
-                            f"(~{frozen_20:.1f} s) {outside_s / frozen_20:.1%} (target <= 10%)"
-                        )
+                        if mode == "frozen" and which == "first":
+                            frozen_first = trial_s
+                        if mode == "frozen" and which == "later":
+                            # The denominator: a later frozen trial of 20 epochs, run and timed
+                            # whole (the same study, parameters and features; only the epochs).
+                            objective.settings = replace(settings, epochs=20)
+                            fit_seconds.clear()
+                            frozen_20, _ = timed(partial(one_trial, objective, params, study_name))
+                            objective.settings = settings
+                            fit_20 = sum(fit_seconds)
+                            line.append(
+                                f"frozen later trial of 20 epochs {frozen_20:.1f} s (fit "
+                                f"{fit_20:.1f} s, outside {frozen_20 - fit_20:.2f} s; "
+                                f"scaled from the {args.deep_epochs}-epoch trial "
+                                f"~{outside_s + fit_s * 20 / args.deep_epochs:.1f} s)"
+                            )
+                        if mode == "adapt" and which == "first":
+                            line.append(
+                                f"-> first adapt trial / first frozen trial "
+                                f"{trial_s / frozen_first:.2f}x (target <= 1.5x)"
+                            )
+                        if which == "later":
+                            line.append(
+                                f"-> {mode} later trial outside fit / 20-epoch frozen trial "
+                                f"({frozen_20:.1f} s) {outside_s / frozen_20:.1%} (target <= 10%)"
+                            )
             print("; ".join(line), flush=True)
         keras.Model.fit = keras_fit  # type: ignore[method-assign]
         keras.backend.clear_session()

@@ -199,8 +199,9 @@ class FineTuneObjective:
         #: The epoch (1-based) whose weights the last trial's model holds at its end.
         self._restored_epoch: int | None = None
         #: How the last trial ended: the last epoch it trained, that epoch's weights (None when
-        #: the model holds them) and the best epoch's (put back after the probes).
-        self._ended: tuple[int, list[Any] | None, list[Any] | None] | None = None
+        #: the model holds them) and the best epoch's (put back after the probes), and
+        #: the model whose weights those are (the whole model, or the top a cached phase fits).
+        self._ended: tuple[int, list[Any] | None, list[Any] | None, keras.Model] | None = None
         #: Runs the batch-statistics probe through one traced function per architecture.
         self._batch_stats_runner = BatchStatsRunner()
         if settings.probe_images < 0:
@@ -269,14 +270,16 @@ class FineTuneObjective:
         """The base (pretrained weights restored from memory) with a new head, frozen for the
         first phase and compiled. Valid until the next call: the base is reused by the next trial.
         """
-        base = self.pretrained.working_copy(seed=int(np.random.randint(2**30)))
-        if params.batchnorm == "adapt":
-            # The adapted statistics do not depend on the trial: compute them once.
-            if self._adapted_weights is None:
-                self._adapt(base)
-                self._adapted_weights = base.get_weights()
-            else:
-                assign_weights(base, self._adapted_weights)
+        adapted = params.batchnorm == "adapt" and self._adapted_weights is not None
+        base = self.pretrained.working_copy(
+            seed=int(np.random.randint(2**30)),
+            # The adapted statistics do not depend on the trial: computed once, then the base is
+            # reset to them as to the pretrained weights (only what differs is assigned).
+            weights=self._adapted_weights if adapted else None,
+        )
+        if params.batchnorm == "adapt" and self._adapted_weights is None:
+            self._adapt(base)
+            self._adapted_weights = base.get_weights()
         warmup = self.settings.warmup_epochs > 0
         freeze(
             base,
@@ -373,7 +376,10 @@ class FineTuneObjective:
             total = max(1, cap)
             trial.set_user_attr("epoch_cap", total)
         best = BestEpoch(maximize=OBJECTIVE_METRICS[self.settings.metric] == "maximize")
-        # The whole model is kept and restored: a phase may fit only its top on cached features.
+        # The best epoch's weights are kept and restored: of the whole model when a trial has
+        # two phases (one may fit only its top on cached features, the other more), otherwise
+        # of the model its one fit trains, the only weights that can change (with a cached
+        # bottom, the top: on a deep base a few variables, not hundreds, copied each time).
         # The last epoch's weights are kept too: the probes measure the model as it ended.
         restorer = RestoreBestWeights(
             best, total, monitor=self.settings.metric, model_to_keep=model, keep_last=True
@@ -401,6 +407,8 @@ class FineTuneObjective:
             if epochs <= initial_epoch:
                 continue
             fit_model, fit_data = self._phase_model(model, params, trial.number)
+            if len(phases) == 1:
+                restorer.model_to_keep = fit_model  # the top of a cached phase shares them
             # The same random state for the fit whether or not the features came from the cache.
             keras.utils.set_random_seed((self.seed * 100_003 + trial.number * 7 + i) % (2**31))
             try:
@@ -417,7 +425,12 @@ class FineTuneObjective:
                     recorder.store()
                 raise
         self._restored_epoch = restorer.restored_epoch
-        self._ended = (restorer.last_epoch, restorer.last_weights, best.weights)
+        self._ended = (
+            restorer.last_epoch,
+            restorer.last_weights,
+            best.weights,
+            restorer.model_to_keep or model,
+        )
         return reporter
 
     def _phase_model(
@@ -514,7 +527,9 @@ class FineTuneObjective:
 
         phase, self._cached_phase = self._cached_phase, None
         ended, self._ended = self._ended, None
-        epoch, last_weights, best_weights = ended if ended is not None else (None, None, None)
+        epoch, last_weights, best_weights, kept = (
+            ended if ended is not None else (None, None, None, model)
+        )
         train, val = self._probe_train, self._probe_val
         cached_top = None
         if phase is not None:
@@ -522,7 +537,7 @@ class FineTuneObjective:
         x_train, y_train, x_val, y_val = self._probed or (None, None, None, None)
         try:
             if last_weights is not None:
-                assign_weights(model, last_weights)  # the top of a cached phase shares them
+                assign_weights(kept, last_weights)  # the top of a cached phase shares them
             batch_stats = None
             if phase is not None and _has_batchnorm(model) and x_val is not None and len(x_val):
                 # (probe_images: 0 probes no image: nothing to run the bottom on)
@@ -549,7 +564,7 @@ class FineTuneObjective:
             return
         finally:
             if last_weights is not None and best_weights is not None:
-                assign_weights(model, best_weights)
+                assign_weights(kept, best_weights)
         if epoch:
             probes["epoch"] = epoch
         if self.settings.probe_images and (train is not None or val is not None):

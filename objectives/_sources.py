@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -13,7 +13,7 @@ import numpy as np
 
 from thaw.objectives._model import cut_base, layer_groups
 from thaw.objectives._specs import ModelSource, ModelSourceError
-from thaw.objectives._weights import assign_weights
+from thaw.objectives._weights import restore_weights
 
 _logger = logging.getLogger(__name__)
 
@@ -148,22 +148,30 @@ class PretrainedBase:
         clone.set_weights(self._weights)
         return clone
 
-    def working_copy(self, seed: int = 0) -> keras.Model:
+    def working_copy(
+        self, seed: int = 0, weights: Sequence[np.ndarray] | None = None
+    ) -> keras.Model:
         """The base for the next trial, with the pretrained weights restored from memory.
 
         Built once (the first call clones the model); every call resets its weights, BatchNorm
         statistics included, and the state of its random layers (from ``seed``), so a trial never
-        depends on the trials before it. It then seeds the global random state from ``seed``
+        depends on the trials before it. Only the variables that differ from the weights they
+        are reset to are assigned (a trial changes few of a deep base's variables; reading one
+        costs a fraction of assigning it). It then seeds the global random state from ``seed``
         (``keras.utils.set_random_seed``), so what follows (a new head's initial weights) is the
         same whether or not this call had to build the copy. The model returned by the previous
         call *is* this one: save or copy a trial's model before the next trial starts.
+
+        ``weights``: what to reset it to instead of the pretrained weights (the same
+        architecture's, in ``get_weights`` order: the pretrained ones with re-estimated
+        BatchNorm statistics).
         """
         if self._working is None:
             self._working = keras.models.clone_model(self._model)
             self._node_counts = _node_counts(self._working)
         else:
             _forget_later_nodes(self._node_counts)
-        assign_weights(self._working, self._weights)
+        restore_weights(self._working, self._weights if weights is None else weights)
         _reseed_random_layers(self._working, seed)
         keras.utils.set_random_seed(seed)
         return self._working

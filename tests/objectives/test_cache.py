@@ -446,3 +446,80 @@ def test_working_copy_forgets_the_graphs_of_earlier_trials(tiny_cnn: Callable[..
     x = np.zeros((2, 8, 8, 3), "float32")
     assert models[-1].predict(x, verbose=0).shape == (2, 3)
     assert len(base._inbound_nodes) == 1
+
+
+def _same_bits(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.tobytes() == y.tobytes() for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_later_trials_repeat_the_first_exactly_whatever_ran_between(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays
+) -> None:
+    """The base is reset to the pretrained weights, or to the adapted statistics, by assigning
+    only what the trials before changed: a trial's curve is the same to the last digit, and
+    the base it starts from is the pretrained one (or the adapted one), bit for bit."""
+    from thaw.objectives._space import TrialParams
+
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    space = SearchSpace(**{**vars(SPACE), "batchnorm": ("frozen", "adapt", "train")})
+    objective = FineTuneObjective(
+        pretrained,
+        data,
+        space,
+        TrainSettings(epochs=3, batch_size=8),
+        feature_cache=FeatureCache(directory=None),
+    )
+    params = {"unfrozen_layers": 1, "learning_rate": 1e-2, "dropout": 0.2, "weight_decay": 1e-5}
+    adapt = {**params, "batchnorm": "adapt"}
+    frozen = {**params, "batchnorm": "frozen"}
+    first_adapt, first_frozen = run_trial(objective, adapt), run_trial(objective, frozen)
+    run_trial(objective, {**params, "unfrozen_layers": 2, "batchnorm": "train"})  # all moves
+    assert run_trial(objective, adapt) == first_adapt
+    assert run_trial(objective, frozen) == first_frozen
+    assert first_adapt != first_frozen
+    base = objective.build(TrialParams(0, 1e-3, 0.0, 1e-5, "frozen")).layers[1]
+    assert _same_bits(base.get_weights(), pretrained.weights)
+    adapted = objective._adapted_weights
+    assert adapted is not None and not _same_bits(adapted, pretrained.weights)
+    base = objective.build(TrialParams(0, 1e-3, 0.0, 1e-5, "adapt")).layers[1]
+    assert _same_bits(base.get_weights(), adapted)
+
+
+@pytest.mark.parametrize("unfrozen", [0, 1])
+def test_a_cached_trial_ends_with_the_weights_of_an_uncached_one(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays, unfrozen: int
+) -> None:
+    """A trial of one phase on cached features keeps and restores the best epoch's weights of
+    the top it trains only; the whole model ends as an uncached trial's does (the best epoch's
+    weights, the bottom as pretrained), and the probes see the same model."""
+    from thaw.objectives._probes import inference_metrics
+    from thaw.objectives._space import TrialParams
+
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    cached, plain = objectives(pretrained, data, TrainSettings(epochs=5, batch_size=8))
+    params = TrialParams(unfrozen, 5e-2, 0.0, 1e-6, "frozen")
+    results = []
+    for objective in (plain, cached):
+        trial = optuna.create_study().ask()
+        model, history, _ = objective.train(trial, params)
+        losses = history.epochs["val_loss"]
+        best = objective._restored_epoch
+        assert best is not None
+        measured, _ = inference_metrics(model, objective._x_val, data.y_val, 8)
+        assert measured == pytest.approx(losses[best - 1], rel=1e-5)
+        weights = [w.copy() for w in model.get_weights()]
+        objective.probe(trial, model, params, history)
+        assert _same_bits(model.get_weights(), weights)  # the best epoch's, back after them
+        results.append((losses, best, weights, trial.user_attrs["probes"]))
+    (losses, best, weights, probes), (c_losses, c_best, c_weights, c_probes) = results
+    assert cached.last_boundaries != [""]
+    np.testing.assert_allclose(c_losses, losses, rtol=1e-5, atol=1e-6)
+    assert c_best == best
+    assert len(c_weights) == len(weights)
+    for a, b in zip(c_weights, weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert_same_probes(c_probes, probes, rtol=1e-4)

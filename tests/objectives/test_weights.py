@@ -1,5 +1,5 @@
-"""assign_weights and copy_weights: the result of set_weights, one check, nothing assigned on a
-mismatch."""
+"""assign_weights, restore_weights and copy_weights: the result of set_weights, one check,
+nothing assigned on a mismatch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from thaw.objectives._weights import assign_weights, copy_weights  # noqa: E402
+from thaw.objectives._weights import (  # noqa: E402
+    assign_weights,
+    copy_weights,
+    restore_weights,
+)
 
 
 def _random_weights(model: Any, seed: int) -> list[np.ndarray]:
@@ -70,6 +74,41 @@ def test_a_mismatch_is_refused_and_nothing_assigned(
     assert _same(model.get_weights(), before)
 
 
+def test_restore_weights_assigns_only_what_differs(tiny_cnn: Callable[..., Any]) -> None:
+    """The result of set_weights, bit for bit; the variables already holding their weight are
+    left alone (a trial changed a few of them)."""
+    model = tiny_cnn()
+    weights = _random_weights(model, seed=5)
+    assert restore_weights(model, weights) == len(weights)  # a fresh model differs everywhere
+    assert _same(model.get_weights(), weights)
+    assert restore_weights(model, weights) == 0
+    changed = model.weights[-1]
+    changed.assign(changed + 1.0)
+    assert restore_weights(model, weights) == 1
+    assert _same(model.get_weights(), weights)
+    # equal values are not enough: -0.0 is put back as 0.0 where the weight is 0.0
+    zeros = [np.zeros_like(w) for w in weights]
+    restore_weights(model, zeros)
+    model.weights[0].assign(-np.zeros_like(zeros[0]))
+    assert restore_weights(model, zeros) == 1
+    assert not np.signbit(model.get_weights()[0]).any()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda ws: ws[:-1], lambda ws: [*ws[:-1], np.zeros((ws[-1].size + 1,), ws[-1].dtype)]],
+    ids=["one-too-few", "last-shape-wrong"],
+)
+def test_restore_weights_refuses_a_mismatch_and_assigns_nothing(
+    tiny_cnn: Callable[..., Any], change: Callable[[list[np.ndarray]], list[np.ndarray]]
+) -> None:
+    model = tiny_cnn()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="restore_weights: "):
+        restore_weights(model, change(_random_weights(model, seed=6)))
+    assert _same(model.get_weights(), before)
+
+
 def test_copy_from_another_architecture_is_refused(tiny_cnn: Callable[..., Any]) -> None:
     model = tiny_cnn()
     before = model.get_weights()
@@ -101,7 +140,9 @@ def test_a_snapshot_stays_as_it_was_while_the_model_trains(tiny_cnn: Callable[..
 
 _JAX_SCRIPT = """
 import numpy as np, keras
-from thaw.objectives._weights import assign_weights, copy_weights, snapshot_weights
+from thaw.objectives._weights import (
+    assign_weights, copy_weights, restore_weights, snapshot_weights
+)
 assert keras.backend.backend() == "jax"
 
 def model():
@@ -120,6 +161,10 @@ a.fit(x, y, epochs=1, verbose=0)  # donates a's buffers: the snapshot must not b
 copy_weights(a, b)
 b.fit(x, y, epochs=1, verbose=0)  # donates b's buffers: a's must not be among them
 b.predict(x, verbose=0)
+pristine = [np.zeros_like(w) for w in a.get_weights()]
+assert restore_weights(a, pristine) == len(pristine)
+a.fit(x, y, epochs=1, verbose=0)  # trains from the restored arrays: none shared or deleted
+assert restore_weights(a, pristine) >= 1 and restore_weights(a, pristine) == 0
 print(sum(float(np.sum(keras.ops.convert_to_numpy(w))) for w in kept + a.get_weights()))
 """
 
