@@ -1,4 +1,4 @@
-"""Best validation loss per BatchNorm mode on the embedded default (issue 4).
+"""Best validation loss per BatchNorm mode on the embedded default.
 
 For feature extraction and for full fine-tuning at a few learning rates, each BatchNorm mode
 (frozen, adapt, train) is trained with the same seed through thaw's objective.

@@ -1,6 +1,6 @@
 """Loading, splitting and decoding an image folder vs. a 5-epoch trial on it.
 
-Target (issue 3): loading adds at most 10% to the wall time of a 5-epoch trial on a
+Target: loading adds at most 10% to the wall time of a 5-epoch trial on a
 2,000-image folder with MobileNetV2 (alpha 0.35, 96x96, random weights).
 
     python bench/bench_image_folder.py [--images 2000] [--epochs 5]

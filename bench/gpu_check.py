@@ -1,4 +1,4 @@
-"""GPU check for a session with a GPU (prepared in issue 14, not yet run: no GPU so far).
+"""GPU check for a machine with a GPU (prepared, not yet run: no GPU so far).
 
 Keras on the JAX backend (TensorFlow is too large to carry to the GPU machine). Measures training
 images per second of a thaw trial against a bare ``model.fit`` of the same model, data and
@@ -8,7 +8,7 @@ same work; then a feature-extraction trial with caching on. Sized to a few minut
     pip install "jax[cuda12]" keras optuna numpy pyyaml   # whatever the machine lacks
     KERAS_BACKEND=jax python bench/gpu_check.py [--images 2048 --size 160 --epochs 3]
 
-Targets (issue 14): thaw trial >= 0.95x bare-fit images/s; mixed precision >= 1.5x where the
+Targets: thaw trial >= 0.95x bare-fit images/s; mixed precision >= 1.5x where the
 model allows. Prints one line per variant and the ratios.
 """
 

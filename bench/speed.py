@@ -1,4 +1,4 @@
-"""Trial speed and memory, measured side by side in one run (issue 14).
+"""Trial speed and memory, measured side by side in one run.
 
 1. Overhead: a thaw trial (SQLite storage, callbacks, rebuild of the model from weights in
    memory, end-of-trial probes) against a bare ``model.fit`` of the same model, data and epochs
