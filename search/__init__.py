@@ -38,6 +38,7 @@ from thaw.search._pruners import (
     curve_noise,
     plateau_exit,
     rung_decision,
+    stale_decision,
 )
 from thaw.search._study import (
     RunSummary,
@@ -69,6 +70,7 @@ __all__ = [
     "bracket_pattern",
     "bracket_weights",
     "rung_decision",
+    "stale_decision",
     "sampler_seed",
     "CLIMBING",
     "ClimbingPruner",

@@ -89,6 +89,34 @@ def climbing_decision(
     return None
 
 
+#: A curve whose best lies ``patience + STALE_EXTRA`` epochs back and that ends worse than it is
+#: stopped even when noise hid the climb from the patience rule: no trial that ends above its
+#: best trains more than ``patience + 2`` epochs past it.
+STALE_EXTRA = 2
+
+
+def stale_decision(
+    values: list[tuple[int, float]], limit: int, min_delta: float, maximize: bool = False
+) -> PruneDecision | None:
+    """Climbing by staleness: no new best for ``limit`` epochs and the last value worse than the
+    best by more than ``min_delta``."""
+    if not values:
+        return None
+    sign = -1.0 if maximize else 1.0
+    best_i = min(range(len(values)), key=lambda i: (sign * values[i][1], i))
+    best_step, best = values[best_i]
+    step, last = values[-1]
+    since = len(values) - 1 - best_i
+    if since >= limit and sign * (last - best) > min_delta:
+        return PruneDecision(
+            CLIMBING,
+            step,
+            f"no better than its best {best:.4g} (epoch {best_step}) for {since} epochs, "
+            f"now {last:.4g}",
+        )
+    return None
+
+
 def curve_noise(values: list[float]) -> float:
     """Epoch-to-epoch noise of a curve: half the median absolute second difference.
 
@@ -157,7 +185,9 @@ class ClimbingPruner(BasePruner):
             A curve that never gets below chance is judged all the same: validation loss that
             rises after transfer learning is stopped wherever it starts.
         noise_aware: when true, "worse" means worse by more than the curve's own epoch-to-epoch
-            noise (``curve_noise``) as well as ``min_delta``.
+            noise (``curve_noise``) as well as ``min_delta``. Whatever the noise, a curve whose
+            best lies ``patience + 2`` epochs back and that ends worse than it by more than
+            ``min_delta`` is climbing (:func:`stale_decision`).
     """
 
     def __init__(
@@ -213,12 +243,16 @@ class ClimbingPruner(BasePruner):
         best by more than ``min_delta`` and its noise for ``patience`` epochs. While the curve
         has not left the plateau (``chance`` given), its noise is at least
         ``PLATEAU_TOLERANCE`` of the chance level."""
-        min_delta = self._min_delta
+        floor = self._min_delta
+        if self._chance is not None and plateau_exit(values, self._chance, maximize) is None:
+            floor = max(floor, PLATEAU_TOLERANCE * abs(self._chance))
+        min_delta = floor
         if self._noise_aware:
             min_delta = max(min_delta, curve_noise([v for _, v in values]))
-        if self._chance is not None and plateau_exit(values, self._chance, maximize) is None:
-            min_delta = max(min_delta, PLATEAU_TOLERANCE * abs(self._chance))
-        return climbing_decision(values, self._patience, min_delta, maximize)
+        decision = climbing_decision(values, self._patience, min_delta, maximize)
+        if decision is None:
+            decision = stale_decision(values, self._patience + STALE_EXTRA, floor, maximize)
+        return decision
 
     def _runaway(self, values: list[tuple[int, float]], maximize: bool) -> PruneDecision | None:
         """A loss whose best is ``RUNAWAY_FACTOR`` times the chance level by the first epoch a

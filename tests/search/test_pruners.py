@@ -26,6 +26,7 @@ from thaw.search import (
     make_pruner,
     plateau_exit,
     rung_decision,
+    stale_decision,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -427,12 +428,51 @@ def test_without_the_chance_rule_the_plateau_looks_like_a_climb(tmp_path: Path) 
     assert trial.state == TrialState.PRUNED and trial.user_attrs["prune_reason"] == CLIMBING
 
 
-def test_noise_aware_climbing_ignores_a_noisy_but_flat_curve(storage_url: str) -> None:
-    # Zig-zags by 0.3 around 0.6 after its best: worse than the best by less than its noise.
+def test_noise_aware_climbing_waits_out_the_noise_then_stops_a_stale_curve(
+    storage_url: str,
+) -> None:
+    # Zig-zags by 0.3 around 0.6 after its best: worse than the best by less than its noise, so
+    # the patience rule waits; but with no new best for patience + 2 = 4 epochs, and worse than
+    # its best, it is stopped there (epoch 6), never later.
     noisy = [1.0, 0.5, 0.8, 0.55, 0.85, 0.55, 0.8, 0.6, 0.85]
     pruner = ClimbingPruner(None, patience=2, min_delta=0.03, chance=LN5, noise_aware=True)
     (trial,) = run_curves(storage_url, pruner, [noisy])
-    assert trial.state == TrialState.COMPLETE
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["prune_reason"] == CLIMBING
+    assert trial.user_attrs["prune_epoch"] == 6
+    assert "for 4 epochs" in trial.user_attrs["prune_detail"]
+
+
+# (id, values, patience, min_delta, expected prune epoch or None)
+STALE = [
+    (
+        "no new best for patience + 2 and worse: stopped",
+        [1.0, 0.5, 0.6, 0.55, 0.58, 0.56],
+        2,
+        0.03,
+        6,
+    ),
+    (
+        "back at the best (within min_delta): not stale",
+        [1.0, 0.5, 0.6, 0.55, 0.58, 0.52],
+        2,
+        0.03,
+        None,
+    ),
+    ("a new best resets it", [1.0, 0.5, 0.6, 0.55, 0.49, 0.6], 2, 0.03, None),
+    ("too soon", [1.0, 0.5, 0.6, 0.55, 0.58], 2, 0.03, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "patience", "min_delta", "expected"), [pytest.param(*r[1:], id=r[0]) for r in STALE]
+)
+def test_stale_decision(
+    values: list[float], patience: int, min_delta: float, expected: int | None
+) -> None:
+    decision = stale_decision(steps(*values), patience + 2, min_delta)
+    assert (decision.epoch if decision else None) == expected
+    if decision is not None:
+        assert decision.reason == CLIMBING
 
 
 def test_noise_aware_climbing_still_prunes_a_real_climb(storage_url: str) -> None:
