@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from thaw._version import __version__
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -488,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search and diagnose fine-tuning of pretrained Keras models with Optuna.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "--version", action="version", version=f"thaw {__version__}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="create or resume a study and run trials")
@@ -587,7 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code in (0, None):  # --version, --help: printed, nothing else to do
+            return 0
+        raise
     _configure_logging(args.verbose)
     try:
         return int(args.func(args))

@@ -421,6 +421,18 @@ def test_run_of_invalid_yaml(tmp_path: Path, thaw: Callable[..., CliResult]) -> 
     assert "broken.yaml: not valid YAML at line" in result.error_line
 
 
+@pytest.mark.parametrize("args", [("--version",), ("-v", "--version")])
+def test_version_prints_the_version_and_exits_0(
+    args: tuple[str, ...], thaw: Callable[..., CliResult]
+) -> None:
+    from thaw._version import __version__
+
+    result = thaw(*args)
+    assert result.rc == 0
+    assert result.out == f"thaw {__version__}\n"
+    assert result.err == ""
+
+
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["walk", "x.yaml"])
