@@ -127,6 +127,34 @@ def load_config(study: str | Path | StudyConfig, storage: str | None = None) -> 
     return config
 
 
+def check_gpus(gpus: Sequence[str]) -> None:
+    """Refuse GPU indices this machine does not have (as the configured Keras backend sees it)."""
+    if not gpus:
+        return
+    import keras
+
+    from thaw.objectives import list_gpus
+
+    found = list_gpus()
+    missing = [g for g in gpus if int(g) >= len(found)]
+    if not missing:
+        return
+    seen = (
+        f"found {len(found)}: GPU {', '.join(str(i) for i in range(len(found)))}"
+        if found
+        else "found none"
+    )
+    fix = (
+        "pass the index of a GPU listed by nvidia-smi"
+        if found
+        else "check nvidia-smi and install the gpu (or jax-gpu) extra"
+    )
+    raise RunError(
+        f"--gpus {','.join(gpus)}: no GPU {', '.join(missing)} on this machine ({seen} with the "
+        f"{keras.backend.backend()} backend); {fix}, or leave out --gpus to run on the CPU"
+    )
+
+
 def run_study(
     study: str | Path | StudyConfig,
     *,
@@ -161,6 +189,7 @@ def run_study(
         check_storage_url(url)
     except StorageError as exc:
         raise RunError(str(exc)) from None
+    check_gpus(options.gpus)
 
     from thaw.objectives import (
         DataSourceError,

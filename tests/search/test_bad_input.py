@@ -446,6 +446,19 @@ CASES: list[Case] = [
     Case("--timeout 0", "cli", "--timeout must be > 0 seconds", args=("--timeout", "0")),
     Case("--workers 0", "cli", "--workers must be >= 1, got 0", args=("--workers", "0")),
     Case("--gpus 0,x", "cli", "--gpus must be GPU indices such as 0,1", args=("--gpus", "0,x")),
+    # This machine has no GPU: any index names one that is not there.
+    Case(
+        "--gpus 0, no GPU",
+        "cli",
+        "--gpus 0: no GPU 0 on this machine (found none",
+        args=("--gpus", "0"),
+    ),
+    Case(
+        "--gpus 0,1, no GPU",
+        "cli",
+        "--gpus 0,1: no GPU 0, 1 on this machine (found none",
+        args=("--gpus", "0,1", "--storage", "postgresql://nobody@127.0.0.1:1/none"),
+    ),
 ]
 
 
