@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -22,9 +23,12 @@ IMPORT_NAMES = {
     "keras-tuner": "keras_tuner",
     "keras-hub": "keras_hub",
     "psycopg": "psycopg",
+    "tensorflow-cpu": "tensorflow",
 }
 #: declared for the benchmark (bench/), not imported by the package itself
 BENCH_ONLY = {"keras-tuner"}
+#: imported only when the user picked that Keras backend and installed it themselves
+USER_INSTALLED = {"torch"}
 
 
 def _mkdir(path: Path) -> Path:
@@ -57,6 +61,35 @@ def test_every_declared_dependency_is_imported(requirement: str) -> None:
     if name in BENCH_ONLY and not _imported(module, dirs):
         pytest.skip(f"{name} is kept for the KerasTuner comparison bench, not in this tree yet")
     assert _imported(module, dirs), f"{name} is declared but {module} is never imported"
+
+
+def _third_party_imports() -> set[str]:
+    modules: set[str] = set()
+    for d in CODE_DIRS:
+        for path in (REPO / d).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    modules |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules.add(node.module.split(".")[0])
+    return {m for m in modules if m not in sys.stdlib_module_names and m != "thaw"}
+
+
+def _declared_imports() -> set[str]:
+    project = _pyproject()["project"]
+    requirements = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    return {IMPORT_NAMES.get(_name(r), _name(r).replace("-", "_")) for r in requirements}
+
+
+@pytest.mark.parametrize("module", sorted(_third_party_imports()))
+def test_every_imported_package_is_declared(module: str) -> None:
+    if module in USER_INSTALLED:
+        pytest.skip(f"{module} is a Keras backend the user installs")
+    assert module in _declared_imports(), (
+        f"{module} is imported but neither a dependency nor in an extra of pyproject.toml"
+    )
 
 
 @pytest.mark.parametrize(
