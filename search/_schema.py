@@ -170,16 +170,54 @@ class SpaceSection(_Section):
     )
 
 
+def _switch(key: str, on: str | None) -> Any:
+    """A key of a few words, one of them "off": YAML's false (an unquoted off/no) reads as "off",
+    YAML's true (an unquoted on/yes) as ``on``, or is refused where the key has no "on"."""
+
+    def check(value: Any) -> Any:
+        if value is False:
+            return "off"
+        if isinstance(value, str):
+            value = value.strip().lower()
+        if value is True or value == "on":
+            if on is None:
+                raise StudyFileError(
+                    f"{key} is on; expected one of: auto, off (auto caches wherever it can; "
+                    "caching cannot be forced)"
+                )
+            return on
+        return value
+
+    return check
+
+
+def _switch_schema(*words: str) -> dict[str, Any]:
+    """The JSON Schema of a :func:`_switch` key: its words, or a boolean YAML reads them as."""
+    boolean: dict[str, Any] = {"type": "boolean"} if "on" in words else {"const": False}
+    return {"anyOf": [{"enum": list(words)}, boolean]}
+
+
 class TrainSection(_Section):
     """``train``: how each trial trains."""
 
     epochs: int = Field(15, ge=1, description="total epochs per trial")
     batch_size: int = Field(16, ge=1)
     warmup_epochs: int = Field(0, ge=0, description="head-only epochs before unfreezing")
-    mixed_precision: Literal["auto", "on", "off"] = Field("auto")
+    mixed_precision: Annotated[
+        Literal["auto", "on", "off"],
+        BeforeValidator(_switch("train.mixed_precision", on="on")),
+        WithJsonSchema(_switch_schema("auto", "on", "off")),
+    ] = Field("auto", description="auto (on with a GPU) | on | off")
     jit_compile: bool = Field(False, description="compile the train step with XLA")
-    cache_frozen: Literal["auto", "off"] = Field(
-        "auto", description="auto | off: train on cached frozen-prefix activations"
+    cache_frozen: Annotated[
+        Literal["auto", "off"],
+        BeforeValidator(_switch("train.cache_frozen", on=None)),
+        WithJsonSchema(_switch_schema("auto", "off")),
+    ] = Field(
+        "auto",
+        description="auto | off: train on cached frozen-prefix activations wherever the data is "
+        "in memory and the BatchNorm mode allows it (auto); there is no 'on', as caching cannot "
+        "be forced",
     )
     probe_images: int = Field(
         64, ge=0, description="images per split the end-of-trial probes see (0: none)"
