@@ -154,3 +154,32 @@ def test_the_mypy_link_tree_mirrors_the_installed_layout() -> None:
         link = tree / name
         target = REPO / "thaw" / name if name.endswith(".py") else REPO / name
         assert link.is_symlink() and link.resolve() == target.resolve(), name
+
+
+def _readme_extras_table() -> list[dict[str, str]]:
+    """The rows of the README's install table: extra, what it is for, how to install it."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Installing TensorFlow and the extras", 1)[1].split("\n#", 1)[0]
+    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["extra", "for", "install"], header
+    return [
+        dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
+        for line in lines[2:]  # after the header and its --- row
+    ]
+
+
+def test_the_readme_install_table_lists_every_extra() -> None:
+    rows = _readme_extras_table()
+    listed = [row["extra"].strip("`") for row in rows]
+    assert len(listed) == len(set(listed)), f"an extra is listed twice: {listed}"
+    assert set(listed) == set(_pyproject()["project"]["optional-dependencies"])
+
+
+@pytest.mark.parametrize("row", _readme_extras_table(), ids=lambda row: row["extra"].strip("`"))
+def test_each_readme_extra_says_what_it_is_for_and_installs_it(row: dict[str, str]) -> None:
+    extra = row["extra"].strip("`")
+    assert len(row["for"]) > 10, f"{extra}: say what the extra is for"
+    match = re.search(r"pip install -e '\.\[([a-z,-]+)\]'", row["install"])
+    assert match and extra in match[1].split(","), f"{extra}: {row['install']!r}"
+    assert set(match[1].split(",")) <= set(_pyproject()["project"]["optional-dependencies"])
