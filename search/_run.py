@@ -447,6 +447,7 @@ def optimize_exactly(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=target, initial=min(target, counted_trials(study)), unit="trial")
+        _show_best(bar, study)
     # The model and data are loaded: freeze what is alive, so each trial's collection is short.
     from thaw.objectives import frozen_heap
 
@@ -481,6 +482,7 @@ def optimize_exactly(
                 release()
             if bar is not None:
                 bar.n = min(target, counted_trials(study))
+                _show_best(bar, study)
                 bar.refresh()
             if failures[0] >= budget:
                 _logger.warning(
@@ -498,6 +500,15 @@ def optimize_exactly(
         if bar is not None:
             bar.close()
     return False
+
+
+def _show_best(bar: Any, study: optuna.Study) -> None:
+    """The progress bar's postfix: the best value so far and its trial."""
+    from thaw.search._budget import best_trial
+
+    best = best_trial(study)
+    if best is not None:
+        bar.set_postfix(best=f"{best.value:.4g}", trial=best.trial.number, refresh=False)
 
 
 def make_publisher(url: str, study_dir: Path, artifact_dir: Path | None = None) -> Any:

@@ -344,3 +344,18 @@ def test_opening_storage_shows_no_experimental_warning(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         open_storage(f"sqlite:///{tmp_path}/w.db")
     assert not [w for w in caught if "experimental" in str(w.message).lower()]
+
+
+def test_the_progress_bar_shows_the_best_value_so_far(
+    created: tuple[Any, Any, optuna.Study], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, storage, study = created
+    optimize_exactly(
+        study, storage, config.storage, objective_for(config), 4, show_progress_bar=True
+    )
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    best = min(complete, key=lambda t: t.value)  # the objective minimises the learning rate
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "4/4" in final
+    assert f"best={best.value:.4g}, trial={best.number}" in final
