@@ -328,8 +328,21 @@ def recover_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorag
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Completed and pruned trials of the whole study: what ``n_trials`` counts."""
-    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+    """Completed and pruned trials of the whole study: what ``n_trials`` counts. The rounds of
+    the screened informed start (``thaw:screen``: a few epochs each, stopped by design) do not
+    take a searched trial's place; its survivor, at full length, counts."""
+    return sum(
+        SCREEN not in t.user_attrs
+        for t in study.get_trials(deepcopy=False, states=COUNTED_STATES)
+    )
+
+
+def running_trials(study: optuna.Study) -> int:
+    """Running trials that will count once they finish (screen rounds do not)."""
+    return sum(
+        SCREEN not in t.user_attrs
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    )
 
 
 class TrialSlots:

@@ -33,6 +33,7 @@ from thaw.search._faults import (
     counted_trials,
     quiet_experimental,
     recover_lost_trials,
+    running_trials,
     worker_id,
 )
 from thaw.search._loop import ClosedLoop
@@ -464,7 +465,7 @@ def optimize_exactly(
                 counted = counted_trials(study)
                 if counted >= target or (stop_when is not None and stop_when(study)):
                     break
-                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                running = running_trials(study)
                 if counted + running >= target:
                     release()
                     time.sleep(poll_seconds)

@@ -242,7 +242,7 @@ def screen_study(tmp_path: Path, epochs: int, quality: dict[str, float]) -> optu
             open_storage(config.storage),
             config.storage,
             objective,
-            target=12,
+            target=1,  # the screen's rounds do not count: 8 + 3 of them, then the survivor
             before_trial=ScreenedStart(3),
         )
     return study
