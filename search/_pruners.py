@@ -90,8 +90,9 @@ def climbing_decision(
 
 
 #: A curve whose best lies ``patience + STALE_EXTRA`` epochs back and that ends worse than it is
-#: stopped even when noise hid the climb from the patience rule: no trial that ends above its
-#: best trains more than ``patience + 2`` epochs past it.
+#: stopped even when noise hid the climb from the patience rule (Keras's ``EarlyStopping`` with
+#: that patience): no trial that ends above its best trains more than ``patience + 2`` epochs
+#: past it. On the chance plateau "worse" means by more than the plateau's wobble.
 STALE_EXTRA = 2
 
 
@@ -186,8 +187,8 @@ class ClimbingPruner(BasePruner):
             rises after transfer learning is stopped wherever it starts.
         noise_aware: when true, "worse" means worse by more than the curve's own epoch-to-epoch
             noise (``curve_noise``) as well as ``min_delta``. Whatever the noise, a curve whose
-            best lies ``patience + 2`` epochs back and that ends worse than it by more than
-            ``min_delta`` is climbing (:func:`stale_decision`).
+            best lies ``patience + 2`` epochs back and that ends worse than it is climbing
+            (:func:`stale_decision`; on the chance plateau, worse by more than its wobble).
     """
 
     def __init__(
@@ -243,15 +244,21 @@ class ClimbingPruner(BasePruner):
         best by more than ``min_delta`` and its noise for ``patience`` epochs. While the curve
         has not left the plateau (``chance`` given), its noise is at least
         ``PLATEAU_TOLERANCE`` of the chance level."""
+        on_plateau = (
+            self._chance is not None and plateau_exit(values, self._chance, maximize) is None
+        )
         floor = self._min_delta
-        if self._chance is not None and plateau_exit(values, self._chance, maximize) is None:
-            floor = max(floor, PLATEAU_TOLERANCE * abs(self._chance))
+        if on_plateau:
+            floor = max(floor, PLATEAU_TOLERANCE * abs(self._chance or 0.0))
         min_delta = floor
         if self._noise_aware:
             min_delta = max(min_delta, curve_noise([v for _, v in values]))
         decision = climbing_decision(values, self._patience, min_delta, maximize)
         if decision is None:
-            decision = stale_decision(values, self._patience + STALE_EXTRA, floor, maximize)
+            # Off the plateau, as Keras's EarlyStopping(patience=patience + 2) would: no new
+            # best for that long and worse than the best at all. On it, by the plateau's wobble.
+            stale_delta = floor if on_plateau else 0.0
+            decision = stale_decision(values, self._patience + STALE_EXTRA, stale_delta, maximize)
         return decision
 
     def _runaway(self, values: list[tuple[int, float]], maximize: bool) -> PruneDecision | None:

@@ -463,6 +463,16 @@ STALE = [
 ]
 
 
+def test_off_the_plateau_a_stale_curve_stops_like_early_stopping(storage_url: str) -> None:
+    # Learnt (well below ln 5), best at epoch 3, then hovers a hair above it (within min_delta):
+    # no new best for patience + 2 = 5 epochs, so it stops at epoch 8.
+    flat = [1.0, 0.2, 0.05, 0.051, 0.052, 0.0505, 0.052, 0.051, 0.052, 0.051]
+    pruner = ClimbingPruner(None, patience=3, min_delta=0.03, chance=LN5, noise_aware=True)
+    (trial,) = run_curves(storage_url, pruner, [flat])
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["prune_reason"] == CLIMBING
+    assert trial.user_attrs["prune_epoch"] == 8
+
+
 @pytest.mark.parametrize(
     ("values", "patience", "min_delta", "expected"), [pytest.param(*r[1:], id=r[0]) for r in STALE]
 )
