@@ -295,3 +295,55 @@ def test_checks_catch_requests_and_console_errors(driver: Any, tmp_path: Path) -
         # Console clean-up aside, the request alone must fail the check.
         driver.get_log("browser")
         _check_console_and_network(driver, url)
+
+
+def test_the_range_test_chart_and_the_path_render_in_chromium(
+    driver: Any, make_study: Any, add_trial: Any, thaw_params: Any, tmp_path: Path
+) -> None:
+    from optuna.trial import TrialState
+
+    from thaw._keys import PROPOSED_BY, RANGE_TEST
+
+    study = make_study(study_name="range-and-path")
+    rates = [1e-6 * (10 ** (6 * i / 19)) for i in range(20)]
+    losses = [2.0 - 0.05 * i for i in range(15)] + [1.4, 1.6, 2.5, 5.0, None]
+    study.set_user_attr(
+        RANGE_TEST,
+        {
+            "modes": {
+                mode: {"learning_rates": rates, "losses": losses, "suggestion": s, "reason": "r"}
+                for mode, s in (("frozen", 2.5e-4), ("adapt", None))
+            },
+            "epochs": 3.0,
+            "window": [1e-5, 7.5e-3],
+        },
+    )
+    first = thaw_params(2, 1e-3)
+    add_trial(study, state=TrialState.COMPLETE, params=first, val_loss=[0.9, 0.6, 0.5])
+    add_trial(
+        study,
+        state=TrialState.COMPLETE,
+        params={**first, "learning_rate": 3e-3},
+        val_loss=[0.8, 0.4, 0.3],
+        user_attrs={
+            PROPOSED_BY: {
+                "trial": 0,
+                "cause": "underfitting",
+                "move": "lr*3",
+                "words": "raise the learning rate 3x, to 0.003",
+                "best_before": 0.5,
+            }
+        },
+    )
+    files = write_report(study, tmp_path / "report")
+    _open(driver, files.html)
+    html = files.html.read_text(encoding="utf-8")
+    _check_charts(driver, html)
+    chart = next(
+        c
+        for c in driver.find_elements(By.CSS_SELECTOR, "svg.chart")
+        if "range test" in c.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+    )
+    assert chart.is_displayed()
+    path = driver.find_element(By.ID, "search-path")
+    assert path.text.startswith("How the search got there: trial 0")
