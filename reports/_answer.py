@@ -20,6 +20,7 @@ from thaw.reports.diagnosis import (
     params_key,
     propose_moves,
     study_num_classes,
+    study_verdicts,
     trial_cause,
     trial_score,
     trial_verdicts,
@@ -185,7 +186,13 @@ def _nothing_learnt(study: optuna.Study, trials: Sequence[FrozenTrial]) -> str |
                 f"the best validation loss, {best:.3g}, is near the chance level "
                 f"(ln {classes} = {chance:.3g})"
             )
-    causes = [trial_cause(study, t, trials, classes) for t in judged]
+    verdicts = study_verdicts(study)  # every trial's verdicts in one pass
+    causes = [
+        trial_cause(
+            study, t, num_classes=classes, verdicts=[v.verdict for v in verdicts.get(t.number, [])]
+        )
+        for t in judged
+    ]
     if all(c in NOTHING_LEARNT_CAUSES for c in causes):
         return f"every one of the {len(judged)} trials underfit, climbed or stayed near chance"
     return None

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from thaw._keys import PROPOSED_BY
 from thaw.reports.diagnosis import TOP_K, Move, next_move
-from thaw.search._budget import trial_best_value
+from thaw.search._budget import best_trial, trial_best_value
 from thaw.search._pruners import is_informed
 
 _logger = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ class ClosedLoop:
         if found is None:
             return None
         source, move = found
-        best = _best_value(trials, maximize)
+        found_best = best_trial(study)
+        best = found_best.value if found_best is not None else None
         study.enqueue_trial(
             move.params,
             user_attrs={
@@ -134,10 +135,3 @@ class ClosedLoop:
         """The first untried move of the best finished trials, with the trial it comes from
         (``thaw.reports.diagnosis.next_move``: the Answer names the same one)."""
         return next_move(study, trials, self.top_k)
-
-
-def _best_value(trials: Sequence[FrozenTrial], maximize: bool) -> float | None:
-    values = [v for t in trials if (v := trial_best_value(t, maximize)) is not None]
-    if not values:
-        return None
-    return max(values) if maximize else min(values)

@@ -19,6 +19,7 @@ from thaw.reports.diagnosis._moves import (
     near_chance,
     params_key,
 )
+from thaw.reports.diagnosis._verdicts import diagnose_trial
 
 __all__ = ["TOP_K", "next_move", "trial_cause", "trial_score"]
 
@@ -79,11 +80,18 @@ def next_move(
     scored.sort(key=lambda pair: (-pair[0] if maximize else pair[0], pair[1].number))
     tried = {params_key(t.params) for t in trials if t.params}
     tried |= {params_key(t.system_attrs.get("fixed_params", {})) for t in trials}
+    # One read of the study's curves for every candidate (what ``trial_verdicts`` reads each).
     inputs = read_study_inputs(study, trials)
-    candidates = [
-        (t.number, t.params, trial_cause(study, t, trials, inputs.num_classes), t.distributions)
-        for _, t in scored[:top_k]
-    ]
+    curves = {c.number: c for c in inputs.curves}
+    candidates = []
+    for _, t in scored[:top_k]:
+        verdicts = diagnose_trial(
+            curves[t.number], inputs.peers_of(t.number), inputs.thresholds, inputs.num_layers
+        )
+        cause = trial_cause(
+            study, t, num_classes=inputs.num_classes, verdicts=[v.verdict for v in verdicts]
+        )
+        candidates.append((t.number, t.params, cause, t.distributions))
     found = first_untried_move(candidates, tried)
     if found is None:
         return None
