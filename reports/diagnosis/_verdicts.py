@@ -650,7 +650,7 @@ def _weak_reg_verdict(p: _Profile, peers: Sequence[_Profile], t: Thresholds) -> 
     assert q.final_val is not None and qc.learning_rate is not None and c.learning_rate is not None
     settings = []
     if c.dropout is not None and qc.dropout is not None and qc.dropout != c.dropout:
-        settings.append(f"dropout {qc.dropout:g} (vs {c.dropout:g})")
+        settings.append(f"dropout {qc.dropout:.2g} (vs {c.dropout:.2g})")
     if (
         c.weight_decay is not None
         and qc.weight_decay is not None
