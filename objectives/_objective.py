@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import optuna
 
+from thaw._keys import TRIAL_EPOCHS
 from thaw.objectives._cache import (
     CACHE_FROZEN,
     CACHEABLE_BATCHNORM,
@@ -135,6 +136,15 @@ def build_training_state(model: keras.Model, y: np.ndarray) -> None:
     model.reset_metrics()
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
+
+
+def trial_epochs(trial: optuna.Trial, default: int) -> int:
+    """The epochs ``trial`` trains: its own length when it was queued with one
+    (``thaw:epochs``, a longer trial the closed loop asked for), else ``default``."""
+    value = trial.user_attrs.get(TRIAL_EPOCHS)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return default
 
 
 class FineTuneObjective:
@@ -370,7 +380,7 @@ class FineTuneObjective:
     ) -> TrialReporter:
         """Train; with warm-up, head only first, then the unfrozen layers (epochs continue)."""
         reporter = TrialReporter(trial, monitor=self.settings.metric)
-        total = self.settings.epochs
+        total = trial_epochs(trial, self.settings.epochs)
         cap = self.epoch_cap() if self.epoch_cap is not None else None
         if cap is not None and cap < total:
             total = max(1, cap)

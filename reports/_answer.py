@@ -17,11 +17,13 @@ from thaw._keys import GRADUAL_UNFREEZING, PROPOSED_BY, SCREEN, SCREEN_WINNER
 from thaw.reports.diagnosis import (
     CAUSE_WORDS,
     next_move,
-    params_key,
     propose_moves,
     study_num_classes,
     study_verdicts,
     trial_cause,
+    trial_key,
+    trial_length,
+    trial_own_epochs,
     trial_score,
     trial_verdicts,
 )
@@ -211,17 +213,22 @@ def verdict_advice(
         verdicts = [v.verdict for v in trial_verdicts(study, trial, trials=trials)]
     cause = trial_cause(study, trial, trials, verdicts=verdicts)
     first = verdicts[0] if verdicts else None
-    moves = propose_moves(trial.params, cause, trial.distributions)
+    moves = propose_moves(
+        trial.params,
+        cause,
+        trial.distributions,
+        epochs=trial_own_epochs(trial),
+        length=trial_length(trial),
+    )
     if not moves:
         return VerdictAdvice(trial.number, first, cause)
     move = moves[0]
-    key = params_key(move.params)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     tried = next(
         (
             t
             for t in sorted(trials, key=lambda t: t.number)
-            if t.number != trial.number and t.params and params_key(t.params) == key
+            if t.number != trial.number and t.params and trial_key(t) == move.key
         ),
         None,
     )

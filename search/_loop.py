@@ -11,6 +11,9 @@ Right before a trial starts (under the study's slot lock, like the gradual-unfre
 2. The first move not tried yet, from the best trial that has one, is queued, recording who
    proposed it (``thaw:proposed_by``). The sampler (multivariate TPE) sees every trial, moves
    included, so it models them like its own.
+   A completed trial whose validation loss was still falling at its last epoch, with nothing
+   else wrong, is trained again for twice as long (``thaw:epochs`` on the queued trial), when
+   that fits in the epoch budget left.
 3. Moves take a share of the trials that adapts to how often they beat the study's best:
    ``(successes + 1) / (moves + 2)``, kept between ``min_share`` and ``max_share``.
 """
@@ -26,14 +29,14 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import PROPOSED_BY
+from thaw._keys import BUDGET_EPOCHS, PROPOSED_BY, TRIAL_EPOCHS
 from thaw.reports.diagnosis import TOP_K, Move, next_move
-from thaw.search._budget import best_trial, trial_best_value
+from thaw.search._budget import best_trial, epochs_spent, trial_best_value
 from thaw.search._pruners import is_informed
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["ClosedLoop", "LoopState", "loop_state"]
+__all__ = ["ClosedLoop", "LoopState", "epochs_left", "loop_state"]
 
 
 @dataclass(frozen=True)
@@ -108,30 +111,39 @@ class ClosedLoop:
         state = loop_state(trials, maximize, self.min_share, self.max_share)
         if searched and moves / len(searched) >= state.share:
             return None  # the sampler's turn
-        found = self.next_move(study, trials)
+        found = self.next_move(study, trials, epochs_left(study))
         if found is None:
             return None
         source, move = found
         found_best = best_trial(study)
         best = found_best.value if found_best is not None else None
-        study.enqueue_trial(
-            move.params,
-            user_attrs={
-                PROPOSED_BY: {
-                    "trial": source.number,
-                    "cause": move.cause,
-                    "move": move.name,
-                    "words": move.words,
-                    "best_before": best,
-                }
-            },
-        )
+        attrs: dict[str, object] = {
+            PROPOSED_BY: {
+                "trial": source.number,
+                "cause": move.cause,
+                "move": move.name,
+                "words": move.words,
+                "best_before": best,
+            }
+        }
+        if move.epochs is not None:
+            attrs[TRIAL_EPOCHS] = move.epochs
+        study.enqueue_trial(move.params, user_attrs=attrs)
         _logger.info("Trial %d: %s, so the loop queues: %s", source.number, move.cause, move.words)
         return move
 
     def next_move(
-        self, study: optuna.Study, trials: Sequence[FrozenTrial]
+        self, study: optuna.Study, trials: Sequence[FrozenTrial], max_epochs: int | None = None
     ) -> tuple[FrozenTrial, Move] | None:
         """The first untried move of the best finished trials, with the trial it comes from
-        (``thaw.reports.diagnosis.next_move``: the Answer names the same one)."""
-        return next_move(study, trials, self.top_k)
+        (``thaw.reports.diagnosis.next_move``: the Answer names the same one). ``max_epochs``:
+        the epochs left, which a longer trial must fit."""
+        return next_move(study, trials, self.top_k, max_epochs)
+
+
+def epochs_left(study: optuna.Study) -> int | None:
+    """The epochs the study's budget has left (None: no epoch budget)."""
+    budget = study.user_attrs.get(BUDGET_EPOCHS)
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        return None
+    return max(0, budget - epochs_spent(study))

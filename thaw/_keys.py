@@ -27,6 +27,7 @@ __all__ = [
     "RETRY_OF",
     "SCREEN",
     "SCREEN_WINNER",
+    "TRIAL_EPOCHS",
     "VERSION",
     "WORKER",
 ]
@@ -35,6 +36,10 @@ __all__ = [
 #: "words": ..., "best_before": value or None}`` (the trial whose diagnosis proposed it, the
 #: cause read from that diagnosis, the move, and the study's best value when it was queued).
 PROPOSED_BY = "thaw:proposed_by"
+
+#: Trial attr of a trial that trains for its own number of epochs instead of the study's
+#: ``train.epochs`` (an int; the closed loop's "train longer" move queues such trials).
+TRIAL_EPOCHS = "thaw:epochs"
 
 #: Trial attr of a trial of the screened informed start: ``{"strategy": label, "round": k,
 #: "rung": epochs, "of": n or None}`` (round k trains ``rung`` epochs; ``of`` is the trial of

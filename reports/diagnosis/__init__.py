@@ -35,6 +35,7 @@ from thaw.reports.diagnosis._moves import (
     CAUSE_WORDS,
     CAUSES,
     MOVES_BY_CAUSE,
+    Candidate,
     Move,
     cause_of,
     first_untried_move,
@@ -42,7 +43,16 @@ from thaw.reports.diagnosis._moves import (
     params_key,
     propose_moves,
 )
-from thaw.reports.diagnosis._next import TOP_K, next_move, trial_cause, trial_score
+from thaw.reports.diagnosis._next import (
+    TOP_K,
+    next_move,
+    still_falling,
+    trial_cause,
+    trial_key,
+    trial_length,
+    trial_own_epochs,
+    trial_score,
+)
 from thaw.reports.diagnosis._study import (
     ClimbFinding,
     ClimbSummary,
@@ -76,10 +86,15 @@ __all__ = [
     "CAUSES",
     "CAUSE_WORDS",
     "MOVES_BY_CAUSE",
+    "Candidate",
     "Move",
     "TOP_K",
     "next_move",
+    "still_falling",
     "trial_cause",
+    "trial_key",
+    "trial_length",
+    "trial_own_epochs",
     "trial_score",
     "cause_of",
     "first_untried_move",

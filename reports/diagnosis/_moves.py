@@ -19,11 +19,14 @@ cause                   moves
 ``overfitting``         layers, BatchNorm frozen (the same moves for these three)
 ``weak_regularisation``
 ``batchnorm_mismatch``  another BatchNorm mode (re-estimated first)
+``still_improving``     the same configuration trained twice as long (a completed trial whose
+                        validation loss was best at its last epoch, with no other cause)
 ======================  ==================================================================
 
 A move that the search space does not allow (the rate already at its bound, no BatchNorm mode
 searched) is left out. Bounds come from the trial's own Optuna distributions, so the moves stay
-inside the space the sampler searches.
+inside the space the sampler searches. A move that trains longer is left out when the trial's
+length is unknown or the longer trial would not fit in ``max_epochs`` (the epochs left).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ __all__ = [
     "CAUSES",
     "CAUSE_WORDS",
     "MOVES_BY_CAUSE",
+    "Candidate",
     "Move",
+    "TriedKey",
     "cause_of",
     "first_untried_move",
     "near_chance",
@@ -60,6 +65,7 @@ CLIMBING = "climbing"
 OVERFITTING = "overfitting"
 WEAK_REGULARISATION = "weak_regularisation"
 BATCHNORM_MISMATCH = "batchnorm_mismatch"
+STILL_IMPROVING = "still_improving"
 
 #: Causes in the order they are looked for: the first that applies to a trial is its cause.
 CAUSES: tuple[str, ...] = (
@@ -71,6 +77,7 @@ CAUSES: tuple[str, ...] = (
     OVERFITTING,
     WEAK_REGULARISATION,
     UNDERFITTING,
+    STILL_IMPROVING,
 )
 
 #: Each cause in words, as the Answer and the notes say it.
@@ -83,6 +90,7 @@ CAUSE_WORDS: Mapping[str, str] = {
     OVERFITTING: "it overfit",
     WEAK_REGULARISATION: "it needed more regularisation",
     BATCHNORM_MISMATCH: "its BatchNorm statistics did not match",
+    STILL_IMPROVING: "it was still improving at its last epoch",
 }
 
 _REGULARISE = ("lr/3", "dropout+", "weight_decay*10", "fewer_layers", "batchnorm=frozen")
@@ -97,6 +105,7 @@ MOVES_BY_CAUSE: Mapping[str, tuple[str, ...]] = {
     OVERFITTING: _REGULARISE,
     WEAK_REGULARISATION: ("dropout+", "weight_decay*10", "lr/3", "fewer_layers"),
     BATCHNORM_MISMATCH: ("batchnorm=other",),
+    STILL_IMPROVING: ("epochs*2",),
 }
 
 #: A best validation loss at or above this fraction of the chance level (ln K) has not left the
@@ -105,6 +114,12 @@ NEAR_CHANCE_FRACTION = 0.9
 
 #: How much "more dropout" adds.
 DROPOUT_STEP = 0.2
+
+#: "Train longer" multiplies the trial's epochs by this; it is proposed only when at least
+#: ``LONGER_MIN_FACTOR`` times the trial's epochs fit in what is left (a longer trial cut short
+#: by the budget would tell little).
+LONGER_FACTOR = 2
+LONGER_MIN_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -117,12 +132,20 @@ class Move:
         params: The whole configuration to try.
         words: The move in plain words, with the new values ("raise the learning rate 3x, to
             0.003").
+        epochs: The epochs the new trial trains, when the move changes them (None: the
+            study's ``train.epochs``).
     """
 
     name: str
     cause: str
     params: dict[str, Any]
     words: str
+    epochs: int | None = None
+
+    @property
+    def key(self) -> tuple[tuple[tuple[str, Any], ...], int | None]:
+        """The configuration and length this move tries (see :func:`trial_key`)."""
+        return params_key(self.params), self.epochs
 
 
 def near_chance(best_val_loss: Any, num_classes: int | None) -> bool:
@@ -139,12 +162,16 @@ def cause_of(
     *,
     prune_reason: str | None = None,
     near_chance: bool = False,
+    still_falling: bool = False,
 ) -> str | None:
     """The cause the closed loop acts on, from a trial's verdict names (most important first),
-    how it was pruned (``climbing``, ``diverged``, ``runaway``, ...) and whether its best value
-    stayed near the chance level. None: nothing to act on (healthy, or pruned for being below
-    its peers)."""
+    how it was pruned (``climbing``, ``diverged``, ``runaway``, ...), whether its best value
+    stayed near the chance level and whether it completed with its best value at its last
+    epoch (``still_falling``). None: nothing to act on (healthy and done, or pruned for being
+    below its peers)."""
     found = set(verdicts)
+    if still_falling and prune_reason is None:
+        found.add(STILL_IMPROVING)
     if prune_reason == DIVERGED:
         found.add(DIVERGED)
     if prune_reason in ("climbing", "runaway"):
@@ -258,24 +285,54 @@ def _apply(
 
 
 def propose_moves(
-    params: Mapping[str, Any], cause: str | None, distributions: Mapping[str, BaseDistribution]
+    params: Mapping[str, Any],
+    cause: str | None,
+    distributions: Mapping[str, BaseDistribution],
+    *,
+    epochs: int | None = None,
+    length: int | None = None,
+    max_epochs: int | None = None,
 ) -> list[Move]:
     """The moves for a trial with ``params`` whose cause is ``cause``, most promising first,
-    each inside ``distributions`` (the trial's own). Empty for no cause."""
+    each inside ``distributions`` (the trial's own). Empty for no cause.
+
+    ``epochs``: the trial's own length when it had one (a longer trial the loop queued; None:
+    the study's ``train.epochs``), which its moves keep. ``length``: the epochs it trained, from
+    which "train longer" doubles. ``max_epochs``: the epochs left, which a longer trial must fit
+    (at least ``LONGER_MIN_FACTOR`` times ``length``; None: no limit)."""
     if cause is None:
         return []
     if cause not in MOVES_BY_CAUSE:
         raise ValueError(f"unknown cause {cause!r}; expected one of {', '.join(CAUSES)}")
     moves: list[Move] = []
-    seen = {params_key(params)}
+    seen = {(params_key(params), epochs)}
     for name in MOVES_BY_CAUSE[cause]:
+        if name == "epochs*2":
+            longer = _longer(length, max_epochs)
+            if longer is not None and (params_key(params), longer) not in seen:
+                seen.add((params_key(params), longer))
+                words = f"train the same configuration longer, {longer} epochs instead of {length}"
+                moves.append(Move(name, cause, dict(params), words, longer))
+            continue
         for new, words in _apply(name, params, distributions):
-            key = params_key(new)
+            key = (params_key(new), epochs)
             if key in seen:
                 continue
             seen.add(key)
-            moves.append(Move(name=name, cause=cause, params=new, words=words))
+            moves.append(Move(name=name, cause=cause, params=new, words=words, epochs=epochs))
     return moves
+
+
+def _longer(length: int | None, max_epochs: int | None) -> int | None:
+    """The epochs of "train longer" after a trial of ``length`` epochs, within ``max_epochs``."""
+    if length is None or length < 1:
+        return None
+    longer = LONGER_FACTOR * length
+    if max_epochs is not None:
+        if max_epochs < LONGER_MIN_FACTOR * length:
+            return None
+        longer = min(longer, max_epochs)
+    return longer
 
 
 def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -292,15 +349,42 @@ def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(out)
 
 
+#: A tried configuration and length: ``params_key`` and the trial's own epochs (None: the
+#: study's ``train.epochs``).
+TriedKey = tuple[tuple[tuple[str, Any], ...], int | None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A finished trial the loop may expand: its number, params, cause and distributions, its
+    own length when it had one (``epochs``) and the epochs it trained (``length``)."""
+
+    number: int
+    params: Mapping[str, Any]
+    cause: str | None
+    distributions: Mapping[str, BaseDistribution]
+    epochs: int | None = None
+    length: int | None = None
+
+
 def first_untried_move(
-    candidates: Sequence[tuple[int, Mapping[str, Any], str | None, Mapping[str, BaseDistribution]]],
-    tried: set[tuple[tuple[str, Any], ...]],
+    candidates: Sequence[Candidate],
+    tried: set[TriedKey],
+    max_epochs: int | None = None,
 ) -> tuple[int, Move] | None:
-    """The move the closed loop takes next: the first move not in ``tried`` (``params_key``s)
-    of the first candidate that has one. ``candidates`` are (trial number, params, cause,
-    distributions), best trial first."""
-    for number, params, cause, dists in candidates:
-        for move in propose_moves(params, cause, dists):
-            if params_key(move.params) not in tried:
-                return number, move
+    """The move the closed loop takes next: the first move not in ``tried`` (configurations
+    and lengths already run) of the first candidate that has one, best candidate first.
+    ``max_epochs``: the epochs left (see :func:`propose_moves`)."""
+    for c in candidates:
+        moves = propose_moves(
+            c.params,
+            c.cause,
+            c.distributions,
+            epochs=c.epochs,
+            length=c.length,
+            max_epochs=max_epochs,
+        )
+        for move in moves:
+            if move.key not in tried:
+                return c.number, move
     return None

@@ -10,10 +10,12 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import SCREEN
+from thaw._keys import SCREEN, TRIAL_EPOCHS
 from thaw.reports.diagnosis._inputs import read_study_inputs, study_num_classes, trial_verdicts
 from thaw.reports.diagnosis._moves import (
+    Candidate,
     Move,
+    TriedKey,
     cause_of,
     first_untried_move,
     near_chance,
@@ -21,7 +23,16 @@ from thaw.reports.diagnosis._moves import (
 )
 from thaw.reports.diagnosis._verdicts import diagnose_trial
 
-__all__ = ["TOP_K", "next_move", "trial_cause", "trial_score"]
+__all__ = [
+    "TOP_K",
+    "next_move",
+    "still_falling",
+    "trial_cause",
+    "trial_key",
+    "trial_length",
+    "trial_own_epochs",
+    "trial_score",
+]
 
 #: How many of the best finished trials the loop expands.
 TOP_K = 3
@@ -42,6 +53,46 @@ def trial_score(trial: FrozenTrial, maximize: bool) -> float | None:
     return max(finite) if maximize else min(finite)
 
 
+def trial_own_epochs(trial: FrozenTrial) -> int | None:
+    """The trial's own length (``thaw:epochs``, a "train longer" trial); None: the study's."""
+    value = trial.user_attrs.get(TRIAL_EPOCHS)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return None
+
+
+def trial_length(trial: FrozenTrial) -> int:
+    """The epochs a trial trained (its ``epochs_run``; else its reported steps)."""
+    value = trial.user_attrs.get("epochs_run")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return len(trial.intermediate_values)
+
+
+def trial_key(trial: FrozenTrial) -> TriedKey:
+    """The configuration and length a trial tried (its params, else the params it was queued
+    with; its own epochs), as :attr:`Move.key` names a move's."""
+    params = trial.params or trial.system_attrs.get("fixed_params") or {}
+    return params_key(params), trial_own_epochs(trial)
+
+
+#: A trial shorter than this does not call for "train longer": too few epochs to tell a
+#: falling curve from noise.
+MIN_LONGER_EPOCHS = 4
+
+
+def still_falling(trial: FrozenTrial, maximize: bool) -> bool:
+    """Whether a completed trial ran its whole length (not cut by the budget) and reached its
+    best value at its last epoch: the curve had not turned when training stopped."""
+    if trial.state != TrialState.COMPLETE or "epoch_cap" in trial.user_attrs:
+        return False
+    values = {s: v for s, v in trial.intermediate_values.items() if math.isfinite(v)}
+    if len(values) < MIN_LONGER_EPOCHS:
+        return False
+    best = max(values.values()) if maximize else min(values.values())
+    return values[max(values)] == best
+
+
 def trial_cause(
     study: optuna.Study,
     trial: FrozenTrial,
@@ -60,14 +111,19 @@ def trial_cause(
         verdicts,
         prune_reason=reason if isinstance(reason, str) else None,
         near_chance=near_chance(trial.user_attrs.get("best_val_loss"), classes),
+        still_falling=still_falling(trial, study.direction == StudyDirection.MAXIMIZE),
     )
 
 
 def next_move(
-    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None, top_k: int = TOP_K
+    study: optuna.Study,
+    trials: Sequence[FrozenTrial] | None = None,
+    top_k: int = TOP_K,
+    max_epochs: int | None = None,
 ) -> tuple[FrozenTrial, Move] | None:
     """The first move not tried yet, from the best finished trial that has one (of the
-    ``top_k`` best; screen trials, cut short by design, are not expanded), with that trial."""
+    ``top_k`` best; screen trials, cut short by design, are not expanded), with that trial.
+    ``max_epochs``: the epochs left, which a "train longer" move must fit (None: no limit)."""
     trials = list(trials if trials is not None else study.get_trials(deepcopy=False))
     maximize = study.direction == StudyDirection.MAXIMIZE
     scored = [
@@ -78,8 +134,7 @@ def next_move(
         and (v := trial_score(t, maximize)) is not None
     ]
     scored.sort(key=lambda pair: (-pair[0] if maximize else pair[0], pair[1].number))
-    tried = {params_key(t.params) for t in trials if t.params}
-    tried |= {params_key(t.system_attrs.get("fixed_params", {})) for t in trials}
+    tried = {trial_key(t) for t in trials}
     # One read of the study's curves for every candidate (what ``trial_verdicts`` reads each).
     inputs = read_study_inputs(study, trials)
     curves = {c.number: c for c in inputs.curves}
@@ -91,8 +146,17 @@ def next_move(
         cause = trial_cause(
             study, t, num_classes=inputs.num_classes, verdicts=[v.verdict for v in verdicts]
         )
-        candidates.append((t.number, t.params, cause, t.distributions))
-    found = first_untried_move(candidates, tried)
+        candidates.append(
+            Candidate(
+                t.number,
+                t.params,
+                cause,
+                t.distributions,
+                epochs=trial_own_epochs(t),
+                length=trial_length(t),
+            )
+        )
+    found = first_untried_move(candidates, tried, max_epochs)
     if found is None:
         return None
     number, move = found

@@ -14,6 +14,7 @@ import pytest
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
+from thaw._keys import TRIAL_EPOCHS
 from thaw.objectives import (
     ArrayData,
     DivergedError,
@@ -109,6 +110,27 @@ def test_completed_trial_stores_history_and_summary(
     # the trial trained a copy: the pretrained base is untouched
     for a, b in zip(pretrained.model.get_weights(), weights_before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("own", "expected"), [(None, 2), (4, 4), (0, 2), (True, 2), ("4", 2)])
+def test_a_trial_queued_with_its_own_length_trains_that_many_epochs(
+    pretrained: PretrainedBase,
+    data: ArrayData,
+    storage_url: str,
+    own: Any,
+    expected: int,
+) -> None:
+    objective = FineTuneObjective(pretrained, data, SPACE, TrainSettings(epochs=2, batch_size=8))
+    study = optuna.create_study(
+        study_name="o", storage=storage_url, sampler=optuna.samplers.RandomSampler(seed=1)
+    )
+    attrs = {} if own is None else {TRIAL_EPOCHS: own}
+    study.enqueue_trial({"unfrozen_layers": 0}, user_attrs=attrs)
+    study.optimize(objective, n_trials=1)
+    (trial,) = stored_trials(storage_url)
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["epochs_run"] == expected
+    assert sorted(trial.intermediate_values) == list(range(1, expected + 1))
 
 
 def test_val_accuracy_objective_returns_the_best_accuracy(

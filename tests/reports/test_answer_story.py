@@ -151,7 +151,12 @@ LR_WORDS = "its rate was too high"
             "Its own verdict is batchnorm_mismatch (its BatchNorm statistics did not match): "
             "BatchNorm frozen; not tried yet.",
         ),
-        (["healthy"], 1e-4, "Its own verdict is healthy."),
+        (
+            ["healthy"],
+            1e-4,
+            "Its own verdict is healthy (it was still improving at its last epoch): train the "
+            "same configuration longer, 20 epochs instead of 10; not tried yet.",
+        ),
         ([], None, "Its curves were not judged (no learning curve stored)."),
     ],
 )
@@ -204,3 +209,20 @@ def test_the_answer_says_the_advice_where_it_names_the_trial(
     assert f"Its own verdict is {row.verdicts[0]} (" in lead
     assert info.story is not None and info.story.advice is not None
     assert info.story.advice.move is not None and info.story.advice.move in lead
+
+
+def test_a_healthy_trial_that_turned_before_its_end_calls_for_nothing(
+    make_study: Callable[..., optuna.Study], add_trial: Any, thaw_params: Any
+) -> None:
+    study = make_study(study_name="turned", attrs=False)
+    for key, value in K5.items():
+        study.set_user_attr(key, value)
+    add_trial(
+        study,
+        state=C,
+        params=thaw_params(2, 1e-3, batchnorm="adapt"),
+        val_loss=[*falling(1.5, 0.3, epochs=8), 0.31, 0.32],
+    )
+    story = get_answer_story(study, recommended=0, verdicts=["healthy"])
+    assert story.advice is not None
+    assert story.advice.sentence == "Its own verdict is healthy."

@@ -54,6 +54,64 @@ def test_cause_of(
     assert cause_of(verdicts, prune_reason=reason, near_chance=chance) == expected
 
 
+# (id, verdicts, prune reason, near chance, expected cause), each for a trial whose best value
+# came at its last epoch
+STILL_FALLING = [
+    ("healthy and still falling: train longer", ["healthy"], None, False, "still_improving"),
+    ("no verdict, still falling: train longer", [], None, False, "still_improving"),
+    ("underfitting comes first", ["underfitting"], None, False, "underfitting"),
+    ("overfitting comes first", ["overfitting"], None, False, "overfitting"),
+    ("near chance comes first", ["healthy"], None, True, "near_chance"),
+    ("a pruned trial is not extended", [], "below_peers", False, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "reason", "chance", "expected"),
+    [pytest.param(*r[1:], id=r[0]) for r in STILL_FALLING],
+)
+def test_cause_of_a_trial_still_falling_at_its_last_epoch(
+    verdicts: list[str], reason: str | None, chance: bool, expected: str | None
+) -> None:
+    got = cause_of(verdicts, prune_reason=reason, near_chance=chance, still_falling=True)
+    assert got == expected
+
+
+# (id, own epochs, epochs trained, epochs left, expected epochs of the move or None)
+LONGER = [
+    ("twice as long", None, 20, None, 40),
+    ("twice as long when it fits", None, 20, 40, 40),
+    ("cut to what is left", None, 20, 35, 35),
+    ("not when less than 1.5x fits", None, 20, 29, None),
+    ("a longer trial doubles again", 40, 40, 100, 80),
+    ("unknown length: no move", None, None, None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("own", "length", "left", "expected"), [pytest.param(*r[1:], id=r[0]) for r in LONGER]
+)
+def test_train_longer(
+    own: int | None, length: int | None, left: int | None, expected: int | None
+) -> None:
+    moves = propose_moves(
+        BASE, "still_improving", DISTS, epochs=own, length=length, max_epochs=left
+    )
+    if expected is None:
+        assert moves == []
+        return
+    (move,) = moves
+    assert (move.name, move.epochs, move.params) == ("epochs*2", expected, BASE)
+    assert f"{expected} epochs instead of {length}" in move.words
+    assert move.key == (params_key(BASE), expected)
+
+
+def test_the_moves_of_a_longer_trial_keep_its_length() -> None:
+    moves = propose_moves(BASE, "climbing", DISTS, epochs=40, length=40)
+    assert moves and all(m.epochs == 40 for m in moves)
+    assert all(m.epochs is None for m in propose_moves(BASE, "climbing", DISTS, length=20))
+
+
 # (id, params, cause, expected [(move name, the changed params)])
 MOVES = [
     (

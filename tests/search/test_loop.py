@@ -11,7 +11,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from thaw._keys import PROPOSED_BY, SCREEN
+from thaw._keys import BUDGET_EPOCHS, PROPOSED_BY, SCREEN, TRIAL_EPOCHS
 from thaw.search._loop import ClosedLoop, loop_state
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -102,6 +102,63 @@ def test_a_move_already_tried_is_not_proposed_again(tmp_path: Path) -> None:
     add(study, [1.2, 0.9, 0.95], params={**PARAMS, "learning_rate": 1e-3 / 3})
     move = ClosedLoop()(study)
     assert move is not None and move.name == "dropout+"
+
+
+def test_a_trial_still_falling_at_its_end_is_trained_twice_as_long(tmp_path: Path) -> None:
+    study = study_in(tmp_path, classes=5)
+    add(study, [1.2, 0.8, 0.6, 0.5, 0.45, 0.42])
+    move = ClosedLoop()(study)
+    assert move is not None and (move.cause, move.name, move.epochs) == (
+        "still_improving",
+        "epochs*2",
+        12,
+    )
+    (queued,) = waiting(study)
+    assert queued.user_attrs[TRIAL_EPOCHS] == 12
+    assert queued.user_attrs[PROPOSED_BY]["move"] == "epochs*2"
+    assert queued.system_attrs["fixed_params"] == PARAMS  # the same configuration
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [(100, 12), (6 + 10, 10), (6 + 8, None)],
+    ids=["fits", "cut to the epochs left", "less than 1.5x left: nothing to queue"],
+)
+def test_a_longer_trial_must_fit_the_epoch_budget(
+    tmp_path: Path, budget: int, expected: int | None
+) -> None:
+    study = study_in(tmp_path, classes=5)
+    study.set_user_attr(BUDGET_EPOCHS, budget)
+    add(study, [1.2, 0.8, 0.6, 0.5, 0.45, 0.42])
+    move = ClosedLoop()(study)
+    assert (move.epochs if move is not None else None) == expected
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [{"epoch_cap": 6}, {}],
+    ids=["cut by the budget", "turned before its end"],
+)
+def test_a_trial_that_did_not_run_its_course_falling_is_not_extended(
+    tmp_path: Path, attrs: dict[str, Any]
+) -> None:
+    study = study_in(tmp_path, classes=5)
+    curve = [1.2, 0.8, 0.6, 0.5, 0.45, 0.42] if attrs else [1.2, 0.8, 0.6, 0.5, 0.42, 0.45]
+    add(study, curve, **attrs)
+    move = ClosedLoop()(study)
+    assert move is None or move.name != "epochs*2"
+
+
+def test_a_longer_trial_already_run_is_not_queued_again(tmp_path: Path) -> None:
+    study = study_in(tmp_path, classes=5)
+    add(study, [1.2, 0.8, 0.6, 0.5, 0.45, 0.42])
+    add(
+        study,
+        [1.2, 0.8, 0.6, 0.5, 0.45, 0.44, 0.43, 0.42, 0.43, 0.44, 0.45, 0.46],
+        **{TRIAL_EPOCHS: 12},
+    )
+    assert ClosedLoop()(study) is None  # and the longer one turned: nothing calls for more
+    assert waiting(study) == []
 
 
 def test_screen_trials_are_not_expanded(tmp_path: Path) -> None:
