@@ -37,7 +37,15 @@ def _configure_logging(verbosity: int) -> None:
         # "Trial 3 failed with parameters ... because of the following error: ..." stays one
         # line; -vv shows the traceback. The reason is stored on the trial either way.
         logging.getLogger("optuna.study._optimize").addFilter(_drop_traceback)
+        # Each trial builds new models, so TensorFlow warns that its functions retrace: about
+        # 400 characters each, landing in the middle of the progress bar, about nothing the
+        # user can change. -vv shows them.
+        logging.getLogger("tensorflow").addFilter(_drop_retracing)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if verbosity <= 1 else "0")
+
+
+def _drop_retracing(record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
 
 
 def _drop_traceback(record: logging.LogRecord) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,3 +137,26 @@ def test_report_format_parquet(
     assert result.rc == 0, result.err
     frame = pandas.read_parquet(out / "trials.parquet")
     assert sorted(frame["number"]) == [0, 1]
+
+
+RETRACING = (
+    "5 out of the last 5 calls to <function f at 0x7f> triggered tf.function retracing. "
+    "Tracing is expensive and the excessive number of tracings could be due to (1) creating "
+    "@tf.function repeatedly in a loop"
+)
+
+
+@pytest.mark.parametrize(("verbosity", "shown"), [(0, False), (1, False), (2, True)])
+def test_tensorflow_retracing_warnings_stay_out_of_the_terminal(
+    verbosity: int, shown: bool
+) -> None:
+    code = (
+        "import logging\n"
+        "from thaw.search._cli import _configure_logging\n"
+        f"_configure_logging({verbosity})\n"
+        f"logging.getLogger('tensorflow').warning({RETRACING!r})\n"
+        "logging.getLogger('tensorflow').warning('a warning that matters')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "a warning that matters" in done.stderr
+    assert ("triggered tf.function retracing" in done.stderr) is shown
