@@ -17,7 +17,7 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import GRADUAL_UNFREEZING, SCREEN
+from thaw._keys import GRADUAL_UNFREEZING, SCREEN, TRIAL_EPOCHS
 
 _logger = logging.getLogger(__name__)
 
@@ -348,6 +348,9 @@ class RungPruner(BasePruner):
     trial after them. With ``chance`` (``chance_value(K)``), at a rung where no trial has left
     the chance plateau yet, the trials are ranked by how much each has improved since its first
     epoch instead of by their values (a ranking of values that have learnt nothing is noise).
+    A trial the closed loop queued to train longer (user attr ``thaw:epochs``) repeats a
+    configuration that already passed the rungs: it is not judged at them again (a rung would
+    compare its seed's noise, not its configuration); the climbing rule still watches it.
     """
 
     def __init__(
@@ -390,7 +393,7 @@ class RungPruner(BasePruner):
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
-        if step is None:
+        if step is None or TRIAL_EPOCHS in trial.user_attrs:
             return False
         trials = study.get_trials(deepcopy=False)
         if is_informed(trial):

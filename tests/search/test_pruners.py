@@ -11,6 +11,7 @@ import pytest
 from optuna.pruners import BasePruner, MedianPruner
 from optuna.trial import TrialState
 
+from thaw._keys import TRIAL_EPOCHS
 from thaw.search import (
     BELOW_PEERS,
     CLIMBING,
@@ -500,6 +501,36 @@ def test_hyperband_rungs_prune_a_poor_trial_at_its_first_rung(storage_url: str) 
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
     assert trials[3].user_attrs["prune_reason"] == BELOW_PEERS
     assert trials[3].user_attrs["prune_epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("longer", "state"), [(False, TrialState.PRUNED), (True, TrialState.COMPLETE)]
+)
+def test_a_trial_queued_to_train_longer_is_not_judged_at_the_rungs(
+    storage_url: str, longer: bool, state: TrialState
+) -> None:
+    # The same poor start as above; queued with its own length (the closed loop's "train
+    # longer"), it repeats a configuration that passed the rungs, so they leave it alone.
+    good = [[0.5 - 0.01 * s for s in range(10)] for _ in range(3)]
+    poor = [1.5 - 0.01 * s for s in range(10)]
+    study = optuna.create_study(
+        storage=storage_url,
+        pruner=ClimbingPruner(RungPruner(2, 3, 10, n_brackets=1), patience=5),
+        study_name="p",
+    )
+    for i in range(4):
+        study.enqueue_trial(
+            {"x": float(i)}, user_attrs={TRIAL_EPOCHS: 10} if longer and i == 3 else {}
+        )
+    curves = [*good, poor]
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0.0, 100.0)
+        return curve_objective(curves)(trial)
+
+    study.optimize(objective, n_trials=4)
+    trials = optuna.load_study(study_name="p", storage=storage_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [state]
 
 
 def run_curves_after_start(
