@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import optuna
 
-from thaw._keys import TRIAL_EPOCHS
+from thaw._keys import CONTINUES, TRIAL_EPOCHS
 from thaw.objectives._cache import (
     CACHE_FROZEN,
     CACHEABLE_BATCHNORM,
@@ -147,6 +147,23 @@ def trial_epochs(trial: optuna.Trial, default: int) -> int:
     return default
 
 
+def continues(trial: optuna.Trial) -> tuple[int, int] | None:
+    """(trial number, epochs) a "train longer" trial continues from (``thaw:continues``)."""
+    value = trial.user_attrs.get(CONTINUES)
+    if not isinstance(value, dict):
+        return None
+    number, epochs = value.get("trial"), value.get("epochs")
+    if isinstance(number, bool) or isinstance(epochs, bool):
+        return None
+    if not isinstance(number, int) or not isinstance(epochs, int):
+        return None
+    return number, epochs
+
+
+#: How many ended trials' weights a worker keeps for a "train longer" trial to continue from.
+KEPT_FOR_CONTINUING = 2
+
+
 class FineTuneObjective:
     """Callable objective holding the pretrained base and the data, loaded once.
 
@@ -212,6 +229,12 @@ class FineTuneObjective:
         #: the model holds them) and the best epoch's (put back after the probes), and
         #: the model whose weights those are (the whole model, or the top a cached phase fits).
         self._ended: tuple[int, list[Any] | None, list[Any] | None, keras.Model] | None = None
+        #: The weights the latest completed trials ended with at their best epoch, when that was
+        #: their last (trial number -> params, epochs, weights): a "train longer" trial of the
+        #: same configuration continues from them (at most ``KEPT_FOR_CONTINUING``).
+        self._continuable: dict[int, tuple[TrialParams, int, list[Any]]] = {}
+        #: Epochs the current trial continues from (0: it trains from the start).
+        self._resumed = 0
         #: Runs the batch-statistics probe through one traced function per architecture.
         self._batch_stats_runner = BatchStatsRunner()
         if settings.probe_images < 0:
@@ -380,7 +403,7 @@ class FineTuneObjective:
     ) -> TrialReporter:
         """Train; with warm-up, head only first, then the unfrozen layers (epochs continue)."""
         reporter = TrialReporter(trial, monitor=self.settings.metric)
-        total = trial_epochs(trial, self.settings.epochs)
+        total = trial_epochs(trial, self.settings.epochs) - self._resumed
         cap = self.epoch_cap() if self.epoch_cap is not None else None
         if cap is not None and cap < total:
             total = max(1, cap)
@@ -400,7 +423,12 @@ class FineTuneObjective:
             callbacks += self.extra_callbacks(trial)
         callbacks.append(restorer)  # last: the others see the epoch's own weights
         phases = [(0, total)]
-        warmup = min(self.settings.warmup_epochs, total)
+        warmup = 0 if self._resumed else min(self.settings.warmup_epochs, total)
+        if self._resumed and self.settings.warmup_epochs > 0:
+            # build() froze the base for a warm-up that a continued trial has had already.
+            base = model.layers[1]
+            freeze(base, params.unfrozen_layers, params.batchnorm, self.pretrained.unfreeze_by)
+            self._compile(model, params)
         if warmup > 0:
             trial.set_user_attr("warmup_epochs", warmup)
             phases = [(0, warmup), (warmup, total)]
@@ -619,9 +647,44 @@ class FineTuneObjective:
         trial.set_user_attr("seed", seed)
         keras.utils.set_random_seed(seed)
         model = self.build(params)
+        self._resumed = self._continue(trial, params, model)
         history = TrialHistory()
         reporter = self.fit(trial, model, params, history)
         return model, history, reporter
+
+    def _continue(self, trial: optuna.Trial, params: TrialParams, model: keras.Model) -> int:
+        """For a "train longer" trial (``thaw:continues``) whose weights this objective kept:
+        puts them into ``model`` and returns the epochs they had trained (recorded as the
+        trial's ``continued_from``); 0 otherwise (the trial trains from the start)."""
+        source = continues(trial)
+        if source is None:
+            return 0
+        number, epochs = source
+        kept = self._continuable.get(number)
+        if kept is None or kept[0] != params or kept[1] != epochs:
+            _logger.info(
+                "Trial %d: the weights of trial %d are not held here; training from the start.",
+                trial.number,
+                number,
+            )
+            return 0
+        if epochs >= trial_epochs(trial, self.settings.epochs):
+            return 0
+        model.set_weights(kept[2])
+        trial.set_user_attr("continued_from", {"trial": number, "epochs": epochs})
+        return epochs
+
+    def _keep_for_continuing(
+        self, trial: optuna.Trial, params: TrialParams, model: keras.Model, outcome: TrialOutcome
+    ) -> None:
+        """Keep the weights of a trial whose best epoch was its last: a longer trial of the same
+        configuration may continue from them."""
+        if outcome.best_epoch != outcome.epochs_run:
+            return
+        epochs = outcome.epochs_run + self._resumed
+        self._continuable[trial.number] = (params, epochs, model.get_weights())
+        while len(self._continuable) > KEPT_FOR_CONTINUING:
+            del self._continuable[min(self._continuable)]
 
     def run(self, trial: optuna.Trial, params: TrialParams) -> float:
         """One trial; then what it traced is released (``objectives._release``) and collected."""
@@ -664,4 +727,5 @@ class FineTuneObjective:
             )
         if not math.isfinite(outcome.best_value):
             raise DivergedError(f"best {self.settings.metric} is not finite")
+        self._keep_for_continuing(trial, params, model, outcome)
         return outcome.best_value

@@ -218,7 +218,7 @@ def verdict_advice(
         cause,
         trial.distributions,
         epochs=trial_own_epochs(trial),
-        length=trial_length(trial),
+        length=trial_own_epochs(trial) or trial_length(trial),
     )
     if not moves:
         return VerdictAdvice(trial.number, first, cause)

@@ -332,8 +332,7 @@ def counted_trials(study: optuna.Study) -> int:
     the screened informed start (``thaw:screen``: a few epochs each, stopped by design) do not
     take a searched trial's place; its survivor, at full length, counts."""
     return sum(
-        SCREEN not in t.user_attrs
-        for t in study.get_trials(deepcopy=False, states=COUNTED_STATES)
+        SCREEN not in t.user_attrs for t in study.get_trials(deepcopy=False, states=COUNTED_STATES)
     )
 
 

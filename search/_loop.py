@@ -12,8 +12,9 @@ Right before a trial starts (under the study's slot lock, like the gradual-unfre
    proposed it (``thaw:proposed_by``). The sampler (multivariate TPE) sees every trial, moves
    included, so it models them like its own.
    A completed trial whose validation loss was still falling at its last epoch, with nothing
-   else wrong, is trained again for twice as long (``thaw:epochs`` on the queued trial), when
-   that fits in the epoch budget left.
+   else wrong, is trained longer: up to as many epochs again as the budget leaves
+   (``thaw:epochs`` on the queued trial, its whole length), continuing from the weights it ended
+   with (``thaw:continues``) when the worker that runs it still holds them.
 3. Moves take a share of the trials that adapts to how often they beat the study's best:
    ``(successes + 1) / (moves + 2)``, kept between ``min_share`` and ``max_share``.
 """
@@ -29,7 +30,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import BUDGET_EPOCHS, PROPOSED_BY, TRIAL_EPOCHS
+from thaw._keys import BUDGET_EPOCHS, CONTINUES, PROPOSED_BY, TRIAL_EPOCHS
 from thaw.reports.diagnosis import TOP_K, Move, next_move
 from thaw.search._budget import best_trial, epochs_spent, trial_best_value
 from thaw.search._pruners import is_informed
@@ -128,6 +129,8 @@ class ClosedLoop:
         }
         if move.epochs is not None:
             attrs[TRIAL_EPOCHS] = move.epochs
+        if move.extends is not None:
+            attrs[CONTINUES] = {"trial": source.number, "epochs": move.extends}
         study.enqueue_trial(move.params, user_attrs=attrs)
         _logger.info("Trial %d: %s, so the loop queues: %s", source.number, move.cause, move.words)
         return move

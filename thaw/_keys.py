@@ -27,6 +27,7 @@ __all__ = [
     "RETRY_OF",
     "SCREEN",
     "SCREEN_WINNER",
+    "CONTINUES",
     "TRIAL_EPOCHS",
     "VERSION",
     "WORKER",
@@ -40,6 +41,11 @@ PROPOSED_BY = "thaw:proposed_by"
 #: Trial attr of a trial that trains for its own number of epochs instead of the study's
 #: ``train.epochs`` (an int; the closed loop's "train longer" move queues such trials).
 TRIAL_EPOCHS = "thaw:epochs"
+
+#: Trial attr of a "train longer" trial: ``{"trial": n, "epochs": k}``: it continues from the
+#: weights trial ``n`` ended with after ``k`` epochs, for ``thaw:epochs`` minus ``k`` more, when
+#: the worker that runs it still holds them (else it trains ``thaw:epochs`` from the start).
+CONTINUES = "thaw:continues"
 
 #: Trial attr of a trial of the screened informed start: ``{"strategy": label, "round": k,
 #: "rung": epochs, "of": n or None}`` (round k trains ``rung`` epochs; ``of`` is the trial of

@@ -19,14 +19,15 @@ cause                   moves
 ``overfitting``         layers, BatchNorm frozen (the same moves for these three)
 ``weak_regularisation``
 ``batchnorm_mismatch``  another BatchNorm mode (re-estimated first)
-``still_improving``     the same configuration trained twice as long (a completed trial whose
-                        validation loss was best at its last epoch, with no other cause)
+``still_improving``     the same configuration trained up to twice as long (a completed trial
+                        whose validation loss was best at its last epoch, with no other cause);
+                        ``thaw run`` continues it from where it ended when it can
 ======================  ==================================================================
 
 A move that the search space does not allow (the rate already at its bound, no BatchNorm mode
 searched) is left out. Bounds come from the trial's own Optuna distributions, so the moves stay
 inside the space the sampler searches. A move that trains longer is left out when the trial's
-length is unknown or the longer trial would not fit in ``max_epochs`` (the epochs left).
+length is unknown or fewer than half its epochs are left (``max_epochs``).
 """
 
 from __future__ import annotations
@@ -115,11 +116,10 @@ NEAR_CHANCE_FRACTION = 0.9
 #: How much "more dropout" adds.
 DROPOUT_STEP = 0.2
 
-#: "Train longer" multiplies the trial's epochs by this; it is proposed only when at least
-#: ``LONGER_MIN_FACTOR`` times the trial's epochs fit in what is left (a longer trial cut short
-#: by the budget would tell little).
-LONGER_FACTOR = 2
-LONGER_MIN_FACTOR = 1.5
+#: "Train longer" continues a trial of ``n`` epochs for up to ``n`` more (twice as long in all),
+#: as many as the epochs left allow, and only when at least ``LONGER_MIN_EXTRA`` times ``n`` fit
+#: (a few more epochs would tell little).
+LONGER_MIN_EXTRA = 0.5
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,8 @@ class Move:
             0.003").
         epochs: The epochs the new trial trains, when the move changes them (None: the
             study's ``train.epochs``).
+        extends: For "train longer", the epochs the trial it extends trained: the new trial
+            may continue from where that one ended.
     """
 
     name: str
@@ -141,6 +143,7 @@ class Move:
     params: dict[str, Any]
     words: str
     epochs: int | None = None
+    extends: int | None = None
 
     @property
     def key(self) -> tuple[tuple[tuple[str, Any], ...], int | None]:
@@ -297,9 +300,9 @@ def propose_moves(
     each inside ``distributions`` (the trial's own). Empty for no cause.
 
     ``epochs``: the trial's own length when it had one (a longer trial the loop queued; None:
-    the study's ``train.epochs``), which its moves keep. ``length``: the epochs it trained, from
-    which "train longer" doubles. ``max_epochs``: the epochs left, which a longer trial must fit
-    (at least ``LONGER_MIN_FACTOR`` times ``length``; None: no limit)."""
+    the study's ``train.epochs``), which its moves keep. ``length``: its whole length in epochs,
+    which "train longer" extends. ``max_epochs``: the epochs left, which the extra epochs must
+    fit (at least ``LONGER_MIN_EXTRA`` times ``length``; None: no limit)."""
     if cause is None:
         return []
     if cause not in MOVES_BY_CAUSE:
@@ -312,7 +315,7 @@ def propose_moves(
             if longer is not None and (params_key(params), longer) not in seen:
                 seen.add((params_key(params), longer))
                 words = f"train the same configuration longer, {longer} epochs instead of {length}"
-                moves.append(Move(name, cause, dict(params), words, longer))
+                moves.append(Move(name, cause, dict(params), words, longer, extends=length))
             continue
         for new, words in _apply(name, params, distributions):
             key = (params_key(new), epochs)
@@ -324,15 +327,14 @@ def propose_moves(
 
 
 def _longer(length: int | None, max_epochs: int | None) -> int | None:
-    """The epochs of "train longer" after a trial of ``length`` epochs, within ``max_epochs``."""
+    """The whole length of "train longer" after a trial of ``length`` epochs: up to ``length``
+    more, within ``max_epochs`` more (the epochs left; None: no limit)."""
     if length is None or length < 1:
         return None
-    longer = LONGER_FACTOR * length
-    if max_epochs is not None:
-        if max_epochs < LONGER_MIN_FACTOR * length:
-            return None
-        longer = min(longer, max_epochs)
-    return longer
+    extra = length if max_epochs is None else min(length, max_epochs)
+    if extra < max(1, LONGER_MIN_EXTRA * length):
+        return None
+    return length + extra
 
 
 def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

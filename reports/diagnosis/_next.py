@@ -153,7 +153,7 @@ def next_move(
                 cause,
                 t.distributions,
                 epochs=trial_own_epochs(t),
-                length=trial_length(t),
+                length=trial_own_epochs(t) or trial_length(t),
             )
         )
     found = first_untried_move(candidates, tried, max_epochs)

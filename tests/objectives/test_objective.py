@@ -14,7 +14,7 @@ import pytest
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import TRIAL_EPOCHS
+from thaw._keys import CONTINUES, TRIAL_EPOCHS
 from thaw.objectives import (
     ArrayData,
     DivergedError,
@@ -131,6 +131,62 @@ def test_a_trial_queued_with_its_own_length_trains_that_many_epochs(
     assert trial.state == TrialState.COMPLETE
     assert trial.user_attrs["epochs_run"] == expected
     assert sorted(trial.intermediate_values) == list(range(1, expected + 1))
+
+
+def memorised(tiny_arrays: Arrays) -> ArrayData:
+    """Validation images = training images: the validation loss falls while the fit learns."""
+    arrays = tiny_arrays()
+    return ArrayData(
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_train"],
+        arrays["y_train"],
+        class_names=("a", "b", "c"),
+    )
+
+
+LONGER_PARAMS = {"unfrozen_layers": 2, "learning_rate": 3e-3, "dropout": 0.0, "weight_decay": 1e-6}
+
+
+def test_a_longer_trial_continues_from_where_its_source_ended(
+    pretrained: PretrainedBase, tiny_arrays: Arrays, storage_url: str
+) -> None:
+    objective = FineTuneObjective(
+        pretrained, memorised(tiny_arrays), SPACE, TrainSettings(epochs=3, batch_size=8)
+    )
+    study = optuna.create_study(study_name="o", storage=storage_url)
+    study.enqueue_trial(LONGER_PARAMS)
+    study.optimize(objective, n_trials=1)
+    (first,) = stored_trials(storage_url)
+    assert first.user_attrs["best_epoch"] == 3  # still falling at its end: its weights are kept
+    study.enqueue_trial(
+        LONGER_PARAMS, user_attrs={TRIAL_EPOCHS: 5, CONTINUES: {"trial": 0, "epochs": 3}}
+    )
+    study.optimize(objective, n_trials=1)
+    longer = stored_trials(storage_url)[1]
+    assert longer.state == TrialState.COMPLETE
+    assert longer.user_attrs["continued_from"] == {"trial": 0, "epochs": 3}
+    assert longer.user_attrs["epochs_run"] == 2  # 5 in all, 3 of them already trained
+    # It starts where the first ended, not from the pretrained weights.
+    assert longer.intermediate_values[1] < first.intermediate_values[1]
+    assert longer.intermediate_values[1] < 1.5 * first.intermediate_values[3]
+
+
+def test_a_longer_trial_whose_source_is_not_held_trains_from_the_start(
+    pretrained: PretrainedBase, tiny_arrays: Arrays, storage_url: str
+) -> None:
+    objective = FineTuneObjective(
+        pretrained, memorised(tiny_arrays), SPACE, TrainSettings(epochs=3, batch_size=8)
+    )
+    study = optuna.create_study(study_name="o", storage=storage_url)
+    # Trial 7 ran on another worker (or before a restart): nothing of it is held here.
+    study.enqueue_trial(
+        LONGER_PARAMS, user_attrs={TRIAL_EPOCHS: 4, CONTINUES: {"trial": 7, "epochs": 3}}
+    )
+    study.optimize(objective, n_trials=1)
+    (trial,) = stored_trials(storage_url)
+    assert "continued_from" not in trial.user_attrs
+    assert trial.user_attrs["epochs_run"] == 4
 
 
 def test_val_accuracy_objective_returns_the_best_accuracy(

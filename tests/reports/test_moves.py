@@ -77,13 +77,14 @@ def test_cause_of_a_trial_still_falling_at_its_last_epoch(
     assert got == expected
 
 
-# (id, own epochs, epochs trained, epochs left, expected epochs of the move or None)
+# (id, own epochs, whole length, epochs left, expected whole length of the move or None)
 LONGER = [
     ("twice as long", None, 20, None, 40),
-    ("twice as long when it fits", None, 20, 40, 40),
-    ("cut to what is left", None, 20, 35, 35),
-    ("not when less than 1.5x fits", None, 20, 29, None),
-    ("a longer trial doubles again", 40, 40, 100, 80),
+    ("twice as long when it fits", None, 20, 20, 40),
+    ("as long as the epochs left allow", None, 20, 15, 35),
+    ("half its length left at least", None, 20, 10, 30),
+    ("not when less than half its length is left", None, 20, 9, None),
+    ("a longer trial extends again", 40, 40, 100, 80),
     ("unknown length: no move", None, None, None, None),
 ]
 
@@ -102,6 +103,7 @@ def test_train_longer(
         return
     (move,) = moves
     assert (move.name, move.epochs, move.params) == ("epochs*2", expected, BASE)
+    assert move.extends == length  # it may continue from where that trial ended
     assert f"{expected} epochs instead of {length}" in move.words
     assert move.key == (params_key(BASE), expected)
 

@@ -11,7 +11,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from thaw._keys import BUDGET_EPOCHS, PROPOSED_BY, SCREEN, TRIAL_EPOCHS
+from thaw._keys import BUDGET_EPOCHS, CONTINUES, PROPOSED_BY, SCREEN, TRIAL_EPOCHS
 from thaw.search._loop import ClosedLoop, loop_state
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -115,14 +115,15 @@ def test_a_trial_still_falling_at_its_end_is_trained_twice_as_long(tmp_path: Pat
     )
     (queued,) = waiting(study)
     assert queued.user_attrs[TRIAL_EPOCHS] == 12
+    assert queued.user_attrs[CONTINUES] == {"trial": 0, "epochs": 6}
     assert queued.user_attrs[PROPOSED_BY]["move"] == "epochs*2"
     assert queued.system_attrs["fixed_params"] == PARAMS  # the same configuration
 
 
 @pytest.mark.parametrize(
     ("budget", "expected"),
-    [(100, 12), (6 + 10, 10), (6 + 8, None)],
-    ids=["fits", "cut to the epochs left", "less than 1.5x left: nothing to queue"],
+    [(100, 12), (6 + 4, 10), (6 + 3, 9), (6 + 2, None)],
+    ids=["fits", "cut to the epochs left", "half its length left", "less: nothing to queue"],
 )
 def test_a_longer_trial_must_fit_the_epoch_budget(
     tmp_path: Path, budget: int, expected: int | None
