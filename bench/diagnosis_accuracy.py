@@ -13,7 +13,16 @@ primary verdict (the first one):
 Prints a confusion table per way (rows: label, columns: primary verdict), the share correct and
 the number of pathological runs called healthy. ``--no-probes`` drops the end-of-trial probes.
 
+Then the public set (``bench/public_runs.json``): real training runs copied epoch by epoch from
+public sources (book notebooks, keras.io examples, GitHub threads), each labelled with what its
+source established, a confidence and an ``ambiguous`` flag, and split into a ``dev`` and a
+``held_out`` half by the URL. Each run is a history alone, diagnosed as ``thaw diagnose --history``
+would (``diagnose_history`` on its history, the params its source states and its number of
+classes). Printed per half and for all runs: accuracy on the high-confidence, non-ambiguous labels
+and overall, the pathological runs called healthy, a confusion table and the misses.
+
     python bench/diagnosis_accuracy.py [bench/labelled_runs.json] [--no-probes]
+        [--public bench/public_runs.json | --no-public]
 """
 
 from __future__ import annotations
@@ -30,7 +39,12 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from thaw.reports import VERDICTS
-from thaw.reports.diagnosis import diagnose_study, diagnose_trial, trial_verdicts
+from thaw.reports.diagnosis import (
+    diagnose_history,
+    diagnose_study,
+    diagnose_trial,
+    trial_verdicts,
+)
 from thaw.reports.diagnosis._features import TrialCurves
 
 LABELS = (
@@ -134,12 +148,96 @@ def confusion(runs: list[dict[str, Any]], primary: dict[str, str]) -> tuple[str,
     return "\n".join(lines), correct, len(runs), healthy_wrong
 
 
+PUBLIC_LABELS = ("healthy", "overfitting", "lr_too_high", "underfitting", "batchnorm_mismatch")
+PUBLIC_SPLITS = ("dev", "held_out")
+
+
+def load_public_runs(path: Path) -> list[dict[str, Any]]:
+    """The public set's runs (``bench/public_runs.json``)."""
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    runs: list[dict[str, Any]] = payload["runs"]
+    return runs
+
+
+def public_primary(run: dict[str, Any]) -> str:
+    """The primary verdict of one public run judged alone, as ``thaw diagnose --history``."""
+    data: dict[str, Any] = {"history": run["history"]}
+    if run.get("params"):
+        data["params"] = run["params"]
+    if run.get("num_classes"):
+        data["num_classes"] = run["num_classes"]
+    return _primary([v.verdict for v in diagnose_history(data).verdicts])
+
+
+def _share(hits: int, total: int) -> str:
+    return f"{hits}/{total} ({100 * hits / total:.0f}%)" if total else "0/0"
+
+
+def public_summary(
+    runs: list[dict[str, Any]], primary: dict[str, str], miss_splits: tuple[str, ...] = ("dev",)
+) -> str:
+    """Accuracy per half (high-confidence non-ambiguous labels, and overall), the confusion
+    table over all runs and the misses of the halves in ``miss_splits`` (the dev half by
+    default: rule changes look at the dev half's failures only)."""
+    lines = []
+    for name, part in (
+        *((split, [r for r in runs if r["split"] == split]) for split in PUBLIC_SPLITS),
+        ("all", runs),
+    ):
+        firm = [r for r in part if r["confidence"] == "high" and not r["ambiguous"]]
+        firm_hits = sum(primary[r["id"]] == r["label"] for r in firm)
+        hits = sum(primary[r["id"]] == r["label"] for r in part)
+        false_healthy = sum(r["label"] != "healthy" and primary[r["id"]] == "healthy" for r in part)
+        lines.append(
+            f"{name:<9} high-confidence non-ambiguous {_share(firm_hits, len(firm))}; "
+            f"all labels {_share(hits, len(part))}; pathological runs called healthy: "
+            f"{false_healthy}"
+        )
+    columns = [*VERDICTS, "none"]
+    counts: dict[str, Counter[str]] = {label: Counter() for label in PUBLIC_LABELS}
+    for run in runs:
+        counts[run["label"]][primary[run["id"]]] += 1
+    width = max(len(label) for label in PUBLIC_LABELS)
+    lines.append("")
+    lines.append(f"{'label':<{width}} " + " ".join(f"{c[:11]:>11}" for c in columns))
+    for label in PUBLIC_LABELS:
+        if counts[label]:
+            lines.append(
+                f"{label:<{width}} " + " ".join(f"{counts[label][c] or '.':>11}" for c in columns)
+            )
+    wrong = [r for r in runs if r["split"] in miss_splits and primary[r["id"]] != r["label"]]
+    if wrong:
+        lines.append("")
+        lines.append(
+            f"misdiagnosed in {' and '.join(miss_splits)} (split, id, label [confidence, "
+            "ambiguous], got):"
+        )
+        for r in wrong:
+            flag = ", ambiguous" if r["ambiguous"] else ""
+            lines.append(
+                f"  {r['split']:<8} {r['id']}: {r['label']} [{r['confidence']}{flag}] -> "
+                f"{primary[r['id']]}"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="diagnosis accuracy on the labelled runs")
     parser.add_argument(
         "path", nargs="?", default=str(Path(__file__).with_name("labelled_runs.json"))
     )
     parser.add_argument("--no-probes", action="store_true", help="ignore the stored probes")
+    parser.add_argument(
+        "--public",
+        default=str(Path(__file__).with_name("public_runs.json")),
+        help="the public set of labelled runs (default: bench/public_runs.json)",
+    )
+    parser.add_argument("--no-public", action="store_true", help="skip the public set")
+    parser.add_argument(
+        "--held-out-misses",
+        action="store_true",
+        help="also list the held-out half's misses (by default only the dev half's are listed)",
+    )
     args = parser.parse_args(argv)
     path = Path(args.path)
     runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
@@ -172,6 +270,20 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {run_id}: expected {expected}; " + ", ".join(f"{w} {g}" for w, g in got.items())
             )
+    if not args.no_public:
+        public_path = Path(args.public)
+        public = load_public_runs(public_path)
+        by_split = Counter(r["split"] for r in public)
+        print()
+        print(
+            f"== public set: {len(public)} runs from {public_path} "
+            + "("
+            + ", ".join(f"{s} {by_split[s]}" for s in PUBLIC_SPLITS)
+            + "), "
+            "each alone as thaw diagnose --history would"
+        )
+        splits = PUBLIC_SPLITS if args.held_out_misses else ("dev",)
+        print(public_summary(public, {r["id"]: public_primary(r) for r in public}, splits))
     return 0
 
 

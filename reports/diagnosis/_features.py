@@ -449,6 +449,14 @@ def _profile(curves: TrialCurves, t: Thresholds) -> _Profile:
     train_norm = (
         None if acc_end is None or chance_acc is None else norm_accuracy(acc_end, chance_acc)
     )
+    # A training set fitted to (near) perfection says the optimiser works: the ups and downs of
+    # a train loss close to zero are noise, not a learning rate that wrecks the weights.
+    memorised = acc_end is not None and (
+        train_norm >= t.overfit_memorised_accuracy
+        if train_norm is not None
+        else acc_end >= t.overfit_memorised_accuracy
+    )
+    lr_signs = val_suffers and not memorised
     return _Profile(
         curves=curves,
         val_stuck=_val_stuck(curves, val, val_acc, t),
@@ -466,10 +474,11 @@ def _profile(curves: TrialCurves, t: Thresholds) -> _Profile:
         noise=noise,
         nonfinite=_first_nonfinite(curves),
         jump=_first_jump("train loss", train, t),
-        train_rise=_train_rise(train, curves.warmup_epochs, t) if val_suffers else None,
+        train_rise=_train_rise(train, curves.warmup_epochs, t) if lr_signs else None,
         oscillation=(
             _oscillation(train, curves.warmup_epochs, t)
-            if val_suffers or _oscillation(val, curves.warmup_epochs, t) is not None
+            if not memorised
+            and (val_suffers or _oscillation(val, curves.warmup_epochs, t) is not None)
             else None
         ),
     )

@@ -107,7 +107,10 @@ class Thresholds:
             upward swing ...
         oscillation_min_fraction:
             ... and train loss oscillates when at least this fraction of the epoch-to-epoch
-            steps after unfreezing are upward swings (and at least two are).
+            steps after unfreezing are upward swings (and at least two are). Neither a rising
+            nor an oscillating train loss counts once the training set is memorised (see
+            ``overfit_memorised_accuracy``): the ups and downs of a train loss near zero are
+            noise, not a learning rate that wrecks the weights.
         bn_gap_ratio:
             BatchNorm mismatch: median val/train loss over the first ``bn_early_epochs``
             epochs after unfreezing at least this ratio ...
@@ -158,7 +161,9 @@ class Thresholds:
             Fewest trials with a finite target before parameter importances are computed.
         chance_accuracy_margin:
             Chance band: a val accuracy within this fraction of the way from chance (1/K) to
-            perfect (1) is "at chance" ...
+            perfect (1) is "at chance" (also the band a BatchNorm mismatch's val accuracy must
+            stay in from the late variant's onset on: one that leaves it generalised, and
+            overfits) ...
         chance_loss_margin:
             ... and a val loss within this fraction below ln K. A trial whose val curves never
             leave the band learnt nothing that generalises and is never healthy.
@@ -182,7 +187,8 @@ class Thresholds:
             statistics (``batchnorm: frozen``, a named handicap).
         overfit_memorised_accuracy:
             Overfitting without a climb: the training set is memorised (train accuracy at least
-            this fraction of the way from chance to perfect; inference probe when stored) ...
+            this fraction of the way from chance to perfect; the raw accuracy without K;
+            inference probe when stored) ...
         overfit_accuracy_gap:
             ... val accuracy at least this far below it, and val loss ``overfit_gap_ratio``
             times the train loss.

@@ -35,7 +35,9 @@ __all__ = [
 HEALTHY = "healthy"
 """Nothing else applies: val loss fell and did not climb beyond the thresholds."""
 OVERFITTING = "overfitting"
-"""Val loss climbed (or stalled) after its best epoch while train loss kept falling."""
+"""Val loss climbed (or stalled) after its best epoch while train loss kept falling (and the val
+loss ended above the train loss: a val loss still below it, as with dropout and augmentation,
+has no generalisation gap to grow)."""
 LR_TOO_HIGH = "lr_too_high"
 """Pretrained features destroyed: divergence (including an explosive loss in the first epochs),
 an unrecovered jump after unfreezing, or a persistently rising / oscillating train loss."""
@@ -289,7 +291,9 @@ def _bn_late(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     Judged over ``bn_early_epochs`` epochs from the first epoch after unfreezing with train
     accuracy >= ``bn_min_train_accuracy``. Genuine overfitting keeps val accuracy close to the
     train accuracy at that point; a model whose BatchNorm statistics do not match inference
-    fits its training batches while its val predictions stay near chance.
+    fits its training batches while its val predictions stay near chance. With K known, a val
+    accuracy that leaves the chance band (``chance_accuracy_margin``) from the onset on clears
+    BatchNorm: the model generalised, as a from-scratch net that overfits a small set does.
     """
     w = p.curves.warmup_epochs
     onset = next(
@@ -312,8 +316,14 @@ def _bn_late(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     # With K known, the val accuracy must stay near chance from the onset on (its maximum):
     # genuine overfitting first generalises, then climbs; a BatchNorm mismatch never does.
     after = [a for e, a in p.val_acc.items() if e >= onset]
-    judged = max(after) if p.curves.chance_accuracy is not None and after else val_acc
+    chance = p.curves.chance_accuracy
+    judged = max(after) if chance is not None and after else val_acc
     if not _val_near_chance(p, judged, train_acc, t) or gap < t.bn_min_gap:
+        return None
+    if chance is not None and norm_accuracy(judged, chance) > t.chance_accuracy_margin:
+        # The val accuracy left the chance band after the onset: the model generalised and
+        # the gap that opened is overfitting (a from-scratch net on few images), not
+        # statistics that do not fit inference, which keep val predictions at chance.
         return None
     loss_ratio = statistics.median(p.val[e] / max(p.train[e], _EPS) for e in epochs)
     val_med = statistics.median(p.val[e] for e in epochs)
@@ -572,6 +582,10 @@ def _overfit_verdict(
     if p.climbed:
         if train_best is not None and train_end is not None:
             if train_end > train_best * (1.0 + t.plateau_tolerance):
+                return None
+            if final < train_end:
+                # The val loss still sits below the train loss (dropout, augmentation): no
+                # generalisation gap has opened, so the rise is not the model memorising.
                 return None
             train = f" while train loss {_went(train_best, train_end)}"
         else:
