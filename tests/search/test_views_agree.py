@@ -121,15 +121,20 @@ def test_trial_and_study_notes_agree(agreed: dict[str, Any]) -> None:
             assert f"{title} " not in line
 
 
-def test_thaw_diagnose_agrees(agreed: dict[str, Any], tmp_path: Path, thaw: Any) -> None:
-    study = agreed["study"]
-    expected = _expected(study)
-    study_file = tmp_path / "agree.yaml"
+def _study_file(agreed: dict[str, Any], folder: Path) -> Path:
+    study_file = folder / "agree.yaml"
     study_file.write_text(
         "name: agree\nobjective: val_loss\nmodel: {source: demo}\ndata: {source: demo}\n"
         f"storage: {agreed['storage']}\n",
         encoding="utf-8",
     )
+    return study_file
+
+
+def test_thaw_diagnose_agrees(agreed: dict[str, Any], tmp_path: Path, thaw: Any) -> None:
+    study = agreed["study"]
+    expected = _expected(study)
+    study_file = _study_file(agreed, tmp_path)
     result = thaw("diagnose", study_file, "--json")
     assert result.rc == 0, result.err
     found = {
@@ -170,3 +175,21 @@ def test_the_answer_states_its_recommended_trials_own_verdict(agreed: dict[str, 
     assert advice.sentence in lead
     if advice.cause is not None:
         assert advice.move is not None or "allows no move" in advice.sentence
+
+
+def test_thaw_report_and_the_api_write_the_same_files(
+    agreed: dict[str, Any], tmp_path: Path, thaw: Any
+) -> None:
+    import thaw as api
+
+    study_file = _study_file(agreed, tmp_path)
+    result = thaw("report", study_file, "--out", tmp_path / "cli")
+    assert result.rc == 0, result.err
+    files = api.report(study_file, tmp_path / "api")
+    names = ["report.md", "report.html", "trials.csv", "summary.json"]
+    assert [p.name for p in files.written] == names
+    for name in names:
+        assert str(tmp_path / "cli" / name) in result.out
+        cli = (tmp_path / "cli" / name).read_bytes()
+        assert cli == (tmp_path / "api" / name).read_bytes(), name
+    assert "agree" in (tmp_path / "api" / "report.md").read_text(encoding="utf-8")
