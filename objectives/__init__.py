@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from thaw.objectives._data import ArrayData, DataSource, DataSourceError, load_npz
+from thaw.objectives._pruning import ExplainingPruner, record_prune_reason
 from thaw.objectives._space import FloatRange, IntRange, SearchSpace, TrialParams
 from thaw.objectives._specs import (
     APPLICATION_NAMES,
@@ -93,6 +94,7 @@ __all__ = [
     "BATCHNORM_MODES",
     "DataSource",
     "DataSourceError",
+    "ExplainingPruner",
     "FloatRange",
     "IntRange",
     "ModelSource",
@@ -102,5 +104,6 @@ __all__ = [
     "TrainSettings",
     "TrialParams",
     "load_npz",
+    "record_prune_reason",
     *sorted(_LAZY),
 ]

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import optuna
 
+from thaw.objectives._pruning import record_prune_reason
 from thaw.objectives._weights import assign_weights, snapshot_weights
 
 _logger = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ class TrialReporter(keras.callbacks.Callback):
     """Reports the monitored metric to the trial each epoch and stops the fit when it should prune.
 
     Steps are 1-based epoch numbers; a phase started with ``initial_epoch`` continues them, so
-    Optuna never sees a repeated step. Stops too on a non-finite value.
+    Optuna never sees a repeated step. Stops too on a non-finite value. When the pruner says
+    why it prunes (:class:`~thaw.objectives._pruning.ExplainingPruner`), the trial records it.
     """
 
     def __init__(self, trial: optuna.Trial, monitor: str = "val_loss") -> None:
@@ -127,6 +129,7 @@ class TrialReporter(keras.callbacks.Callback):
             self.diverged_at = step
         if self._trial.should_prune():
             self.pruned_at = step
+            record_prune_reason(self._trial)
         if self.pruned_at is not None or self.diverged_at is not None:
             self.model.stop_training = True
 

@@ -24,13 +24,23 @@ SUMMARY_NAME = "summary.json"
 
 @dataclass(frozen=True)
 class ReportFiles:
-    """Paths of the files :func:`write_report` wrote."""
+    """Paths of the files :func:`write_report` wrote (and ``trials.parquet`` when
+    :func:`thaw.report` wrote it too)."""
 
     out_dir: Path
     markdown: Path
     html: Path
     csv: Path
     summary_json: Path
+    #: The study the report is of.
+    study_name: str = ""
+    parquet: Path | None = None
+
+    @property
+    def written(self) -> list[Path]:
+        """Every file written, the Markdown report first."""
+        paths = [self.markdown, self.html, self.csv, self.summary_json, self.parquet]
+        return [p for p in paths if p is not None]
 
 
 def write_report(
@@ -65,6 +75,7 @@ def write_report(
         html=out / HTML_NAME,
         csv=out / CSV_NAME,
         summary_json=out / SUMMARY_NAME,
+        study_name=study.study_name,
     )
     write_text(files.markdown, render_markdown(info, diagnosis_markdown))
     write_text(files.html, render_html(info, diagnosis_html, diagnosis_markdown))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -174,65 +175,24 @@ def _print_summary(summary: Any, study_file: Path) -> None:
 # -------------------------------------------------------------------------------- report
 
 
-def default_report_dir(study_file: Path, study_name: str) -> Path:
-    """Where ``thaw report`` writes without ``--out``: ``<name>-report/`` beside the study
-    file (``studies/demo.yaml`` -> ``studies/demo-report/``), whatever the working folder."""
-    return Path(study_file).parent / f"{study_name}-report"
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from thaw.reports import write_report
-    from thaw.search._config import mask_url
-    from thaw.search._study import StorageError, load_existing_study, open_storage
+    from thaw._api import report
 
-    config = _load_config(args.study_file, args.storage)
-    url = str(config.storage)
-    out = Path(args.out) if args.out else default_report_dir(config.path, config.name)
-    if out.exists() and not out.is_dir():
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder (it is created if missing)")
     table_format = getattr(args, "format", "csv")
-    if table_format == "parquet":
-        import importlib.util
-
-        if importlib.util.find_spec("pyarrow") is None:
-            raise UserError(
-                "--format parquet needs pyarrow: pip install 'thaw-keras[parquet]' (or use "
-                "--format csv)"
-            )
+    if table_format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise UserError(
+            "--format parquet needs pyarrow: pip install 'thaw-keras[parquet]' (or use "
+            "--format csv)"
+        )
     try:
-        storage = open_storage(url, must_exist=True)
-        study = load_existing_study(storage, config.name, url)
-    except StorageError as exc:
-        raise UserError(str(exc)) from None
-    from thaw.reports._findings import run_diagnosis
-
-    try:
-        diagnosis = run_diagnosis(study, config.thresholds)
-        files = write_report(study, out, storage_url_masked=mask_url(url), diagnose=diagnosis)
+        files = report(args.study_file, out, storage=args.storage, table_format=table_format)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    from thaw.search._publish import (
-        PublishError,
-        default_artifact_dir,
-        open_artifact_store,
-        publish_report_artifacts,
-    )
-
-    try:
-        store = open_artifact_store(default_artifact_dir(url, config.path.resolve().parent))
-        publish_report_artifacts(study, store, files)
-    except (PublishError, OSError) as exc:
-        _logger.warning("Report not attached to the study in the dashboard: %s", exc)
-    written = [files.markdown, files.html, files.csv, files.summary_json]
-    if table_format == "parquet":
-        from thaw._api import trials_frame
-
-        parquet = out / "trials.parquet"
-        trials_frame(study).to_parquet(parquet, index=False)
-        written.append(parquet)
-    _refresh_notes(study, config.thresholds)
-    print(f"Report for study {config.name!r} written to {out}/:")
-    for path in written:
+    print(f"Report for study {files.study_name!r} written to {files.out_dir}/:")
+    for path in files.written:
         print(f"  {path}")
     return 0
 
@@ -349,17 +309,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "replaces it); --cut-at none keeps the whole model."
         )
     return 0
-
-
-def _refresh_notes(study: Any, thresholds: Any) -> None:
-    """Trial and study notes say what the report says (one verdict function)."""
-    from thaw.search._publish import refresh_trial_notes, save_study_note, study_note
-
-    try:
-        refresh_trial_notes(study, thresholds)
-        save_study_note(study, study_note(study, thresholds))
-    except Exception as exc:  # noqa: BLE001 - the report is written; notes are a bonus
-        _logger.warning("Dashboard notes not refreshed: %s: %s", type(exc).__name__, exc)
 
 
 # ------------------------------------------------------------------------------ diagnose

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from thaw.objectives import (
+    APPLICATION_NAMES,
     BATCHNORM_MODES,
     OBJECTIVE_METRICS,
     DataSource,
@@ -26,29 +28,41 @@ from thaw.objectives import (
     TrainSettings,
 )
 from thaw.reports._format import mask_url
-from thaw.search._schema import StudyFileError, unknown_key_message, validate_study_file
+from thaw.search._schema import (
+    DataSection,
+    ModelSection,
+    PrunerSection,
+    SamplerSection,
+    SpaceSection,
+    StudyFileError,
+    unknown_key_message,
+    validate_study_file,
+)
 
-SAMPLERS: tuple[str, ...] = ("tpe", "random")
-COMPARATIVE_PRUNERS: tuple[str, ...] = ("median", "hyperband", "successive_halving", "none")
 ALL = "all"
+
+
+def _default(section: type[BaseModel], key: str) -> Any:
+    """The schema's default of ``key``: each default is written once, in the schema."""
+    return section.model_fields[key].default
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    name: str = "tpe"
-    n_startup_trials: int = 5
+    name: str = _default(SamplerSection, "name")
+    n_startup_trials: int = _default(SamplerSection, "n_startup_trials")
 
 
 @dataclass(frozen=True)
 class PrunerConfig:
     """``compare`` is the comparative pruner wrapped by the climbing pruner."""
 
-    compare: str = "hyperband"
-    patience: int = 3
-    min_delta: float = 0.03
-    n_startup_trials: int = 8
-    n_warmup_steps: int = 2
-    reduction_factor: int = 3
+    compare: str = _default(PrunerSection, "compare")
+    patience: int = _default(PrunerSection, "patience")
+    min_delta: float = _default(PrunerSection, "min_delta")
+    n_startup_trials: int = _default(PrunerSection, "n_startup_trials")
+    n_warmup_steps: int = _default(PrunerSection, "n_warmup_steps")
+    reduction_factor: int = _default(PrunerSection, "reduction_factor")
 
 
 @dataclass(frozen=True)
@@ -153,72 +167,8 @@ class StudyConfig:
 
 
 # --------------------------------------------------------------------------- parsing helpers
-
-
-class _Section:
-    """A mapping being read; remembers its dotted name and refuses unknown keys."""
-
-    def __init__(self, where: str, data: Any, allowed: tuple[str, ...]) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise StudyFileError(
-                f"{where or 'the study file'} must be a mapping of keys, got "
-                f"{type(data).__name__} {data!r}"
-            )
-        unknown = sorted(set(map(str, data)) - set(allowed))
-        if unknown:
-            raise StudyFileError(unknown_key_message(where, unknown[0], allowed))
-        self.where = where
-        self.data = data
-
-    @staticmethod
-    def key(where: str, name: str) -> str:
-        return f"{where}.{name}" if where else name
-
-    def name(self, key: str) -> str:
-        return self.key(self.where, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def get_int(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
-        value = self.data.get(key, default)
-        if value is None:
-            raise StudyFileError(f"{self.name(key)} is required (an integer)")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise StudyFileError(f"{self.name(key)} must be an integer, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise StudyFileError(f"{self.name(key)} must be >= {minimum}, got {value}")
-        return int(value)
-
-    def get_float(
-        self, key: str, default: float | None = None, minimum: float | None = None
-    ) -> float:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise StudyFileError(f"{self.name(key)} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise StudyFileError(f"{self.name(key)} must be finite, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise StudyFileError(f"{self.name(key)} must be >= {minimum}, got {value}")
-        return float(value)
-
-    def get_str(self, key: str, default: str | None = None, choices: tuple[str, ...] = ()) -> str:
-        value = self.data.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise StudyFileError(f"{self.name(key)} must be a non-empty string, got {value!r}")
-        if choices and value not in choices:
-            raise StudyFileError(
-                f"{self.name(key)} is {value!r}; expected one of: {', '.join(choices)}"
-            )
-        return value
-
-    def get_bool(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise StudyFileError(f"{self.name(key)} must be true or false, got {value!r}")
-        return value
+# The schema (:mod:`thaw.search._schema`) has checked every key's type, range and default; what
+# follows checks what needs several values or the file system.
 
 
 def _bounds(where: str, value: Any) -> tuple[Any, Any, bool | None]:
@@ -227,19 +177,23 @@ def _bounds(where: str, value: Any) -> tuple[Any, Any, bool | None]:
         if len(value) != 2:
             raise StudyFileError(f"{where} must be [low, high], got {value!r}")
         return value[0], value[1], None
-    section = _Section(where, value, ("low", "high", "log"))
-    if "low" not in section.data or "high" not in section.data:
-        raise StudyFileError(f"{where} needs both 'low' and 'high', got {dict(section.data)!r}")
-    log = section.get("log")
+    if not isinstance(value, Mapping):
+        raise StudyFileError(
+            f"{where} must be a mapping of keys, got {type(value).__name__} {value!r}"
+        )
+    unknown = sorted(set(map(str, value)) - {"low", "high", "log"})
+    if unknown:
+        raise StudyFileError(unknown_key_message(where, unknown[0], ("low", "high", "log")))
+    if "low" not in value or "high" not in value:
+        raise StudyFileError(f"{where} needs both 'low' and 'high', got {dict(value)!r}")
+    log = value.get("log")
     if log is not None and not isinstance(log, bool):
         raise StudyFileError(f"{where}.log must be true or false, got {log!r}")
-    return section.get("low"), section.get("high"), log
+    return value["low"], value["high"], log
 
 
-def _float_range(
-    where: str, value: Any, default: tuple[float, float], log_default: bool, minimum: float
-) -> FloatRange:
-    low, high, log = _bounds(where, value) if value is not None else (*default, None)
+def _float_range(where: str, value: Any, log_default: bool, minimum: float) -> FloatRange:
+    low, high, log = _bounds(where, value)
     for label, v in (("low", low), ("high", high)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise StudyFileError(f"{where}.{label} must be a finite number, got {v!r}")
@@ -256,10 +210,15 @@ def _float_range(
     return FloatRange(float(low), float(high), log=use_log)
 
 
-def _space(section: _Section) -> SpaceConfig:
-    where = section.where
-    raw_unfrozen = section.get("unfrozen_layers", [0, ALL])
-    low, high, log = _bounds(f"{where}.unfrozen_layers", raw_unfrozen)
+def _given(section: BaseModel, key: str) -> Any:
+    """``section.key``; a key written as null gets the schema's default."""
+    value = getattr(section, key)
+    return _default(type(section), key) if value is None else value
+
+
+def _space(space: SpaceSection) -> SpaceConfig:
+    where = "search_space"
+    low, high, log = _bounds(f"{where}.unfrozen_layers", _given(space, "unfrozen_layers"))
     if log:
         raise StudyFileError(f"{where}.unfrozen_layers cannot be log-scaled; remove 'log'")
     if isinstance(low, bool) or not isinstance(low, int) or low < 0:
@@ -270,17 +229,12 @@ def _space(section: _Section) -> SpaceConfig:
         )
     if isinstance(high, int) and low > high:
         raise StudyFileError(f"{where}.unfrozen_layers: low={low} > high={high}; swap them")
-    dropout = _float_range(f"{where}.dropout", section.get("dropout"), (0.0, 0.6), False, 0.0)
+    dropout = _float_range(f"{where}.dropout", _given(space, "dropout"), False, 0.0)
     if dropout.high >= 1.0:
         raise StudyFileError(f"{where}.dropout: high={dropout.high} must be < 1")
-    batchnorm = section.get("batchnorm", list(BATCHNORM_MODES))
-    if isinstance(batchnorm, str):
-        batchnorm = [batchnorm]
-    if (
-        not isinstance(batchnorm, list)
-        or not batchnorm
-        or any(b not in BATCHNORM_MODES for b in batchnorm)
-    ):
+    batchnorm = _given(space, "batchnorm")
+    batchnorm = [batchnorm] if isinstance(batchnorm, str) else batchnorm
+    if not batchnorm or any(b not in BATCHNORM_MODES for b in batchnorm):
         raise StudyFileError(
             f"{where}.batchnorm must be a list drawn from {list(BATCHNORM_MODES)}, got "
             f"{batchnorm!r}"
@@ -289,11 +243,11 @@ def _space(section: _Section) -> SpaceConfig:
         unfrozen_low=int(low),
         unfrozen_high=high if high == ALL else int(high),
         learning_rate=_float_range(
-            f"{where}.learning_rate", section.get("learning_rate"), (1e-5, 1e-2), True, 0.0
+            f"{where}.learning_rate", _given(space, "learning_rate"), True, 0.0
         ),
         dropout=dropout,
         weight_decay=_float_range(
-            f"{where}.weight_decay", section.get("weight_decay"), (1e-6, 1e-1), True, 0.0
+            f"{where}.weight_decay", _given(space, "weight_decay"), True, 0.0
         ),
         batchnorm=tuple(dict.fromkeys(batchnorm)),
     )
@@ -304,26 +258,21 @@ def _resolve_path(base_dir: Path, value: str) -> Path:
     return p if p.is_absolute() else (base_dir / p).resolve()
 
 
-def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
-    kind = section.get_str(
-        "source", "demo", choices=("demo", "file", "application", "glyphs", "kerashub")
-    )
+def _model(model: ModelSection, base_dir: Path) -> ModelSource:
+    kind = model.source
     path = None
     if kind == "file":
-        raw_path = section.get("path")
-        if not isinstance(raw_path, str) or not raw_path:
+        if not model.path:
             raise StudyFileError(
                 "model.path is required when model.source is 'file' (a .keras or .h5 file)"
             )
-        path = _resolve_path(base_dir, raw_path)
+        path = _resolve_path(base_dir, model.path)
         if not path.exists():
             raise StudyFileError(f"model.path {str(path)!r} does not exist; check the path")
-    elif section.get("path") is not None:
+    elif model.path is not None:
         raise StudyFileError("model.path is only used with model.source: file; remove it")
-    name = section.get("name")
+    name = model.name
     if kind == "application":
-        from thaw.objectives._specs import APPLICATION_NAMES
-
         if name not in APPLICATION_NAMES:
             raise StudyFileError(
                 f"model.name is {name!r}; expected a keras.applications network: "
@@ -331,9 +280,9 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
             )
     elif name is not None:
         raise StudyFileError("model.name is only used with model.source: application; remove it")
-    preset = section.get("preset")
+    preset = model.preset
     if kind == "kerashub":
-        if not isinstance(preset, str) or not preset:
+        if not preset:
             raise StudyFileError(
                 "model.preset is required when model.source is 'kerashub' (a folder saved with "
                 "save_to_preset, or a preset name)"
@@ -343,68 +292,52 @@ def _model(section: _Section, base_dir: Path, seed: int) -> ModelSource:
         name = str(local) if local.exists() or "/" in preset or preset.startswith(".") else preset
     elif preset is not None:
         raise StudyFileError("model.preset is only used with model.source: kerashub; remove it")
-    weights = section.get("weights", "imagenet")
-    if weights is not None and not isinstance(weights, str):
-        raise StudyFileError(
-            f"model.weights must be 'imagenet', null or a weights file path, got {weights!r}"
-        )
-    if isinstance(weights, str) and weights != "imagenet":
+    weights = model.weights
+    if weights is not None and weights != "imagenet":
         resolved = _resolve_path(base_dir, weights)
         if not resolved.exists():
             raise StudyFileError(f"model.weights file {str(resolved)!r} does not exist")
         weights = str(resolved)
-    input_shape = section.get("input_shape")
-    if input_shape is not None:
-        if (
-            not isinstance(input_shape, list)
-            or len(input_shape) != 3
-            or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape
-            )
-        ):
+    input_shape = None
+    if model.input_shape is not None:
+        if len(model.input_shape) != 3 or not all(d > 0 for d in model.input_shape):
             raise StudyFileError(
-                f"model.input_shape must be [height, width, channels], got {input_shape!r}"
+                f"model.input_shape must be [height, width, channels], got {model.input_shape!r}"
             )
-        input_shape = tuple(input_shape)
-    alpha = section.get("alpha")
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
-        raise StudyFileError(f"model.alpha must be a number such as 0.35, got {alpha!r}")
-    cut_at = section.get("cut_at")
-    if cut_at is not None and not isinstance(cut_at, str):
-        raise StudyFileError(f"model.cut_at must be a layer name, got {cut_at!r}")
+        height, width, channels = model.input_shape
+        input_shape = (height, width, channels)
     return ModelSource(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         path=path,
-        cut_at=cut_at,
-        seed=section.get_int("seed", 0),
-        safe_mode=section.get_bool("safe_mode", True),
+        cut_at=model.cut_at,
+        seed=model.seed,
+        safe_mode=model.safe_mode,
         name=name,
         weights=weights,
         input_shape=input_shape,
-        alpha=float(alpha) if alpha is not None else None,
-        unfreeze_by=section.get("unfreeze_by") or ("blocks" if kind == "kerashub" else "layers"),
+        alpha=None if model.alpha is None else float(model.alpha),
+        unfreeze_by=model.unfreeze_by or ("blocks" if kind == "kerashub" else "layers"),
     )
 
 
-def _data(section: _Section, base_dir: Path) -> DataSource:
-    kind = section.get_str("source", "demo", choices=("demo", "npz", "directory", "glyphs"))
+def _data(data: DataSection, base_dir: Path) -> DataSource:
+    kind = data.source
     path = None
     if kind in ("npz", "directory"):
-        raw_path = section.get("path")
-        if not isinstance(raw_path, str) or not raw_path:
+        if not data.path:
             raise StudyFileError(
                 f"data.path is required when data.source is {kind!r}"
                 + (" (a folder with one subfolder per class)" if kind == "directory" else "")
             )
-        resolved = _resolve_path(base_dir, raw_path)
+        resolved = _resolve_path(base_dir, data.path)
         if not resolved.exists():
             raise StudyFileError(f"data.path {str(resolved)!r} does not exist; check the path")
         path = str(resolved)
-    elif section.get("path") is not None:
+    elif data.path is not None:
         raise StudyFileError(f"data.path is not used with data.source: {kind}; remove it")
-    val_path = section.get("val_path")
+    val_path = data.val_path
     if val_path is not None:
-        if kind != "directory" or not isinstance(val_path, str):
+        if kind != "directory":
             raise StudyFileError(
                 "data.val_path (a folder) is only used with data.source: directory"
             )
@@ -412,36 +345,23 @@ def _data(section: _Section, base_dir: Path) -> DataSource:
         if not resolved.exists():
             raise StudyFileError(f"data.val_path {str(resolved)!r} does not exist")
         val_path = str(resolved)
-    val_fraction = section.get_float("val_fraction", 0.2)
-    if not 0.0 < val_fraction < 1.0:
-        raise StudyFileError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-    max_memory_mb = section.get_int("max_memory_mb", 2048, minimum=1)
-    max_skipped = section.get_float("max_skipped_fraction", 0.05)
-    if not 0.0 <= max_skipped <= 1.0:
-        raise StudyFileError(f"data.max_skipped_fraction must be in [0, 1], got {max_skipped}")
-    names = section.get("class_names", [])
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise StudyFileError(f"data.class_names must be a list of strings, got {names!r}")
     return DataSource(
         kind=kind,
         path=path,
-        seed=section.get_int("seed", 0),
-        class_names=tuple(names),
+        seed=data.seed,
+        class_names=tuple(data.class_names),
         val_path=val_path,
-        val_fraction=val_fraction,
-        max_skipped_fraction=max_skipped,
-        max_memory_mb=max_memory_mb,
+        val_fraction=data.val_fraction,
+        max_skipped_fraction=data.max_skipped_fraction,
+        max_memory_mb=data.max_memory_mb,
     )
 
 
-def _storage(value: Any, base_dir: Path, name: str) -> str:
+def _storage(value: str | None, base_dir: Path, name: str) -> str:
+    """The study's storage URL (the schema checked it is one), a relative SQLite path taken
+    relative to the study file; default ``sqlite:///<study folder>/<name>.db``."""
     if value is None:
         return f"sqlite:///{(base_dir / f'{name}.db').resolve()}"
-    if not isinstance(value, str) or "://" not in value:
-        raise StudyFileError(
-            f"storage must be a database URL such as 'sqlite:///demo.db' or "
-            f"'postgresql://user@host/db', got {value!r}"
-        )
     return resolve_storage_url(value, base_dir)
 
 
@@ -477,18 +397,14 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
     settings = {f.name for f in fields(TrainSettings)}
     train_values = {k: v for k, v in train.model_dump().items() if k in settings}
 
-    def section(where: str) -> _Section:
-        model = getattr(study, where)
-        return _Section(where, model.model_dump(), tuple(type(model).model_fields))
-
     return StudyConfig(
         name=name,
         path=path,
         seed=study.seed,
         n_trials=study.n_trials,
-        model=_model(section("model"), base_dir, study.seed),
-        data=_data(section("data"), base_dir),
-        space=_space(section("search_space")),
+        model=_model(study.model, base_dir),
+        data=_data(study.data, base_dir),
+        space=_space(study.search_space),
         train=TrainSettings(metric=study.objective, **train_values),
         sampler=SamplerConfig(**study.sampler.model_dump()),
         pruner=PrunerConfig(**study.pruner.model_dump()),

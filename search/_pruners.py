@@ -2,15 +2,18 @@
 
 Like Optuna's ``PatientPruner(wrapped, ...)``, :class:`ClimbingPruner` wraps another pruner: it
 prunes on its own evidence first (a non-finite value, a climb), then asks the wrapped pruner
-whether the trial is below its peers. Whichever decides records why on the trial
-(``prune_reason``, ``prune_epoch``, ``prune_detail`` user attrs).
+whether the trial is below its peers. Whichever decides keeps why until the objective, which
+holds the live trial, records it there (``prune_reason``, ``prune_epoch``, ``prune_detail`` user
+attrs; :func:`thaw.objectives.record_prune_reason`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.pruners import BasePruner
@@ -18,6 +21,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from thaw._keys import GRADUAL_UNFREEZING, SCREEN, TRIAL_EPOCHS
+from thaw.objectives import ExplainingPruner
 
 _logger = logging.getLogger(__name__)
 
@@ -57,6 +61,26 @@ class PruneDecision:
     reason: str
     epoch: int
     detail: str
+
+    def user_attrs(self) -> dict[str, str | int]:
+        """What the trial records about it."""
+        return {"prune_reason": self.reason, "prune_epoch": self.epoch, "prune_detail": self.detail}
+
+
+class DecisionLog:
+    """The decisions a pruner made, each kept until the live trial takes it to record
+    (:class:`thaw.objectives.ExplainingPruner`)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, PruneDecision] = {}
+
+    def keep(self, trial: FrozenTrial, decision: PruneDecision) -> None:
+        _logger.info("Pruning trial %d: %s", trial.number, decision.detail)
+        self._pending[trial.number] = decision
+
+    def take_reason(self, trial_number: int) -> dict[str, str | int] | None:
+        decision = self._pending.pop(trial_number, None)
+        return None if decision is None else decision.user_attrs()
 
 
 def climbing_decision(
@@ -212,6 +236,7 @@ class ClimbingPruner(BasePruner):
         self._n_warmup_steps = n_warmup_steps
         self._chance = chance
         self._noise_aware = noise_aware
+        self._decisions = DecisionLog()
 
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneDecision | None:
         values = sorted(trial.intermediate_values.items())
@@ -283,17 +308,12 @@ class ClimbingPruner(BasePruner):
         decision = self.decide(study, trial)
         if decision is None:
             return False
-        record_decision(study, trial, decision)
+        self._decisions.keep(trial, decision)
         return True
 
-
-def record_decision(study: optuna.Study, trial: FrozenTrial, decision: PruneDecision) -> None:
-    """Store why ``trial`` is pruned (``prune_reason``, ``prune_epoch``, ``prune_detail``)."""
-    storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, "prune_reason", decision.reason)
-    storage.set_trial_user_attr(trial._trial_id, "prune_epoch", decision.epoch)
-    storage.set_trial_user_attr(trial._trial_id, "prune_detail", decision.detail)
-    _logger.info("Pruning trial %d: %s", trial.number, decision.detail)
+    def take_reason(self, trial_number: int) -> dict[str, str | int] | None:
+        """Why ``trial_number`` was pruned, for the live trial to record (then forgotten)."""
+        return self._decisions.take_reason(trial_number)
 
 
 class ScreenPruner(BasePruner):
@@ -306,6 +326,15 @@ class ScreenPruner(BasePruner):
 
     def __init__(self, wrapped: BasePruner) -> None:
         self._wrapped = wrapped
+        self._decisions = DecisionLog()
+
+    def take_reason(self, trial_number: int) -> Mapping[str, Any] | None:
+        """Why ``trial_number`` was pruned (by the screen or ``wrapped``), for the live trial to
+        record (then forgotten)."""
+        own = self._decisions.take_reason(trial_number)
+        if own is None and isinstance(self._wrapped, ExplainingPruner):
+            return self._wrapped.take_reason(trial_number)
+        return own
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         screen = trial.user_attrs.get(SCREEN)
@@ -313,8 +342,7 @@ class ScreenPruner(BasePruner):
         if isinstance(screen, dict) and step is not None:
             rung = screen.get("rung")
             if isinstance(rung, int) and step >= rung:
-                record_decision(
-                    study,
+                self._decisions.keep(
                     trial,
                     PruneDecision(
                         SCREENED,

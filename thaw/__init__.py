@@ -13,6 +13,7 @@ In a notebook::
     thaw.trials_frame(study)                                 # the trial table (pandas)
     thaw.diagnose(study)                                     # why validation loss rose
     thaw.report(study, "thaw-report/flowers")                # report.md, report.html, ...
+    thaw.report("studies/flowers.yaml")                      # as `thaw report` writes it
     model = thaw.load_best(study)                            # the best trial's best epoch
 """
 

@@ -5,6 +5,9 @@ Everything here is re-exported from :mod:`thaw` and imported on first use.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from thaw._keys import CONFIG
+
+_logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import keras
@@ -66,14 +71,101 @@ def _open_study(study: optuna.Study | str | Path | StudyConfig) -> optuna.Study:
         raise RunError(str(exc)) from None
 
 
-def report(study: optuna.Study | str | Path, out_dir: str | Path) -> ReportFiles:
-    """Write ``report.md``, ``report.html``, ``trials.csv`` and ``summary.json`` to ``out_dir``.
+def report(
+    study: optuna.Study | str | Path | StudyConfig,
+    out_dir: str | Path | None = None,
+    *,
+    storage: str | None = None,
+    table_format: str = "csv",
+) -> ReportFiles:
+    """Write ``report.md``, ``report.html``, ``trials.csv`` and ``summary.json`` to ``out_dir``,
+    what ``thaw report`` writes.
 
-    ``study`` is an ``optuna.Study`` or a study file whose study has run.
+    ``study`` is an ``optuna.Study``, or a study file (or config) whose study has run:
+    ``storage`` overrides its storage, ``out_dir`` defaults to ``<name>-report/`` beside it, the
+    manifest shows its storage URL (password masked) and the report files are attached to the
+    study in the dashboard. The study is diagnosed with the study file's thresholds (for an
+    ``optuna.Study``, those stored on it), and the dashboard's trial and study notes are
+    rewritten to say what the report says. ``table_format="parquet"`` writes
+    ``trials.parquet`` as well (needs pyarrow).
+
+    Raises :class:`thaw.RunError` (a ``ValueError``) with one line on bad input (a study that
+    has not run, an ``out_dir`` that is a file); nothing is written then.
     """
     from thaw.reports import write_report
+    from thaw.reports._findings import run_diagnosis
+    from thaw.search._config import mask_url
+    from thaw.search._run import RunError
 
-    return write_report(_open_study(study), Path(out_dir))
+    if table_format not in ("csv", "parquet"):
+        raise RunError(f"table_format must be 'csv' or 'parquet', got {table_format!r}")
+    if table_format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise RunError(
+            "table_format='parquet' needs pyarrow: pip install 'thaw-keras[parquet]' (or write "
+            "the csv only)"
+        )
+    config = None
+    if not isinstance(study, optuna.Study):
+        config = load_config(study, storage) if isinstance(study, (str, Path)) else study
+    if out_dir is None:
+        if config is None:
+            raise RunError("out_dir is needed for an optuna.Study (a study file has a default)")
+        out_dir = default_report_dir(config.path, config.name)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file; give a folder (it is created if missing)")
+    opened = _open_study(study if config is None else config)
+    thresholds = _thresholds(opened) if config is None else config.thresholds
+    url = None if config is None else str(config.storage)
+    try:
+        files = write_report(
+            opened,
+            out,
+            storage_url_masked=None if url is None else mask_url(url),
+            diagnose=run_diagnosis(opened, thresholds),
+        )
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    if config is not None and url is not None:
+        _attach_report(opened, files, url, config.path)
+    if table_format == "parquet":
+        files = dataclasses.replace(files, parquet=out / "trials.parquet")
+        trials_frame(opened).to_parquet(files.parquet, index=False)
+    _refresh_notes(opened, thresholds)
+    return files
+
+
+def default_report_dir(study_file: str | Path, study_name: str) -> Path:
+    """Where a study file's report goes by default: ``<name>-report/`` beside the study file
+    (``studies/demo.yaml`` -> ``studies/demo-report/``), whatever the working folder."""
+    return Path(study_file).parent / f"{study_name}-report"
+
+
+def _attach_report(study: optuna.Study, files: ReportFiles, url: str, study_file: Path) -> None:
+    """Attach the report files to the study in the dashboard (a warning when that fails)."""
+    from thaw.search._publish import (
+        PublishError,
+        default_artifact_dir,
+        open_artifact_store,
+        publish_report_artifacts,
+    )
+
+    try:
+        store = open_artifact_store(default_artifact_dir(url, study_file.resolve().parent))
+        publish_report_artifacts(study, store, files)
+    except (PublishError, OSError) as exc:
+        _logger.warning("Report not attached to the study in the dashboard: %s", exc)
+
+
+def _refresh_notes(study: optuna.Study, thresholds: Any) -> None:
+    """Trial and study notes say what the report says (one verdict function)."""
+    from thaw.search._publish import refresh_trial_notes, save_study_note, study_note
+
+    try:
+        refresh_trial_notes(study, thresholds)
+        save_study_note(study, study_note(study, thresholds))
+    except Exception as exc:  # noqa: BLE001 - the report is written; notes are a bonus
+        _logger.warning("Dashboard notes not refreshed: %s: %s", type(exc).__name__, exc)
 
 
 def _thresholds(study: optuna.Study) -> Any:

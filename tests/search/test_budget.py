@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from thaw._keys import SCREEN, SCREEN_WINNER
-from thaw.objectives import FloatRange, IntRange, SearchSpace
+from thaw.objectives import FloatRange, IntRange, SearchSpace, record_prune_reason
 from thaw.search import (
     FOLLOW_UP_ATTR,
     EpochBudget,
@@ -233,6 +233,7 @@ def screen_study(tmp_path: Path, epochs: int, quality: dict[str, float]) -> optu
             trial.report(q + 0.5 / step, step)
             trial.set_user_attr("epochs_run", step)
             if trial.should_prune():
+                record_prune_reason(trial)
                 raise optuna.TrialPruned()
         return q + 0.5 / epochs
 

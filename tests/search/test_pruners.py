@@ -12,6 +12,7 @@ from optuna.pruners import BasePruner, MedianPruner
 from optuna.trial import TrialState
 
 from thaw._keys import TRIAL_EPOCHS
+from thaw.objectives import record_prune_reason
 from thaw.search import (
     BELOW_PEERS,
     CLIMBING,
@@ -164,13 +165,15 @@ def storage_url(tmp_path: Path) -> str:
 
 
 def curve_objective(curves: Sequence[Sequence[float]]):  # type: ignore[no-untyped-def]
-    """Trial n reports curves[n] epoch by epoch (step = epoch, 1-based), pruning when told."""
+    """Trial n reports curves[n] epoch by epoch (step = epoch, 1-based), pruning when told and
+    recording why, as thaw's objective does."""
 
     def objective(trial: optuna.Trial) -> float:
         curve = curves[trial.number]
         for step, value in enumerate(curve, start=1):
             trial.report(value, step)
             if trial.should_prune():
+                record_prune_reason(trial)
                 raise optuna.TrialPruned()
         finite = [v for v in curve if math.isfinite(v)]
         return min(finite)
@@ -591,3 +594,20 @@ def test_no_rung_decision_while_every_trial_sits_at_chance(
     pruner = ClimbingPruner(RungPruner(2, 3, 20, n_brackets=3, chance=LN5), patience=5)
     trials = run_curves_after_start(storage_url, pruner, refs, [poor + [0.5] * 18])
     assert (trials[2].state == TrialState.PRUNED) is pruned
+
+
+def test_the_pruner_keeps_its_reason_for_the_live_trial_to_record(storage_url: str) -> None:
+    pruner = ClimbingPruner(patience=2)
+    study = optuna.create_study(storage=storage_url, pruner=pruner, study_name="p")
+    trial = study.ask()
+    for step, value in steps(0.5, 0.6, 0.7):
+        trial.report(value, step)
+    assert trial.should_prune()
+    # the pruner wrote nothing: the live trial records the reason, once
+    assert "prune_reason" not in study.trials[0].user_attrs
+    record_prune_reason(trial)
+    record_prune_reason(trial)
+    study.tell(trial, state=TrialState.PRUNED)
+    attrs = optuna.load_study(study_name="p", storage=storage_url).trials[0].user_attrs
+    assert (attrs["prune_reason"], attrs["prune_epoch"]) == (CLIMBING, 3)
+    assert pruner.take_reason(trial.number) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -121,15 +122,20 @@ def test_trial_and_study_notes_agree(agreed: dict[str, Any]) -> None:
             assert f"{title} " not in line
 
 
-def test_thaw_diagnose_agrees(agreed: dict[str, Any], tmp_path: Path, thaw: Any) -> None:
-    study = agreed["study"]
-    expected = _expected(study)
-    study_file = tmp_path / "agree.yaml"
+def _study_file(agreed: dict[str, Any], folder: Path) -> Path:
+    study_file = folder / "agree.yaml"
     study_file.write_text(
         "name: agree\nobjective: val_loss\nmodel: {source: demo}\ndata: {source: demo}\n"
         f"storage: {agreed['storage']}\n",
         encoding="utf-8",
     )
+    return study_file
+
+
+def test_thaw_diagnose_agrees(agreed: dict[str, Any], tmp_path: Path, thaw: Any) -> None:
+    study = agreed["study"]
+    expected = _expected(study)
+    study_file = _study_file(agreed, tmp_path)
     result = thaw("diagnose", study_file, "--json")
     assert result.rc == 0, result.err
     found = {
@@ -170,3 +176,111 @@ def test_the_answer_states_its_recommended_trials_own_verdict(agreed: dict[str, 
     assert advice.sentence in lead
     if advice.cause is not None:
         assert advice.move is not None or "allows no move" in advice.sentence
+
+
+def test_thaw_report_and_the_api_write_the_same_files(
+    agreed: dict[str, Any], tmp_path: Path, thaw: Any
+) -> None:
+    import thaw as api
+
+    study_file = _study_file(agreed, tmp_path)
+    result = thaw("report", study_file, "--out", tmp_path / "cli")
+    assert result.rc == 0, result.err
+    files = api.report(study_file, tmp_path / "api")
+    names = ["report.md", "report.html", "trials.csv", "summary.json"]
+    assert [p.name for p in files.written] == names
+    for name in names:
+        assert str(tmp_path / "cli" / name) in result.out
+        cli = (tmp_path / "cli" / name).read_bytes()
+        assert cli == (tmp_path / "api" / name).read_bytes(), name
+    assert "agree" in (tmp_path / "api" / "report.md").read_text(encoding="utf-8")
+
+
+# ------------------------------------------------- the stored demo and glyphs studies
+
+#: Real runs of the embedded cases, stored as ``thaw run`` left them: the shortened demo the
+#: README shows (``docs/example``) and a shortened glyphs study (``tests/fixtures``).
+STORED = {
+    "demo": Path(__file__).parents[2] / "docs" / "example" / "demo.db",
+    "glyphs": Path(__file__).parents[1] / "fixtures" / "glyphs.db",
+}
+
+
+def _markdown_verdicts(report_md: str) -> dict[int, list[str]]:
+    """Trial number -> the verdicts of its row in the report's ranking table."""
+    lines = report_md.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("| rank | trial |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    found: dict[int, list[str]] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        text = cells.get("verdicts", "-")
+        names = [] if text == "-" else [v.strip().rstrip("*") for v in text.split(",")]
+        found[int(cells["trial"])] = names
+    return found
+
+
+def _text_verdicts(out: str) -> list[str]:
+    """The verdict names ``thaw diagnose --trial N`` prints."""
+    return re.findall(r"^  ([a-z_]+) \(confidence [0-9.]+\)$", out, flags=re.M)
+
+
+@pytest.mark.parametrize("case", sorted(STORED))
+def test_every_view_of_a_stored_real_study_agrees(case: str, tmp_path: Path, thaw: Any) -> None:
+    """Report rows (Markdown and summary.json), trial notes, ``thaw diagnose --trial N`` and the
+    Answer give each trial of a real demo or glyphs study the same verdicts."""
+    db = tmp_path / f"{case}.db"
+    shutil.copyfile(STORED[case], db)
+    study_file = tmp_path / f"{case}.yaml"
+    study_file.write_text(
+        f"name: {case}\nobjective: val_loss\nmodel: {{source: {case}}}\n"
+        f"data: {{source: {case}}}\nstorage: sqlite:///{db}\n",
+        encoding="utf-8",
+    )
+    result = thaw("report", study_file, "--out", tmp_path / "report")
+    assert result.rc == 0, result.err
+    study = optuna.load_study(study_name=case, storage=f"sqlite:///{db}")
+    expected = {n: names for n, names in _expected(study).items() if names}
+    assert len(expected) >= 5, expected
+
+    report_md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    rows = _markdown_verdicts(report_md)
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text(encoding="utf-8"))
+    ranked = {r["number"]: [v["verdict"] for v in r["verdicts"]] for r in summary["ranking"]}
+    detail = _study_detail(study, tmp_path / "artifacts")
+    by_title = {title: name for name, title in _VERDICT_TITLES.items()}
+    notes = {
+        t["number"]: [
+            by_title[x]
+            for x in re.findall(r"^\*\*([A-Za-z ]+)\*\* \(confidence", t["note"]["body"], re.M)
+        ]
+        for t in detail["trials"]
+        if t.get("note", {}).get("body")
+    }
+    for number, names in expected.items():
+        one = thaw("diagnose", study_file, "--trial", str(number))
+        assert one.rc == 0, one.err
+        views = {
+            "report.md": rows[number],
+            "summary.json": ranked[number],
+            "note": notes[number],
+            "thaw diagnose --trial": _text_verdicts(one.out),
+        }
+        assert all(v == names for v in views.values()), (number, names, views)
+
+    from thaw.reports import get_report_info, render_markdown
+
+    info = get_report_info(study)
+    assert info.answer.best is not None and info.story is not None
+    advice = info.story.advice
+    assert advice is not None and advice.number == info.answer.best.number
+    assert summary["best"]["number"] == advice.number
+    assert advice.verdict == expected[advice.number][0]
+    # The line that names the recommended (or best-so-far) trial's configuration states its
+    # own verdict and that verdict's advice.
+    answer = render_markdown(info).split("## Answer", 1)[1].split("\n## ", 1)[0]
+    lead = next(line for line in answer.splitlines() if advice.sentence in line)
+    assert f"trial {advice.number}: unfrozen_layers" in lead
+    assert f"Its own verdict is {advice.verdict}" in lead
