@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from thaw.objectives._specs import InMemory
+
 if TYPE_CHECKING:
     from thaw.objectives._images import StreamedImages
 
@@ -133,9 +135,10 @@ def check_labels(y_train: np.ndarray, y_val: np.ndarray, class_names: tuple[str,
 
 @dataclass(frozen=True)
 class DataSource:
-    """Target data: the embedded demo domain, ``.npz`` arrays, or an image folder."""
+    """Target data: the embedded demo domain, ``.npz`` arrays, an image folder, or arrays held
+    in memory (``instance``: their :class:`ArrayData`, from ``thaw.run(data=...)``)."""
 
-    kind: str  # "demo" | "glyphs" | "npz" | "directory"
+    kind: str  # "demo" | "glyphs" | "npz" | "directory" | "memory"
     path: str | None = None
     seed: int = 0
     class_names: tuple[str, ...] = ()
@@ -144,6 +147,7 @@ class DataSource:
     max_skipped_fraction: float = 0.05
     #: Above this estimate (decoded images plus their float copy), stream batches from files.
     max_memory_mb: int = 2048
+    instance: InMemory | None = None
 
 
 def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
@@ -246,6 +250,10 @@ def load_data(
         from thaw.objectives._glyphs import glyphs_target_data
 
         return glyphs_target_data(seed=source.seed)
+    if source.kind == "memory":
+        if source.instance is None or not isinstance(source.instance.value, ArrayData):
+            raise DataSourceError("in-memory data needs its arrays (thaw.run(data=...))")
+        return source.instance.value
     if source.kind == "npz":
         if not source.path:
             raise DataSourceError("data.path is required for npz data")

@@ -168,6 +168,23 @@ class FineTuneObjective:
                 f"images have shape {data.image_shape} but the model expects "
                 f"{pretrained.input_shape}; resize the images or cut another model"
             )
+        if pretrained.head is not None:
+            # A head that cannot be built fails here, before the study exists, not every trial.
+            try:
+                build_model(
+                    pretrained.model,
+                    data.num_classes,
+                    space.dropout.low,
+                    name="thaw_head_check",
+                    head=pretrained.head,
+                    weight_decay=space.weight_decay.low,
+                )
+            except Exception as exc:  # noqa: BLE001 - the user's code: any error is theirs
+                raise ValueError(
+                    f"head() cannot be built on the base's output "
+                    f"{tuple(pretrained.model.output.shape)}: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from None
         self.pretrained = pretrained
         self.data = data
         self.space = space
@@ -287,7 +304,13 @@ class FineTuneObjective:
             params.batchnorm,
             self.pretrained.unfreeze_by,
         )
-        model = build_model(base, self.data.num_classes, params.dropout)
+        model = build_model(
+            base,
+            self.data.num_classes,
+            params.dropout,
+            head=self.pretrained.head,
+            weight_decay=params.weight_decay,
+        )
         self._compile(model, params)
         return model
 

@@ -112,6 +112,14 @@ class StudyConfig:
     callbacks: tuple[str, ...] = ()
     #: One CSV file of epoch metrics per trial under the study folder (``train.csv_log``).
     csv_log: bool = False
+    #: False for ``thaw.run(model=...)`` without a study file (``path`` is then the working
+    #: folder joined with the study name, which relative paths resolve against).
+    from_file: bool = True
+
+    @property
+    def where(self) -> str:
+        """How error lines name the study: its file, or its name."""
+        return str(self.path) if self.from_file else f"study {self.name!r}"
 
     @property
     def direction(self) -> str:
