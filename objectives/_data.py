@@ -259,3 +259,38 @@ def load_data(
             raise DataSourceError("data.path is required for npz data")
         return load_npz(source.path, source.class_names)
     raise DataSourceError(f"unknown data kind {source.kind!r}")
+
+
+def class_weights(
+    setting: str | tuple[tuple[str | int, float], ...] | None,
+    y_train: np.ndarray,
+    class_names: tuple[str, ...],
+) -> dict[int, float] | None:
+    """Keras' ``class_weight`` for ``fit``: ``"balanced"`` gives class c the weight
+    n / (classes * count_c) (so the weights average 1 over the training images), pairs give
+    their classes (by name or index) their weights and the others 1. Raises ``ValueError``
+    naming a class that is not one."""
+    if setting is None:
+        return None
+    k = len(class_names)
+    if setting == "balanced":
+        counts = np.bincount(np.asarray(y_train, dtype="int64"), minlength=k)
+        n = int(counts.sum())
+        return {c: float(n / (k * counts[c])) if counts[c] else 1.0 for c in range(k)}
+    if isinstance(setting, str):
+        raise ValueError(f"class_weight={setting!r}; expected balanced or a mapping")
+    weights = {c: 1.0 for c in range(k)}
+    for key, weight in setting:
+        if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < k:
+            weights[key] = float(weight)
+        elif isinstance(key, str) and key in class_names:
+            weights[class_names.index(key)] = float(weight)
+        elif isinstance(key, str) and key.isdigit() and int(key) < k:
+            weights[int(key)] = float(weight)
+        else:
+            raise ValueError(
+                f"class_weight names class {key!r}, which is not one of the {k} classes "
+                f"({', '.join(class_names[:5])}{', ...' if k > 5 else ''}); use a class name or "
+                f"an index 0..{k - 1}"
+            )
+    return weights

@@ -185,6 +185,10 @@ class FineTuneObjective:
                     f"{tuple(pretrained.model.output.shape)}: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}"
                 ) from None
+        from thaw.objectives._data import class_weights
+
+        #: Keras' class_weight of every fit (None: unweighted).
+        self.class_weight = class_weights(settings.class_weight, data.y_train, data.class_names)
         self.pretrained = pretrained
         self.data = data
         self.space = space
@@ -477,6 +481,7 @@ class FineTuneObjective:
             "y": self.data.y_train,
             "validation_data": (features[1], self.data.y_val),
             "batch_size": self.settings.batch_size,
+            "class_weight": self.class_weight,
         }
 
     def _feature_key(self, split: Split, batchnorm: str, *extra: str) -> str:
@@ -608,12 +613,14 @@ class FineTuneObjective:
                 "validation_data": FileBatches(
                     data, data.val_files, data.y_val, size, self._preprocess
                 ),
+                "class_weight": self.class_weight,
             }
         return {
             "x": self._x_train,
             "y": data.y_train,
             "validation_data": (self._x_val, data.y_val),
             "batch_size": size,
+            "class_weight": self.class_weight,
         }
 
     def trial_seed(self, number: int) -> int:

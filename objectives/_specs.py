@@ -93,7 +93,8 @@ class TrainSettings:
     network once and trains the rest on them (same results, fewer computations); ``"off"``.
     ``probe_images``: the end-of-trial probes (``objectives._probes``) see at most this many
     training and this many validation images, a fixed stratified sample (0: no image probes,
-    the weight drift only).
+    the weight drift only). ``class_weight``: how much each class's training images weigh in the
+    training loss (``objectives._data.class_weights``); the validation loss is unweighted.
     """
 
     epochs: int = 15
@@ -104,3 +105,5 @@ class TrainSettings:
     jit_compile: bool = False
     cache_frozen: str = "auto"
     probe_images: int = 64
+    #: ``"balanced"``, or (class name or index, weight) pairs; None: every class weighs 1.
+    class_weight: str | tuple[tuple[str | int, float], ...] | None = None

@@ -484,6 +484,8 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         raise StudyFileError(f"diagnosis: {exc}") from None
     settings = {f.name for f in fields(TrainSettings)}
     train_values = {k: v for k, v in train.model_dump().items() if k in settings}
+    if isinstance(train_values.get("class_weight"), Mapping):
+        train_values["class_weight"] = tuple(train_values["class_weight"].items())
 
     def section(where: str) -> _Section:
         model = getattr(study, where)

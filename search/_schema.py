@@ -197,6 +197,32 @@ def _switch_schema(*words: str) -> dict[str, Any]:
     return {"anyOf": [{"enum": list(words)}, boolean]}
 
 
+def _check_class_weight(value: Any) -> Any:
+    """``balanced``, or a mapping of class names (or indices) to positive weights."""
+    if value is None or value == "balanced":
+        return value
+    if isinstance(value, dict) and value:
+        for key, weight in value.items():
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                break
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not weight > 0
+                or weight == float("inf")
+            ):
+                raise StudyFileError(
+                    f"train.class_weight: the weight of class {key!r} must be a number > 0, "
+                    f"got {weight!r}"
+                )
+        else:
+            return {k: float(w) for k, w in value.items()}
+    raise StudyFileError(
+        "train.class_weight must be balanced or a mapping {class name or index: weight}, got "
+        f"{value!r}"
+    )
+
+
 class TrainSection(_Section):
     """``train``: how each trial trains."""
 
@@ -221,6 +247,23 @@ class TrainSection(_Section):
     )
     probe_images: int = Field(
         64, ge=0, description="images per split the end-of-trial probes see (0: none)"
+    )
+    class_weight: Annotated[
+        Literal["balanced"] | dict[str | int, float] | None,
+        BeforeValidator(_check_class_weight),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"const": "balanced"},
+                    {"type": "object", "additionalProperties": {"type": "number"}},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(
+        None,
+        description="balanced (n / (classes * count) per class) or {class name or index: "
+        "weight}; the training loss only, the validation loss stays unweighted",
     )
     tensorboard: bool = Field(False, description="one TensorBoard run per trial")
     csv_log: bool = Field(False, description="one CSV file of epoch metrics per trial")
