@@ -104,13 +104,20 @@ def summarise_history(history: dict[str, list[float | None]], metric: str) -> Tr
 
 
 def compile_model(
-    model: keras.Model, learning_rate: float, weight_decay: float, jit_compile: bool | str = False
+    model: keras.Model,
+    learning_rate: float,
+    weight_decay: float,
+    jit_compile: bool | str = False,
+    metrics: tuple[str, ...] = (),
 ) -> None:
-    """Compile with AdamW; must run after every change of ``trainable``."""
+    """Compile with AdamW; must run after every change of ``trainable``. ``metrics``: extra
+    metrics by name (``objectives._metrics``: ``auc``, ``f1``) beside the accuracy."""
+    from thaw.objectives._metrics import extra_metrics
+
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        metrics=["accuracy", *extra_metrics(metrics)],
         jit_compile=jit_compile,
     )
 
@@ -187,6 +194,11 @@ class FineTuneObjective:
                 ) from None
         from thaw.objectives._data import class_weights
 
+        #: Extra metrics every fit logs: those asked for, and the objective's own.
+        extra = tuple(settings.metrics)
+        if settings.metric.startswith("val_") and settings.metric[4:] in ("auc", "f1"):
+            extra = tuple(dict.fromkeys((*extra, settings.metric[4:])))
+        self.metrics: tuple[str, ...] = extra
         #: Keras' class_weight of every fit (None: unweighted).
         self.class_weight = class_weights(settings.class_weight, data.y_train, data.class_names)
         self.pretrained = pretrained
@@ -384,7 +396,11 @@ class FineTuneObjective:
 
     def _compile(self, model: keras.Model, params: TrialParams) -> None:
         compile_model(
-            model, params.learning_rate, params.weight_decay, jit_compile=self.settings.jit_compile
+            model,
+            params.learning_rate,
+            params.weight_decay,
+            jit_compile=self.settings.jit_compile,
+            metrics=self.metrics,
         )
         build_training_state(model, self.data.y_train)
 
@@ -639,7 +655,7 @@ class FineTuneObjective:
         trial.set_user_attr("seed", seed)
         keras.utils.set_random_seed(seed)
         model = self.build(params)
-        history = TrialHistory()
+        history = TrialHistory(self.metrics)
         reporter = self.fit(trial, model, params, history)
         return model, history, reporter
 

@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 BATCHNORM_MODES: tuple[str, ...] = ("frozen", "adapt", "train")
-OBJECTIVE_METRICS: dict[str, str] = {"val_loss": "minimize", "val_accuracy": "maximize"}
+#: Objective metrics and their direction (``val_auc``, ``val_f1``: ``objectives._metrics``).
+OBJECTIVE_METRICS: dict[str, str] = {
+    "val_loss": "minimize",
+    "val_accuracy": "maximize",
+    "val_auc": "maximize",
+    "val_f1": "maximize",
+}
 
 #: ``keras.applications`` networks thaw knows the preprocessing of.
 APPLICATION_NAMES: tuple[str, ...] = (
@@ -107,3 +113,5 @@ class TrainSettings:
     probe_images: int = 64
     #: ``"balanced"``, or (class name or index, weight) pairs; None: every class weighs 1.
     class_weight: str | tuple[tuple[str | int, float], ...] | None = None
+    #: Extra metrics logged every epoch (``auc``, ``f1``), in the trial's history.
+    metrics: tuple[str, ...] = ()

@@ -499,7 +499,9 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         model=_model(section("model"), base_dir, study.seed),
         data=_data(section("data"), base_dir),
         space=_space(section("search_space")),
-        train=TrainSettings(metric=study.objective, **train_values),
+        train=TrainSettings(
+            metric=study.objective, metrics=tuple(dict.fromkeys(study.metrics)), **train_values
+        ),
         sampler=SamplerConfig(**study.sampler.model_dump()),
         pruner=PrunerConfig(**study.pruner.model_dump()),
         storage=_storage(study.storage, base_dir, name),

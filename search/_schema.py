@@ -329,8 +329,17 @@ class StudyFile(_Section):
     name: str | None = Field(None, min_length=1, description="default: the file name")
     seed: int = Field(0, ge=0, description="trial t trains with seed (seed*100003 + t)")
     n_trials: int = Field(20, ge=1, description="finished trials the study should hold")
-    objective: Literal["val_loss", "val_accuracy"] = Field(
-        "val_loss", description="val_loss (minimised) or val_accuracy (maximised)"
+    objective: Literal["val_loss", "val_accuracy", "val_auc", "val_f1"] = Field(
+        "val_loss",
+        description="val_loss (minimised), or val_accuracy, val_auc, val_f1 (maximised; the "
+        "metric is logged whether or not metrics lists it)",
+    )
+    metrics: Annotated[list[Literal["auc", "f1"]], Expect("a list drawn from ['auc', 'f1']")] = (
+        Field(
+            default_factory=list,
+            description="extra metrics logged per epoch and reported: auc (ROC, micro), f1 "
+            "(macro)",
+        )
     )
     storage: Annotated[str | None, BeforeValidator(_check_storage)] = Field(
         None, description="database URL; default sqlite:///<study folder>/<name>.db"
