@@ -263,3 +263,44 @@ def test_a_study_file_keyword_without_a_model_is_refused() -> None:
         thaw.run(REPO / "studies" / "demo.yaml", epochs=3)
     with pytest.raises(thaw.RunError, match="needs a study file .* or your model and data"):
         thaw.run()
+
+
+def test_keywords_override_a_study_file_whose_model_and_data_are_replaced(
+    tiny_cnn: Any, tmp_path: Path
+) -> None:
+    import yaml
+
+    from thaw.search._notebook import notebook_config
+    from thaw.search._run import load_config
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "mine",
+                "seed": 7,
+                "train": {"epochs": 9, "batch_size": 4},
+                "search_space": {"dropout": [0.1, 0.2]},
+                "data": {"source": "demo"},
+            }
+        )
+    )
+    base = load_config(path)
+    x, y = colour_images(12, seed=0)
+    config = notebook_config(
+        tiny_cnn(SHAPE, CLASSES), (x, y), (x, y), base=base, epochs=3, class_weight="balanced"
+    )
+    assert (config.name, config.seed, config.path) == ("mine", 7, base.path)
+    assert (config.train.epochs, config.train.batch_size) == (3, 4)  # keyword, file
+    assert config.train.class_weight == "balanced"
+    assert (config.space.dropout.low, config.space.dropout.high) == (0.1, 0.2)
+    assert (config.model.kind, config.data.kind) == ("memory", "memory")
+    assert config.storage == f"sqlite:///{tmp_path / 'mine.db'}"
+    # the weights are in the config hash: other weights, another study
+    other = tiny_cnn(SHAPE, CLASSES, seed=5)
+    changed = notebook_config(other, (x, y), (x, y), base=base, epochs=3, class_weight="balanced")
+    assert changed.config_hash() != config.config_hash()
+    same = notebook_config(
+        tiny_cnn(SHAPE, CLASSES), (x, y), (x, y), base=base, epochs=3, class_weight="balanced"
+    )
+    assert same.config_hash() == config.config_hash()
