@@ -304,3 +304,19 @@ def test_keywords_override_a_study_file_whose_model_and_data_are_replaced(
         tiny_cnn(SHAPE, CLASSES), (x, y), (x, y), base=base, epochs=3, class_weight="balanced"
     )
     assert same.config_hash() == config.config_hash()
+
+
+def test_a_model_in_memory_is_not_handed_to_worker_processes(tiny_cnn: Any, tmp_path: Path) -> None:
+    from thaw.search._notebook import notebook_config
+    from thaw.search._run import RunError, RunOptions, run_study
+
+    x, y = colour_images(12, seed=0)
+    config = notebook_config(
+        tiny_cnn(SHAPE, CLASSES),
+        (x, y),
+        (x, y),
+        study_name="w",
+        storage="postgresql://thaw@127.0.0.1:1/none",
+    )
+    with pytest.raises(RunError, match="--workers 2: a model or data held in memory cannot be"):
+        run_study(config, options=RunOptions(workers=2))
