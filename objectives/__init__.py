@@ -51,6 +51,7 @@ _LAZY: dict[str, str] = {
     "weighted_layers": "thaw.objectives._model",
     "DivergedError": "thaw.objectives._objective",
     "FineTuneObjective": "thaw.objectives._objective",
+    "FineTuneHyperModel": "thaw.objectives._hypermodel",
     "TrialOutcome": "thaw.objectives._objective",
     "build_training_state": "thaw.objectives._objective",
     "compile_model": "thaw.objectives._objective",

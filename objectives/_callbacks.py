@@ -28,12 +28,14 @@ def _finite_or_none(value: Any) -> float | None:
 class TrialHistory:
     """Per-epoch metrics of one trial, across every training phase."""
 
-    def __init__(self) -> None:
-        self.epochs: dict[str, list[float | None]] = {key: [] for key in HISTORY_KEYS}
+    def __init__(self, metrics: tuple[str, ...] = ()) -> None:
+        """``metrics``: extra metrics logged (``auc``: ``auc`` and ``val_auc`` recorded too)."""
+        keys = HISTORY_KEYS + tuple(k for m in metrics for k in (m, f"val_{m}"))
+        self.epochs: dict[str, list[float | None]] = {key: [] for key in keys}
 
     def append(self, logs: dict[str, Any]) -> None:
-        for key in HISTORY_KEYS:
-            self.epochs[key].append(_finite_or_none(logs.get(key)))
+        for key, values in self.epochs.items():
+            values.append(_finite_or_none(logs.get(key)))
 
     def __len__(self) -> int:
         return len(self.epochs["val_loss"])

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from thaw.objectives._specs import InMemory
+
 if TYPE_CHECKING:
     from thaw.objectives._images import StreamedImages
 
@@ -133,9 +135,10 @@ def check_labels(y_train: np.ndarray, y_val: np.ndarray, class_names: tuple[str,
 
 @dataclass(frozen=True)
 class DataSource:
-    """Target data: the embedded demo domain, ``.npz`` arrays, or an image folder."""
+    """Target data: the embedded demo domain, ``.npz`` arrays, an image folder, or arrays held
+    in memory (``instance``: their :class:`ArrayData`, from ``thaw.run(data=...)``)."""
 
-    kind: str  # "demo" | "glyphs" | "npz" | "directory"
+    kind: str  # "demo" | "glyphs" | "npz" | "directory" | "memory"
     path: str | None = None
     seed: int = 0
     class_names: tuple[str, ...] = ()
@@ -144,6 +147,7 @@ class DataSource:
     max_skipped_fraction: float = 0.05
     #: Above this estimate (decoded images plus their float copy), stream batches from files.
     max_memory_mb: int = 2048
+    instance: InMemory | None = None
 
 
 def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
@@ -246,8 +250,47 @@ def load_data(
         from thaw.objectives._glyphs import glyphs_target_data
 
         return glyphs_target_data(seed=source.seed)
+    if source.kind == "memory":
+        if source.instance is None or not isinstance(source.instance.value, ArrayData):
+            raise DataSourceError("in-memory data needs its arrays (thaw.run(data=...))")
+        return source.instance.value
     if source.kind == "npz":
         if not source.path:
             raise DataSourceError("data.path is required for npz data")
         return load_npz(source.path, source.class_names)
     raise DataSourceError(f"unknown data kind {source.kind!r}")
+
+
+def class_weights(
+    setting: str | tuple[tuple[str | int, float], ...] | None,
+    y_train: np.ndarray,
+    class_names: tuple[str, ...],
+) -> dict[int, float] | None:
+    """Keras' ``class_weight`` for ``fit``: ``"balanced"`` gives class c the weight
+    n / (classes * count_c) (so the weights average 1 over the training images), pairs give
+    their classes (by name or index) their weights and the others 1. Raises ``ValueError``
+    naming a class that is not one."""
+    if setting is None:
+        return None
+    k = len(class_names)
+    if setting == "balanced":
+        counts = np.bincount(np.asarray(y_train, dtype="int64"), minlength=k)
+        n = int(counts.sum())
+        return {c: float(n / (k * counts[c])) if counts[c] else 1.0 for c in range(k)}
+    if isinstance(setting, str):
+        raise ValueError(f"class_weight={setting!r}; expected balanced or a mapping")
+    weights = {c: 1.0 for c in range(k)}
+    for key, weight in setting:
+        if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < k:
+            weights[key] = float(weight)
+        elif isinstance(key, str) and key in class_names:
+            weights[class_names.index(key)] = float(weight)
+        elif isinstance(key, str) and key.isdigit() and int(key) < k:
+            weights[int(key)] = float(weight)
+        else:
+            raise ValueError(
+                f"class_weight names class {key!r}, which is not one of the {k} classes "
+                f"({', '.join(class_names[:5])}{', ...' if k > 5 else ''}); use a class name or "
+                f"an index 0..{k - 1}"
+            )
+    return weights

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -122,10 +122,32 @@ def build_model(
     num_classes: int,
     dropout: float,
     name: str = "thaw_finetune",
+    head: Callable[..., Any] | None = None,
+    weight_decay: float = 0.0,
 ) -> keras.Model:
-    """Put a new classification head (global pooling if needed, dropout, dense) on ``base``."""
+    """Put a new classification head on ``base``: global pooling if needed, dropout, dense.
+
+    ``head``: your own, called as ``head(x, dropout=..., weight_decay=..., num_classes=...)``
+    on the base's output tensor ``x`` (as it is: pool it yourself), with the trial's dropout and
+    weight decay; it returns the class probabilities (softmax over ``num_classes``). AdamW
+    applies the weight decay to every trained weight already: a head that adds a kernel
+    regulariser with it decays its weights twice.
+    """
     inputs = keras.Input(shape=base.input_shape[1:], name="input")
     x = base(inputs)
+    if head is not None:
+        outputs = head(x, dropout=dropout, weight_decay=weight_decay, num_classes=num_classes)
+        shape = tuple(getattr(outputs, "shape", ()))
+        if len(shape) != 2 or shape[-1] != num_classes:
+            raise ValueError(
+                f"head() returned shape {shape or type(outputs).__name__}; it must return the "
+                f"class probabilities, shape (batch, {num_classes})"
+            )
+        if str(outputs.dtype) != "float32":  # mixed precision: the loss in float32
+            outputs = keras.layers.Activation("linear", dtype="float32", name="head_float32")(
+                outputs
+            )
+        return keras.Model(inputs, outputs, name=name)
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     elif len(x.shape) != 2:

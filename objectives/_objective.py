@@ -105,13 +105,20 @@ def summarise_history(history: dict[str, list[float | None]], metric: str) -> Tr
 
 
 def compile_model(
-    model: keras.Model, learning_rate: float, weight_decay: float, jit_compile: bool | str = False
+    model: keras.Model,
+    learning_rate: float,
+    weight_decay: float,
+    jit_compile: bool | str = False,
+    metrics: tuple[str, ...] = (),
 ) -> None:
-    """Compile with AdamW; must run after every change of ``trainable``."""
+    """Compile with AdamW; must run after every change of ``trainable``. ``metrics``: extra
+    metrics by name (``objectives._metrics``: ``auc``, ``f1``) beside the accuracy."""
+    from thaw.objectives._metrics import extra_metrics
+
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        metrics=["accuracy", *extra_metrics(metrics)],
         jit_compile=jit_compile,
     )
 
@@ -195,6 +202,32 @@ class FineTuneObjective:
                 f"images have shape {data.image_shape} but the model expects "
                 f"{pretrained.input_shape}; resize the images or cut another model"
             )
+        if pretrained.head is not None:
+            # A head that cannot be built fails here, before the study exists, not every trial.
+            try:
+                build_model(
+                    pretrained.model,
+                    data.num_classes,
+                    space.dropout.low,
+                    name="thaw_head_check",
+                    head=pretrained.head,
+                    weight_decay=space.weight_decay.low,
+                )
+            except Exception as exc:  # noqa: BLE001 - the user's code: any error is theirs
+                raise ValueError(
+                    f"head() cannot be built on the base's output "
+                    f"{tuple(pretrained.model.output.shape)}: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from None
+        from thaw.objectives._data import class_weights
+
+        #: Extra metrics every fit logs: those asked for, and the objective's own.
+        extra = tuple(settings.metrics)
+        if settings.metric.startswith("val_") and settings.metric[4:] in ("auc", "f1"):
+            extra = tuple(dict.fromkeys((*extra, settings.metric[4:])))
+        self.metrics: tuple[str, ...] = extra
+        #: Keras' class_weight of every fit (None: unweighted).
+        self.class_weight = class_weights(settings.class_weight, data.y_train, data.class_names)
         self.pretrained = pretrained
         self.data = data
         self.space = space
@@ -320,7 +353,13 @@ class FineTuneObjective:
             params.batchnorm,
             self.pretrained.unfreeze_by,
         )
-        model = build_model(base, self.data.num_classes, params.dropout)
+        model = build_model(
+            base,
+            self.data.num_classes,
+            params.dropout,
+            head=self.pretrained.head,
+            weight_decay=params.weight_decay,
+        )
         self._compile(model, params)
         return model
 
@@ -390,7 +429,11 @@ class FineTuneObjective:
 
     def _compile(self, model: keras.Model, params: TrialParams) -> None:
         compile_model(
-            model, params.learning_rate, params.weight_decay, jit_compile=self.settings.jit_compile
+            model,
+            params.learning_rate,
+            params.weight_decay,
+            jit_compile=self.settings.jit_compile,
+            metrics=self.metrics,
         )
         build_training_state(model, self.data.y_train)
 
@@ -492,6 +535,7 @@ class FineTuneObjective:
             "y": self.data.y_train,
             "validation_data": (features[1], self.data.y_val),
             "batch_size": self.settings.batch_size,
+            "class_weight": self.class_weight,
         }
 
     def _feature_key(self, split: Split, batchnorm: str, *extra: str) -> str:
@@ -623,12 +667,14 @@ class FineTuneObjective:
                 "validation_data": FileBatches(
                     data, data.val_files, data.y_val, size, self._preprocess
                 ),
+                "class_weight": self.class_weight,
             }
         return {
             "x": self._x_train,
             "y": data.y_train,
             "validation_data": (self._x_val, data.y_val),
             "batch_size": size,
+            "class_weight": self.class_weight,
         }
 
     def trial_seed(self, number: int) -> int:
@@ -648,7 +694,7 @@ class FineTuneObjective:
         keras.utils.set_random_seed(seed)
         model = self.build(params)
         self._resumed = self._continue(trial, params, model)
-        history = TrialHistory()
+        history = TrialHistory(self.metrics)
         reporter = self.fit(trial, model, params, history)
         return model, history, reporter
 

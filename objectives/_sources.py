@@ -7,6 +7,7 @@ import logging
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -119,6 +120,8 @@ class PretrainedBase:
         self.cut_classifier: str | None = None
         #: (name, kind, weights) of that classifier, for ``thaw inspect``.
         self.cut_classifier_info: tuple[str, str, int] | None = None
+        #: Builds the new head on the base's output (None: thaw's pooling, dropout, softmax).
+        self.head: Callable[..., Any] | None = None
 
     @property
     def model(self) -> keras.Model:
@@ -307,6 +310,13 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
         model = _load_model_file(source.path, safe_mode=source.safe_mode)
         cut_at = source.cut_at
         description = f"{source.path.name}"
+    elif source.kind == "memory":
+        if source.instance is None or not isinstance(source.instance.value, keras.Model):
+            raise ModelSourceError("an in-memory model needs its keras.Model (thaw.run(model=...))")
+        # Searched like a model file: its top classifier cut unless cut_at says otherwise.
+        model = source.instance.value
+        cut_at = source.cut_at
+        description = f"keras.Model '{model.name}'"
     else:
         raise ModelSourceError(f"unknown model kind {source.kind!r}")
     cut_classifier: str | None = None
@@ -328,6 +338,10 @@ def load_pretrained(source: ModelSource, cache_dir: Path | None = None) -> Pretr
         base = _fix_input_shape(base, source.input_shape)
         description += f", input {source.input_shape}"
     pretrained = PretrainedBase(base, description, None, source.unfreeze_by)
+    if source.head is not None:
+        pretrained.head = source.head.value
+        description += f", head {getattr(source.head.value, '__name__', 'function')}()"
+        pretrained.description = description
     pretrained.cut_classifier = cut_classifier
     if cut_classifier is not None:
         found = top_classifier(model)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 BATCHNORM_MODES: tuple[str, ...] = ("frozen", "adapt", "train")
-OBJECTIVE_METRICS: dict[str, str] = {"val_loss": "minimize", "val_accuracy": "maximize"}
+#: Objective metrics and their direction (``val_auc``, ``val_f1``: ``objectives._metrics``).
+OBJECTIVE_METRICS: dict[str, str] = {
+    "val_loss": "minimize",
+    "val_accuracy": "maximize",
+    "val_auc": "maximize",
+    "val_f1": "maximize",
+}
 
 #: ``keras.applications`` networks thaw knows the preprocessing of.
 APPLICATION_NAMES: tuple[str, ...] = (
@@ -23,7 +29,30 @@ APPLICATION_NAMES: tuple[str, ...] = (
     "Xception",
 )
 
-ModelKind = Literal["demo", "glyphs", "file", "application", "kerashub"]
+ModelKind = Literal["demo", "glyphs", "file", "application", "kerashub", "memory"]
+
+
+class InMemory:
+    """An object handed over in memory (a ``keras.Model``, arrays, a head function), carried by
+    a source description with its content fingerprint.
+
+    In the study's stored configuration (and so in its config hash) it reads as ``str(self)``:
+    what it is and its fingerprint, so a study resumed with other weights or other data is
+    refused like one with another model file. Copies (``dataclasses.asdict``) share the object.
+    """
+
+    def __init__(self, value: Any, fingerprint: str, description: str) -> None:
+        self.value = value
+        self.fingerprint = fingerprint
+        self.description = description
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> InMemory:
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.description} (sha256 {self.fingerprint})"
+
+    __repr__ = __str__
 
 
 class ModelSourceError(ValueError):
@@ -33,8 +62,8 @@ class ModelSourceError(ValueError):
 @dataclass(frozen=True)
 class ModelSource:
     """A pretrained model: the embedded demo, a saved Keras model file, or a
-    ``keras.applications`` network by name, or a KerasHub backbone (``name``: its preset
-    folder or preset name).
+    ``keras.applications`` network by name, a KerasHub backbone (``name``: its preset
+    folder or preset name), or a ``keras.Model`` handed over in memory (``instance``).
 
     ``cut_at`` names the layer whose output feeds the new head (None: the whole model, or for an
     application ``include_top=False``). ``safe_mode`` stays on unless the user allows unsafe
@@ -53,6 +82,10 @@ class ModelSource:
     input_shape: tuple[int, int, int] | None = None
     alpha: float | None = None
     unfreeze_by: str = "layers"
+    #: ``kind: memory``: the ``keras.Model`` itself (``thaw.run(model=...)``).
+    instance: InMemory | None = None
+    #: A function that builds the head on the base's output (``thaw.run(head=...)``).
+    head: InMemory | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +99,8 @@ class TrainSettings:
     network once and trains the rest on them (same results, fewer computations); ``"off"``.
     ``probe_images``: the end-of-trial probes (``objectives._probes``) see at most this many
     training and this many validation images, a fixed stratified sample (0: no image probes,
-    the weight drift only).
+    the weight drift only). ``class_weight``: how much each class's training images weigh in the
+    training loss (``objectives._data.class_weights``); the validation loss is unweighted.
     """
 
     epochs: int = 15
@@ -77,3 +111,7 @@ class TrainSettings:
     jit_compile: bool = False
     cache_frozen: str = "auto"
     probe_images: int = 64
+    #: ``"balanced"``, or (class name or index, weight) pairs; None: every class weighs 1.
+    class_weight: str | tuple[tuple[str | int, float], ...] | None = None
+    #: Extra metrics logged every epoch (``auc``, ``f1``), in the trial's history.
+    metrics: tuple[str, ...] = ()

@@ -54,7 +54,9 @@ def summary_schema() -> dict[str, Any]:
 
 def csv_columns(ranking: RankingInfo) -> tuple[str, ...]:
     params = tuple(f"params_{c.name}" for c in ranking.param_columns)
-    return CSV_COLUMNS[:3] + params + CSV_COLUMNS[3:]
+    metrics = tuple(f"{m}_at_best" for m in ranking.metric_columns)
+    at = CSV_COLUMNS.index("val_accuracy_at_best") + 1
+    return CSV_COLUMNS[:3] + params + CSV_COLUMNS[3:at] + metrics + CSV_COLUMNS[at:]
 
 
 def render_csv(ranking: RankingInfo) -> str:
@@ -255,6 +257,8 @@ def _csv_row(row: RankingRow, ranking: RankingInfo) -> list[str]:
     }
     for column in ranking.param_columns:
         values[f"params_{column.name}"] = row.params.get(column.name)
+    for metric in ranking.metric_columns:
+        values[f"{metric}_at_best"] = row.metrics_at_best.get(metric)
     return [_csv_cell(name, values[name]) for name in csv_columns(ranking)]
 
 

@@ -27,5 +27,7 @@ def get_trial_records(study: optuna.Study | RankingInfo) -> tuple[list[str], lis
         record["verdicts"] = ", ".join(row.verdicts) or None
         for column in ranking.param_columns:
             record[f"params_{column.name}"] = row.params.get(column.name)
+        for metric in ranking.metric_columns:
+            record[f"{metric}_at_best"] = row.metrics_at_best.get(metric)
         records.append({name: record[name] for name in columns})
     return columns, records

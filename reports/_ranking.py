@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import optuna
@@ -97,6 +97,8 @@ class RankingRow:
     datetime_complete: str | None
     verdict_details: tuple[VerdictDetail, ...] = ()
     """Full verdicts (same order as ``verdicts``)."""
+    metrics_at_best: Mapping[str, float | None] = field(default_factory=dict)
+    """The extra validation metrics logged (``val_auc``, ``val_f1``) at the best epoch."""
     verdicts_source: VerdictSource = "none"
     """``stored``: the trial's ``verdicts`` user attr; ``computed``: ``diagnose_study``."""
 
@@ -117,6 +119,8 @@ class RankingInfo:
     param_columns: tuple[ParamColumn, ...]
     rows: tuple[RankingRow, ...]
     state_counts: Mapping[str, int]
+    #: Extra validation metrics some trial logged (``val_auc``, ``val_f1``), in that order.
+    metric_columns: tuple[str, ...] = ()
     """Trials per state name, over all trials in the study (RUNNING and WAITING included)."""
 
     @property
@@ -183,7 +187,14 @@ def get_ranking_info(study: optuna.Study) -> RankingInfo:
         param_columns=columns,
         rows=tuple(ranked + unscored + failed),
         state_counts=dict(sorted(counts.items())),
+        metric_columns=tuple(
+            m for m in EXTRA_VAL_METRICS if any(m in r.metrics_at_best for r in ranked + unscored)
+        ),
     )
+
+
+#: Extra validation metrics a trial may log (``metrics: [auc, f1]``), reported at its best epoch.
+EXTRA_VAL_METRICS: tuple[str, ...] = ("val_auc", "val_f1")
 
 
 def _direction(study: optuna.Study) -> Literal["minimize", "maximize"]:
@@ -298,8 +309,18 @@ def _row(
         if column.name in trial.params:
             params[column.name] = trial.params[column.name]
 
+    metrics_at_best: dict[str, float | None] = {}
+    for extra in EXTRA_VAL_METRICS:
+        series = history_series(trial, extra)
+        if series:
+            metrics_at_best[extra] = (
+                series[best_epoch - 1]
+                if best_epoch is not None and 0 < best_epoch <= len(series)
+                else None
+            )
     state = trial.state.name
     return RankingRow(
+        metrics_at_best=metrics_at_best,
         rank=None,
         number=trial.number,
         state=state,

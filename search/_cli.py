@@ -333,13 +333,39 @@ def _diagnose_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose_kerastuner(args: argparse.Namespace) -> int:
+    """``thaw diagnose --kerastuner DIR``: the trials of a KerasTuner search."""
+    import json
+
+    from thaw.reports.diagnosis import diagnose_kerastuner
+
+    if args.study_file is not None or args.trial is not None or args.storage is not None:
+        raise UserError("--kerastuner takes no study file, --trial or --storage; give one or other")
+    try:
+        result = diagnose_kerastuner(args.kerastuner)
+    except ValueError as exc:
+        raise UserError(f"--kerastuner {args.kerastuner}: {exc}") from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(result.render_text(), end="")
+    return 0
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
+    if args.history is not None and args.kerastuner is not None:
+        raise UserError("give --history or --kerastuner, not both")
     if args.history is not None:
         return _diagnose_history(args)
+    if args.kerastuner is not None:
+        return _diagnose_kerastuner(args)
     if args.study_file is None:
-        raise UserError("give a study file, or --history FILE.json for a run trained elsewhere")
+        raise UserError(
+            "give a study file, --history FILE.json for a run trained elsewhere, or "
+            "--kerastuner DIR for a KerasTuner search"
+        )
     from thaw.reports import diagnose_study, trial_verdicts
     from thaw.search._study import StorageError, load_existing_study, open_storage
 
@@ -518,6 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--history",
         help="a Keras History.history saved as JSON (optional params, num_classes); "
         "see docs/diagnose.md",
+    )
+    diagnose.add_argument(
+        "--kerastuner",
+        metavar="DIR",
+        help="a KerasTuner project folder (directory/project_name): each trial's verdicts and "
+        "the study's findings",
     )
     diagnose.add_argument("--storage", help="Optuna storage URL (overrides the study file)")
     diagnose.add_argument("--trial", type=int, help="diagnose this trial number only")

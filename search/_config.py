@@ -126,6 +126,14 @@ class StudyConfig:
     callbacks: tuple[str, ...] = ()
     #: One CSV file of epoch metrics per trial under the study folder (``train.csv_log``).
     csv_log: bool = False
+    #: False for ``thaw.run(model=...)`` without a study file (``path`` is then the working
+    #: folder joined with the study name, which relative paths resolve against).
+    from_file: bool = True
+
+    @property
+    def where(self) -> str:
+        """How error lines name the study: its file, or its name."""
+        return str(self.path) if self.from_file else f"study {self.name!r}"
 
     @property
     def direction(self) -> str:
@@ -396,6 +404,8 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         raise StudyFileError(f"diagnosis: {exc}") from None
     settings = {f.name for f in fields(TrainSettings)}
     train_values = {k: v for k, v in train.model_dump().items() if k in settings}
+    if isinstance(train_values.get("class_weight"), Mapping):
+        train_values["class_weight"] = tuple(train_values["class_weight"].items())
 
     return StudyConfig(
         name=name,
@@ -405,7 +415,9 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         model=_model(study.model, base_dir),
         data=_data(study.data, base_dir),
         space=_space(study.search_space),
-        train=TrainSettings(metric=study.objective, **train_values),
+        train=TrainSettings(
+            metric=study.objective, metrics=tuple(dict.fromkeys(study.metrics)), **train_values
+        ),
         sampler=SamplerConfig(**study.sampler.model_dump()),
         pruner=PrunerConfig(**study.pruner.model_dump()),
         storage=_storage(study.storage, base_dir, name),

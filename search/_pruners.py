@@ -164,9 +164,12 @@ def _median(values: list[float]) -> float:
 
 
 def chance_value(num_classes: int, metric: str = "val_loss") -> float:
-    """The value a classifier that has learnt nothing reaches: ln K for the loss, 1/K accuracy."""
+    """The value a classifier that has learnt nothing reaches: ln K for the loss, 1/K accuracy
+    (and macro F1), 0.5 ROC AUC."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if metric == "val_auc":
+        return 0.5
     return math.log(num_classes) if metric == "val_loss" else 1.0 / num_classes
 
 

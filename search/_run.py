@@ -177,6 +177,12 @@ def run_study(
             f"--workers {workers} needs a storage several processes can share; SQLite is for one "
             "process. Use a PostgreSQL URL (--storage postgresql://user@host/db) or one worker"
         )
+    if workers > 1 and "memory" in (config.model.kind, config.data.kind):
+        raise RunError(
+            f"--workers {workers}: a model or data held in memory cannot be handed to worker "
+            "processes; save the model (model.save) and the data (np.savez) and write a study "
+            "file, or run one worker"
+        )
     # Nothing is written before every input is checked: the callbacks and the storage URL first
     # (without opening it), then the model, the data and the search space; only then is the
     # storage opened.
@@ -185,7 +191,7 @@ def run_study(
     try:
         callback_classes = import_callbacks(config.callbacks)
     except CallbackImportError as exc:
-        raise RunError(f"{config.path}: {exc}") from None
+        raise RunError(f"{config.where}: {exc}") from None
     try:
         check_storage_url(url)
     except StorageError as exc:
@@ -216,7 +222,7 @@ def run_study(
         objective = FineTuneObjective(pretrained, data, space, config.train, seed=config.seed)
         objective.on_step = say  # steps before the first epoch that take a while
     except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
-        raise RunError(f"{config.path}: {exc}") from None
+        raise RunError(f"{config.where}: {exc}") from None
     try:
         optuna_storage = open_storage(url)
     except StorageError as exc:

@@ -197,6 +197,32 @@ def _switch_schema(*words: str) -> dict[str, Any]:
     return {"anyOf": [{"enum": list(words)}, boolean]}
 
 
+def _check_class_weight(value: Any) -> Any:
+    """``balanced``, or a mapping of class names (or indices) to positive weights."""
+    if value is None or value == "balanced":
+        return value
+    if isinstance(value, dict) and value:
+        for key, weight in value.items():
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                break
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not weight > 0
+                or weight == float("inf")
+            ):
+                raise StudyFileError(
+                    f"train.class_weight: the weight of class {key!r} must be a number > 0, "
+                    f"got {weight!r}"
+                )
+        else:
+            return {k: float(w) for k, w in value.items()}
+    raise StudyFileError(
+        "train.class_weight must be balanced or a mapping {class name or index: weight}, got "
+        f"{value!r}"
+    )
+
+
 class TrainSection(_Section):
     """``train``: how each trial trains."""
 
@@ -221,6 +247,23 @@ class TrainSection(_Section):
     )
     probe_images: int = Field(
         64, ge=0, description="images per split the end-of-trial probes see (0: none)"
+    )
+    class_weight: Annotated[
+        Literal["balanced"] | dict[str | int, float] | None,
+        BeforeValidator(_check_class_weight),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"const": "balanced"},
+                    {"type": "object", "additionalProperties": {"type": "number"}},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(
+        None,
+        description="balanced (n / (classes * count) per class) or {class name or index: "
+        "weight}; the training loss only, the validation loss stays unweighted",
     )
     tensorboard: bool = Field(False, description="one TensorBoard run per trial")
     csv_log: bool = Field(False, description="one CSV file of epoch metrics per trial")
@@ -286,8 +329,17 @@ class StudyFile(_Section):
     name: str | None = Field(None, min_length=1, description="default: the file name")
     seed: int = Field(0, ge=0, description="trial t trains with seed (seed*100003 + t)")
     n_trials: int = Field(20, ge=1, description="finished trials the study should hold")
-    objective: Literal["val_loss", "val_accuracy"] = Field(
-        "val_loss", description="val_loss (minimised) or val_accuracy (maximised)"
+    objective: Literal["val_loss", "val_accuracy", "val_auc", "val_f1"] = Field(
+        "val_loss",
+        description="val_loss (minimised), or val_accuracy, val_auc, val_f1 (maximised; the "
+        "metric is logged whether or not metrics lists it)",
+    )
+    metrics: Annotated[list[Literal["auc", "f1"]], Expect("a list drawn from ['auc', 'f1']")] = (
+        Field(
+            default_factory=list,
+            description="extra metrics logged per epoch and reported: auc (ROC, micro), f1 "
+            "(macro)",
+        )
     )
     storage: Annotated[str | None, BeforeValidator(_check_storage)] = Field(
         None, description="database URL; default sqlite:///<study folder>/<name>.db"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,22 +37,98 @@ def load_config(study_file: str | Path, storage: str | None = None) -> StudyConf
 
 
 def run(
-    study_file_or_config: str | Path | StudyConfig,
+    study_file_or_config: str | Path | StudyConfig | None = None,
     storage: str | None = None,
     n_trials: int | None = None,
     budget_epochs: int | None = None,
+    *,
+    model: keras.Model | None = None,
+    data: Any = None,
+    validation_data: Any = None,
+    head: Callable[..., Any] | None = None,
+    study_name: str | None = None,
+    **settings: Any,
 ) -> optuna.Study:
-    """Create or resume the study of a study file (or config) and run its trials.
+    """Create or resume a study and run its trials; returns the ``optuna.Study``.
 
-    ``n_trials`` runs that many trials now (default: up to the file's ``n_trials``);
-    ``budget_epochs`` caps the epochs all trials together may spend. Returns the study, as
-    stored in ``storage`` (default: the study file's). Bad input raises :class:`thaw.RunError`
-    before anything is trained; a Ctrl-C stops the run and returns the trials finished so far.
+    With a study file (or config): ``n_trials`` runs that many trials now (default: up to the
+    file's ``n_trials``); ``budget_epochs`` caps the epochs all trials together may spend.
+
+    With your own model, no study file needed::
+
+        study = thaw.run(model=model, data=(x, y), validation_data=(x_val, y_val),
+                         study_name="mine", storage="sqlite:///mine.db", n_trials=10, epochs=8)
+
+    - ``model``: a ``keras.Model``, searched as a model file is (its top classifier cut);
+    - ``data`` and ``validation_data``: ``(images, labels)`` arrays, or a ``tf.data.Dataset`` or
+      ``keras.utils.PyDataset`` of them, read once into memory; labels are class indices (or
+      one-hot rows). Without ``validation_data``, ``val_fraction`` (0.2) of each class is held
+      out;
+    - ``head``: ``head(x, *, dropout, weight_decay, num_classes) -> probabilities`` builds the
+      new head on the base's output ``x`` with the trial's dropout and weight decay (default:
+      pooling, dropout, a softmax ``Dense``);
+    - ``study_name`` (default: the model's name) and ``storage`` (default:
+      ``sqlite:///<study_name>.db`` in the working folder): calling again resumes the study;
+    - every study-file key is a keyword: ``n_trials`` (the finished trials the study should
+      hold, as in a study file), ``objective``, ``seed``, ``space`` (the ``search_space``
+      section), the ``train`` keys (``epochs``, ``batch_size``, ``warmup_epochs``, ...),
+      ``sampler``, ``pruner``, ``budget_epochs``, ``reference_trials``, ``loop``,
+      ``lr_range_test``, ``keep_best``, ``diagnosis``; and ``cut_at``, ``input_shape``,
+      ``unfreeze_by``, ``class_names``, ``val_fraction``. Given with a study file, they
+      override its settings, and the model and data replace its own.
+
+    Bad input raises :class:`thaw.RunError` before anything is trained; a Ctrl-C stops the run
+    and returns the trials finished so far.
     """
-    from thaw.search._run import RunOptions, run_study
+    from thaw.search._run import RunError, RunOptions, run_study
 
-    options = RunOptions(n_trials=n_trials, budget_epochs=budget_epochs)
-    return run_study(study_file_or_config, storage=storage, options=options).study
+    memory = model is not None or data is not None
+    if not memory:
+        if study_file_or_config is None:
+            raise RunError(
+                "thaw.run needs a study file (thaw.run('studies/demo.yaml')) or your model and "
+                "data (thaw.run(model=model, data=(x, y), ...))"
+            )
+        unused = [k for k, v in (("validation_data", validation_data), ("head", head)) if v]
+        unused += sorted(settings) + (["study_name"] if study_name else [])
+        if unused:
+            raise RunError(
+                f"{', '.join(unused)}: these keywords go with model= and data=; with a study "
+                "file, write them in the file"
+            )
+        options = RunOptions(n_trials=n_trials, budget_epochs=budget_epochs)
+        return run_study(study_file_or_config, storage=storage, options=options).study
+    if model is None or data is None:
+        raise RunError(
+            f"thaw.run(model=..., data=...) needs both; {'model' if model is None else 'data'} "
+            "is missing"
+        )
+    from thaw.objectives import DataSourceError, ModelSourceError
+    from thaw.search._config import StudyFileError
+    from thaw.search._notebook import notebook_config
+    from thaw.search._run import load_config as _load_config
+
+    base = _load_config(study_file_or_config) if study_file_or_config is not None else None
+    for key, value in (
+        ("storage", storage),
+        ("n_trials", n_trials),
+        ("budget_epochs", budget_epochs),
+    ):
+        if value is not None:
+            settings[key] = value
+    try:
+        config = notebook_config(
+            model,
+            data,
+            validation_data,
+            head=head,
+            study_name=study_name,
+            base=base,
+            **settings,
+        )
+    except (StudyFileError, ModelSourceError, DataSourceError) as exc:
+        raise RunError(str(exc)) from None
+    return run_study(config, options=RunOptions()).study
 
 
 def _open_study(study: optuna.Study | str | Path | StudyConfig) -> optuna.Study:

@@ -31,6 +31,12 @@ from thaw.reports.diagnosis._inputs import (
     study_verdicts,
     trial_verdicts,
 )
+from thaw.reports.diagnosis._kerastuner import (
+    KerasTunerDiagnosis,
+    KerasTunerTrial,
+    diagnose_kerastuner,
+    read_kerastuner,
+)
 from thaw.reports.diagnosis._moves import (
     CAUSE_WORDS,
     CAUSES,
@@ -83,6 +89,10 @@ from thaw.reports.diagnosis._verdicts import (
 )
 
 __all__ = [
+    "KerasTunerDiagnosis",
+    "KerasTunerTrial",
+    "diagnose_kerastuner",
+    "read_kerastuner",
     "CAUSES",
     "CAUSE_WORDS",
     "MOVES_BY_CAUSE",

@@ -720,7 +720,11 @@ class StudyDiagnosis:
         return {k: _jsonable(v) if k != "trials" else v for k, v in result.items()}
 
     def render_text(self) -> str:
-        """Plain-text report for a terminal."""
+        """Plain-text report for a terminal: the findings, then each trial's verdicts."""
+        return self.render_findings() + self._render_trials()
+
+    def render_findings(self) -> str:
+        """The study's lines of :meth:`render_text`, before the trials."""
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.state_counts.items()))
         total = sum(self.state_counts.values())
         metric = f"; objective {self.objective_metric}" if self.objective_metric else ""
@@ -743,7 +747,10 @@ class StudyDiagnosis:
         lines.append(f"Feature extraction vs fine-tuning: {self.fe_vs_ft.sentence}")
         if self.domain_shift is not None:
             lines.append(f"Domain shift: {self.domain_shift.sentence}")
-        lines.append("")
+        return "\n".join(lines) + "\n"
+
+    def _render_trials(self) -> str:
+        lines = [""]
         healthy = []
         for trial in self.trials:
             names = [v.verdict for v in trial.verdicts]

@@ -116,7 +116,7 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown top key",
         {"nam": "x"},
-        r"unknown key 'nam'; expected one of: name, seed, n_trials, objective, storage, model",
+        r"unknown key 'nam'; expected one of: name, seed, n_trials, objective, metrics, storage, model",
     ),
     (
         "unknown nested key",
