@@ -217,24 +217,40 @@ def run_study(
         objective.on_step = say  # steps before the first epoch that take a while
     except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
         raise RunError(f"{config.path}: {exc}") from None
+    artifact_dir = artifacts_folder(config, options)
+    check_writable(artifact_dir)
+    if config.keep_best:
+        from thaw.search._export import models_dir
+
+        check_writable(models_dir(config))
     try:
         optuna_storage = open_storage(url)
     except StorageError as exc:
         raise RunError(str(exc)) from None
-    from thaw.search._study import study_exists
+    from thaw.objectives import model_fingerprint
+    from thaw.search._study import needs_creation
 
+    try:
+        model_fp = model_fingerprint(config.model)
+    except OSError as exc:
+        raise RunError(f"{config.path}: cannot read the model: {exc}") from None
     if options.budget_epochs is not None:
         # The informed start is sized to the budget the run is given.
         config = replace(config, budget_epochs=options.budget_epochs)
     shift = None
     range_test = None
-    if not study_exists(optuna_storage, config.name):
-        # Measured before the study is created: the informed start is chosen with it.
+    if needs_creation(optuna_storage, config.name):
+        # Measured before the study is created (or completed, when a run killed while creating
+        # it left it half-created): the informed start is chosen with it.
         try:
             shift = objective.domain_shift()
         except ValueError as exc:
             _logger.warning("Domain-shift score not measured: %s", exc)
-        if config.reference_trials and config.lr_range_test:
+        if (
+            config.reference_trials
+            and config.lr_range_test
+            and not _has_range_test(optuna_storage, config.name)
+        ):
             range_test = _range_test(objective, space, config, say)
     try:
         optuna_study, resumed = create_or_resume(
@@ -248,6 +264,7 @@ def run_study(
             num_classes=data.num_classes,
             unfreeze_by=pretrained.unfreeze_by,
             range_test=range_test,
+            model_fingerprint=model_fp,
         )
     except StudyMismatchError as exc:
         raise RunError(str(exc)) from None
@@ -274,7 +291,7 @@ def run_study(
 
     attach_keeper(config, objective, optuna_study)
     attach_logs(config, objective, callback_classes)
-    publisher = make_publisher(url, config.path.parent, options.artifact_dir)
+    publisher = make_publisher(url, config.path.parent, artifact_dir)
 
     finished = len(optuna_study.get_trials(deepcopy=False, states=FINISHED_STATES))
     if options.worker_total is not None:
@@ -374,6 +391,16 @@ def before_trial_hooks(config: StudyConfig, space: Any) -> Callable[[optuna.Stud
             hook(study)
 
     return run_hooks
+
+
+def _has_range_test(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Whether a half-created study already holds its range test (its start was queued with it)."""
+    from thaw.search._study import study_exists
+
+    if not study_exists(storage, name):
+        return False
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    return RANGE_TEST in attrs
 
 
 def _range_test(
@@ -510,6 +537,34 @@ def _show_best(bar: Any, study: optuna.Study) -> None:
     best = best_trial(study)
     if best is not None:
         bar.set_postfix(best=f"{best.value:.4g}", trial=best.trial.number, refresh=False)
+
+
+def artifacts_folder(config: StudyConfig, options: RunOptions) -> Path:
+    """The dashboard artifacts' folder: ``--artifact-dir``, else ``<artifacts>/artifacts`` when
+    the study file sets ``artifacts``, else beside the SQLite file (or the study file)."""
+    from thaw.search._publish import ARTIFACTS_DIR_NAME, default_artifact_dir
+
+    if options.artifact_dir:
+        return Path(options.artifact_dir).resolve()
+    if config.artifacts is not None:
+        return Path(config.artifacts) / ARTIFACTS_DIR_NAME
+    return default_artifact_dir(str(config.storage), config.path.resolve().parent)
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse, in one line, a folder this worker cannot write (or create), before anything is
+    written: every worker of a study writes its artifacts and kept models there."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return
+    why = "is not a folder" if not existing.is_dir() else "is not writable by this worker"
+    where = "" if existing == Path(folder) else f" (to create {folder})"
+    raise RunError(
+        f"artifacts folder {existing}{where} {why}; set 'artifacts' in the study file (or "
+        "--artifact-dir) to a folder every worker can write"
+    )
 
 
 def make_publisher(url: str, study_dir: Path, artifact_dir: Path | None = None) -> Any:

@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -320,6 +321,12 @@ class StudyFile(_Section):
         default_factory=dict, description="verdict thresholds (see thaw.reports.Thresholds)"
     )
     keep_best: bool = Field(True, description="keep the top 3 trials' best-epoch models")
+    artifacts: Annotated[str, StringConstraints(min_length=1)] | None = Field(
+        None,
+        description="folder every worker can write, for the dashboard artifacts and the kept "
+        "models (relative to the study file); default: beside the SQLite file, else the study "
+        "file",
+    )
 
     @field_validator("diagnosis", mode="before")
     @classmethod

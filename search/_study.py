@@ -24,6 +24,7 @@ from thaw._keys import (
     DATA,
     DOMAIN_SHIFT,
     MANIFEST,
+    MODEL_FINGERPRINT,
     NUM_LAYERS,
     OBJECTIVE_METRIC,
     RANGE_TEST,
@@ -38,7 +39,13 @@ from thaw.search._budget import (
     start_label,
     start_queue,
 )
-from thaw.search._config import PrunerConfig, SamplerConfig, StudyConfig, mask_url
+from thaw.search._config import (
+    PrunerConfig,
+    SamplerConfig,
+    StudyConfig,
+    mask_url,
+    without_paths,
+)
 from thaw.search._pruners import ClimbingPruner, RungPruner, ScreenPruner, chance_value
 from thaw.search._range import narrowed_space, range_test_rates
 
@@ -289,6 +296,7 @@ def create_or_resume(
     num_classes: int | None = None,
     unfreeze_by: str = "layers",
     range_test: dict[str, Any] | None = None,
+    model_fingerprint: str | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Return the study and whether it was resumed. Refuses a changed search space or data.
 
@@ -312,6 +320,7 @@ def create_or_resume(
             domain_shift=domain_shift,
             unfreeze_by=unfreeze_by,
             range_test=range_test,
+            model_fingerprint=model_fingerprint,
         )
         _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
         return study, False
@@ -336,21 +345,15 @@ def create_or_resume(
             # Killed while it was being created: finish the creation, never refuse it.
             _logger.warning("Study %r was left half-created; completing it", config.name)
             return _finish_creation(study)
-        if stored_hash != config_hash:
-            stored = attrs.get(CONFIG, {})
-            changed = [k for k, v in config.search_relevant().items() if stored.get(k) != v]
-            raise StudyMismatchError(
-                f"study {config.name!r} was created with different "
-                f"{', '.join(changed) or 'configuration'} settings; resuming would mix "
-                "incomparable trials. Restore the original values or give the study a new 'name'"
-            )
-        stored_fp = attrs.get(DATA, {}).get("fingerprint")
-        if stored_fp is not None and stored_fp != data_summary["fingerprint"]:
-            raise StudyMismatchError(
-                f"study {config.name!r} was run on different data (fingerprint "
-                f"{stored_fp[:12]} vs {data_summary['fingerprint'][:12]} now); restore the data "
-                "or give the study a new 'name'"
-            )
+        check_same_study(config, attrs, data_summary, model_fingerprint)
+        if stored_hash != config_hash or (
+            model_fingerprint is not None and MODEL_FINGERPRINT not in attrs
+        ):
+            # A study stored by thaw 0.2.0 or earlier (paths in its hash): from now on it is
+            # identified by content, wherever its files sit.
+            study.set_user_attr(CONFIG_HASH, config_hash)
+            if model_fingerprint is not None:
+                study.set_user_attr(MODEL_FINGERPRINT, model_fingerprint)
         _attach_sampler(study, config, n_workers, sampler_salt, resumed=True)
         return study, True
     study = optuna.create_study(
@@ -361,6 +364,104 @@ def create_or_resume(
         direction=StudyDirection[config.direction.upper()],
     )
     return _finish_creation(study)
+
+
+#: The parts of a study's identity, in the order a difference is named, with their words.
+_PARTS: tuple[tuple[str, str], ...] = (
+    ("search_space", "search space"),
+    ("model", "model"),
+    ("data", "data"),
+    ("train", "training settings"),
+)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k in sorted(value):
+            out.update(_flat(value[k], f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "unset" if value is None else str(value)
+
+
+def config_difference(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first difference between two study identities (:meth:`StudyConfig.identity`), as
+    ``"a different search space (learning_rate.high 0.01 -> 0.03)"``; None when they agree."""
+    stored, current = without_paths(stored), without_paths(current)
+    for part, words in _PARTS:
+        old, new = _flat(stored.get(part) or {}), _flat(current.get(part) or {})
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                article = "" if part == "data" else "a "
+                return (
+                    f"{article}different {words} ({key} {_shown(old.get(key))} -> "
+                    f"{_shown(new.get(key))})"
+                )
+    return None
+
+
+def check_same_study(
+    config: StudyConfig,
+    attrs: dict[str, Any],
+    data_summary: dict[str, Any],
+    model_fingerprint: str | None = None,
+) -> None:
+    """Refuse, in one line naming the difference, a study file whose search space, model or
+    data differ from the stored study's. Paths do not count: the model file's and the data's
+    content fingerprints do.
+
+    A study stored by thaw 0.2.0 or earlier has absolute paths in its hash and no model
+    fingerprint: when only paths differ it is accepted, with a warning that the model file
+    could not be compared (its fingerprint is stored from then on).
+    """
+    name = config.name
+    fix = "use a new study name or restore the file"
+    stored_hash = attrs.get(CONFIG_HASH)
+    if stored_hash not in (config.config_hash(), config.legacy_config_hash()):
+        difference = config_difference(dict(attrs.get(CONFIG) or {}), config.identity())
+        if difference is not None:
+            raise StudyMismatchError(f"study {name!r} was created with {difference}; {fix}")
+        if MODEL_FINGERPRINT in attrs:
+            raise StudyMismatchError(
+                f"study {name!r} was created with different settings (its stored hash differs); "
+                f"{fix}"
+            )
+        _logger.warning(
+            "Study %r was stored by thaw 0.2.0 or earlier with other file paths; resuming it "
+            "with the same settings and data (its model file could not be compared)",
+            name,
+        )
+    stored_fp = (attrs.get(DATA) or {}).get("fingerprint")
+    if stored_fp is not None and stored_fp != data_summary.get("fingerprint", stored_fp):
+        raise StudyMismatchError(
+            f"study {name!r} was run on different data (fingerprint {stored_fp[:12]} -> "
+            f"{str(data_summary['fingerprint'])[:12]} now); use a new study name or restore the "
+            "data"
+        )
+    stored_model = attrs.get(MODEL_FINGERPRINT)
+    if stored_model is not None and model_fingerprint not in (None, stored_model):
+        raise StudyMismatchError(
+            f"study {name!r} was created with a different model (fingerprint "
+            f"{stored_model[:12]} -> {str(model_fingerprint)[:12]} now); use a new study name "
+            "or restore the model file"
+        )
+
+
+def needs_creation(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Whether the study ``name`` is still to be created: absent, or left half-created (no
+    ``thaw:config_hash``) by a run killed while creating it."""
+    if not study_exists(storage, name):
+        return True
+    study_id = storage.get_study_id_from_name(name)
+    return CONFIG_HASH not in storage.get_study_user_attrs(study_id)
 
 
 def _half_created(study: optuna.Study) -> bool:
@@ -381,6 +482,7 @@ def complete_creation(
     domain_shift: dict[str, Any] | None = None,
     unfreeze_by: str = "layers",
     range_test: dict[str, Any] | None = None,
+    model_fingerprint: str | None = None,
 ) -> None:
     """Store the study's attrs and queue the informed start's trials not queued yet.
 
@@ -393,6 +495,8 @@ def complete_creation(
     study.set_user_attr(NUM_LAYERS, num_layers)
     study.set_user_attr(DATA, data_summary)
     study.set_user_attr(MANIFEST, manifest())
+    if model_fingerprint is not None:
+        study.set_user_attr(MODEL_FINGERPRINT, model_fingerprint)
     if domain_shift is not None:
         study.set_user_attr(DOMAIN_SHIFT, domain_shift)
     if range_test is not None:

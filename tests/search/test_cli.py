@@ -193,8 +193,10 @@ def test_run_with_changed_search_space_is_refused(
     write_study(study_file.parent, changed)
     result = thaw("run", study_file, "--no-progress")
     assert result.rc == 2
-    assert "study 'cli-demo' was created with different search_space settings" in result.error_line
-    assert "give the study a new 'name'" in result.error_line
+    assert result.error_line == (
+        "thaw: error: study 'cli-demo' was created with a different search space "
+        "(learning_rate.low 0.001 -> 1e-05); use a new study name or restore the file"
+    )
     assert len(trials_in(db, "cli-demo")) == 3
 
 
