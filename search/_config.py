@@ -584,6 +584,30 @@ def parse_budget_epochs(value: Any, where: str = "budget_epochs") -> int | None:
     return int(value)
 
 
+class DuplicateKeyError(ValueError):
+    """A YAML mapping gives the same key twice (YAML itself would keep the last silently)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping, naming both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader refuses it with its own message
+            if first is not None:
+                raise DuplicateKeyError(
+                    f"key {key!r} is given twice (lines {first} and {line}); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_study_file(path: str | Path) -> StudyConfig:
     path = Path(path)
     if not path.exists():
@@ -593,7 +617,9 @@ def load_study_file(path: str | Path) -> StudyConfig:
             f"{str(path)!r} is a folder; give a study file such as studies/demo.yaml"
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506
+    except DuplicateKeyError as exc:
+        raise StudyFileError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise StudyFileError(f"cannot read study file {str(path)!r}: {exc}") from None
     except yaml.YAMLError as exc:

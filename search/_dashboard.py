@@ -319,9 +319,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m search._dashboard STUDY_FILE ...``: the same as ``thaw dashboard``."""
-    from thaw.search._cli import EXIT_INTERRUPTED, UserError, _fail
+    from thaw.search._cli import EXIT_INTERRUPTED, OneLineParser, UserError, _fail
 
-    parser = argparse.ArgumentParser(prog="thaw")
+    parser = OneLineParser(prog="thaw")
     add_dashboard_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["dashboard", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

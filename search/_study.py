@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import sys
 from collections import Counter
@@ -173,6 +174,51 @@ def check_storage_url(url: str) -> None:
             raise StorageError(
                 f"storage {masked}: {db} exists and is not a SQLite database; give another file"
             )
+        refuse_foreign_sqlite(db, masked)
+    # SQLite writes the database and its journal beside it: the folder must be writable.
+    if not os.access(db.parent, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"cannot use storage {masked}: folder {db.parent} is not writable; give a storage "
+            "file in a folder you can write (--storage sqlite:///path/to/study.db)"
+        )
+    if db.exists() and not os.access(db, os.W_OK):
+        raise StorageError(
+            f"cannot use storage {masked}: {db} is not writable; make it writable or give "
+            "another file"
+        )
+
+
+#: Tables every Optuna RDB storage holds (a SQLite file without them is not Optuna's).
+OPTUNA_TABLES = frozenset({"studies", "trials", "alembic_version"})
+
+
+def refuse_foreign_sqlite(db: Path, masked: str) -> None:
+    """Refuse a SQLite file holding tables but not Optuna's, before Optuna adds its own."""
+    tables = sqlite_tables(db) if db.is_file() and db.stat().st_size > 0 else []
+    if tables and not set(tables) >= OPTUNA_TABLES:
+        shown = ", ".join(tables[:5]) + (" ..." if len(tables) > 5 else "")
+        raise StorageError(
+            f"storage {masked}: {db} is another application's SQLite database (tables: "
+            f"{shown}); give thaw a file of its own, e.g. {db.parent / 'thaw.db'}"
+        )
+
+
+def sqlite_tables(db: Path) -> list[str]:
+    """The tables of a SQLite file, read without writing to it (read-only, immutable)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error:
+        return []
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+    return sorted(str(r[0]) for r in rows)
 
 
 def hyperband_brackets(min_resource: int, max_resource: int, reduction_factor: int) -> int:
@@ -199,6 +245,7 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStor
                 f"cannot open storage {masked}: folder {db.parent} does not exist; create it or "
                 "change 'storage'"
             )
+        refuse_foreign_sqlite(db, masked)
     # Heartbeats on every RDB storage, SQLite included: a trial whose worker dies is failed with
     # the reason and queued again (search/_faults.py); a dropped connection is retried.
     from thaw.search._faults import make_rdb_storage
