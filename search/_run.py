@@ -31,8 +31,11 @@ from thaw.search._faults import (
     WORKER,
     TrialSlots,
     counted_trials,
+    is_connection_error,
+    mark_storage_lost,
     quiet_experimental,
     recover_lost_trials,
+    requeue_failed_strategies,
     running_trials,
     worker_id,
 )
@@ -310,10 +313,22 @@ def run_study(
             optuna_study, summarise(optuna_study, finished, resumed, interrupted), interrupted
         )
     recovered = recover_lost_trials(optuna_study, optuna_storage)
+    requeued: list[str] = []
+    if resumed and config.reference_trials:
+        slots = TrialSlots(url, optuna_study.study_name)
+        slots.acquire()
+        try:
+            requeued = requeue_failed_strategies(optuna_study)
+        finally:
+            slots.release()
+            slots.close()
     counted = counted_trials(optuna_study)
     n_trials = (
         options.n_trials if options.n_trials is not None else max(0, config.n_trials - counted)
     )
+    if requeued and options.n_trials is None:
+        # A missing strategy runs even when the rest of the study is done.
+        n_trials = max(n_trials, len(requeued))
     if budget is not None:
         if budget.exhausted(optuna_study):
             n_trials = 0
@@ -336,6 +351,8 @@ def run_study(
             f"Queued again {len(recovered)} trials lost by an earlier run (killed or "
             f"interrupted): {', '.join(map(str, recovered))}."
         )
+    if requeued:
+        say(f"Queued again the strategies whose every attempt failed: {', '.join(requeued)}.")
     ignored = getattr(data, "ignored_files", ())
     if ignored:
         say(
@@ -462,6 +479,12 @@ def optimize_exactly(
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
                 trial.set_user_attr(LOST, INTERRUPTED)
+            raise
+        except Exception as exc:
+            if is_connection_error(exc):
+                # The storage went away for longer than the retry window: once it is back the
+                # trial is failed with that reason and queued again, like a killed one.
+                mark_storage_lost(trial, exc)
             raise
 
     def count_failures(study: optuna.Study, trial: FrozenTrial) -> None:
