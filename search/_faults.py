@@ -240,6 +240,15 @@ def mark_storage_lost(
     return True
 
 
+def wait_for_storage(
+    storage: optuna.storages.BaseStorage, seconds: float = OUTAGE_WAIT_SECONDS
+) -> None:
+    """Wait up to ``seconds`` for an unreachable storage to answer again (an outage longer than
+    the retry window); raise the last connection error when it does not."""
+    _logger.warning("The storage is unreachable; waiting up to %.0f s for it to come back", seconds)
+    with_retries(storage.get_all_studies, "waiting for the storage", seconds=seconds)
+
+
 # --------------------------------------------------------------------------- lost trials
 
 

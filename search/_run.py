@@ -37,6 +37,7 @@ from thaw.search._faults import (
     recover_lost_trials,
     requeue_failed_strategies,
     running_trials,
+    wait_for_storage,
     worker_id,
 )
 from thaw.search._loop import ClosedLoop
@@ -506,9 +507,9 @@ def optimize_exactly(
     heap.enter_context(frozen_heap())
     try:
         while timeout is None or time.monotonic() - start < timeout:
-            slots.acquire()
-            held[0] = True
             try:
+                slots.acquire()
+                held[0] = True
                 if time.monotonic() - last_recovery >= poll_seconds:
                     recover_lost_trials(study, storage)
                     last_recovery = time.monotonic()
@@ -529,6 +530,15 @@ def optimize_exactly(
                         catch=(Exception,),
                         callbacks=[*callbacks, count_failures],
                     )
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                # An outage longer than the retry window: wait for the storage, then go on
+                # (a trial it cut short is queued again by recover_lost_trials).
+                release()
+                wait_for_storage(storage)
+                last_recovery = time.monotonic() - poll_seconds
+                continue
             finally:
                 release()
             if bar is not None:
