@@ -531,6 +531,11 @@ def optimize_exactly(
                         callbacks=[*callbacks, count_failures],
                     )
             except Exception as exc:
+                if finished_elsewhere(exc):
+                    # After an outage another worker found this trial's heartbeat stale, failed
+                    # it and queued it again before this worker could finish it.
+                    _logger.warning("A trial was finished by another worker meanwhile: %s", exc)
+                    continue
                 if not is_connection_error(exc):
                     raise
                 # An outage longer than the retry window: wait for the storage, then go on
@@ -561,6 +566,14 @@ def optimize_exactly(
         if bar is not None:
             bar.close()
     return False
+
+
+def finished_elsewhere(exc: BaseException) -> bool:
+    """Whether ``exc`` says the trial this worker ran was finished by another worker meanwhile
+    (failed as stale after an outage, then queued again)."""
+    if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
+        return True
+    return isinstance(exc, ValueError) and str(exc).startswith("Cannot tell a ")
 
 
 def _show_best(bar: Any, study: optuna.Study) -> None:

@@ -155,3 +155,21 @@ def test_a_half_created_study_measures_its_domain_shift_when_completed(
     assert CONFIG_HASH in completed.user_attrs
     shift = completed.user_attrs[DOMAIN_SHIFT]
     assert np.isfinite(shift["overall"])
+
+
+@pytest.mark.parametrize(
+    ("exc", "elsewhere"),
+    [
+        (optuna.exceptions.UpdateFinishedTrialError("Trial#3 has already finished"), True),
+        (ValueError("Cannot tell a FAIL trial."), True),
+        (ValueError("Cannot tell a COMPLETE trial."), True),
+        (ValueError("learning_rate must be > 0"), False),
+        (RuntimeError("Cannot tell a FAIL trial."), False),
+    ],
+)
+def test_a_trial_finished_by_another_worker_after_an_outage_is_told_apart(
+    exc: Exception, elsewhere: bool
+) -> None:
+    from thaw.search._run import finished_elsewhere
+
+    assert finished_elsewhere(exc) is elsewhere
