@@ -214,13 +214,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     from thaw.search._publish import (
         PublishError,
-        default_artifact_dir,
         open_artifact_store,
         publish_report_artifacts,
+        study_artifact_dir,
     )
 
     try:
-        store = open_artifact_store(default_artifact_dir(url, config.path.resolve().parent))
+        store = open_artifact_store(
+            study_artifact_dir(url, config.path.resolve().parent, config.artifacts)
+        )
         publish_report_artifacts(study, store, files)
     except (PublishError, OSError) as exc:
         _logger.warning("Report not attached to the study in the dashboard: %s", exc)

@@ -276,7 +276,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """``thaw dashboard STUDY_FILE``: serve until Ctrl-C; exit status 0 then."""
     from thaw.search._cli import UserError, _load_config
     from thaw.search._config import mask_url
-    from thaw.search._publish import default_artifact_dir
+    from thaw.search._publish import study_artifact_dir
 
     config = _load_config(args.study_file, args.storage)
     url = str(config.storage)
@@ -288,7 +288,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     artifact_dir = (
         Path(args.artifact_dir).resolve()
         if getattr(args, "artifact_dir", None)
-        else default_artifact_dir(url, Path(config.path).resolve().parent)
+        else study_artifact_dir(url, Path(config.path).resolve().parent, config.artifacts)
     )
     if not is_loopback(host):
         print(

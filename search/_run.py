@@ -588,13 +588,11 @@ def _show_best(bar: Any, study: optuna.Study) -> None:
 def artifacts_folder(config: StudyConfig, options: RunOptions) -> Path:
     """The dashboard artifacts' folder: ``--artifact-dir``, else ``<artifacts>/artifacts`` when
     the study file sets ``artifacts``, else beside the SQLite file (or the study file)."""
-    from thaw.search._publish import ARTIFACTS_DIR_NAME, default_artifact_dir
+    from thaw.search._publish import study_artifact_dir
 
     if options.artifact_dir:
         return Path(options.artifact_dir).resolve()
-    if config.artifacts is not None:
-        return Path(config.artifacts) / ARTIFACTS_DIR_NAME
-    return default_artifact_dir(str(config.storage), config.path.resolve().parent)
+    return study_artifact_dir(str(config.storage), config.path.resolve().parent, config.artifacts)
 
 
 def check_writable(folder: Path) -> None:

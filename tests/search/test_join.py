@@ -85,6 +85,10 @@ def test_a_copy_in_another_folder_joins_and_n_trials_holds_for_the_study(
     assert len(study.user_attrs[MODEL_FINGERPRINT]) == 64
     # the artifacts folder the study file names, relative to each copy: each run's own here
     assert study.user_attrs[MODELS_DIR].endswith("shared-artifacts/models/joined")
+    for work in (first.parent, second):
+        shared_dir = work.parent / "shared-artifacts"
+        assert any((shared_dir / "artifacts").iterdir())  # each trial's dashboard artifacts
+        assert (shared_dir / "models" / "joined").is_dir()
     assert not (first.parent / "local.db").exists() and not (second / "local.db").exists()
 
 
