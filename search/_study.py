@@ -508,7 +508,13 @@ def needs_creation(storage: optuna.storages.BaseStorage, name: str) -> bool:
     if not study_exists(storage, name):
         return True
     study_id = storage.get_study_id_from_name(name)
-    return CONFIG_HASH not in storage.get_study_user_attrs(study_id)
+    if CONFIG_HASH in storage.get_study_user_attrs(study_id):
+        return False
+    # Only what a killed creation leaves (a foreign study is refused, not measured)
+    return all(
+        t.state == TrialState.WAITING and start_label(t) is not None
+        for t in storage.get_all_trials(study_id, deepcopy=False)
+    )
 
 
 def _half_created(study: optuna.Study) -> bool:

@@ -173,3 +173,25 @@ def test_a_trial_finished_by_another_worker_after_an_outage_is_told_apart(
     from thaw.search._run import finished_elsewhere
 
     assert finished_elsewhere(exc) is elsewhere
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [("absent", True), ("half-created", True), ("created", False), ("foreign", False)],
+)
+def test_needs_creation_tells_a_half_created_study_from_the_others(
+    tmp_path: Path, state: str, expected: bool
+) -> None:
+    from thaw.search._study import needs_creation
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = open_storage(url)
+    if state == "created":
+        created(tmp_path)
+    elif state == "half-created":  # killed after create_study and one queued strategy
+        study = optuna.create_study(study_name="s", storage=storage)
+        study.enqueue_trial({"unfrozen_layers": 5}, user_attrs={"strategy": "full fine-tuning"})
+    elif state == "foreign":
+        study = optuna.create_study(study_name="s", storage=storage)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert needs_creation(open_storage(url), "s") is expected
