@@ -23,6 +23,7 @@ Run it (as root, on a machine with PostgreSQL 15 installed; a few minutes on 2 c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -41,9 +42,13 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from thaw.search._budget import start_label
+from thaw.search._faults import counted_trials
+
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ("full fine-tuning", "partial fine-tuning", "feature extraction")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+LOST = "thaw:lost"
 
 
 def write_inputs(folder: Path, name: str, n_trials: int, epochs: int, storage: str) -> Path:
@@ -229,15 +234,14 @@ def final_outcome(outcome: Outcome, watcher: Watcher) -> Outcome:
     trials = study.get_trials(deepcopy=False)
     numbers = [t.number for t in trials]
     complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
-    outcome.counted = sum(t.state in COUNTED for t in trials)
+    # what n_trials counts (thaw's own count: the informed start's screening rounds aside)
+    outcome.counted = counted_trials(study)
     outcome.lost = len(watcher.seen_complete - complete)
     outcome.retried = sum("thaw:retry_of" in t.user_attrs for t in trials)
     outcome.duplicated = len(numbers) - len(set(numbers))
     outcome.running = sum(t.state == TrialState.RUNNING for t in trials)
     outcome.strategies = sorted(
-        str(t.user_attrs["strategy"])
-        for t in trials
-        if t.state in COUNTED and "strategy" in t.user_attrs
+        {str(start_label(t)) for t in trials if t.state in COUNTED and start_label(t) is not None}
     )
     return outcome
 
@@ -369,6 +373,282 @@ def run_sqlite_scenario(
     return final_outcome(outcome, watcher)
 
 
+# ------------------------------------------------------------- a long outage, a private server
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of its own (``initdb`` in a temp folder, its own port), so that
+    stopping it for longer than the retry window disturbs no other user of the machine's."""
+
+    def __init__(self, port: int = 55433) -> None:
+        version = sorted(os.listdir("/usr/lib/postgresql"), key=float)[-1]
+        self.bin = Path("/usr/lib/postgresql") / version / "bin"
+        self.folder = Path(tempfile.mkdtemp(prefix="thaw-pg-"))  # postgres must reach it
+        shutil.chown(self.folder, "postgres")
+        self.data = self.folder / "pgdata"
+        self.port = port
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self._as_postgres(f"{self.bin}/initdb -D {self.data} --auth=trust -U postgres")
+        self.start()
+
+    def _as_postgres(self, command: str) -> None:
+        subprocess.run(
+            ["su", "postgres", "-c", command], check=True, capture_output=True, timeout=120
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        self._as_postgres(
+            f"{self.bin}/pg_ctl -D {self.data} -l {self.data}/log -w -o '{options}' start"
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(f"{self.bin}/pg_ctl -D {self.data} -m fast -w stop")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def run_outage_scenario(
+    folder: Path,
+    *,
+    outage_seconds: float = 75,
+    n_trials: int = 8,
+    epochs: int = 4,
+    workers: int = 2,
+    timeout: float = 1500,
+    say: Callable[[str], None] = print,
+) -> Outcome:
+    """``thaw run --workers`` on a PostgreSQL stopped for ``outage_seconds`` (longer than the
+    60 s retry window) in the middle of a trial, then started again."""
+    server = PrivatePostgres()
+    name = f"thaw-outage-{uuid.uuid4().hex[:8]}"
+    study_file = write_inputs(folder, name, n_trials, epochs, server.url)
+    outcome = Outcome(f"postgresql, {outage_seconds:.0f} s outage", n_trials)
+    watcher = Watcher(server.url, name)
+    start = time.monotonic()
+    err = ""
+    proc = subprocess.Popen(
+        thaw_command(study_file, "--workers", str(workers)),
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if wait_for(lambda: watcher.counted() >= 1, timeout, proc) and wait_for(
+            lambda: watcher.running_worker(child_pids(proc.pid)) is not None, 120, proc
+        ):
+            running = watcher.running_worker(child_pids(proc.pid))
+            say(
+                f"  stopping PostgreSQL for {outage_seconds:.0f} s in the middle of trial "
+                f"{running[1] if running else '?'}, after {watcher.counted()} completed"
+            )
+            server.stop()
+            time.sleep(outage_seconds)
+            server.start()
+            outcome.restarts += 1
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        outcome.exit_codes.append(proc.returncode)
+    try:
+        count_noise(outcome, err)
+        if "Traceback" in err:
+            log = Path(tempfile.gettempdir()) / f"{name}.stderr"
+            log.write_text(err, encoding="utf-8")
+            say(f"  thaw run's stderr, with its tracebacks: {log}")
+        outcome.worker_lines = [
+            line for line in err.splitlines() if line.startswith("thaw: worker")
+        ][:4]
+        final_outcome(outcome, watcher)
+        study = optuna.load_study(study_name=name, storage=server.url)
+        lost = [t for t in study.trials if "storage was unreachable" in str(t.user_attrs.get(LOST))]
+        outcome.worker_lines.append(f"trials lost to the outage and queued again: {len(lost)}")
+        outcome.seconds = time.monotonic() - start
+    finally:
+        server.close()
+    return outcome
+
+
+# ------------------------------------------------------------------ a kill during creation
+
+
+def creation_state(db: Path, name: str) -> str:
+    """``"absent"``, ``"half"`` (created, no ``thaw:config_hash`` yet) or ``"done"``."""
+    import sqlite3
+
+    if not db.exists():
+        return "absent"
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05)
+        try:
+            row = conn.execute("SELECT study_id FROM studies WHERE study_name = ?", (name,))
+            found = row.fetchone()
+            if found is None:
+                return "absent"
+            keys = conn.execute(
+                "SELECT key FROM study_user_attributes WHERE study_id = ?", (found[0],)
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return "absent"
+    return "done" if ("thaw:config_hash",) in keys else "half"
+
+
+def run_creation_kill_scenario(
+    folder: Path,
+    *,
+    n_trials: int = 5,
+    epochs: int = 2,
+    attempts: int = 6,
+    timeout: float = 900,
+    say: Callable[[str], None] = print,
+) -> Outcome:
+    """``thaw run`` SIGKILLed while it creates the study (the study there, its attrs and
+    informed start not all written), then ``thaw run`` again: the study is completed, with its
+    domain shift, and runs exactly ``n_trials``."""
+    outcome = Outcome("sqlite, killed during creation", n_trials)
+    start = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        name = f"thaw-creation-{attempt}"
+        db = folder / f"creation-{attempt}.db"
+        study_file = write_inputs(folder, name, n_trials, epochs, f"sqlite:///{db}")
+        proc = subprocess.Popen(
+            thaw_command(study_file),
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        caught = False
+        while proc.poll() is None:
+            state = creation_state(db, name)
+            if state == "done":
+                break
+            if state == "half":
+                os.kill(proc.pid, signal.SIGSTOP)
+                if creation_state(db, name) == "half":
+                    os.kill(proc.pid, signal.SIGKILL)
+                    caught = True
+                    break
+                os.kill(proc.pid, signal.SIGCONT)
+                break
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if not caught:
+            say(f"  attempt {attempt}: creation finished before the kill landed")
+            continue
+        outcome.kills += 1
+        outcome.exit_codes.append(proc.returncode)
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+        say(
+            f"  attempt {attempt}: SIGKILL during creation ({len(study.user_attrs)} study attrs, "
+            f"{len(study.trials)} trials queued of the informed start)"
+        )
+        again = subprocess.run(
+            thaw_command(study_file), cwd=folder, capture_output=True, text=True, timeout=timeout
+        )
+        outcome.exit_codes.append(again.returncode)
+        count_noise(outcome, again.stderr)
+        watcher = Watcher(f"sqlite:///{db}", name)
+        final_outcome(outcome, watcher)
+        done = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+        shift = done.user_attrs.get("thaw:domain_shift")
+        outcome.worker_lines = [
+            f"domain shift measured on completion: {'yes' if shift else 'NO'}"
+            + (f" (overall {shift['overall']:.3g})" if shift else "")
+        ]
+        break
+    outcome.seconds = time.monotonic() - start
+    return outcome
+
+
+# ------------------------------------------------------------- a study opened from elsewhere
+
+
+def run_moved_scenario(
+    folder: Path,
+    *,
+    n_trials: int = 6,
+    epochs: int = 2,
+    timeout: float = 900,
+    say: Callable[[str], None] = print,
+) -> Outcome:
+    """A study run part-way in one folder, then resumed from a copy of the folder elsewhere
+    (its SQLite file along), and joined from a third folder with a copy of the study file and
+    data through ``--storage`` pointing at the first folder's file."""
+    name = "thaw-moved"
+    first = folder / "a"
+    first.mkdir()
+    study_file = write_inputs(first, name, n_trials, epochs, "sqlite:///moved.db")
+    outcome = Outcome("sqlite, opened from other paths", n_trials)
+    start = time.monotonic()
+    part = subprocess.run(
+        thaw_command(study_file, "--n-trials", "2"),
+        cwd=first,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    outcome.exit_codes.append(part.returncode)
+    moved = folder / "b" / "moved" / "deeper"
+    shutil.copytree(first, moved)
+    resumed = subprocess.run(
+        thaw_command(moved / "study.yaml"),
+        cwd=moved,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    outcome.exit_codes.append(resumed.returncode)
+    count_noise(outcome, resumed.stderr)
+    joined_from = folder / "c" / "elsewhere"
+    shutil.copytree(
+        first, joined_from, ignore=shutil.ignore_patterns("*.db", "artifacts", "models")
+    )
+    joined = subprocess.run(
+        thaw_command(joined_from / "study.yaml", "--storage", f"sqlite:///{first / 'moved.db'}"),
+        cwd=joined_from,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    outcome.exit_codes.append(joined.returncode)
+    count_noise(outcome, joined.stderr)
+    refused = [r.stderr.strip() for r in (resumed, joined) if r.returncode == 2]
+    outcome.worker_lines = [
+        f"copy in another folder: {first_line(resumed.stdout, 'Resuming')}",
+        f"joined through --storage: {first_line(joined.stdout, 'Resuming')}",
+        *refused,
+    ]
+    final_outcome(outcome, Watcher(f"sqlite:///{moved / 'moved.db'}", name))
+    joined_outcome = final_outcome(
+        Outcome("", n_trials), Watcher(f"sqlite:///{first / 'moved.db'}", name)
+    )
+    outcome.worker_lines.append(
+        f"the first folder's study after the join: {joined_outcome.counted} / {n_trials} completed"
+    )
+    outcome.seconds = time.monotonic() - start
+    say(f"  moved and joined in {outcome.seconds:.0f} s")
+    return outcome
+
+
+def first_line(text: str, prefix: str) -> str:
+    """``"Resuming: 2 trials finished, running 4 more"``, or ``"NO"`` when the run did not."""
+    import re
+
+    line = next((x for x in text.splitlines() if x.startswith(prefix)), None)
+    found = re.search(r"\d+ trials finished, running \d+ more", line or "")
+    return f"{prefix}: {found.group(0)}" if line and found else "NO"
+
+
 def start_postgres() -> str:
     proc = subprocess.run(
         ["bash", str(REPO / ".ci" / "start-postgres.sh")],
@@ -389,13 +669,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=1)
     parser.add_argument("--sqlite-trials", type=int, default=6)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=75,
+        help="seconds a private PostgreSQL is stopped mid-trial (0: no outage scenario)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("outage", "creation", "moved"),
+        action="append",
+        help="run only these of the newer scenarios (and not the kill/restart ones)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     results: list[Outcome] = []
     tmp = Path(tempfile.mkdtemp(prefix="thaw-faults-"))
+    only = set(args.only or ())
     try:
-        if not args.skip_postgres:
+        if "outage" in only or (not only and not args.skip_postgres and args.outage > 0):
+            print(f"PostgreSQL stopped for {args.outage:.0f} s mid-trial", flush=True)
+            (tmp / "outage").mkdir()
+            results.append(run_outage_scenario(tmp / "outage", outage_seconds=args.outage))
+        if "creation" in only or not only:
+            print("SQLite: killed during creation, then run again", flush=True)
+            (tmp / "creation").mkdir()
+            results.append(run_creation_kill_scenario(tmp / "creation"))
+        if "moved" in only or not only:
+            print("SQLite: a study opened from other paths", flush=True)
+            (tmp / "moved").mkdir()
+            results.append(run_moved_scenario(tmp / "moved"))
+        if not only and not args.skip_postgres:
             url = start_postgres()
             print(f"PostgreSQL: {args.workers} workers, n_trials {args.n_trials}", flush=True)
             (tmp / "pg").mkdir()
@@ -410,11 +715,12 @@ def main(argv: list[str] | None = None) -> int:
                     restarts=args.restarts,
                 )
             )
-        print(f"SQLite: one process, n_trials {args.sqlite_trials}", flush=True)
-        (tmp / "sqlite").mkdir()
-        results.append(
-            run_sqlite_scenario(tmp / "sqlite", n_trials=args.sqlite_trials, epochs=args.epochs)
-        )
+        if not only:
+            print(f"SQLite: one process, n_trials {args.sqlite_trials}", flush=True)
+            (tmp / "sqlite").mkdir()
+            results.append(
+                run_sqlite_scenario(tmp / "sqlite", n_trials=args.sqlite_trials, epochs=args.epochs)
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()

@@ -65,6 +65,8 @@ _LAZY: dict[str, str] = {
     "StreamedImages": "thaw.objectives._images",
     "FileBatches": "thaw.objectives._batches",
     "load_application": "thaw.objectives._applications",
+    "file_fingerprint": "thaw.objectives._fingerprint",
+    "model_fingerprint": "thaw.objectives._fingerprint",
     "adapt_batchnorm": "thaw.objectives._model",
     "domain_shift_scores": "thaw.objectives._model",
     "layer_groups": "thaw.objectives._model",

@@ -51,6 +51,7 @@ class ArrayData:
                 )
             if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
                 raise ValueError(f"{name} must hold numbers, got dtype {x.dtype}")
+            check_finite(name, x)
         if self.x_train.shape[1:] != self.x_val.shape[1:]:
             raise ValueError(
                 f"training images have shape {tuple(self.x_train.shape[1:])} but validation "
@@ -92,6 +93,25 @@ class ArrayData:
             "skipped_files": list(self.skipped_files),
             "ignored_files": list(self.ignored_files),
         }
+
+
+def check_finite(name: str, x: np.ndarray) -> None:
+    """Refuse images holding NaN or infinite values: every trial on them diverges at once."""
+    if not np.issubdtype(x.dtype, np.floating) or len(x) == 0:
+        return
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    count = int(bad.sum())
+    if count:
+        first = int(np.argmax(bad))
+        which = "all" if count == len(x) else f"{count} of {len(x)}"
+        raise ValueError(
+            f"{name} holds NaN or infinite values in {which} images (the first: image {first}); "
+            "replace them with finite pixel values or drop those images"
+        )
+
+
+#: How a ``.npz`` file begins (a zip archive), or a lone ``.npy`` array.
+_NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")
 
 
 class DataSourceError(ValueError):
@@ -156,6 +176,14 @@ def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
 
     if not os.path.exists(path):
         raise DataSourceError(f"data file {path} does not exist; check 'data.path'")
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if not head.startswith(_NPZ_MAGIC):
+            raise DataSourceError(
+                f"data file {path} is not a .npz archive (it begins with {head!r}); save the "
+                "arrays x_train, y_train, x_val, y_val with numpy.savez"
+            )
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in ("x_train", "y_train", "x_val", "y_val") if k not in npz]

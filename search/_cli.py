@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from thaw._version import __version__
 
@@ -21,6 +21,15 @@ _logger = logging.getLogger("thaw")
 
 class UserError(Exception):
     """Bad input: printed as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line, ``thaw: error: ...``, exit 2
+    (not the usage block): an unknown flag, a missing argument, a value not among the choices.
+    Its sub-command parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"thaw: error: {message}; see '{self.prog} --help'\n")
 
 
 def _fail(message: str) -> int:
@@ -468,7 +477,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="thaw",
         description="Search and diagnose fine-tuning of pretrained Keras models with Optuna.",
     )
@@ -582,11 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            parser.exit(
+                EXIT_USAGE,
+                f"thaw: error: unrecognized arguments: {' '.join(unknown)}; see "
+                f"'thaw {args.command} --help'\n",
+            )
     except SystemExit as exc:
-        if exc.code in (0, None):  # --version, --help: printed, nothing else to do
-            return 0
-        raise
+        # --version, --help: printed, nothing else to do; a usage error: its one line printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else EXIT_USAGE
     _configure_logging(args.verbose)
     try:
         return int(args.func(args))

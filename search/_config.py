@@ -135,6 +135,11 @@ class StudyConfig:
         """How error lines name the study: its file, or its name."""
         return str(self.path) if self.from_file else f"study {self.name!r}"
 
+    #: The folder every worker writes the dashboard artifacts (``artifacts/``) and the kept
+    #: models (``models/<study>``) to (``artifacts``); None: beside the SQLite file, else the
+    #: study file.
+    artifacts: Path | None = None
+
     @property
     def direction(self) -> str:
         return OBJECTIVE_METRICS[self.train.metric]
@@ -152,7 +157,21 @@ class StudyConfig:
             "train": plain(self.train),
         }
 
+    def identity(self) -> dict[str, Any]:
+        """:meth:`search_relevant` without where the files sit: the model file's and the data's
+        paths are left out (their content fingerprints, stored on the study, stand for them),
+        so a study folder copied or moved, or joined from another machine, is the same study."""
+        return without_paths(self.search_relevant())
+
     def config_hash(self) -> str:
+        """The hash of :meth:`identity` (no paths)."""
+        blob = json.dumps(self.identity(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def legacy_config_hash(self) -> str:
+        """The hash thaw 0.2.0 and earlier stored: :meth:`search_relevant`, absolute paths
+        included. A study stored with it resumes; its hash is then replaced by
+        :meth:`config_hash`."""
         blob = json.dumps(self.search_relevant(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -172,6 +191,34 @@ class StudyConfig:
             "budget_epochs": self.budget_epochs,
             "diagnosis": dict(self.raw.get("diagnosis") or {}),
         }
+
+
+#: Settings that say where a file sits: not part of a study's identity.
+PATH_KEYS: dict[str, tuple[str, ...]] = {"model": ("path",), "data": ("path", "val_path")}
+#: Settings that are a local file or folder when they name an absolute path (else a name).
+LOCAL_FILE_KEYS: dict[str, tuple[str, ...]] = {"model": ("name", "weights")}
+LOCAL_FILE = "<local file>"
+
+
+def without_paths(relevant: Mapping[str, Any]) -> dict[str, Any]:
+    """``relevant`` (:meth:`StudyConfig.search_relevant`, or the stored copy of it) with the
+    paths of files replaced by None, and local files named in ``model.name`` or
+    ``model.weights`` by ``"<local file>"``."""
+    out = json.loads(json.dumps(dict(relevant), default=str))
+    for section, keys in PATH_KEYS.items():
+        block = out.get(section)
+        if isinstance(block, dict):
+            for key in keys:
+                if key in block:
+                    block[key] = None
+    for section, keys in LOCAL_FILE_KEYS.items():
+        block = out.get(section)
+        if isinstance(block, dict):
+            for key in keys:
+                value = block.get(key)
+                if isinstance(value, str) and Path(value).is_absolute():
+                    block[key] = LOCAL_FILE
+    return out
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -431,6 +478,7 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         tensorboard=train.tensorboard,
         callbacks=tuple(train.callbacks),
         csv_log=train.csv_log,
+        artifacts=None if study.artifacts is None else _resolve_path(base_dir, study.artifacts),
     )
 
 
@@ -465,6 +513,30 @@ def parse_budget_epochs(value: Any, where: str = "budget_epochs") -> int | None:
     return int(value)
 
 
+class DuplicateKeyError(ValueError):
+    """A YAML mapping gives the same key twice (YAML itself would keep the last silently)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping, naming both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader refuses it with its own message
+            if first is not None:
+                raise DuplicateKeyError(
+                    f"key {key!r} is given twice (lines {first} and {line}); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_study_file(path: str | Path) -> StudyConfig:
     path = Path(path)
     if not path.exists():
@@ -474,7 +546,9 @@ def load_study_file(path: str | Path) -> StudyConfig:
             f"{str(path)!r} is a folder; give a study file such as studies/demo.yaml"
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506
+    except DuplicateKeyError as exc:
+        raise StudyFileError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise StudyFileError(f"cannot read study file {str(path)!r}: {exc}") from None
     except yaml.YAMLError as exc:

@@ -276,7 +276,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """``thaw dashboard STUDY_FILE``: serve until Ctrl-C; exit status 0 then."""
     from thaw.search._cli import UserError, _load_config
     from thaw.search._config import mask_url
-    from thaw.search._publish import default_artifact_dir
+    from thaw.search._publish import study_artifact_dir
 
     config = _load_config(args.study_file, args.storage)
     url = str(config.storage)
@@ -288,7 +288,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     artifact_dir = (
         Path(args.artifact_dir).resolve()
         if getattr(args, "artifact_dir", None)
-        else default_artifact_dir(url, Path(config.path).resolve().parent)
+        else study_artifact_dir(url, Path(config.path).resolve().parent, config.artifacts)
     )
     if not is_loopback(host):
         print(
@@ -319,9 +319,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m search._dashboard STUDY_FILE ...``: the same as ``thaw dashboard``."""
-    from thaw.search._cli import EXIT_INTERRUPTED, UserError, _fail
+    from thaw.search._cli import EXIT_INTERRUPTED, OneLineParser, UserError, _fail
 
-    parser = argparse.ArgumentParser(prog="thaw")
+    parser = OneLineParser(prog="thaw")
     add_dashboard_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["dashboard", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -44,13 +44,21 @@ def default_models_dir(storage_url: str, study_file_dir: Path | str, study_name:
     return default_artifact_dir(storage_url, study_file_dir).parent / MODELS_DIR_NAME / study_name
 
 
+def models_dir(config: StudyConfig) -> Path:
+    """Where the study's kept models go: ``<artifacts>/models/<study>`` when the study file sets
+    ``artifacts``, else :func:`default_models_dir`."""
+    if config.artifacts is not None:
+        return Path(config.artifacts) / MODELS_DIR_NAME / config.name
+    return default_models_dir(str(config.storage), config.path.resolve().parent, config.name)
+
+
 def attach_keeper(config: StudyConfig, objective: Any, study: optuna.Study) -> None:
     """With ``keep_best``, make ``objective`` keep the study's top best-epoch models."""
     if not config.keep_best:
         return
     from thaw.objectives import OBJECTIVE_METRICS, BestModelKeeper
 
-    folder = default_models_dir(str(config.storage), config.path.resolve().parent, config.name)
+    folder = models_dir(config)
     maximize = OBJECTIVE_METRICS[config.train.metric] == "maximize"
     objective.on_trial_model = BestModelKeeper(folder, config.train.metric, maximize, KEEP_TOP_K)
     if study.user_attrs.get(MODELS_DIR_ATTR) != str(folder):

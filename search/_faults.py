@@ -54,6 +54,9 @@ RETRY_SECONDS = 60.0
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 INTERRUPTED = "interrupted by the user (Ctrl-C)"
+#: How long a trial that lost the storage waits for it to come back, to record that it was lost
+#: (then it is queued again); past that, its stale heartbeat gets it queued again later.
+OUTAGE_WAIT_SECONDS = 900.0
 
 T = TypeVar("T")
 
@@ -197,6 +200,55 @@ def make_rdb_storage(url: str) -> RetryingRDBStorage:
     return storage
 
 
+def storage_lost_reason(exc: BaseException) -> str:
+    """Why a trial was lost when the storage went away: the first line of the database's own
+    error, not Optuna's wrapper (which blames "invalid data ... exceeding max length")."""
+    inner: BaseException = exc
+    for _ in range(4):
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None:
+            break
+        inner = nxt
+    detail = (str(getattr(inner, "orig", None) or inner).strip().splitlines() or [""])[0]
+    return (
+        f"the storage was unreachable for longer than the {RETRY_SECONDS:.0f} s retry window "
+        f"({type(inner).__name__}: {detail[:200]})"
+    )
+
+
+def mark_storage_lost(
+    trial: optuna.Trial, exc: BaseException, wait_seconds: float = OUTAGE_WAIT_SECONDS
+) -> bool:
+    """Record on ``trial`` that it failed because the storage went away, waiting up to
+    ``wait_seconds`` for the storage to come back: the trial then ends FAIL with the reason,
+    and :func:`recover_lost_trials` queues it again like a killed one. False when the storage
+    did not come back in time (the trial's stale heartbeat gets it queued again later)."""
+    reason = storage_lost_reason(exc)
+
+    def mark() -> None:
+        trial.set_user_attr(LOST, reason)
+        trial.set_user_attr("fail_reason", reason)
+
+    try:
+        with_retries(mark, "recording a trial lost to a storage outage", seconds=wait_seconds)
+    except Exception as again:  # noqa: BLE001 - still unreachable: one log line, no traceback
+        _logger.warning(
+            "Trial %d lost the storage and could not record it: %s", trial.number, again
+        )
+        return False
+    _logger.warning("Trial %d failed because %s; it is queued again", trial.number, reason)
+    return True
+
+
+def wait_for_storage(
+    storage: optuna.storages.BaseStorage, seconds: float = OUTAGE_WAIT_SECONDS
+) -> None:
+    """Wait up to ``seconds`` for an unreachable storage to answer again (an outage longer than
+    the retry window); raise the last connection error when it does not."""
+    _logger.warning("The storage is unreachable; waiting up to %.0f s for it to come back", seconds)
+    with_retries(storage.get_all_studies, "waiting for the storage", seconds=seconds)
+
+
 # --------------------------------------------------------------------------- lost trials
 
 
@@ -322,6 +374,41 @@ def recover_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorag
             if t.number not in retried:
                 retried.append(t.number)
     return retried
+
+
+#: A textbook strategy whose every attempt failed is queued again on resume up to this many
+#: attempts in all (a strategy that fails for a reason of its own is not retried forever).
+MAX_STRATEGY_ATTEMPTS = 3
+
+
+def requeue_failed_strategies(study: optuna.Study) -> list[str]:
+    """Queue again each strategy of the informed start whose every attempt failed (lost to a
+    storage outage before thaw could tell, say): its last attempt, with the same parameters
+    and labels. Returns the strategies queued again. Run under the study's slot lock."""
+    from thaw.search._budget import start_label
+
+    attempts: dict[str, list[FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False):
+        label = start_label(t)
+        if label is not None:
+            attempts.setdefault(label, []).append(t)
+    queued: list[str] = []
+    for label, trials in attempts.items():
+        if any(t.state != TrialState.FAIL for t in trials):
+            continue
+        if len(trials) >= MAX_STRATEGY_ATTEMPTS:
+            _logger.warning(
+                "Strategy %r failed %d times; not queued again (see its trials' fail_reason)",
+                label,
+                len(trials),
+            )
+            continue
+        last = trials[-1]
+        why = f"every attempt of strategy {label!r} failed; queued again on resume"
+        with quiet_experimental():
+            if enqueue_retry(study, last, why):
+                queued.append(label)
+    return queued
 
 
 # ---------------------------------------------------------------------------- exact counts

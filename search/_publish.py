@@ -113,6 +113,16 @@ def default_artifact_dir(storage_url: str, study_file_dir: Path | str) -> Path:
     return (base / ARTIFACTS_DIR_NAME).resolve()
 
 
+def study_artifact_dir(
+    storage_url: str, study_file_dir: Path | str, artifacts: Path | str | None = None
+) -> Path:
+    """The dashboard artifacts' folder of a study: ``<artifacts>/artifacts`` when the study file
+    sets ``artifacts`` (a folder every worker reaches), else :func:`default_artifact_dir`."""
+    if artifacts is not None:
+        return Path(artifacts) / ARTIFACTS_DIR_NAME
+    return default_artifact_dir(storage_url, study_file_dir)
+
+
 class ThawArtifactStore(FileSystemArtifactStore):
     """:class:`optuna.artifacts.FileSystemArtifactStore` that remembers its folder, so the
     publisher can keep readable per-trial names beside the id-named files

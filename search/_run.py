@@ -31,9 +31,13 @@ from thaw.search._faults import (
     WORKER,
     TrialSlots,
     counted_trials,
+    is_connection_error,
+    mark_storage_lost,
     quiet_experimental,
     recover_lost_trials,
+    requeue_failed_strategies,
     running_trials,
+    wait_for_storage,
     worker_id,
 )
 from thaw.search._loop import ClosedLoop
@@ -223,24 +227,40 @@ def run_study(
         objective.on_step = say  # steps before the first epoch that take a while
     except (ModelSourceError, DataSourceError, StudyFileError, ValueError) as exc:
         raise RunError(f"{config.where}: {exc}") from None
+    artifact_dir = artifacts_folder(config, options)
+    check_writable(artifact_dir)
+    if config.keep_best:
+        from thaw.search._export import models_dir
+
+        check_writable(models_dir(config))
     try:
         optuna_storage = open_storage(url)
     except StorageError as exc:
         raise RunError(str(exc)) from None
-    from thaw.search._study import study_exists
+    from thaw.objectives import model_fingerprint
+    from thaw.search._study import needs_creation
 
+    try:
+        model_fp = model_fingerprint(config.model)
+    except OSError as exc:
+        raise RunError(f"{config.path}: cannot read the model: {exc}") from None
     if options.budget_epochs is not None:
         # The informed start is sized to the budget the run is given.
         config = replace(config, budget_epochs=options.budget_epochs)
     shift = None
     range_test = None
-    if not study_exists(optuna_storage, config.name):
-        # Measured before the study is created: the informed start is chosen with it.
+    if needs_creation(optuna_storage, config.name):
+        # Measured before the study is created (or completed, when a run killed while creating
+        # it left it half-created): the informed start is chosen with it.
         try:
             shift = objective.domain_shift()
         except ValueError as exc:
             _logger.warning("Domain-shift score not measured: %s", exc)
-        if config.reference_trials and config.lr_range_test:
+        if (
+            config.reference_trials
+            and config.lr_range_test
+            and not _has_range_test(optuna_storage, config.name)
+        ):
             range_test = _range_test(objective, space, config, say)
     try:
         optuna_study, resumed = create_or_resume(
@@ -254,6 +274,7 @@ def run_study(
             num_classes=data.num_classes,
             unfreeze_by=pretrained.unfreeze_by,
             range_test=range_test,
+            model_fingerprint=model_fp,
         )
     except StudyMismatchError as exc:
         raise RunError(str(exc)) from None
@@ -280,7 +301,7 @@ def run_study(
 
     attach_keeper(config, objective, optuna_study)
     attach_logs(config, objective, callback_classes)
-    publisher = make_publisher(url, config.path.parent, options.artifact_dir)
+    publisher = make_publisher(url, config.path.parent, artifact_dir)
 
     finished = len(optuna_study.get_trials(deepcopy=False, states=FINISHED_STATES))
     if options.worker_total is not None:
@@ -299,10 +320,22 @@ def run_study(
             optuna_study, summarise(optuna_study, finished, resumed, interrupted), interrupted
         )
     recovered = recover_lost_trials(optuna_study, optuna_storage)
+    requeued: list[str] = []
+    if resumed and config.reference_trials:
+        slots = TrialSlots(url, optuna_study.study_name)
+        slots.acquire()
+        try:
+            requeued = requeue_failed_strategies(optuna_study)
+        finally:
+            slots.release()
+            slots.close()
     counted = counted_trials(optuna_study)
     n_trials = (
         options.n_trials if options.n_trials is not None else max(0, config.n_trials - counted)
     )
+    if requeued and options.n_trials is None:
+        # A missing strategy runs even when the rest of the study is done.
+        n_trials = max(n_trials, len(requeued))
     if budget is not None:
         if budget.exhausted(optuna_study):
             n_trials = 0
@@ -325,6 +358,8 @@ def run_study(
             f"Queued again {len(recovered)} trials lost by an earlier run (killed or "
             f"interrupted): {', '.join(map(str, recovered))}."
         )
+    if requeued:
+        say(f"Queued again the strategies whose every attempt failed: {', '.join(requeued)}.")
     ignored = getattr(data, "ignored_files", ())
     if ignored:
         say(
@@ -380,6 +415,16 @@ def before_trial_hooks(config: StudyConfig, space: Any) -> Callable[[optuna.Stud
             hook(study)
 
     return run_hooks
+
+
+def _has_range_test(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Whether a half-created study already holds its range test (its start was queued with it)."""
+    from thaw.search._study import study_exists
+
+    if not study_exists(storage, name):
+        return False
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    return RANGE_TEST in attrs
 
 
 def _range_test(
@@ -442,6 +487,12 @@ def optimize_exactly(
             with contextlib.suppress(Exception):
                 trial.set_user_attr(LOST, INTERRUPTED)
             raise
+        except Exception as exc:
+            if is_connection_error(exc):
+                # The storage went away for longer than the retry window: once it is back the
+                # trial is failed with that reason and queued again, like a killed one.
+                mark_storage_lost(trial, exc)
+            raise
 
     def count_failures(study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state == TrialState.FAIL and LOST not in trial.user_attrs:
@@ -462,9 +513,9 @@ def optimize_exactly(
     heap.enter_context(frozen_heap())
     try:
         while timeout is None or time.monotonic() - start < timeout:
-            slots.acquire()
-            held[0] = True
             try:
+                slots.acquire()
+                held[0] = True
                 if time.monotonic() - last_recovery >= poll_seconds:
                     recover_lost_trials(study, storage)
                     last_recovery = time.monotonic()
@@ -485,6 +536,20 @@ def optimize_exactly(
                         catch=(Exception,),
                         callbacks=[*callbacks, count_failures],
                     )
+            except Exception as exc:
+                if finished_elsewhere(exc):
+                    # After an outage another worker found this trial's heartbeat stale, failed
+                    # it and queued it again before this worker could finish it.
+                    _logger.warning("A trial was finished by another worker meanwhile: %s", exc)
+                    continue
+                if not is_connection_error(exc):
+                    raise
+                # An outage longer than the retry window: wait for the storage, then go on
+                # (a trial it cut short is queued again by recover_lost_trials).
+                release()
+                wait_for_storage(storage)
+                last_recovery = time.monotonic() - poll_seconds
+                continue
             finally:
                 release()
             if bar is not None:
@@ -509,6 +574,14 @@ def optimize_exactly(
     return False
 
 
+def finished_elsewhere(exc: BaseException) -> bool:
+    """Whether ``exc`` says the trial this worker ran was finished by another worker meanwhile
+    (failed as stale after an outage, then queued again)."""
+    if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
+        return True
+    return isinstance(exc, ValueError) and str(exc).startswith("Cannot tell a ")
+
+
 def _show_best(bar: Any, study: optuna.Study) -> None:
     """The progress bar's postfix: the best value so far and its trial."""
     from thaw.search._budget import best_trial
@@ -516,6 +589,32 @@ def _show_best(bar: Any, study: optuna.Study) -> None:
     best = best_trial(study)
     if best is not None:
         bar.set_postfix(best=f"{best.value:.4g}", trial=best.trial.number, refresh=False)
+
+
+def artifacts_folder(config: StudyConfig, options: RunOptions) -> Path:
+    """The dashboard artifacts' folder: ``--artifact-dir``, else ``<artifacts>/artifacts`` when
+    the study file sets ``artifacts``, else beside the SQLite file (or the study file)."""
+    from thaw.search._publish import study_artifact_dir
+
+    if options.artifact_dir:
+        return Path(options.artifact_dir).resolve()
+    return study_artifact_dir(str(config.storage), config.path.resolve().parent, config.artifacts)
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse, in one line, a folder this worker cannot write (or create), before anything is
+    written: every worker of a study writes its artifacts and kept models there."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return
+    why = "is not a folder" if not existing.is_dir() else "is not writable by this worker"
+    where = "" if existing == Path(folder) else f" (to create {folder})"
+    raise RunError(
+        f"artifacts folder {existing}{where} {why}; set 'artifacts' in the study file (or "
+        "--artifact-dir) to a folder every worker can write"
+    )
 
 
 def make_publisher(url: str, study_dir: Path, artifact_dir: Path | None = None) -> Any:

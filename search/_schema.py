@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -337,8 +338,7 @@ class StudyFile(_Section):
     metrics: Annotated[list[Literal["auc", "f1"]], Expect("a list drawn from ['auc', 'f1']")] = (
         Field(
             default_factory=list,
-            description="extra metrics logged per epoch and reported: auc (ROC, micro), f1 "
-            "(macro)",
+            description="extra metrics logged per epoch and reported: auc (ROC, micro), f1 (macro)",
         )
     )
     storage: Annotated[str | None, BeforeValidator(_check_storage)] = Field(
@@ -372,6 +372,12 @@ class StudyFile(_Section):
         default_factory=dict, description="verdict thresholds (see thaw.reports.Thresholds)"
     )
     keep_best: bool = Field(True, description="keep the top 3 trials' best-epoch models")
+    artifacts: Annotated[str, StringConstraints(min_length=1)] | None = Field(
+        None,
+        description="folder every worker can write, for the dashboard artifacts and the kept "
+        "models (relative to the study file); default: beside the SQLite file, else the study "
+        "file",
+    )
 
     @field_validator("diagnosis", mode="before")
     @classmethod

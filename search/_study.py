@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import sys
 from collections import Counter
@@ -24,6 +25,7 @@ from thaw._keys import (
     DATA,
     DOMAIN_SHIFT,
     MANIFEST,
+    MODEL_FINGERPRINT,
     NUM_LAYERS,
     OBJECTIVE_METRIC,
     RANGE_TEST,
@@ -38,7 +40,13 @@ from thaw.search._budget import (
     start_label,
     start_queue,
 )
-from thaw.search._config import PrunerConfig, SamplerConfig, StudyConfig, mask_url
+from thaw.search._config import (
+    PrunerConfig,
+    SamplerConfig,
+    StudyConfig,
+    mask_url,
+    without_paths,
+)
 from thaw.search._pruners import ClimbingPruner, RungPruner, ScreenPruner, chance_value
 from thaw.search._range import narrowed_space, range_test_rates
 
@@ -166,6 +174,51 @@ def check_storage_url(url: str) -> None:
             raise StorageError(
                 f"storage {masked}: {db} exists and is not a SQLite database; give another file"
             )
+        refuse_foreign_sqlite(db, masked)
+    # SQLite writes the database and its journal beside it: the folder must be writable.
+    if not os.access(db.parent, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"cannot use storage {masked}: folder {db.parent} is not writable; give a storage "
+            "file in a folder you can write (--storage sqlite:///path/to/study.db)"
+        )
+    if db.exists() and not os.access(db, os.W_OK):
+        raise StorageError(
+            f"cannot use storage {masked}: {db} is not writable; make it writable or give "
+            "another file"
+        )
+
+
+#: Tables every Optuna RDB storage holds (a SQLite file without them is not Optuna's).
+OPTUNA_TABLES = frozenset({"studies", "trials", "alembic_version"})
+
+
+def refuse_foreign_sqlite(db: Path, masked: str) -> None:
+    """Refuse a SQLite file holding tables but not Optuna's, before Optuna adds its own."""
+    tables = sqlite_tables(db) if db.is_file() and db.stat().st_size > 0 else []
+    if tables and not set(tables) >= OPTUNA_TABLES:
+        shown = ", ".join(tables[:5]) + (" ..." if len(tables) > 5 else "")
+        raise StorageError(
+            f"storage {masked}: {db} is another application's SQLite database (tables: "
+            f"{shown}); give thaw a file of its own, e.g. {db.parent / 'thaw.db'}"
+        )
+
+
+def sqlite_tables(db: Path) -> list[str]:
+    """The tables of a SQLite file, read without writing to it (read-only, immutable)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error:
+        return []
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+    return sorted(str(r[0]) for r in rows)
 
 
 def hyperband_brackets(min_resource: int, max_resource: int, reduction_factor: int) -> int:
@@ -192,6 +245,7 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStor
                 f"cannot open storage {masked}: folder {db.parent} does not exist; create it or "
                 "change 'storage'"
             )
+        refuse_foreign_sqlite(db, masked)
     # Heartbeats on every RDB storage, SQLite included: a trial whose worker dies is failed with
     # the reason and queued again (search/_faults.py); a dropped connection is retried.
     from thaw.search._faults import make_rdb_storage
@@ -289,6 +343,7 @@ def create_or_resume(
     num_classes: int | None = None,
     unfreeze_by: str = "layers",
     range_test: dict[str, Any] | None = None,
+    model_fingerprint: str | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Return the study and whether it was resumed. Refuses a changed search space or data.
 
@@ -312,6 +367,7 @@ def create_or_resume(
             domain_shift=domain_shift,
             unfreeze_by=unfreeze_by,
             range_test=range_test,
+            model_fingerprint=model_fingerprint,
         )
         _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
         return study, False
@@ -336,21 +392,15 @@ def create_or_resume(
             # Killed while it was being created: finish the creation, never refuse it.
             _logger.warning("Study %r was left half-created; completing it", config.name)
             return _finish_creation(study)
-        if stored_hash != config_hash:
-            stored = attrs.get(CONFIG, {})
-            changed = [k for k, v in config.search_relevant().items() if stored.get(k) != v]
-            raise StudyMismatchError(
-                f"study {config.name!r} was created with different "
-                f"{', '.join(changed) or 'configuration'} settings; resuming would mix "
-                "incomparable trials. Restore the original values or give the study a new 'name'"
-            )
-        stored_fp = attrs.get(DATA, {}).get("fingerprint")
-        if stored_fp is not None and stored_fp != data_summary["fingerprint"]:
-            raise StudyMismatchError(
-                f"study {config.name!r} was run on different data (fingerprint "
-                f"{stored_fp[:12]} vs {data_summary['fingerprint'][:12]} now); restore the data "
-                "or give the study a new 'name'"
-            )
+        check_same_study(config, attrs, data_summary, model_fingerprint)
+        if stored_hash != config_hash or (
+            model_fingerprint is not None and MODEL_FINGERPRINT not in attrs
+        ):
+            # A study stored by thaw 0.2.0 or earlier (paths in its hash): from now on it is
+            # identified by content, wherever its files sit.
+            study.set_user_attr(CONFIG_HASH, config_hash)
+            if model_fingerprint is not None:
+                study.set_user_attr(MODEL_FINGERPRINT, model_fingerprint)
         _attach_sampler(study, config, n_workers, sampler_salt, resumed=True)
         return study, True
     study = optuna.create_study(
@@ -361,6 +411,110 @@ def create_or_resume(
         direction=StudyDirection[config.direction.upper()],
     )
     return _finish_creation(study)
+
+
+#: The parts of a study's identity, in the order a difference is named, with their words.
+_PARTS: tuple[tuple[str, str], ...] = (
+    ("search_space", "search space"),
+    ("model", "model"),
+    ("data", "data"),
+    ("train", "training settings"),
+)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k in sorted(value):
+            out.update(_flat(value[k], f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "unset" if value is None else str(value)
+
+
+def config_difference(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first difference between two study identities (:meth:`StudyConfig.identity`), as
+    ``"a different search space (learning_rate.high 0.01 -> 0.03)"``; None when they agree."""
+    stored, current = without_paths(stored), without_paths(current)
+    for part, words in _PARTS:
+        old, new = _flat(stored.get(part) or {}), _flat(current.get(part) or {})
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                article = "" if part == "data" else "a "
+                return (
+                    f"{article}different {words} ({key} {_shown(old.get(key))} -> "
+                    f"{_shown(new.get(key))})"
+                )
+    return None
+
+
+def check_same_study(
+    config: StudyConfig,
+    attrs: dict[str, Any],
+    data_summary: dict[str, Any],
+    model_fingerprint: str | None = None,
+) -> None:
+    """Refuse, in one line naming the difference, a study file whose search space, model or
+    data differ from the stored study's. Paths do not count: the model file's and the data's
+    content fingerprints do.
+
+    A study stored by thaw 0.2.0 or earlier has absolute paths in its hash and no model
+    fingerprint: when only paths differ it is accepted, with a warning that the model file
+    could not be compared (its fingerprint is stored from then on).
+    """
+    name = config.name
+    fix = "use a new study name or restore the file"
+    stored_hash = attrs.get(CONFIG_HASH)
+    if stored_hash not in (config.config_hash(), config.legacy_config_hash()):
+        difference = config_difference(dict(attrs.get(CONFIG) or {}), config.identity())
+        if difference is not None:
+            raise StudyMismatchError(f"study {name!r} was created with {difference}; {fix}")
+        if MODEL_FINGERPRINT in attrs:
+            raise StudyMismatchError(
+                f"study {name!r} was created with different settings (its stored hash differs); "
+                f"{fix}"
+            )
+        _logger.warning(
+            "Study %r was stored by thaw 0.2.0 or earlier with other file paths; resuming it "
+            "with the same settings and data (its model file could not be compared)",
+            name,
+        )
+    stored_fp = (attrs.get(DATA) or {}).get("fingerprint")
+    if stored_fp is not None and stored_fp != data_summary.get("fingerprint", stored_fp):
+        raise StudyMismatchError(
+            f"study {name!r} was run on different data (fingerprint {stored_fp[:12]} -> "
+            f"{str(data_summary['fingerprint'])[:12]} now); use a new study name or restore the "
+            "data"
+        )
+    stored_model = attrs.get(MODEL_FINGERPRINT)
+    if stored_model is not None and model_fingerprint not in (None, stored_model):
+        raise StudyMismatchError(
+            f"study {name!r} was created with a different model (fingerprint "
+            f"{stored_model[:12]} -> {str(model_fingerprint)[:12]} now); use a new study name "
+            "or restore the model file"
+        )
+
+
+def needs_creation(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Whether the study ``name`` is still to be created: absent, or left half-created (no
+    ``thaw:config_hash``) by a run killed while creating it."""
+    if not study_exists(storage, name):
+        return True
+    study_id = storage.get_study_id_from_name(name)
+    if CONFIG_HASH in storage.get_study_user_attrs(study_id):
+        return False
+    # Only what a killed creation leaves (a foreign study is refused, not measured)
+    return all(
+        t.state == TrialState.WAITING and start_label(t) is not None
+        for t in storage.get_all_trials(study_id, deepcopy=False)
+    )
 
 
 def _half_created(study: optuna.Study) -> bool:
@@ -381,6 +535,7 @@ def complete_creation(
     domain_shift: dict[str, Any] | None = None,
     unfreeze_by: str = "layers",
     range_test: dict[str, Any] | None = None,
+    model_fingerprint: str | None = None,
 ) -> None:
     """Store the study's attrs and queue the informed start's trials not queued yet.
 
@@ -393,6 +548,8 @@ def complete_creation(
     study.set_user_attr(NUM_LAYERS, num_layers)
     study.set_user_attr(DATA, data_summary)
     study.set_user_attr(MANIFEST, manifest())
+    if model_fingerprint is not None:
+        study.set_user_attr(MODEL_FINGERPRINT, model_fingerprint)
     if domain_shift is not None:
         study.set_user_attr(DOMAIN_SHIFT, domain_shift)
     if range_test is not None:

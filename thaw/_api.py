@@ -203,7 +203,7 @@ def report(
     except ValueError as exc:
         raise RunError(str(exc)) from None
     if config is not None and url is not None:
-        _attach_report(opened, files, url, config.path)
+        _attach_report(opened, files, url, config.path, config.artifacts)
     if table_format == "parquet":
         files = dataclasses.replace(files, parquet=out / "trials.parquet")
         trials_frame(opened).to_parquet(files.parquet, index=False)
@@ -217,17 +217,19 @@ def default_report_dir(study_file: str | Path, study_name: str) -> Path:
     return Path(study_file).parent / f"{study_name}-report"
 
 
-def _attach_report(study: optuna.Study, files: ReportFiles, url: str, study_file: Path) -> None:
+def _attach_report(
+    study: optuna.Study, files: ReportFiles, url: str, study_file: Path, artifacts: Path | None
+) -> None:
     """Attach the report files to the study in the dashboard (a warning when that fails)."""
     from thaw.search._publish import (
         PublishError,
-        default_artifact_dir,
         open_artifact_store,
         publish_report_artifacts,
+        study_artifact_dir,
     )
 
     try:
-        store = open_artifact_store(default_artifact_dir(url, study_file.resolve().parent))
+        store = open_artifact_store(study_artifact_dir(url, study_file.resolve().parent, artifacts))
         publish_report_artifacts(study, store, files)
     except (PublishError, OSError) as exc:
         _logger.warning("Report not attached to the study in the dashboard: %s", exc)

@@ -18,6 +18,7 @@ __all__ = [
     "LOST",
     "MANIFEST",
     "MODELS_DIR",
+    "MODEL_FINGERPRINT",
     "NUMBER",
     "NUM_CLASSES",
     "NUM_LAYERS",
@@ -100,6 +101,10 @@ DOMAIN_SHIFT = "thaw:domain_shift"
 
 #: Study attr: whether training was deterministic, and why not.
 DETERMINISM = "thaw:determinism"
+
+#: Study attr: the model's content fingerprint (the model file's bytes, or an application's
+#: name and weights), not its path: a study joined from another folder or machine is the same.
+MODEL_FINGERPRINT = "thaw:model_fingerprint"
 
 #: Study attr: where the kept ``.keras`` files of the trials are.
 MODELS_DIR = "thaw:models_dir"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,8 +71,40 @@ def test_bad_npz(
 def test_not_an_npz(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     path.write_text("hello")
-    with pytest.raises(DataSourceError, match=r"cannot read .*d\.npz as \.npz arrays"):
+    with pytest.raises(DataSourceError) as caught:
         load_npz(str(path))
+    assert str(caught.value) == (
+        f"data file {path} is not a .npz archive (it begins with b'hello'); save the arrays "
+        "x_train, y_train, x_val, y_val with numpy.savez"
+    )
+    assert "allow_pickle" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("where", "pixels", "words"),
+    [
+        ("x_train", {"all": np.nan}, "x_train holds NaN or infinite values in all images"),
+        ("x_val", {1: np.inf}, "x_val holds NaN or infinite values in 1 of 3 images (the first"),
+        ("x_train", {0: -np.inf, 4: np.nan}, "in 2 of 6 images (the first: image 0)"),
+    ],
+)
+def test_images_with_nan_or_inf_are_refused(
+    tmp_path: Path, where: str, pixels: dict[Any, float], words: str
+) -> None:
+    arrays = {
+        "x_train": np.zeros((6, 4, 4, 3), np.float32),
+        "y_train": np.arange(6) % 3,
+        "x_val": np.zeros((3, 4, 4, 3), np.float32),
+        "y_val": np.arange(3),
+    }
+    for index, value in pixels.items():
+        if index == "all":
+            arrays[where][...] = value
+        else:
+            arrays[where][index, 0, 0, 0] = value
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(DataSourceError, match=re.escape(words)):
+        load_npz(str(tmp_path / "d.npz"))
 
 
 def test_missing_npz(tmp_path: Path) -> None:

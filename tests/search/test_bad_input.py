@@ -11,6 +11,7 @@ one thing, runs ``thaw run`` in-process and checks:
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class Case:
     prepare: Callable[[Path], None] | None = None  # writes files before the run
     raw_text: str | None = None  # the study file's text, instead of BASE + changes
     study_file: str = "study.yaml"  # what to pass to thaw run (relative to the folder)
+    as_user: bool = False  # a permission check: root writes anywhere, so only run as a user
 
 
 def apply(study: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +140,31 @@ def val_folders(folder: Path) -> None:
 
 DIR = {"data": {"source": "directory", "path": "images", "val_fraction": 0.34}}
 
+
+def foreign_sqlite(folder: Path) -> None:
+    """Another application's SQLite file where the study's storage should be."""
+    import sqlite3
+
+    conn = sqlite3.connect(folder / "battery.db")
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    conn.execute("INSERT INTO notes (text) VALUES ('keep me')")
+    conn.commit()
+    conn.close()
+
+
+def read_only_dir(name: str) -> Callable[[Path], None]:
+    def make(folder: Path) -> None:
+        (folder / name).mkdir()
+        (folder / name).chmod(0o555)
+
+    return make
+
+
+NAN_IMAGES = np.full((12, 8, 8, 3), np.nan, dtype=np.float32)
+ONE_INF = np.zeros((6, 8, 8, 3), dtype=np.float32)
+ONE_INF[4, 1, 2, 0] = np.inf
+TWICE = yaml.safe_dump(BASE) + "n_trials: 5\n"  # n_trials given a second time, at the end
+
 CASES: list[Case] = [
     # --------------------------------------------------------------------------- config
     Case("empty study file", "config", "the study file is empty; write at least", raw_text=""),
@@ -153,6 +180,18 @@ CASES: list[Case] = [
     Case("missing study file", "config", "does not exist", study_file="nope.yaml"),
     Case("study file is a folder", "config", "is a folder; give a study file", study_file="."),
     Case("unknown top key", "config", "unknown key 'epochz'", {"epochz": 3}),
+    Case(
+        "a key given twice",
+        "config",
+        "key 'n_trials' is given twice (lines ",
+        raw_text=TWICE,
+    ),
+    Case(
+        "artifacts under a file",
+        "config",
+        "tiny.keras (to create ",
+        {"artifacts": "tiny.keras/shared"},
+    ),
     Case("unknown nested key", "config", "unknown key 'train.epoch'", {"train.epoch": 3}),
     Case("n_trials 0", "config", "n_trials must be >= 1, got 0", {"n_trials": 0}),
     Case(
@@ -264,7 +303,7 @@ CASES: list[Case] = [
     Case(
         "data file not npz",
         "data",
-        "cannot read",
+        "junk.npz is not a .npz archive (it begins with b'junk b')",
         {"data.path": "junk.npz"},
         prepare=write_bytes("junk.npz", b"junk bytes"),
     ),
@@ -387,7 +426,40 @@ CASES: list[Case] = [
         DIR,
         prepare=folders({"a": 4, "b": 4}, {"a/x.png": b"garbage", "b/y.jpg": b"garbage"}),
     ),
+    Case(
+        "images all NaN",
+        "data",
+        "x_train holds NaN or infinite values in all images (the first: image 0); replace them",
+        prepare=npz(x_train=NAN_IMAGES),
+    ),
+    Case(
+        "an infinite pixel",
+        "data",
+        "x_val holds NaN or infinite values in 1 of 6 images (the first: image 4)",
+        prepare=npz(x_val=ONE_INF),
+    ),
+    Case(
+        "text file named .npz",
+        "data",
+        "data.npz is not a .npz archive (it begins with b'x_trai'); save the arrays",
+        prepare=write_bytes("data.npz", b"x_train,y_train\n1,2\n"),
+    ),
     # -------------------------------------------------------------------------- storage
+    Case(
+        "another application's SQLite file",
+        "storage",
+        "battery.db is another application's SQLite database (tables: notes); give thaw a "
+        "file of its own",
+        prepare=foreign_sqlite,
+    ),
+    Case(
+        "read-only storage folder",
+        "storage",
+        "/ro is not writable; give a storage file in a folder you can write",
+        {"storage": "sqlite:///ro/x.db"},
+        prepare=read_only_dir("ro"),
+        as_user=True,
+    ),
     Case("storage not a URL", "storage", "storage must be a database URL", {"storage": "x.db"}),
     Case(
         "storage folder missing",
@@ -441,6 +513,12 @@ CASES: list[Case] = [
         "--storage must be a database URL such as sqlite:///demo.db, got 'x.db'",
         args=("--storage", "x.db"),
     ),
+    Case(
+        "unknown flag",
+        "cli",
+        "unrecognized arguments: --n-trails 3; see 'thaw run --help'",
+        args=("--n-trails", "3"),
+    ),
     Case("--n-trials 0", "cli", "--n-trials must be >= 1, got 0", args=("--n-trials", "0")),
     Case("--n-trials -3", "cli", "--n-trials must be >= 1, got -3", args=("--n-trials", "-3")),
     Case("--timeout 0", "cli", "--timeout must be > 0 seconds", args=("--timeout", "0")),
@@ -490,6 +568,8 @@ def test_the_battery_is_large_and_covers_every_kind() -> None:
 def test_bad_input_is_one_line_exit_2_and_storage_untouched(
     case: Case, tmp_path: Path, tiny_model_file: Path, thaw: Callable[..., CliResult]
 ) -> None:
+    if case.as_user and os.geteuid() == 0:
+        pytest.skip("root writes to read-only folders; run as a user to check this refusal")
     folder = tmp_path / "study"
     folder.mkdir()
     shutil.copy(tiny_model_file, folder / "tiny.keras")
@@ -509,6 +589,7 @@ def test_bad_input_is_one_line_exit_2_and_storage_untouched(
 
     assert result.rc == 2, result.err
     assert case.fragment in result.error_line  # exactly one line, "thaw: error: ..."
+    assert "allow_pickle" not in result.err and "usage:" not in result.err
     assert "Created study" not in result.out and "Resuming study" not in result.out
     if before is None:
         assert not db.exists()
@@ -516,3 +597,35 @@ def test_bad_input_is_one_line_exit_2_and_storage_untouched(
         assert db.read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == listing  # no other file appeared
     assert not Path("/nonexistent-dir").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (
+            ("report", "study.yaml", "--format", "xlsx"),
+            "argument --format: invalid choice: 'xlsx' (choose from 'csv', 'parquet'); see "
+            "'thaw report --help'",
+        ),
+        (("report", "study.yaml", "--bogus"), "unrecognized arguments: --bogus; see 'thaw report"),
+        (("run",), "the following arguments are required: study_file; see 'thaw run --help'"),
+        (("run", "study.yaml", "--workers", "two"), "argument --workers: invalid int value: 'two'"),
+        (("frobnicate",), "argument command: invalid choice: 'frobnicate'"),
+        (("--bogus", "run", "study.yaml"), "unrecognized arguments: --bogus"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
+)
+def test_a_usage_error_is_one_line_exit_2_and_writes_nothing(
+    args: tuple[str, ...],
+    fragment: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    thaw: Callable[..., CliResult],
+) -> None:
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(BASE), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = thaw(*args)
+    assert result.rc == 2
+    assert fragment in result.error_line  # exactly one line, "thaw: error: ..."
+    assert "usage:" not in result.err and result.out == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["study.yaml"]

@@ -116,7 +116,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown top key",
         {"nam": "x"},
-        r"unknown key 'nam'; expected one of: name, seed, n_trials, objective, metrics, storage, model",
+        r"unknown key 'nam'; expected one of: name, seed, n_trials, objective, metrics, storage, "
+        r"model",
     ),
     (
         "unknown nested key",
@@ -561,3 +562,23 @@ def test_loop_switch_reads_yaml_as_written(tmp_path: Path, text: str, loop: bool
     config = load_study_file(study)
     assert config.loop is loop
     assert config.lr_range_test is False
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: a\nname: b\n", "key 'name' is given twice (lines 1 and 2); keep one"),
+        (
+            "name: a\ntrain:\n  epochs: 3\n  batch_size: 8\n  epochs: 5\n",
+            "key 'epochs' is given twice (lines 3 and 5); keep one",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_both_lines(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(StudyFileError) as caught:
+        load_study_file(path)
+    assert str(caught.value) == f"{path}: {message}"

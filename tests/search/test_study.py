@@ -162,26 +162,29 @@ def test_resume_with_other_sampler_and_pruner(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("changes", "what"),
+    ("changes", "difference"),
     [
-        ({"search_space__dropout": [0.0, 0.3]}, "search_space"),
-        ({"train__epochs": 9}, "train"),
-        ({"data__seed": 3}, "data"),
-        ({"model__seed": 3}, "model"),
+        (
+            {"search_space__learning_rate": {"low": 1e-4, "high": 3e-2, "log": True}},
+            "a different search space (learning_rate.high 0.01 -> 0.03)",
+        ),
+        ({"search_space__dropout": [0.0, 0.5]}, "a different search space (dropout.low 0.1 -> 0)"),
+        ({"train__epochs": 9}, "a different training settings (epochs 4 -> 9)"),
+        ({"data__seed": 3}, "different data (seed 0 -> 3)"),
+        ({"model__seed": 3}, "a different model (seed 0 -> 3)"),
     ],
 )
-def test_resume_with_changed_config_is_refused(
-    tmp_path: Path, changes: dict[str, Any], what: str
+def test_resume_with_changed_config_is_refused_naming_the_difference(
+    tmp_path: Path, changes: dict[str, Any], difference: str
 ) -> None:
     config = config_in(tmp_path)
     create_or_resume(config, open_storage(config.storage), NUM_LAYERS, DATA)
     changed = config_in(tmp_path, **changes)
-    with pytest.raises(
-        StudyMismatchError,
-        match=rf"created with different {what} settings; resuming "
-        r"would mix incomparable trials",
-    ):
+    with pytest.raises(StudyMismatchError) as caught:
         create_or_resume(changed, open_storage(changed.storage), NUM_LAYERS, DATA)
+    assert str(caught.value) == (
+        f"study 's' was created with {difference}; use a new study name or restore the file"
+    )
 
 
 def test_resume_with_different_data_is_refused(tmp_path: Path) -> None:
@@ -191,9 +194,59 @@ def test_resume_with_different_data_is_refused(tmp_path: Path) -> None:
     with pytest.raises(
         StudyMismatchError,
         match=r"run on different data \(fingerprint "
-        r"ffffffffffff vs 000000000000 now\)",
+        r"ffffffffffff -> 000000000000 now\); use a new study name or restore the data$",
     ):
         create_or_resume(config, open_storage(config.storage), NUM_LAYERS, other)
+
+
+def test_resume_with_a_different_model_file_is_refused(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    storage = open_storage(config.storage)
+    create_or_resume(config, storage, NUM_LAYERS, DATA, model_fingerprint="a" * 64)
+    _, resumed = create_or_resume(config, storage, NUM_LAYERS, DATA, model_fingerprint="a" * 64)
+    assert resumed
+    with pytest.raises(
+        StudyMismatchError,
+        match=r"^study 's' was created with a different model \(fingerprint aaaaaaaaaaaa -> "
+        r"bbbbbbbbbbbb now\); use a new study name or restore the model file$",
+    ):
+        create_or_resume(config, storage, NUM_LAYERS, DATA, model_fingerprint="b" * 64)
+
+
+def test_a_study_moved_to_another_folder_resumes(tmp_path: Path) -> None:
+    """Paths are out of the study's identity: the same study file and files elsewhere."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = parse_study({**RAW, "storage": url}, tmp_path / "a" / "s.yaml")
+    moved = parse_study({**RAW, "storage": url}, tmp_path / "b" / "deeper" / "s.yaml")
+    storage = open_storage(url)
+    create_or_resume(first, storage, NUM_LAYERS, DATA, model_fingerprint="a" * 64)
+    _, resumed = create_or_resume(moved, storage, NUM_LAYERS, DATA, model_fingerprint="a" * 64)
+    assert resumed
+
+
+def test_a_study_stored_with_paths_in_its_hash_resumes_and_is_upgraded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A study thaw 0.2.0 stored (absolute paths in its hash, no model fingerprint) resumes
+    from another folder with a warning, and is identified by content from then on."""
+    from thaw._keys import CONFIG_HASH, MODEL_FINGERPRINT
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = parse_study({**RAW, "storage": url}, tmp_path / "a" / "s.yaml")
+    storage = open_storage(url)
+    study, _ = create_or_resume(config, storage, NUM_LAYERS, DATA)
+    study.set_user_attr(CONFIG_HASH, "0" * 64)  # an old hash over other absolute paths
+    moved = parse_study({**RAW, "storage": url}, tmp_path / "b" / "s.yaml")
+    with caplog.at_level("WARNING"):
+        again, resumed = create_or_resume(
+            moved, storage, NUM_LAYERS, DATA, model_fingerprint="a" * 64
+        )
+    assert resumed
+    assert "stored by thaw 0.2.0 or earlier" in caplog.text
+    assert again.user_attrs[CONFIG_HASH] == moved.config_hash()
+    assert again.user_attrs[MODEL_FINGERPRINT] == "a" * 64
+    with pytest.raises(StudyMismatchError, match="a different model"):
+        create_or_resume(moved, storage, NUM_LAYERS, DATA, model_fingerprint="b" * 64)
 
 
 def test_foreign_study_with_the_same_name_is_refused(tmp_path: Path) -> None:
