@@ -416,7 +416,12 @@ def optimize_exactly(
     under the lock right before each trial it creates (it may queue that trial). Returns whether
     Ctrl-C interrupted it.
     """
-    slots = TrialSlots(url, study.study_name)
+    slots = TrialSlots(url, study.study_name, storage)
+    # Storages without Optuna's heartbeats (gRPC proxy, journal file) get thaw's.
+    from thaw.search._faults import HEARTBEAT_INTERVAL
+    from thaw.search._proxy import AttrHeartbeat, has_optuna_heartbeat
+
+    own_heartbeat = not has_optuna_heartbeat(storage)
     me = worker_id()
     held = [False]
     failures = [0]
@@ -430,8 +435,14 @@ def optimize_exactly(
     def tracked(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER, me)
         release()  # the trial exists (RUNNING): other workers may now take the next slot
+        beat = (
+            AttrHeartbeat(storage, trial._trial_id, HEARTBEAT_INTERVAL)
+            if own_heartbeat
+            else contextlib.nullcontext()
+        )
         try:
-            return objective(trial)
+            with beat:
+                return objective(trial)
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
                 trial.set_user_attr(LOST, INTERRUPTED)
