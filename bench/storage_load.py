@@ -84,14 +84,24 @@ class PrivatePostgres:
         self._root = os.geteuid() == 0
         if self._root:
             shutil.chown(self.folder, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.folder / "data"), "-U", "thaw", "-A", "trust", "-E",
-                  "UTF8")
+        self._run(
+            "initdb", "-D", str(self.folder / "data"), "-U", "thaw", "-A", "trust", "-E", "UTF8"
+        )
         options = (
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
             f"-c max_connections={max_connections} -c fsync=off"
         )
-        self._ctl = ["-D", str(self.folder / "data"), "-o", options, "-l",
-                     str(self.folder / "log"), "-w", "-t", "60"]
+        self._ctl = [
+            "-D",
+            str(self.folder / "data"),
+            "-o",
+            options,
+            "-l",
+            str(self.folder / "log"),
+            "-w",
+            "-t",
+            "60",
+        ]
         self._run("pg_ctl", *self._ctl, "start")
         self.url = f"postgresql://thaw@127.0.0.1:{self.port}/postgres"
         version = subprocess.run(
@@ -250,16 +260,40 @@ def run_scenario(
     if mode == "proxy":
         port = free_port()
         proxy = _spawn(
-            [sys.executable, "-m", "thaw.search._cli", "storage-proxy", "--storage", pg.url,
-             "--port", str(port), "--threads", str(proxy_threads)],
+            [
+                sys.executable,
+                "-m",
+                "thaw.search._cli",
+                "storage-proxy",
+                "--storage",
+                pg.url,
+                "--port",
+                str(port),
+                "--threads",
+                str(proxy_threads),
+            ],
             folder / "proxy.log",
         )
         url = f"grpc://127.0.0.1:{port}"
     procs = [
         _spawn(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", "--storage", url,
-             "--study", name, "--target", str(n_trials), "--epochs", str(epochs),
-             "--epoch-sleep", str(epoch_sleep), "--out", str(folder / f"w{i}.json")],
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--worker",
+                "--storage",
+                url,
+                "--study",
+                name,
+                "--target",
+                str(n_trials),
+                "--epochs",
+                str(epochs),
+                "--epoch-sleep",
+                str(epoch_sleep),
+                "--out",
+                str(folder / f"w{i}.json"),
+            ],
             folder / f"w{i}.log",
         )
         for i in range(workers)
@@ -305,7 +339,9 @@ def run_scenario(
                     if t.state == TrialState.RUNNING
                 ]
                 alive = [
-                    p for p in procs if p.poll() is None and p.pid in running and p.pid not in killed
+                    p
+                    for p in procs
+                    if p.poll() is None and p.pid in running and p.pid not in killed
                 ]
                 if alive:
                     victim = rng.choice(alive)
@@ -350,8 +386,7 @@ def run_scenario(
         # A worker's first loop includes its start-up: left out. The others include waiting
         # for the trial-slot lock, which is the storage's cost too.
         per_trial += [
-            loop - sleep
-            for loop, sleep in zip(data["loop"][1:], data["sleep"][1:], strict=False)
+            loop - sleep for loop, sleep in zip(data["loop"][1:], data["sleep"][1:], strict=False)
         ]
     if per_trial:
         per_trial.sort()
@@ -376,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=1)
     parser.add_argument("--proxy-threads", type=int, default=10)
     parser.add_argument("--max-connections", type=int, default=100)
+    parser.add_argument(
+        "--overhead",
+        action="store_true",
+        help="instead: 4 workers whose trials last as long as a demo trial (20 epochs of "
+        "--demo-trial-seconds / 20), 8 trials, no faults: the storage time per trial",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per scenario")
     parser.add_argument("--demo-trial-seconds", type=float, default=DEMO_TRIAL_SECONDS)
     args = parser.parse_args(argv)
@@ -389,6 +430,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.epochs} epochs of {args.epoch_sleep} s; proxy threads {args.proxy_threads}",
             flush=True,
         )
+        if args.overhead:
+            for mode in args.modes.split(","):
+                result = run_scenario(
+                    pg,
+                    mode,
+                    4,
+                    8,
+                    epochs=20,
+                    epoch_sleep=args.demo_trial_seconds / 20,
+                    kills=0,
+                    restarts=0,
+                    proxy_threads=args.proxy_threads,
+                    timeout=args.timeout,
+                )
+                share = 100 * result.storage_median_s / args.demo_trial_seconds
+                print(
+                    f"[storage-overhead] {mode:6s} 4 workers, trials of {args.demo_trial_seconds}"
+                    f" s: storage time per trial median {result.storage_median_s * 1000:.0f} ms "
+                    f"(p90 {result.storage_p90_s * 1000:.0f} ms) = {share:.2f}% of the trial "
+                    f"(target <= 5%); {result.completed}/8 completed, DB connections max "
+                    f"{result.conn_max}",
+                    flush=True,
+                )
+            return 0
         for workers in (int(w) for w in args.workers.split(",")):
             for mode in args.modes.split(","):
                 result = run_scenario(

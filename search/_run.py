@@ -461,10 +461,12 @@ def optimize_exactly(
         bar = tqdm(total=target, initial=min(target, counted_trials(study)), unit="trial")
         _show_best(bar, study)
     # The model and data are loaded: freeze what is alive, so each trial's collection is short.
-    from thaw.objectives import frozen_heap
-
+    # (An objective without Keras, such as bench/storage_load.py's stub, does not load it here.)
     heap = contextlib.ExitStack()
-    heap.enter_context(frozen_heap())
+    if "keras" in sys.modules:
+        from thaw.objectives import frozen_heap
+
+        heap.enter_context(frozen_heap())
     try:
         while timeout is None or time.monotonic() - start < timeout:
             slots.acquire()

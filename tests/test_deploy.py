@@ -54,9 +54,7 @@ def sbatch_options() -> dict[str, str]:
 
 def sbatch_command() -> list[str]:
     lines = [
-        line
-        for line in SBATCH.read_text(encoding="utf-8").splitlines()
-        if line.startswith("srun ")
+        line for line in SBATCH.read_text(encoding="utf-8").splitlines() if line.startswith("srun ")
     ]
     assert len(lines) == 1, lines
     words = [_expand_shell(w) for w in shlex.split(lines[0])]
@@ -72,13 +70,9 @@ def test_the_slurm_script_is_an_array_of_one_gpu_tasks() -> None:
     assert text.startswith("#!/bin/bash\n")
     # sbatch reads #SBATCH lines only before the first command
     first_command = next(
-        i
-        for i, line in enumerate(text.splitlines())
-        if line.strip() and not line.startswith("#")
+        i for i, line in enumerate(text.splitlines()) if line.strip() and not line.startswith("#")
     )
-    last_option = max(
-        i for i, line in enumerate(text.splitlines()) if line.startswith("#SBATCH ")
-    )
+    last_option = max(i for i, line in enumerate(text.splitlines()) if line.startswith("#SBATCH "))
     assert last_option < first_command
 
 
