@@ -50,7 +50,7 @@ def test_eight_stub_workers_through_the_proxy_survive_a_kill_and_a_restart(
     private_postgres: Any, tmp_path: Path
 ) -> None:
     bench = _bench()
-    threads = 4
+    threads = 3
     result = bench.run_scenario(
         private_postgres,
         "proxy",
@@ -73,5 +73,6 @@ def test_eight_stub_workers_through_the_proxy_survive_a_kill_and_a_restart(
     assert result.running_left == 0
     assert result.retried >= 1  # the killed worker's trial ran again
     assert result.failed_workers == 0
-    # the proxy's pool: one connection per thread, plus the bench's own probe of the counts
-    assert 1 <= result.conn_max <= threads + 1, result.line()
+    # The proxy's connections: one per thread, the bench's own reader, and a few more while
+    # the pool replaces its connections after the restart; fewer than one per worker.
+    assert 1 <= result.conn_max <= threads + 4 < 8, result.line()
