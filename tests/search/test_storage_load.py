@@ -79,6 +79,6 @@ def test_eight_stub_workers_through_the_proxy_survive_a_kill_and_a_restart(
     if result.completed > 40:
         # Known, not fixed: after a PostgreSQL restart behind the proxy, a worker at the end of
         # the run sometimes counts one trial less than the storage holds and starts one trial
-        # over n_trials (2 of 5 runs here; never without the restart). See BENCHMARKS.md.
+        # over n_trials (7 of 14 runs here; none without the restart). See BENCHMARKS.md.
         pytest.xfail(f"one trial over n_trials after the restart: {result.line()}")
     assert result.completed == 40, result.line()
