@@ -585,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     from thaw.search._dashboard import add_dashboard_parser
 
     add_dashboard_parser(sub)
+    from thaw.search._proxy import add_proxy_parser
+
+    add_proxy_parser(sub)
     return parser
 
 

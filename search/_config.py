@@ -421,10 +421,14 @@ def _storage(value: str | None, base_dir: Path, name: str) -> str:
 
 
 def resolve_storage_url(url: str, base_dir: Path) -> str:
-    """Make a relative SQLite path relative to the study file's folder."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
-        return prefix + str((base_dir / url[len(prefix) :]).resolve())
+    """Make a relative SQLite (or journal file) path relative to the study file's folder."""
+    for prefix in ("sqlite:///", "journal:///"):
+        if (
+            url.startswith(prefix)
+            and not url.startswith(prefix + "/")
+            and url != prefix + ":memory:"
+        ):
+            return prefix + str((base_dir / url[len(prefix) :]).resolve())
     return url
 
 

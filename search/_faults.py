@@ -330,11 +330,14 @@ def recover_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorag
     """Fail the trials whose worker is gone, with the reason, and queue them again.
 
     - RUNNING trials of a process of this host that no longer exists: failed at once.
-    - RUNNING trials whose heartbeat is stale (any host): failed by Optuna's heartbeat.
+    - RUNNING trials whose heartbeat is stale (any host): failed by Optuna's heartbeat, or on
+      storages without it (gRPC proxy, journal file) by thaw's ``thaw:heartbeat`` attr.
     - FAILED trials marked lost (Ctrl-C, a dead worker) that were not retried yet.
 
     Returns the numbers of the trials queued again.
     """
+    from thaw.search._proxy import stale_by_attr
+
     host = socket.gethostname()
     mine = os.getpid()
     # SQLite serves one process: a running trial no process of thaw owns was left by a run that
@@ -347,10 +350,15 @@ def recover_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorag
         name, _, pid = owner.rpartition(":")
         if not owner and single_process:
             reason = "left running by an earlier run that ended without finishing it"
-        elif name != host or not pid.isdigit() or int(pid) == mine or _pid_alive(int(pid)):
-            continue
-        else:
+        elif name == host and pid.isdigit() and int(pid) != mine and not _pid_alive(int(pid)):
             reason = f"its worker (pid {pid} on {host}) died while the trial ran"
+        elif stale_by_attr(t, GRACE_PERIOD):
+            reason = (
+                f"no heartbeat for {GRACE_PERIOD} s: its worker ({owner or 'unknown'}) was "
+                "killed or lost the storage"
+            )
+        else:
+            continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
             storage.set_trial_user_attr(trial_id, LOST, reason)
@@ -439,10 +447,18 @@ class TrialSlots:
     worker dies). SQLite serves one process: a thread lock.
     """
 
-    def __init__(self, url: str, study_name: str) -> None:
+    def __init__(
+        self, url: str, study_name: str, storage: optuna.storages.BaseStorage | None = None
+    ) -> None:
         self._local = threading.Lock()
         self._engine: Any = None
         self._conn: Any = None
+        self._shared: Any = None
+        from thaw.search._proxy import StorageLock, is_grpc_url, is_journal_url
+
+        if storage is not None and (is_grpc_url(url) or is_journal_url(url)):
+            # No database to lock: the lock lives in the storage (search/_proxy.py).
+            self._shared = StorageLock(storage, study_name)
         self._key = int.from_bytes(
             hashlib.sha256(f"thaw:{study_name}".encode()).digest()[:8], "big", signed=True
         )
@@ -453,6 +469,13 @@ class TrialSlots:
 
     def acquire(self) -> None:
         self._local.acquire()
+        if self._shared is not None:
+            try:
+                self._shared.acquire()
+            except BaseException:
+                self._local.release()
+                raise
+            return
         if self._engine is None:
             return
         try:
@@ -477,6 +500,8 @@ class TrialSlots:
         if not self._local.locked():
             return
         try:
+            if self._shared is not None:
+                self._shared.release()
             if self._conn is not None:
                 import sqlalchemy
 

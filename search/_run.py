@@ -467,7 +467,12 @@ def optimize_exactly(
     under the lock right before each trial it creates (it may queue that trial). Returns whether
     Ctrl-C interrupted it.
     """
-    slots = TrialSlots(url, study.study_name)
+    slots = TrialSlots(url, study.study_name, storage)
+    # Storages without Optuna's heartbeats (gRPC proxy, journal file) get thaw's.
+    from thaw.search._faults import HEARTBEAT_INTERVAL
+    from thaw.search._proxy import AttrHeartbeat, has_optuna_heartbeat
+
+    own_heartbeat = not has_optuna_heartbeat(storage)
     me = worker_id()
     held = [False]
     failures = [0]
@@ -481,8 +486,14 @@ def optimize_exactly(
     def tracked(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER, me)
         release()  # the trial exists (RUNNING): other workers may now take the next slot
+        beat = (
+            AttrHeartbeat(storage, trial._trial_id, HEARTBEAT_INTERVAL)
+            if own_heartbeat
+            else contextlib.nullcontext()
+        )
         try:
-            return objective(trial)
+            with beat:
+                return objective(trial)
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
                 trial.set_user_attr(LOST, INTERRUPTED)
@@ -507,10 +518,12 @@ def optimize_exactly(
         bar = tqdm(total=target, initial=min(target, counted_trials(study)), unit="trial")
         _show_best(bar, study)
     # The model and data are loaded: freeze what is alive, so each trial's collection is short.
-    from thaw.objectives import frozen_heap
-
+    # (An objective without Keras, such as bench/storage_load.py's stub, does not load it here.)
     heap = contextlib.ExitStack()
-    heap.enter_context(frozen_heap())
+    if "keras" in sys.modules:
+        from thaw.objectives import frozen_heap
+
+        heap.enter_context(frozen_heap())
     try:
         while timeout is None or time.monotonic() - start < timeout:
             try:

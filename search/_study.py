@@ -137,20 +137,28 @@ def make_pruner(config: PrunerConfig, max_epochs: int, chance: float | None = No
 def check_storage_url(url: str) -> None:
     """Check a storage URL without opening it (nothing is created); one-line StorageError."""
     masked = mask_url(url)
+    from thaw.search._proxy import ProxyError, check_url, is_grpc_url, is_journal_url
+
+    if is_grpc_url(url) or is_journal_url(url):
+        try:
+            check_url(url)
+        except ProxyError as exc:
+            raise StorageError(str(exc)) from None
+        return
     try:
         from sqlalchemy.engine import make_url
 
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - sqlalchemy raises several kinds for a malformed URL
         raise StorageError(
-            f"storage {masked} is not a database URL; use e.g. sqlite:///demo.db or "
-            "postgresql://user@host/db"
+            f"storage {masked} is not a database URL; use e.g. sqlite:///demo.db, "
+            "postgresql://user@host/db, grpc://HOST:PORT or journal:///study.journal"
         ) from None
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql"):
         raise StorageError(
-            f"storage {masked}: unknown database {backend!r}; use sqlite:///file.db or "
-            "postgresql://user@host/db"
+            f"storage {masked}: unknown database {backend!r}; use sqlite:///file.db, "
+            "postgresql://user@host/db, grpc://HOST:PORT or journal:///study.journal"
         )
     if backend != "sqlite":
         return
@@ -231,8 +239,33 @@ def hyperband_brackets(min_resource: int, max_resource: int, reduction_factor: i
 
 
 def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStorage:
-    """Open an RDB storage; one-line :class:`StorageError` (password masked) when it fails."""
+    """Open a storage; one-line :class:`StorageError` (password masked) when it fails.
+
+    ``grpc://HOST:PORT``: Optuna's gRPC storage proxy (``thaw storage-proxy``);
+    ``journal:///file``: Optuna's journal file storage; otherwise a database (RDB storage).
+    """
     masked = mask_url(url)
+    from thaw.search._proxy import (
+        ProxyError,
+        is_grpc_url,
+        is_journal_url,
+        open_grpc_storage,
+        open_journal_storage,
+    )
+
+    if is_grpc_url(url) or is_journal_url(url):
+        if must_exist and is_journal_url(url):
+            from thaw.search._proxy import journal_path
+
+            if not journal_path(url).exists():
+                raise StorageError(
+                    f"no storage at {url}: the file does not exist; run 'thaw run' first or "
+                    "pass --storage"
+                )
+        try:
+            return open_grpc_storage(url) if is_grpc_url(url) else open_journal_storage(url)
+        except ProxyError as exc:
+            raise StorageError(str(exc)) from None
     if url.startswith("sqlite:///"):
         db = Path(url[len("sqlite:///") :])
         if must_exist and not db.exists():

@@ -23,6 +23,7 @@ IMPORT_NAMES = {
     "keras-tuner": "keras_tuner",
     "keras-hub": "keras_hub",
     "psycopg": "psycopg",
+    "grpcio": "grpc",
     "tensorflow-cpu": "tensorflow",
 }
 #: declared for the benchmark (bench/), not imported by the package itself
@@ -94,7 +95,12 @@ def test_every_imported_package_is_declared(module: str) -> None:
 
 @pytest.mark.parametrize(
     ("extra", "module"),
-    [("postgres", "psycopg"), ("kerashub", "keras_hub"), ("parquet", "pyarrow")],
+    [
+        ("postgres", "psycopg"),
+        ("cluster", "grpc"),
+        ("kerashub", "keras_hub"),
+        ("parquet", "pyarrow"),
+    ],
 )
 def test_optional_parts_are_extras_imported_lazily(extra: str, module: str) -> None:
     extras = _pyproject()["project"]["optional-dependencies"]

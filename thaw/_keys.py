@@ -15,6 +15,7 @@ __all__ = [
     "DOMAIN_SHIFT",
     "EPOCHS_SPENT",
     "GRADUAL_UNFREEZING",
+    "HEARTBEAT",
     "LOST",
     "MANIFEST",
     "MODELS_DIR",
@@ -114,6 +115,10 @@ NUMBER = "thaw:number"
 
 #: Trial attr: ``host:pid`` of the process running the trial.
 WORKER = "thaw:worker"
+
+#: Trial system attr: when (``time.time()``) the worker of a running trial last said it is alive,
+#: on storages without Optuna's heartbeats (the gRPC proxy, journal files).
+HEARTBEAT = "thaw:heartbeat"
 
 #: Trial attr: why the trial was lost (its worker died, Ctrl-C).
 LOST = "thaw:lost"
