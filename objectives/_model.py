@@ -122,10 +122,12 @@ def build_model(
     num_classes: int,
     dropout: float,
     name: str = "thaw_finetune",
+    augment: keras.layers.Layer | None = None,
 ) -> keras.Model:
-    """Put a new classification head (global pooling if needed, dropout, dense) on ``base``."""
+    """Put a new classification head (global pooling if needed, dropout, dense) on ``base``;
+    ``augment``: layers in front of the base (active in training only)."""
     inputs = keras.Input(shape=base.input_shape[1:], name="input")
-    x = base(inputs)
+    x = base(inputs if augment is None else augment(inputs))
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     elif len(x.shape) != 2:
