@@ -85,11 +85,20 @@ def drift(trial: FrozenTrial) -> dict[str, float]:
     return dict(trial.user_attrs["probes"]["weight_drift"])
 
 
+@pytest.mark.parametrize(
+    ("unfrozen", "layers"),
+    [(2, ("conv1", "conv2")), (1, ("conv2",))],
+    ids=["whole base", "top on cached activations"],
+)
 def test_l2sp_keeps_the_base_nearer_its_pretrained_weights_than_weight_decay(
-    pretrained: PretrainedBase, data: ArrayData, tmp_path: Path
+    pretrained: PretrainedBase,
+    data: ArrayData,
+    tmp_path: Path,
+    unfrozen: int,
+    layers: tuple[str, ...],
 ) -> None:
     strength = 1.0
-    common = {"learning_rate": 1e-2}
+    common = {"learning_rate": 1e-2, "unfrozen_layers": unfrozen, "batchnorm": "frozen"}
     decayed = run_trial(
         pretrained, data, tmp_path, {**common, "weight_decay": strength}, name="wd", epochs=4
     )
@@ -101,7 +110,7 @@ def test_l2sp_keeps_the_base_nearer_its_pretrained_weights_than_weight_decay(
         name="l2sp",
         epochs=4,
     )
-    for layer in ("conv1", "conv2"):
+    for layer in layers:
         assert drift(anchored)[layer] < drift(decayed)[layer], (drift(anchored), drift(decayed))
 
 
