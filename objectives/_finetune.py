@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import keras
+import numpy as np
 
 from thaw.objectives._model import _leaf_layers, is_batchnorm, layer_groups
 
@@ -69,7 +70,8 @@ class FineTuneAdamW(keras.optimizers.AdamW):
         for v in variables:
             if id(v) in self._anchored_ids:
                 anchor = self.add_variable_from_reference(v, name="l2sp_anchor")
-                anchor.assign(v)
+                # a copy, not the variable's own buffer (JAX donates both to the train step)
+                anchor.assign(np.array(keras.ops.convert_to_numpy(v)))
                 self._anchors.append(anchor)
             else:
                 self._anchors.append(None)

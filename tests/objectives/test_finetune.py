@@ -203,3 +203,18 @@ def test_augmentation_layers_act_in_training_only(pretrained: PretrainedBase) ->
     layer = model.layers[1]
     np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
     assert not np.allclose(np.asarray(layer(x, training=True)), x)
+
+
+def test_the_methods_train_on_the_jax_backend() -> None:
+    """The optimizer and the augmentation use the Keras 3 API only: they train on JAX too."""
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("jax_methods_check.py")
+    tests = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, str(script), tests], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "JAX OK" in result.stdout
