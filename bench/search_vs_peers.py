@@ -178,6 +178,7 @@ def trials_of_study(study: Any) -> tuple[list[float], list[dict[str, Any]]]:
                 "number": trial.number,
                 "state": trial.state.name,
                 "strategy": trial.user_attrs.get("strategy"),
+                "params": dict(trial.params),
                 "epochs": len(losses),
                 "best_epoch": best_i + 1,
                 "best": losses[best_i],
