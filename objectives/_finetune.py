@@ -146,3 +146,18 @@ def model_base(model: keras.Model) -> keras.layers.Layer:
     """The base of a ``build_model`` model: its first layer after the input and augmentation."""
     layers = [layer for layer in model.layers[1:] if layer.name != AUGMENT_NAME]
     return layers[0] if layers else model
+
+
+def without_augmentation(model: keras.Model) -> keras.Model:
+    """``model`` without its augmentation layers, sharing every other layer (and so its
+    weights): the model the end-of-trial probes measure, as ``build_model`` builds it without
+    ``augment``. A model without augmentation comes back as it is."""
+    if not any(layer.name == AUGMENT_NAME for layer in model.layers):
+        return model
+    base = model_base(model)
+    inputs = keras.Input(shape=base.input_shape[1:], name="input")
+    x = base(inputs)
+    for layer in model.layers[1:]:
+        if layer is not base and layer.name != AUGMENT_NAME:
+            x = layer(x)
+    return keras.Model(inputs, x, name=model.name)

@@ -30,7 +30,13 @@ from thaw.objectives._callbacks import (
     TrialReporter,
 )
 from thaw.objectives._data import ArrayData
-from thaw.objectives._finetune import FineTuneAdamW, augmentation, model_base, variable_plan
+from thaw.objectives._finetune import (
+    FineTuneAdamW,
+    augmentation,
+    model_base,
+    variable_plan,
+    without_augmentation,
+)
 from thaw.objectives._images import StreamedImages
 from thaw.objectives._model import (
     adapt_batchnorm,
@@ -593,7 +599,7 @@ class FineTuneObjective:
                 # (probe_images: 0 probes no image: nothing to run the bottom on)
                 batch_stats = self._batch_stats_features(phase[0], phase[1])
             probes = run_probes(
-                model,
+                without_augmentation(model),
                 self.pretrained.model,
                 x_train=x_train,
                 y_train=y_train,
@@ -691,7 +697,8 @@ class FineTuneObjective:
             trial.set_user_attr(key, value)
         if self.on_trial_model is not None and math.isfinite(outcome.best_value):
             try:
-                self.on_trial_model(trial, model, outcome.best_value)
+                # kept as a user calls it: model(x) would augment in its augmentation layers
+                self.on_trial_model(trial, without_augmentation(model), outcome.best_value)
             except OSError as exc:  # a full disk must not fail the trial
                 _logger.warning("Trial %d: best model not kept: %s", trial.number, exc)
         if reporter.diverged_at is None:

@@ -30,6 +30,7 @@ from thaw.objectives._finetune import (
     augmentation,
     model_base,
     variable_plan,
+    without_augmentation,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -185,6 +186,26 @@ def test_augmentation_changes_the_training_loss_and_turns_the_cache_off(
     assert "cache_off" not in plain.user_attrs
     # validation is never augmented: the losses are finite and the trial completed
     assert all(np.isfinite(augmented.user_attrs["history"]["val_loss"]))
+    # the probes measure the base behind the augmentation layers
+    assert drift(augmented)["conv2"] > 0
+
+
+def test_without_augmentation_shares_the_weights_and_computes_the_same(
+    pretrained: PretrainedBase,
+) -> None:
+    model = build_model(
+        pretrained.working_copy(seed=0), 3, 0.2, augment=augmentation(0.5, (0, 255))
+    )
+    bare = without_augmentation(model)
+    assert AUGMENT_NAME not in [layer.name for layer in bare.layers]
+    assert model_base(bare) is model_base(model)
+    assert {id(w) for w in bare.weights} <= {id(w) for w in model.weights}
+    x = np.random.default_rng(2).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    # in inference; called as model(x), Keras's augmentation layers augment, the bare model not
+    np.testing.assert_allclose(np.asarray(bare(x)), np.asarray(model(x, training=False)), rtol=1e-6)
+    assert not np.allclose(np.asarray(bare(x)), np.asarray(model(x)))
+    plain = build_model(pretrained.working_copy(seed=0), 3, 0.2)
+    assert without_augmentation(plain) is plain
 
 
 @pytest.mark.parametrize("strength", [-0.1, 1.5])
