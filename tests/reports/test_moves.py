@@ -261,3 +261,11 @@ def test_params_key_treats_rates_that_train_alike_as_one() -> None:
     assert params_key({**BASE, "learning_rate": 1e-3}) != params_key(
         {**BASE, "learning_rate": 3e-3}
     )
+
+
+def test_params_key_treats_l2sp_strengths_on_a_log_scale() -> None:
+    # 1e-4 and 3e-4 differ 3x (as two rates do) though both round to 0.00 on a linear scale
+    assert params_key({**METHOD_BASE, "l2sp": 1e-4}) != params_key({**METHOD_BASE, "l2sp": 3e-4})
+    assert params_key({**METHOD_BASE, "l2sp": 1e-4}) == params_key(
+        {**METHOD_BASE, "l2sp": 1.0001e-4}
+    )
