@@ -127,13 +127,30 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_case(spec: suite.CaseSpec, seed: int, budget: int, epochs: int | None) -> Case:
-    from thaw.objectives import FineTuneObjective, load_data, load_pretrained
+#: The range each fine-tuning method is searched in with ``--methods``.
+METHOD_RANGES: dict[str, tuple[float, float, bool]] = {
+    "l2sp": (1e-4, 1e-1, True),
+    "lr_decay": (0.5, 1.0, False),
+    "augment": (0.0, 1.0, False),
+}
+
+
+def load_case(
+    spec: suite.CaseSpec,
+    seed: int,
+    budget: int,
+    epochs: int | None,
+    methods: tuple[str, ...] = (),
+) -> Case:
+    from thaw.objectives import FineTuneObjective, FloatRange, load_data, load_pretrained
     from thaw.search import load_study_file
 
     config = load_study_file(suite.build_case(spec, seed))
     if epochs:
         config = replace(config, train=replace(config.train, epochs=epochs))
+    if methods:  # searched besides the case's own space
+        ranges = {m: FloatRange(*METHOD_RANGES[m]) for m in methods}
+        config = replace(config, space=replace(config.space, **ranges))
     pretrained = load_pretrained(config.model)
     data = load_data(config.data, pretrained.input_shape)
     space = config.space.resolve(pretrained.num_layers, pretrained.unfreeze_by)
@@ -161,6 +178,7 @@ def trials_of_study(study: Any) -> tuple[list[float], list[dict[str, Any]]]:
                 "number": trial.number,
                 "state": trial.state.name,
                 "strategy": trial.user_attrs.get("strategy"),
+                "params": dict(trial.params),
                 "epochs": len(losses),
                 "best_epoch": best_i + 1,
                 "best": losses[best_i],
@@ -492,6 +510,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, help="Hyperband's budget B (overrides the case's)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (overrides the case's)")
     parser.add_argument(
+        "--methods",
+        default="",
+        help=f"comma-separated fine-tuning methods every engine's space searches too, from "
+        f"{','.join(METHOD_RANGES)} (ranges: {METHOD_RANGES}; default: none)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="keep each engine run's storage under this folder (default: temp)"
     )
     parser.add_argument(
@@ -530,8 +554,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [e for e in engines if e not in ENGINES] + [
         k for k in keys if k not in suite.CASES_BY_KEY
     ]
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown += [m for m in methods if m not in METHOD_RANGES]
     if unknown:
-        parser.error(f"unknown engines or cases: {unknown}")
+        parser.error(f"unknown engines, cases or methods: {unknown}")
     out = args.out or ROOT / "bench" / "out" / f"svp-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     print("BatchNorm handling per engine:")
@@ -548,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in keys:
             spec = suite.CASES_BY_KEY[key]
             budget = args.budget or (spec.quick_budget if args.quick else spec.budget)
-            case = load_case(spec, seed, budget, args.epochs)
+            case = load_case(spec, seed, budget, args.epochs, methods)
             for engine in engines:
                 t0 = time.perf_counter()
                 try:
@@ -568,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                     "case": spec.name,
                     "engine": engine,
                     "seed": seed,
+                    "methods": list(methods),
                     "budget": budget,
                     "engine_budget": own,
                     "epochs_per_trial": case.config.train.epochs,

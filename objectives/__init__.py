@@ -55,6 +55,7 @@ _LAZY: dict[str, str] = {
     "TrialOutcome": "thaw.objectives._objective",
     "build_training_state": "thaw.objectives._objective",
     "compile_model": "thaw.objectives._objective",
+    "without_augmentation": "thaw.objectives._finetune",
     "summarise_history": "thaw.objectives._objective",
     "PretrainedBase": "thaw.objectives._sources",
     "DeviceInfo": "thaw.objectives._device",

@@ -124,6 +124,7 @@ def build_model(
     name: str = "thaw_finetune",
     head: Callable[..., Any] | None = None,
     weight_decay: float = 0.0,
+    augment: keras.layers.Layer | None = None,
 ) -> keras.Model:
     """Put a new classification head on ``base``: global pooling if needed, dropout, dense.
 
@@ -131,10 +132,11 @@ def build_model(
     on the base's output tensor ``x`` (as it is: pool it yourself), with the trial's dropout and
     weight decay; it returns the class probabilities (softmax over ``num_classes``). AdamW
     applies the weight decay to every trained weight already: a head that adds a kernel
-    regulariser with it decays its weights twice.
+    regulariser with it decays its weights twice. ``augment``: layers in front of the base
+    (active in training only).
     """
     inputs = keras.Input(shape=base.input_shape[1:], name="input")
-    x = base(inputs)
+    x = base(inputs if augment is None else augment(inputs))
     if head is not None:
         outputs = head(x, dropout=dropout, weight_decay=weight_decay, num_classes=num_classes)
         shape = tuple(getattr(outputs, "shape", ()))

@@ -31,6 +31,13 @@ from thaw.objectives._callbacks import (
     TrialReporter,
 )
 from thaw.objectives._data import ArrayData
+from thaw.objectives._finetune import (
+    FineTuneAdamW,
+    augmentation,
+    model_base,
+    variable_plan,
+    without_augmentation,
+)
 from thaw.objectives._images import StreamedImages
 from thaw.objectives._model import (
     adapt_batchnorm,
@@ -48,6 +55,12 @@ from thaw.objectives._specs import OBJECTIVE_METRICS, TrainSettings
 from thaw.objectives._weights import assign_weights
 
 _logger = logging.getLogger(__name__)
+
+#: User attr of a trial that could have trained on cached activations but did not, and why.
+CACHE_OFF_ATTR = "cache_off"
+CACHE_OFF_AUGMENT = (
+    "augmented images change every epoch: the whole network trained, without cached activations"
+)
 
 #: Target images the BatchNorm statistics are estimated on (``adapt``, the domain shift).
 ADAPT_IMAGES = 512
@@ -110,13 +123,16 @@ def compile_model(
     weight_decay: float,
     jit_compile: bool | str = False,
     metrics: tuple[str, ...] = (),
+    optimizer: keras.optimizers.Optimizer | None = None,
 ) -> None:
-    """Compile with AdamW; must run after every change of ``trainable``. ``metrics``: extra
-    metrics by name (``objectives._metrics``: ``auc``, ``f1``) beside the accuracy."""
+    """Compile with AdamW (or ``optimizer``); must run after every change of ``trainable``.
+    ``metrics``: extra metrics by name (``objectives._metrics``: ``auc``, ``f1``) beside the
+    accuracy."""
     from thaw.objectives._metrics import extra_metrics
 
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
+        optimizer=optimizer
+        or keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy", *extra_metrics(metrics)],
         jit_compile=jit_compile,
@@ -243,6 +259,10 @@ class FineTuneObjective:
             self._x_train = self._preprocess(data.x_train)
             self._x_val = self._preprocess(data.x_val)
         self._adapted_weights: list[np.ndarray] | None = None
+        #: The lowest and highest preprocessed training value (augmentation's contrast range).
+        self._value_range: tuple[float, float] | None = None
+        #: User attrs the last fit set on its trial besides its results (``cache_off``).
+        self.trial_notes: dict[str, str] = {}
         cache_frozen = settings.cache_frozen
         if cache_frozen not in CACHE_FROZEN:
             raise ValueError(f"cache_frozen={cache_frozen!r}; expected one of {CACHE_FROZEN}")
@@ -353,12 +373,18 @@ class FineTuneObjective:
             params.batchnorm,
             self.pretrained.unfreeze_by,
         )
+        augment = None
+        if params.augment > 0:
+            if self._value_range is None:
+                self._value_range = (float(np.min(self._x_train)), float(np.max(self._x_train)))
+            augment = augmentation(params.augment, self._value_range)
         model = build_model(
             base,
             self.data.num_classes,
             params.dropout,
             head=self.pretrained.head,
             weight_decay=params.weight_decay,
+            augment=augment,
         )
         self._compile(model, params)
         return model
@@ -427,13 +453,33 @@ class FineTuneObjective:
         overall = float(np.mean(list(layers.values()))) if layers else float("nan")
         return {"overall": overall, "layers": layers}
 
-    def _compile(self, model: keras.Model, params: TrialParams) -> None:
+    def _compile(
+        self, model: keras.Model, params: TrialParams, base: keras.Model | None = None
+    ) -> None:
+        """Compile ``model`` (the whole model, or the top a cached phase fits of the model whose
+        base is ``base``); with L2-SP or layer-wise rate decay, with ``FineTuneAdamW``."""
+        optimizer = None
+        if params.l2sp > 0 or params.lr_decay != 1.0:
+            scales, anchored = variable_plan(
+                model_base(model) if base is None else base,
+                params.unfrozen_layers,
+                self.pretrained.unfreeze_by,
+                params.lr_decay,
+            )
+            optimizer = FineTuneAdamW(
+                learning_rate=params.learning_rate,
+                weight_decay=params.weight_decay,
+                rate_scales=scales,
+                anchored=anchored,
+                l2sp=params.l2sp,
+            )
         compile_model(
             model,
             params.learning_rate,
             params.weight_decay,
             jit_compile=self.settings.jit_compile,
             metrics=self.metrics,
+            optimizer=optimizer,
         )
         build_training_state(model, self.data.y_train)
 
@@ -467,27 +513,25 @@ class FineTuneObjective:
         callbacks.append(restorer)  # last: the others see the epoch's own weights
         phases = [(0, total)]
         warmup = 0 if self._resumed else min(self.settings.warmup_epochs, total)
-        if self._resumed and self.settings.warmup_epochs > 0:
-            # build() froze the base for a warm-up that a continued trial has had already.
-            base = model.layers[1]
-            freeze(base, params.unfrozen_layers, params.batchnorm, self.pretrained.unfreeze_by)
-            self._compile(model, params)
         if warmup > 0:
             trial.set_user_attr("warmup_epochs", warmup)
             phases = [(0, warmup), (warmup, total)]
         self.last_boundaries = []
+        self.trial_notes = {}
         self._cached_phase = None
         self._restored_epoch = None
         for i, (initial_epoch, epochs) in enumerate(phases):
             if i == 1:
                 if reporter.pruned_at is not None or reporter.diverged_at is not None:
                     break
-                base = model.layers[1]
+                base = model_base(model)
                 freeze(base, params.unfrozen_layers, params.batchnorm, self.pretrained.unfreeze_by)
                 self._compile(model, params)
             if epochs <= initial_epoch:
                 continue
             fit_model, fit_data = self._phase_model(model, params, trial.number)
+            for key, note in self.trial_notes.items():
+                trial.set_user_attr(key, note)
             if len(phases) == 1:
                 restorer.model_to_keep = fit_model  # the top of a cached phase shares them
             # The same random state for the fit whether or not the features came from the cache.
@@ -519,15 +563,18 @@ class FineTuneObjective:
     ) -> tuple[keras.Model, dict[str, Any]]:
         """What to fit this phase: the top of the network on cached features, or the model."""
         split = None
-        if self._cache_frozen and params.batchnorm in CACHEABLE_BATCHNORM:
-            split = split_frozen_prefix(model, model.layers[1])
+        if self._cache_frozen and params.batchnorm in CACHEABLE_BATCHNORM and params.augment > 0:
+            # Augmented images change every epoch: no activations of them can be cached.
+            self.trial_notes[CACHE_OFF_ATTR] = CACHE_OFF_AUGMENT
+        elif self._cache_frozen and params.batchnorm in CACHEABLE_BATCHNORM:
+            split = split_frozen_prefix(model, model_base(model))
         if split is None:
             self.last_boundaries.append("")
             self._cached_phase = None
             return model, self._fit_data(seed)
         features = self._features(split, params.batchnorm)
         self._cached_phase = (split, params.batchnorm, features)
-        self._compile(split.suffix, params)
+        self._compile(split.suffix, params, base=model_base(model))
         self.last_boundaries.append(split.boundary)
         _logger.debug("training on cached features at %s %s", split.boundary, split.feature_shape)
         return split.suffix, {
@@ -625,7 +672,7 @@ class FineTuneObjective:
                 # (probe_images: 0 probes no image: nothing to run the bottom on)
                 batch_stats = self._batch_stats_features(phase[0], phase[1])
             probes = run_probes(
-                model,
+                without_augmentation(model),
                 self.pretrained.model,
                 x_train=x_train,
                 y_train=y_train,
@@ -716,6 +763,12 @@ class FineTuneObjective:
             return 0
         if epochs >= trial_epochs(trial, self.settings.epochs):
             return 0
+        if self.settings.warmup_epochs > 0:
+            # build() froze the base for a warm-up that a continued trial has had already.
+            base = model_base(model)
+            freeze(base, params.unfrozen_layers, params.batchnorm, self.pretrained.unfreeze_by)
+            self._compile(model, params)
+        # After compiling: what compiling copies (L2-SP's anchors) stays the pretrained weights.
         model.set_weights(kept[2])
         trial.set_user_attr("continued_from", {"trial": number, "epochs": epochs})
         return epochs
@@ -760,7 +813,8 @@ class FineTuneObjective:
             trial.set_user_attr(key, value)
         if self.on_trial_model is not None and math.isfinite(outcome.best_value):
             try:
-                self.on_trial_model(trial, model, outcome.best_value)
+                # kept as a user calls it: model(x) would augment in its augmentation layers
+                self.on_trial_model(trial, without_augmentation(model), outcome.best_value)
             except OSError as exc:  # a full disk must not fail the trial
                 _logger.warning("Trial %d: best model not kept: %s", trial.number, exc)
         if reporter.diverged_at is None:

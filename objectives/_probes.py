@@ -448,7 +448,9 @@ def run_probes(
             batch = _batch_loss(probs, y_val, batch_size)
             if batch is not None:
                 probes["val_loss_moving_stats"], probes["val_loss_batch_stats"] = moving, batch
-    base = model.layers[1] if len(model.layers) > 1 else model
+    from thaw.objectives._finetune import model_base
+
+    base = model_base(model) if len(model.layers) > 1 else model
     if batchnorm_layers(base) or weighted_layers(base):
         probes["weight_drift"] = weight_drift(base, pretrained, unfreeze_by)
     return {

@@ -283,6 +283,7 @@ def lr_range_test(
     """
     import keras
 
+    from thaw.objectives._finetune import model_base
     from thaw.objectives._model import freeze
 
     if batchnorm not in BATCHNORM_MODES:
@@ -326,7 +327,9 @@ def lr_range_test(
     keras.utils.set_random_seed(seed)
     model = objective.build(params)
     if objective.settings.warmup_epochs > 0:  # build froze the base for a head-only warm-up
-        freeze(model.layers[1], params.unfrozen_layers, batchnorm, objective.pretrained.unfreeze_by)
+        freeze(
+            model_base(model), params.unfrozen_layers, batchnorm, objective.pretrained.unfreeze_by
+        )
         objective._compile(model, params)
 
     rates: list[float] = []

@@ -37,26 +37,47 @@ class TrialParams:
     dropout: float
     weight_decay: float
     batchnorm: str = "frozen"
+    #: L2-SP strength (0: off; plain weight decay then acts on the base too).
+    l2sp: float = 0.0
+    #: Layer-wise learning-rate decay factor per unfrozen group below the top (1: off).
+    lr_decay: float = 1.0
+    #: Augmentation strength in [0, 1] (0: none).
+    augment: float = 0.0
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Ranges of the four searched parameters, plus the BatchNorm modes to try."""
+    """Ranges of the four searched parameters, plus the BatchNorm modes to try and the optional
+    methods (L2-SP strength, layer-wise rate decay factor, augmentation strength)."""
 
     unfrozen_layers: IntRange
     learning_rate: FloatRange
     dropout: FloatRange
     weight_decay: FloatRange
     batchnorm: tuple[str, ...] = ("frozen",)
+    #: Optional methods, searched only when their range is given (None: off, not searched).
+    l2sp: FloatRange | None = None
+    lr_decay: FloatRange | None = None
+    augment: FloatRange | None = None
 
     def suggest(self, trial: optuna.Trial) -> TrialParams:
         batchnorm = self.batchnorm[0]
         if len(self.batchnorm) > 1:
             batchnorm = str(trial.suggest_categorical("batchnorm", list(self.batchnorm)))
+        methods = {
+            name: bounds.suggest(trial, name)
+            for name, bounds in (
+                ("l2sp", self.l2sp),
+                ("lr_decay", self.lr_decay),
+                ("augment", self.augment),
+            )
+            if bounds is not None
+        }
         return TrialParams(
             unfrozen_layers=self.unfrozen_layers.suggest(trial, "unfrozen_layers"),
             learning_rate=self.learning_rate.suggest(trial, "learning_rate"),
             dropout=self.dropout.suggest(trial, "dropout"),
             weight_decay=self.weight_decay.suggest(trial, "weight_decay"),
             batchnorm=batchnorm,
+            **methods,
         )

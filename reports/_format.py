@@ -28,6 +28,9 @@ PARAM_LABELS = {
     "dropout": "dropout",
     "weight_decay": "weight decay",
     "batchnorm": "BatchNorm mode",
+    "l2sp": "L2-SP strength",
+    "lr_decay": "layer-wise rate decay",
+    "augment": "augmentation strength",
 }
 """The one table of parameter display names; every text in reports names parameters so."""
 

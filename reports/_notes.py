@@ -268,6 +268,9 @@ def render_trial_note(
     if facts:
         text = "; ".join(facts)
         lines += [text[:1].upper() + text[1:], ""]
+    cache_off = as_str(attrs.get("cache_off"))
+    if cache_off is not None:
+        lines += [f"Trained without cached activations: {note_escape(cache_off, 300)}", ""]
 
     if trial.params:
         lines += ["| parameter | value |", "| --- | ---: |"]

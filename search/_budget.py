@@ -76,6 +76,14 @@ def textbook_params(space: SearchSpace, strategy: str, batchnorm: str | None) ->
             }
             if len(space.batchnorm) > 1 and batchnorm is not None:
                 params["batchnorm"] = batchnorm
+            # the optional methods searched, at their weakest: the textbook has none of them
+            for method, bounds, weakest in (
+                ("l2sp", space.l2sp, "low"),
+                ("lr_decay", space.lr_decay, "high"),
+                ("augment", space.augment, "low"),
+            ):
+                if bounds is not None:
+                    params[method] = getattr(bounds, weakest)
             return params
     raise ValueError(f"unknown strategy {strategy!r}; expected one of {[t[0] for t in TEXTBOOK]}")
 

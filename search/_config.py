@@ -75,6 +75,11 @@ class SpaceConfig:
     dropout: FloatRange
     weight_decay: FloatRange
     batchnorm: tuple[str, ...] = BATCHNORM_MODES
+    #: Optional methods (None: not searched): L2-SP strength, layer-wise rate decay factor,
+    #: augmentation strength.
+    l2sp: FloatRange | None = None
+    lr_decay: FloatRange | None = None
+    augment: FloatRange | None = None
 
     def resolve(self, num_layers: int, unit: str = "layers") -> SearchSpace:
         """The search space for a base with ``num_layers`` weighted layers (or blocks)."""
@@ -94,6 +99,9 @@ class SpaceConfig:
             dropout=self.dropout,
             weight_decay=self.weight_decay,
             batchnorm=self.batchnorm,
+            l2sp=self.l2sp,
+            lr_decay=self.lr_decay,
+            augment=self.augment,
         )
 
 
@@ -150,10 +158,14 @@ class StudyConfig:
         def plain(obj: Any) -> Any:
             return json.loads(json.dumps(asdict(obj), default=str, sort_keys=True))
 
+        space = plain(self.space)
+        for method in OPTIONAL_METHODS:  # off: the hash of a study file written before them
+            if space.get(method) is None:
+                space.pop(method, None)
         return {
             "model": plain(self.model),
             "data": plain(self.data),
-            "search_space": plain(self.space),
+            "search_space": space,
             "train": plain(self.train),
         }
 
@@ -265,6 +277,33 @@ def _float_range(where: str, value: Any, log_default: bool, minimum: float) -> F
     return FloatRange(float(low), float(high), log=use_log)
 
 
+#: The optional methods of ``search_space``: (range allowed, log scale by default).
+OPTIONAL_METHODS: dict[str, tuple[tuple[float, float], bool]] = {
+    "l2sp": ((0.0, 1.0), True),
+    "lr_decay": ((0.5, 1.0), False),
+    "augment": ((0.0, 1.0), False),
+}
+
+
+def _method_range(where: str, value: Any, name: str) -> FloatRange | None:
+    """The range of an optional method, inside what it allows; None when absent."""
+    if value is None:
+        return None
+    (least, most), log = OPTIONAL_METHODS[name]
+    bounds = _float_range(f"{where}.{name}", value, log, least)
+    if bounds.high > most:
+        raise StudyFileError(
+            f"{where}.{name}: high={bounds.high} is above {most}; use a range inside "
+            f"[{least}, {most}]"
+        )
+    if name == "l2sp" and bounds.low <= 0:
+        raise StudyFileError(
+            f"{where}.l2sp: low={bounds.low} must be > 0 (remove l2sp to turn it off); "
+            "use a small positive strength such as 1e-4"
+        )
+    return bounds
+
+
 def _given(section: BaseModel, key: str) -> Any:
     """``section.key``; a key written as null gets the schema's default."""
     value = getattr(section, key)
@@ -305,6 +344,7 @@ def _space(space: SpaceSection) -> SpaceConfig:
             f"{where}.weight_decay", _given(space, "weight_decay"), True, 0.0
         ),
         batchnorm=tuple(dict.fromkeys(batchnorm)),
+        **{name: _method_range(where, getattr(space, name), name) for name in OPTIONAL_METHODS},
     )
 
 

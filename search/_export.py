@@ -149,7 +149,9 @@ def retrain_trial(objective: Any, trial: optuna.trial.FrozenTrial) -> keras.Mode
         model, _, _ = objective.train(fixed, params, seed=seed if isinstance(seed, int) else None)
     finally:
         objective.settings = original
-    return model
+    from thaw.objectives import without_augmentation
+
+    return without_augmentation(model)  # as a user calls it: model(x) must not augment
 
 
 def validation_loss(objective: Any, model: keras.Model) -> float:

@@ -169,6 +169,21 @@ class SpaceSection(_Section):
             list(BATCHNORM_MODES), description="frozen | adapt | train, searched when more than one"
         )
     )
+    l2sp: Bounds | None = Field(
+        None,
+        description="L2-SP strength in (0, 1]: the base decays toward its pretrained weights "
+        "instead of toward zero (not searched when absent)",
+    )
+    lr_decay: Bounds | None = Field(
+        None,
+        description="layer-wise learning-rate decay factor in [0.5, 1] per unfrozen layer or "
+        "block below the top (not searched when absent)",
+    )
+    augment: Bounds | None = Field(
+        None,
+        description="augmentation strength in [0, 1]: flips, rotations, zooms, contrast "
+        "(not searched when absent)",
+    )
 
 
 def _switch(key: str, on: str | None) -> Any:

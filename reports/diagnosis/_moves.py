@@ -16,8 +16,8 @@ cause                   moves
                         BatchNorm training, another BatchNorm mode
 ``underfitting``        learning rate ×3, more unfrozen layers, BatchNorm training
 ``climbing``            learning rate ÷3, more dropout, more weight decay, fewer unfrozen
-``overfitting``         layers, BatchNorm frozen (the same moves for these three)
-``weak_regularisation``
+``overfitting``         layers, BatchNorm frozen, then (where searched) more augmentation
+``weak_regularisation`` and L2-SP ×10 (the same moves for these three)
 ``batchnorm_mismatch``  another BatchNorm mode (re-estimated first)
 ``still_improving``     the same configuration trained up to twice as long (a completed trial
                         whose validation loss was best at its last epoch, with no other cause);
@@ -94,7 +94,17 @@ CAUSE_WORDS: Mapping[str, str] = {
     STILL_IMPROVING: "it was still improving at its last epoch",
 }
 
-_REGULARISE = ("lr/3", "dropout+", "weight_decay*10", "fewer_layers", "batchnorm=frozen")
+#: The optional methods' regularising moves, after the others: taken only where the space
+#: searches the method (``search_space.augment``, ``search_space.l2sp``).
+_METHODS = ("augment+", "l2sp*10")
+_REGULARISE = (
+    "lr/3",
+    "dropout+",
+    "weight_decay*10",
+    "fewer_layers",
+    "batchnorm=frozen",
+    *_METHODS,
+)
 
 #: Moves per cause, most promising first (names of :data:`_MOVE_WORDS`).
 MOVES_BY_CAUSE: Mapping[str, tuple[str, ...]] = {
@@ -104,7 +114,7 @@ MOVES_BY_CAUSE: Mapping[str, tuple[str, ...]] = {
     UNDERFITTING: ("lr*3", "more_layers", "batchnorm=train"),
     CLIMBING: _REGULARISE,
     OVERFITTING: _REGULARISE,
-    WEAK_REGULARISATION: ("dropout+", "weight_decay*10", "lr/3", "fewer_layers"),
+    WEAK_REGULARISATION: ("dropout+", "weight_decay*10", "lr/3", "fewer_layers", *_METHODS),
     BATCHNORM_MISMATCH: ("batchnorm=other",),
     STILL_IMPROVING: ("epochs*2",),
 }
@@ -120,6 +130,9 @@ DROPOUT_STEP = 0.2
 #: as many as the epochs left allow, and only when at least ``LONGER_MIN_EXTRA`` times ``n`` fit
 #: (a few more epochs would tell little).
 LONGER_MIN_EXTRA = 0.5
+
+#: How much "more augmentation" adds to the strength (in [0, 1]).
+AUGMENT_STEP = 0.25
 
 
 @dataclass(frozen=True)
@@ -274,6 +287,22 @@ def _apply(
             if stronger > float(decay) * (1 + 1e-6):
                 new["weight_decay"] = stronger
                 out.append((new, f"raise weight decay 10x, to {_fmt(stronger)}"))
+    elif name == "augment+":
+        bounds = _float_bounds(dists.get("augment"))
+        strength = params.get("augment")
+        if bounds is not None and isinstance(strength, (int, float)):
+            raised = _clamp(float(strength) + AUGMENT_STEP, bounds)
+            if raised > float(strength) + 1e-9:
+                new["augment"] = raised
+                out.append((new, f"augment more, strength {_fmt(raised)}"))
+    elif name == "l2sp*10":
+        bounds = _float_bounds(dists.get("l2sp"))
+        strength = params.get("l2sp")
+        if bounds is not None and isinstance(strength, (int, float)):
+            stronger = _clamp(float(strength) * 10, bounds)
+            if stronger > float(strength) * (1 + 1e-6):
+                new["l2sp"] = stronger
+                out.append((new, f"raise L2-SP 10x, to {_fmt(stronger)}"))
     elif name == "batchnorm=train" or name == "batchnorm=frozen":
         target = name.split("=", 1)[1]
         if target in modes and mode != target:
@@ -343,7 +372,7 @@ def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     out = []
     for name in sorted(params):
         value = params[name]
-        if isinstance(value, float) and name in ("learning_rate", "weight_decay"):
+        if isinstance(value, float) and name in ("learning_rate", "weight_decay", "l2sp"):
             value = round(math.log10(value), 2) if value > 0 else value
         elif isinstance(value, float):
             value = round(value, 2)

@@ -206,6 +206,84 @@ def test_propose_moves(
         assert move.words  # said in words, e.g. "raise the learning rate 3x, to 0.003"
 
 
+METHOD_DISTS = {
+    **DISTS,
+    "augment": FloatDistribution(0.0, 0.6),
+    "l2sp": FloatDistribution(1e-4, 1e-1, log=True),
+    "lr_decay": FloatDistribution(0.5, 1.0),
+}
+METHOD_BASE = {**BASE, "augment": 0.2, "l2sp": 1e-3, "lr_decay": 0.8}
+#: The moves climbing makes on BASE (test_propose_moves), before the methods' moves.
+CLIMBING_MOVES = ["lr/3", "dropout+", "weight_decay*10", "fewer_layers"]
+
+# (id, params, distributions, cause, expected moves, the methods' changed params)
+METHOD_MOVES = [
+    (
+        "overfitting with both searched: augment more, then L2-SP 10x",
+        METHOD_BASE,
+        METHOD_DISTS,
+        "overfitting",
+        CLIMBING_MOVES + ["augment+", "l2sp*10"],
+        [{"augment": 0.45}, {"l2sp": 1e-2}],
+    ),
+    (
+        "climbing: the same",
+        METHOD_BASE,
+        METHOD_DISTS,
+        "climbing",
+        CLIMBING_MOVES + ["augment+", "l2sp*10"],
+        [{"augment": 0.45}, {"l2sp": 1e-2}],
+    ),
+    (
+        "at their bounds: clamped, or left out when nothing changes",
+        {**METHOD_BASE, "augment": 0.5, "l2sp": 1e-1},
+        METHOD_DISTS,
+        "overfitting",
+        CLIMBING_MOVES + ["augment+"],
+        [{"augment": 0.6}],
+    ),
+    (
+        "not searched: no method move",
+        BASE,
+        DISTS,
+        "overfitting",
+        CLIMBING_MOVES,
+        [],
+    ),
+    (
+        "underfitting: no method move",
+        METHOD_BASE,
+        METHOD_DISTS,
+        "underfitting",
+        ["lr*3", "more_layers", "batchnorm=train"],
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "dists", "cause", "names", "changes"),
+    [pytest.param(*r[1:], id=r[0]) for r in METHOD_MOVES],
+)
+def test_method_moves_follow_the_regularising_moves(
+    params: dict[str, Any],
+    dists: dict[str, Any],
+    cause: str,
+    names: list[str],
+    changes: list[dict[str, float]],
+) -> None:
+    moves = propose_moves(params, cause, dists)
+    assert [m.name for m in moves] == names
+    method_moves = [m for m in moves if m.name in ("augment+", "l2sp*10")]
+    assert len(method_moves) == len(changes)
+    for move, changed in zip(method_moves, changes, strict=True):
+        for key, value in changed.items():
+            assert math.isclose(move.params[key], value, rel_tol=1e-9), key
+        assert {k: v for k, v in move.params.items() if k not in changed} == {
+            k: v for k, v in params.items() if k not in changed
+        }
+
+
 def test_moves_without_batchnorm_in_the_space_leave_batchnorm_alone() -> None:
     dists = {k: v for k, v in DISTS.items() if k != "batchnorm"}
     params = {k: v for k, v in BASE.items() if k != "batchnorm"}
@@ -242,4 +320,12 @@ def test_params_key_treats_rates_that_train_alike_as_one() -> None:
     )
     assert params_key({**BASE, "learning_rate": 1e-3}) != params_key(
         {**BASE, "learning_rate": 3e-3}
+    )
+
+
+def test_params_key_treats_l2sp_strengths_on_a_log_scale() -> None:
+    # 1e-4 and 3e-4 differ 3x (as two rates do) though both round to 0.00 on a linear scale
+    assert params_key({**METHOD_BASE, "l2sp": 1e-4}) != params_key({**METHOD_BASE, "l2sp": 3e-4})
+    assert params_key({**METHOD_BASE, "l2sp": 1e-4}) == params_key(
+        {**METHOD_BASE, "l2sp": 1.0001e-4}
     )

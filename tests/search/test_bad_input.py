@@ -225,6 +225,42 @@ CASES: list[Case] = [
         {"search_space.unfrozen_layers": [0, "most"]},
     ),
     Case(
+        "l2sp strength above 1",
+        "config",
+        "search_space.l2sp: high=5.0 is above 1.0",
+        {"search_space.l2sp": [1e-3, 5.0]},
+    ),
+    Case(
+        "l2sp strength 0",
+        "config",
+        "search_space.l2sp: low=0.0 must be > 0",
+        {"search_space.l2sp": {"low": 0.0, "high": 0.1, "log": False}},
+    ),
+    Case(
+        "rate decay factor below 0.5",
+        "config",
+        "search_space.lr_decay: low=0.2 is below 0.5",
+        {"search_space.lr_decay": [0.2, 1.0]},
+    ),
+    Case(
+        "rate decay factor above 1",
+        "config",
+        "search_space.lr_decay: high=1.2 is above 1.0",
+        {"search_space.lr_decay": [0.5, 1.2]},
+    ),
+    Case(
+        "augmentation strength above 1",
+        "config",
+        "search_space.augment: high=2.0 is above 1.0",
+        {"search_space.augment": [0.0, 2.0]},
+    ),
+    Case(
+        "augmentation strength negative",
+        "config",
+        "search_space.augment: low=-0.5 is below 0.0",
+        {"search_space.augment": [-0.5, 0.5]},
+    ),
+    Case(
         "unknown batchnorm mode",
         "config",
         "search_space.batchnorm must be a list drawn from",

@@ -554,3 +554,21 @@ def test_gradual_unfreezing_is_queued_once_and_runs_next(tmp_path: Path) -> None
     trial = study.ask()  # the queued step is the next trial, with the best start's parameters
     assert space().suggest(trial).unfrozen_layers == 1
     assert trial.params["learning_rate"] == FE["learning_rate"]
+
+
+@pytest.mark.parametrize(
+    ("method", "bounds", "weakest"),
+    [
+        ("l2sp", FloatRange(1e-4, 1e-1, log=True), 1e-4),
+        ("lr_decay", FloatRange(0.5, 1.0), 1.0),
+        ("augment", FloatRange(0.0, 0.8), 0.0),
+    ],
+)
+def test_informed_start_takes_a_searched_method_at_its_weakest(
+    method: str, bounds: FloatRange, weakest: float
+) -> None:
+    from dataclasses import replace
+
+    start = informed_start(replace(space(), **{method: bounds}), None)
+    assert start and all(t.params[method] == weakest for t in start)
+    assert all(method not in t.params for t in informed_start(space(), None))

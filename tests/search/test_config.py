@@ -109,6 +109,55 @@ def test_list_bounds_are_accepted(tmp_path: Path) -> None:
     assert (config.space.unfrozen_low, config.space.unfrozen_high) == (1, 3)
 
 
+def test_optional_methods_are_off_unless_their_range_is_given(tmp_path: Path) -> None:
+    config = parse(BASE, tmp_path)
+    assert (config.space.l2sp, config.space.lr_decay, config.space.augment) == (None, None, None)
+    config = parse(
+        edited(
+            search_space__l2sp=[1e-4, 1e-1],
+            search_space__lr_decay=[0.5, 1.0],
+            search_space__augment={"low": 0.0, "high": 0.5},
+        ),
+        tmp_path,
+    )
+    assert config.space.l2sp == FloatRange(1e-4, 1e-1, log=True)
+    assert config.space.lr_decay == FloatRange(0.5, 1.0, log=False)
+    assert config.space.augment == FloatRange(0.0, 0.5, log=False)
+    space = config.space.resolve(3)
+    assert (space.l2sp, space.lr_decay, space.augment) == (
+        config.space.l2sp,
+        config.space.lr_decay,
+        config.space.augment,
+    )
+
+
+@pytest.mark.parametrize("path", sorted(DEMO_YAML.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_todays_study_files_search_the_same_space(path: Path, tmp_path: Path) -> None:
+    import optuna
+    import yaml
+
+    # the file's own search space (its model and data may need files not here)
+    raw = yaml.safe_load(path.read_text())
+    config = parse({**BASE, "search_space": raw.get("search_space")}, tmp_path)
+    # the hash (resuming a study checks it) sees the same search_space as before the methods
+    assert set(config.search_relevant()["search_space"]) == {
+        "unfrozen_low",
+        "unfrozen_high",
+        "learning_rate",
+        "dropout",
+        "weight_decay",
+        "batchnorm",
+    }
+    space = config.space.resolve(200)
+    trial = optuna.create_study().ask()
+    params = space.suggest(trial)
+    expected = {"unfrozen_layers", "learning_rate", "dropout", "weight_decay"}
+    if len(space.batchnorm) > 1:
+        expected.add("batchnorm")
+    assert set(trial.params) == expected
+    assert (params.l2sp, params.lr_decay, params.augment) == (0.0, 1.0, 0.0)
+
+
 # ------------------------------------------------------------------------------ error table
 
 ERRORS: list[tuple[str, dict[str, Any], str]] = [
@@ -123,7 +172,7 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "unknown nested key",
         {"search_space__learning_rat": [1e-4, 1e-2]},
         r"unknown key 'search_space.learning_rat'; expected one of: unfrozen_layers, "
-        r"learning_rate, dropout, weight_decay, batchnorm",
+        r"learning_rate, dropout, weight_decay, batchnorm, l2sp, lr_decay, augment",
     ),
     (
         "unknown bounds key",
@@ -182,6 +231,52 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "unfrozen log",
         {"search_space__unfrozen_layers": {"low": 0, "high": 3, "log": True}},
         r"unfrozen_layers cannot be log-scaled",
+    ),
+    # the optional methods, each inside its range
+    (
+        "l2sp above 1",
+        {"search_space__l2sp": [1e-4, 2.0]},
+        r"search_space\.l2sp: high=2\.0 is above 1\.0",
+    ),
+    (
+        "l2sp log from 0",
+        {"search_space__l2sp": [0.0, 0.1]},
+        r"search_space\.l2sp: low=0\.0 must be > 0 on a log scale",
+    ),
+    (
+        "l2sp linear from 0",
+        {"search_space__l2sp": {"low": 0.0, "high": 0.1, "log": False}},
+        r"search_space\.l2sp: low=0\.0 must be > 0 \(remove l2sp to turn it off\)",
+    ),
+    (
+        "lr_decay below 0.5",
+        {"search_space__lr_decay": [0.1, 0.9]},
+        r"search_space\.lr_decay: low=0\.1 is below 0\.5",
+    ),
+    (
+        "lr_decay above 1",
+        {"search_space__lr_decay": [0.5, 1.5]},
+        r"search_space\.lr_decay: high=1\.5 is above 1\.0",
+    ),
+    (
+        "lr_decay low>high",
+        {"search_space__lr_decay": [0.9, 0.6]},
+        r"search_space\.lr_decay: low=0\.9 > high=0\.6",
+    ),
+    (
+        "augment above 1",
+        {"search_space__augment": [0.0, 1.1]},
+        r"search_space\.augment: high=1\.1 is above 1\.0",
+    ),
+    (
+        "augment negative",
+        {"search_space__augment": [-0.1, 0.5]},
+        r"search_space\.augment: low=-0\.1 is below 0\.0",
+    ),
+    (
+        "augment string",
+        {"search_space__augment": ["strong", 0.5]},
+        r"search_space\.augment\.low must be a finite number, got 'strong'",
     ),
     # dropout must stay below 1
     (
@@ -476,6 +571,9 @@ def test_relative_sqlite_storage_resolves_against_the_study_folder(
         {"search_space__unfrozen_layers": [1, "all"]},
         {"search_space__dropout": [0.0, 0.4]},
         {"search_space__batchnorm": ["frozen", "train"]},
+        {"search_space__l2sp": [1e-4, 1e-1]},
+        {"search_space__lr_decay": [0.5, 1.0]},
+        {"search_space__augment": [0.0, 1.0]},
         {"train__epochs": 4},
         {"objective": "val_accuracy"},
         {"data__seed": 1},

@@ -115,3 +115,32 @@ def test_loop_off_queues_no_move(tmp_path: Path, thaw: Callable[..., CliResult])
     followed = [t for t in trials if FOLLOW_UP_ATTR in t.user_attrs]  # gradual unfreezing instead
     assert len(followed) <= 1
     assert "Learning-rate range test" not in result.out
+
+
+def test_a_run_searches_the_fine_tuning_methods_when_the_study_file_asks(
+    tmp_path: Path, thaw: Callable[..., CliResult]
+) -> None:
+    folder = tmp_path / "methods"
+    study_file = noise_study(folder)
+    study = yaml.safe_load(study_file.read_text())
+    study["n_trials"] = 3
+    study["search_space"] |= {
+        "l2sp": {"low": 1e-4, "high": 1e-1},
+        "lr_decay": [0.5, 1.0],
+        "augment": [0.0, 1.0],
+    }
+    study_file.write_text(yaml.safe_dump(study), encoding="utf-8")
+    result = thaw("run", study_file, "--no-progress")
+    assert result.rc == 0, result.err
+    # noise: every trial is pruned (screened, or running away), none fails
+    trials = trials_of(folder)
+    assert trials and all(t.state != optuna.trial.TrialState.FAIL for t in trials)
+    for trial in trials:
+        assert {"l2sp", "lr_decay", "augment"} <= set(trial.params)
+        # frozen BatchNorm: each trial trains on cached activations unless it augments
+        assert ("cache_off" in trial.user_attrs) == (trial.params["augment"] > 0)
+    assert any(t.params["augment"] > 0 for t in trials)
+    report = thaw("report", study_file, "--out", tmp_path / "report")
+    assert report.rc == 0, report.err
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert all(f"| {name} " in text for name in ("l2sp", "lr_decay", "augment"))

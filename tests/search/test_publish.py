@@ -442,6 +442,32 @@ def test_trial_note_names_the_gradual_unfreezing_step(
         assert line in note
 
 
+@pytest.mark.parametrize(
+    ("attr", "line"),
+    [
+        (
+            "augmented images change every epoch",
+            "Trained without cached activations: augmented images change every epoch",
+        ),
+        (XSS, "Trained without cached activations: \\<img src=x onerror=alert(1)\\>"),
+        (None, None),
+    ],
+)
+def test_trial_note_says_when_a_trial_trained_without_cached_activations(
+    tmp_path: Path, attr: object, line: str | None
+) -> None:
+    study = make_study(tmp_path)
+    study.optimize(objective, n_trials=1)
+    trial = study.get_trials()[0]
+    if attr is not None:
+        trial.user_attrs["cache_off"] = attr
+    note = render_trial_note(trial, [])
+    if line is None:
+        assert "cached activations" not in note
+    else:
+        assert line in note
+
+
 def test_svg_artifact_is_a_standalone_svg_file(tmp_path: Path) -> None:
     study = make_study(tmp_path)
     study.optimize(objective, n_trials=1)
