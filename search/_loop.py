@@ -11,10 +11,10 @@ Right before a trial starts (under the study's slot lock, like the gradual-unfre
 2. The first move not tried yet, from the best trial that has one, is queued, recording who
    proposed it (``thaw:proposed_by``). The sampler (multivariate TPE) sees every trial, moves
    included, so it models them like its own.
-   A completed trial whose validation loss was still falling at its last epoch, with nothing
-   else wrong, is trained longer: up to as many epochs again as the budget leaves
-   (``thaw:epochs`` on the queued trial, its whole length), continuing from the weights it ended
-   with (``thaw:continues``) when the worker that runs it still holds them.
+   Without an epoch budget, a completed trial whose validation loss was still falling at its
+   last epoch, with nothing else wrong, is trained as long again (``thaw:epochs`` on the queued
+   trial, its whole length), continuing from the weights it ended with (``thaw:continues``)
+   when the worker that runs it still holds them.
 3. Moves take a share of the trials that adapts to how often they beat the study's best:
    ``(successes + 1) / (moves + 2)``, kept between ``min_share`` and ``max_share``.
 """
@@ -112,7 +112,11 @@ class ClosedLoop:
         state = loop_state(trials, maximize, self.min_share, self.max_share)
         if searched and moves / len(searched) >= state.share:
             return None  # the sampler's turn
-        found = self.next_move(study, trials, epochs_left(study))
+        # Under an epoch budget the loop does not train a trial longer: on the bench's cases
+        # (BENCHMARKS.md, "Train longer") the epochs it took from new configurations cost more
+        # than continuing gained. Without one, a continued trial costs fewer epochs than any new
+        # one. The Answer still names the move.
+        found = self.next_move(study, trials, 0 if epochs_left(study) is not None else None)
         if found is None:
             return None
         source, move = found
