@@ -320,10 +320,17 @@ def _bn_late(p: _Profile, t: Thresholds) -> _BatchNorm | None:
     judged = max(after) if chance is not None and after else val_acc
     if not _val_near_chance(p, judged, train_acc, t) or gap < t.bn_min_gap:
         return None
-    if chance is not None and norm_accuracy(judged, chance) > t.chance_accuracy_margin:
+    trains = p.curves.batchnorm == "train"
+    if (
+        chance is not None
+        and not trains
+        and norm_accuracy(judged, chance) > t.chance_accuracy_margin
+    ):
         # The val accuracy left the chance band after the onset: the model generalised and
         # the gap that opened is overfitting (a from-scratch net on few images), not
-        # statistics that do not fit inference, which keep val predictions at chance.
+        # statistics that do not fit inference, which keep val predictions at chance. A run
+        # whose params say its BatchNorm layers train keeps the rule without this check: its
+        # moving statistics can lag from the first epochs on, before the val accuracy falls.
         return None
     loss_ratio = statistics.median(p.val[e] / max(p.train[e], _EPS) for e in epochs)
     val_med = statistics.median(p.val[e] for e in epochs)

@@ -106,6 +106,10 @@ FROZEN_PARAMS = {"learning_rate": 0.01, "unfrozen_layers": 0, "batchnorm": "froz
         # ... while val accuracy held at chance with the same losses stays a BatchNorm mismatch.
         (SCRATCH_VAL_AT_CHANCE, {}, 120, BATCHNORM_MISMATCH),
         (STEGO_VAL_AT_CHANCE, {}, 2, BATCHNORM_MISMATCH),
+        # ... and so do the same curves when the run's params say BatchNorm trains: its moving
+        # statistics can lag from the first epochs on, before the val accuracy falls.
+        (SCRATCH_OVERFIT, {"batchnorm": "train"}, 120, BATCHNORM_MISMATCH),
+        (STEGO_OVERFIT, {"batchnorm": "train"}, 2, BATCHNORM_MISMATCH),
         # Val loss below the train loss throughout: its 10% drift is not overfitting.
         (FROZEN_HEAD, FROZEN_PARAMS, 120, HEALTHY),
         # The same val curve above the train loss: overfitting.

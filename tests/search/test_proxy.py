@@ -106,7 +106,7 @@ def proxy_process(storage: str, *extra: str) -> Iterator[tuple[str, subprocess.P
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=90)  # a loaded machine: its Ctrl-C shutdown may take a while
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
