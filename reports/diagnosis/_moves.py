@@ -329,7 +329,9 @@ def propose_moves(
     each inside ``distributions`` (the trial's own). Empty for no cause.
 
     ``epochs``: the trial's own length when it had one (a longer trial the loop queued; None:
-    the study's ``train.epochs``), which its moves keep. ``length``: its whole length in epochs,
+    the study's ``train.epochs``); the other moves train the study's length (a new
+    configuration starts short; only "train longer" sets a length). ``length``: its whole
+    length in epochs,
     which "train longer" extends. ``max_epochs``: the epochs left, which the extra epochs must
     fit (at least ``LONGER_MIN_EXTRA`` times ``length``; None: no limit)."""
     if cause is None:
@@ -347,11 +349,11 @@ def propose_moves(
                 moves.append(Move(name, cause, dict(params), words, longer, extends=length))
             continue
         for new, words in _apply(name, params, distributions):
-            key = (params_key(new), epochs)
+            key = (params_key(new), None)
             if key in seen:
                 continue
             seen.add(key)
-            moves.append(Move(name=name, cause=cause, params=new, words=words, epochs=epochs))
+            moves.append(Move(name=name, cause=cause, params=new, words=words))
     return moves
 
 

@@ -108,10 +108,9 @@ def test_train_longer(
     assert move.key == (params_key(BASE), expected)
 
 
-def test_the_moves_of_a_longer_trial_keep_its_length() -> None:
+def test_the_other_moves_of_a_longer_trial_train_the_studys_length() -> None:
     moves = propose_moves(BASE, "climbing", DISTS, epochs=40, length=40)
-    assert moves and all(m.epochs == 40 for m in moves)
-    assert all(m.epochs is None for m in propose_moves(BASE, "climbing", DISTS, length=20))
+    assert moves and all(m.epochs is None and m.extends is None for m in moves)
 
 
 # (id, params, cause, expected [(move name, the changed params)])
