@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import logging
 import re
+import signal
 import socket
 import sys
 import threading
@@ -356,9 +357,14 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the proxy as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def cmd_storage_proxy(args: argparse.Namespace) -> int:
-    """``thaw storage-proxy --storage URL``: serve until Ctrl-C; exit status 0 then, 2 (one
-    line) on bad input."""
+    """``thaw storage-proxy --storage URL``: serve until Ctrl-C or SIGTERM (``kill``, a
+    Kubernetes pod stopping); exit status 0 then, 2 (one line) on bad input."""
     from thaw.search._dashboard import is_loopback
 
     url = str(args.storage)
@@ -390,6 +396,7 @@ def cmd_storage_proxy(args: argparse.Namespace) -> int:
     print("Press Ctrl-C to stop.", flush=True)
     from concurrent.futures import ThreadPoolExecutor
 
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with _quiet():
             optuna.storages.run_grpc_proxy_server(

@@ -104,9 +104,10 @@ def proxy_process(storage: str, *extra: str) -> Iterator[tuple[str, subprocess.P
         yield url, proc
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            # SIGTERM, as kill or Kubernetes stops it (a shell's background job ignores SIGINT)
+            proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=90)  # a loaded machine: its Ctrl-C shutdown may take a while
+                proc.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
