@@ -114,8 +114,8 @@ class ClosedLoop:
             return None  # the sampler's turn
         # Under an epoch budget the loop does not train a trial longer: on the bench's cases
         # (BENCHMARKS.md, "Train longer") the epochs it took from new configurations cost more
-        # than continuing gained. Without one, a continued trial costs fewer epochs than any new
-        # one. The Answer still names the move.
+        # than continuing gained. Without one, a continued trial costs a trial's epochs, like any
+        # other, and starts where a good one ended. The Answer still names the move.
         found = self.next_move(study, trials, 0 if epochs_left(study) is not None else None)
         if found is None:
             return None
