@@ -400,20 +400,13 @@ def make_sampler(
 # ------------------------------------------------------------------------------ the budget
 
 
-def trial_epochs(trial: FrozenTrial) -> int:
-    """Training epochs a trial has spent (its ``epochs_run``; else its reported steps)."""
-    value = trial.user_attrs.get("epochs_run")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return len(trial.intermediate_values)
-
-
 def epochs_spent(study: optuna.Study) -> int:
     """Training epochs spent by every trial of the study, pruned and failed ones included, and
     by the learning-rate range test before them."""
+    from thaw.reports.diagnosis import trial_length
     from thaw.search._range import range_test_epochs
 
-    trials = sum(trial_epochs(t) for t in study.get_trials(deepcopy=False))
+    trials = sum(trial_length(t) for t in study.get_trials(deepcopy=False))
     return trials + range_test_epochs(study.user_attrs.get(RANGE_TEST))
 
 
