@@ -119,9 +119,9 @@ class RankingInfo:
     param_columns: tuple[ParamColumn, ...]
     rows: tuple[RankingRow, ...]
     state_counts: Mapping[str, int]
-    #: Extra validation metrics some trial logged (``val_auc``, ``val_f1``), in that order.
-    metric_columns: tuple[str, ...] = ()
     """Trials per state name, over all trials in the study (RUNNING and WAITING included)."""
+    metric_columns: tuple[str, ...] = ()
+    """Extra validation metrics some trial logged (``val_auc``, ``val_f1``), in that order."""
 
     @property
     def maximize(self) -> bool:
@@ -143,6 +143,14 @@ class RankingInfo:
 
     def count(self, state: str) -> int:
         return self.state_counts.get(state, 0)
+
+    @property
+    def extra_metric_columns(self) -> tuple[str, ...]:
+        """The logged metrics a table shows beside the score: :attr:`metric_columns` less the
+        objective when the score column already shows it (``objective: val_auc``)."""
+        return tuple(
+            m for m in self.metric_columns if not (self.maximize and m == self.objective_metric)
+        )
 
 
 def get_ranking_info(study: optuna.Study) -> RankingInfo:
@@ -195,6 +203,13 @@ def get_ranking_info(study: optuna.Study) -> RankingInfo:
 
 #: Extra validation metrics a trial may log (``metrics: [auc, f1]``), reported at its best epoch.
 EXTRA_VAL_METRICS: tuple[str, ...] = ("val_auc", "val_f1")
+
+_METRIC_LABELS = {"val_auc": "val AUC", "val_f1": "val F1"}
+
+
+def metric_label(metric: str) -> str:
+    """A logged metric's name in a table header or a sentence (``val_auc`` -> ``val AUC``)."""
+    return _METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
 def _direction(study: optuna.Study) -> Literal["minimize", "maximize"]:

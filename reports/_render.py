@@ -39,7 +39,7 @@ from thaw.reports._format import (
 )
 from thaw.reports._info import ReportInfo
 from thaw.reports._levers import LeverInfo, level_words
-from thaw.reports._ranking import RankingInfo, RankingRow
+from thaw.reports._ranking import RankingInfo, RankingRow, metric_label
 from thaw.reports._summary import NOT_RECORDED, AnswerInfo
 from thaw.reports._svg import (
     render_curves_svg,
@@ -280,7 +280,7 @@ def _answer_blocks(info: ReportInfo) -> tuple[Block, ...]:
         gloss = _config_gloss(best)
         if gloss:
             blocks.append(Para(gloss, cls="gloss", id="config-gloss"))
-        blocks.append(Para(_result_text(best, answer), id="best-result"))
+        blocks.append(Para(_result_text(best, answer, info.ranking), id="best-result"))
         path = _path_text(info)
         if path:
             blocks.append(Para(path, id="search-path"))
@@ -358,15 +358,16 @@ def _config_gloss(best: RankingRow) -> str:
     return "; ".join(glosses) + "." if glosses else ""
 
 
-def _result_text(best: RankingRow, answer: AnswerInfo) -> str:
+def _result_text(best: RankingRow, answer: AnswerInfo, ranking: RankingInfo) -> str:
     at = f" at epoch {best.best_epoch}" if best.best_epoch is not None else ""
     if best.epochs_run is not None and best.best_epoch is not None:
         at += f" of {best.epochs_run}"
-    accuracy = (
-        f", with validation accuracy {_num3(best.val_accuracy_at_best)}"
-        if best.val_accuracy_at_best is not None
-        else ""
-    )
+    measured = [("validation accuracy", best.val_accuracy_at_best)] + [
+        (metric_label(m).replace("val ", "validation ", 1), best.metrics_at_best.get(m))
+        for m in ranking.extra_metric_columns
+    ]
+    shown = [f"{name} {_num3(value)}" for name, value in measured if value is not None]
+    accuracy = f", with {', '.join(shown)}" if shown else ""
     lead = ""
     if answer.maximize:
         lead = f"It reached {answer.score_label} {fmt_num(best.score)}. "
@@ -647,14 +648,19 @@ def _ranking_table_html(ranking: RankingInfo) -> Table:
     if ranking.maximize:
         headers.append(f"best {ranking.objective_metric}")
         aligns.append("right")
-    headers += ["best val loss", "val acc", "verdict"]
-    aligns += ["right", "right", "left"]
+    metrics = ranking.extra_metric_columns
+    headers += ["best val loss", "val acc", *(metric_label(m) for m in metrics), "verdict"]
+    aligns += ["right", "right"]
+    aligns += ["right"] * len(metrics)
+    aligns.append("left")
     body = []
     for r in rows:
         cells = [fmt_num(r.rank), _trial_cell(r)]
         if ranking.maximize:
             cells.append(fmt_num(r.objective_value))
-        cells += [fmt_num(r.best_val_loss), fmt_num(r.val_accuracy_at_best), _verdict_cell(r)]
+        cells += [fmt_num(r.best_val_loss), fmt_num(r.val_accuracy_at_best)]
+        cells += [fmt_num(r.metrics_at_best.get(m)) for m in metrics]
+        cells.append(_verdict_cell(r))
         body.append(tuple(cells))
     return Table(
         headers=tuple(headers),
@@ -731,6 +737,12 @@ def _ranking_table_md(ranking: RankingInfo) -> Table:
     columns += [
         ("best val loss", "right", [fmt_num(r.best_val_loss) for r in rows]),
         ("val acc", "right", [fmt_num(r.val_accuracy_at_best) for r in rows]),
+    ]
+    columns += [
+        (metric_label(m), "right", [fmt_num(r.metrics_at_best.get(m)) for r in rows])
+        for m in ranking.extra_metric_columns
+    ]
+    columns += [
         ("best ep", "right", [fmt_num(r.best_epoch) for r in rows]),
         ("final val loss", "right", [fmt_num(r.final_val_loss) for r in rows]),
         ("epochs", "right", [fmt_num(r.epochs_run) for r in rows]),

@@ -172,9 +172,14 @@ def _print_summary(summary: Any, study_file: Path) -> None:
             for k, v in summary.best_params.items()
         )
         pruned = " (pruned; value at its best epoch)" if summary.best_pruned else ""
+        metrics = "".join(
+            f", {name} {value:.4f}"
+            for name, value in summary.best_metrics.items()
+            if value is not None
+        )
         print(
-            f"Best so far: trial {summary.best_number}{pruned}, value {summary.best_value:.4f} "
-            f"({params})." + (f" {summary.advice}" if summary.advice else "")
+            f"Best so far: trial {summary.best_number}{pruned}, value {summary.best_value:.4f}"
+            f"{metrics} ({params})." + (f" {summary.advice}" if summary.advice else "")
         )
     if summary.budget_epochs is not None and summary.epochs_spent is not None:
         print(f"Epochs spent: {summary.epochs_spent} of a budget of {summary.budget_epochs}.")

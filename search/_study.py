@@ -645,6 +645,9 @@ class RunSummary:
     headline: str | None = None
     #: The best trial's own verdict and what it calls for (the report's Answer says the same).
     advice: str | None = None
+    #: The best trial's logged metrics (``metrics: [auc, f1]``) at its best epoch, as the
+    #: report's ranking gives them, the objective's own left out (``best_value`` is it).
+    best_metrics: dict[str, float | None] = field(default_factory=dict)
 
 
 def summarise(
@@ -670,6 +673,18 @@ def summarise(
         advice = None if story.advice is None else story.advice.sentence
     except Exception as exc:  # noqa: BLE001 - the summary line must not fail a finished run
         _logger.warning("No diagnosis in the run summary: %s", exc)
+    best_metrics: dict[str, float | None] = {}
+    if best is not None:
+        from thaw.reports import get_ranking_info
+
+        ranking = get_ranking_info(study)
+        row = next((r for r in ranking.rows if r.number == best.trial.number), None)
+        if row is not None:
+            best_metrics = {
+                m: row.metrics_at_best.get(m)
+                for m in ranking.metric_columns
+                if m != ranking.objective_metric
+            }
     return RunSummary(
         study_name=study.study_name,
         resumed=resumed,
@@ -685,4 +700,5 @@ def summarise(
         budget_epochs=budget if isinstance(budget, int) else None,
         headline=headline,
         advice=advice,
+        best_metrics=best_metrics,
     )
