@@ -58,10 +58,13 @@ def csv_log_dir(config: StudyConfig) -> Path:
 
 
 def trial_callbacks(
-    config: StudyConfig, classes: Sequence[type]
+    config: StudyConfig,
+    classes: Sequence[type],
+    also: Sequence[Callable[[Any], list[Any]]] = (),
 ) -> Callable[[Any], list[Any]] | None:
-    """A factory of each trial's extra callbacks, or None when there are none."""
-    if not config.tensorboard and not config.csv_log and not classes:
+    """A factory of each trial's extra callbacks, or None when there are none. ``also``: more
+    factories of the trial's callbacks (the progress bar's), called after the study's own."""
+    if not config.tensorboard and not config.csv_log and not classes and not also:
         return None
 
     def make(trial: Any) -> list[Any]:
@@ -76,11 +79,19 @@ def trial_callbacks(
             csv_path.parent.mkdir(parents=True, exist_ok=True)
             # append: a warm-up's second fit() phase continues the same file
             callbacks.append(keras.callbacks.CSVLogger(str(csv_path), append=True))
-        return callbacks + [cls() for cls in classes]
+        callbacks += [cls() for cls in classes]
+        for factory in also:
+            callbacks += factory(trial)
+        return callbacks
 
     return make
 
 
-def attach_logs(config: StudyConfig, objective: Any, classes: Sequence[type]) -> None:
-    """Give ``objective`` the study's TensorBoard and user callbacks."""
-    objective.extra_callbacks = trial_callbacks(config, classes)
+def attach_logs(
+    config: StudyConfig,
+    objective: Any,
+    classes: Sequence[type],
+    also: Sequence[Callable[[Any], list[Any]]] = (),
+) -> None:
+    """Give ``objective`` the study's TensorBoard and user callbacks, and ``also``'s."""
+    objective.extra_callbacks = trial_callbacks(config, classes, also)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -52,6 +52,9 @@ from thaw.search._study import (
     open_storage,
     summarise,
 )
+
+if TYPE_CHECKING:
+    from thaw.search._progress import TrialProgress
 
 _logger = logging.getLogger(__name__)
 
@@ -300,7 +303,15 @@ def run_study(
     from thaw.search._logs import attach_logs
 
     attach_keeper(config, objective, optuna_study)
-    attach_logs(config, objective, callback_classes)
+    # One process shows the bar (workers of --workers do not): each trial's epochs go on it.
+    progress = None
+    if options.show_progress_bar and options.worker_total is None and workers <= 1:
+        from thaw.search._progress import TrialProgress
+
+        progress = TrialProgress()
+    attach_logs(
+        config, objective, callback_classes, () if progress is None else (progress.callbacks,)
+    )
     publisher = make_publisher(url, config.path.parent, artifact_dir)
 
     finished = len(optuna_study.get_trials(deepcopy=False, states=FINISHED_STATES))
@@ -390,6 +401,7 @@ def run_study(
             show_progress_bar=options.show_progress_bar,
             stop_when=budget.exhausted if budget is not None else None,
             before_trial=before_trial,
+            trial_progress=progress,
         )
     publisher.finish(optuna_study)
     summary = summarise(optuna_study, finished, resumed, interrupted)
@@ -455,6 +467,7 @@ def optimize_exactly(
     show_progress_bar: bool = False,
     stop_when: Callable[[optuna.Study], bool] | None = None,
     before_trial: Callable[[optuna.Study], None] | None = None,
+    trial_progress: TrialProgress | None = None,
 ) -> bool:
     """Run trials until the whole study counts ``target`` completed and pruned trials.
 
@@ -464,7 +477,9 @@ def optimize_exactly(
     and interrupted trials do not count; lost ones are queued again. Stops early after as many
     failures of its own as trials it had to run, after ``timeout`` seconds (no new trial), or
     once ``stop_when(study)`` is true (an epoch budget spent). ``before_trial(study)`` runs
-    under the lock right before each trial it creates (it may queue that trial). Returns whether
+    under the lock right before each trial it creates (it may queue that trial). With
+    ``show_progress_bar``, ``trial_progress`` (a :class:`~thaw.search._progress.TrialProgress`)
+    holds the bar while it is shown, so the running trial's epochs go on it. Returns whether
     Ctrl-C interrupted it.
     """
     slots = TrialSlots(url, study.study_name, storage)
@@ -517,6 +532,8 @@ def optimize_exactly(
 
         bar = tqdm(total=target, initial=min(target, counted_trials(study)), unit="trial")
         _show_best(bar, study)
+        if trial_progress is not None:
+            trial_progress.bar = bar
     # The model and data are loaded: freeze what is alive, so each trial's collection is short.
     # (An objective without Keras, such as bench/storage_load.py's stub, does not load it here.)
     heap = contextlib.ExitStack()
@@ -567,6 +584,7 @@ def optimize_exactly(
                 release()
             if bar is not None:
                 bar.n = min(target, counted_trials(study))
+                bar.set_description("", refresh=False)  # the trial that ran has ended
                 _show_best(bar, study)
                 bar.refresh()
             if failures[0] >= budget:
@@ -584,6 +602,8 @@ def optimize_exactly(
         heap.close()
         if bar is not None:
             bar.close()
+        if trial_progress is not None:
+            trial_progress.bar = None
     return False
 
 

@@ -87,7 +87,7 @@ def build_tiny_cnn(
     return keras.Model(inputs, outputs, name="tiny_cnn")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_cnn() -> Callable[..., Any]:
     return build_tiny_cnn
 
@@ -108,6 +108,6 @@ def make_tiny_arrays(
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_arrays() -> Callable[..., dict[str, np.ndarray]]:
     return make_tiny_arrays
