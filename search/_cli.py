@@ -310,7 +310,8 @@ def _inspect_study(args: argparse.Namespace) -> int:
         group = profile[len(rows) - row.unfrozen] if len(profile) == len(rows) else None
         score = "-" if group is None or group.shift is None else f"{group.shift:.3f}"
         mark = "profile's block" if group is not None and group.in_block else ""
-        print(f"{row.unfrozen:>8}  {row.name[:34]:<34} {row.params:>10,} {score:>6}  {mark}")
+        line = f"{row.unfrozen:>8}  {row.name[:34]:<34} {row.params:>10,} {score:>6}  {mark}"
+        print(line.rstrip())
     print(sentence)
     return 0
 

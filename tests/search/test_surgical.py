@@ -227,3 +227,25 @@ def test_a_study_unfreezes_the_block_the_profile_points_to(
         top_value = partial.value
         word = "better than" if block_value < top_value else "worse than"
         assert f"{word} the top 3 layers at {top_value:.4g} (trial {partial.number}" in text
+
+
+@pytest.mark.parametrize(
+    ("block_start", "fragment"),
+    [
+        ([0, 9], "search_space.block_start: [0, 9] is beyond the model's depth: it has 4 layers"),
+        ([-2, 3], "search_space.block_start.low must be an integer >= 0"),
+        ([0, "most"], "search_space.block_start.high must be an integer >= 0 (0 is the bottom "),
+        ([3, 1], "search_space.block_start: low=3 > high=1; swap them"),
+    ],
+)
+def test_inspect_refuses_a_bad_block_in_one_line(
+    tmp_path: Path, thaw: Callable[..., CliResult], block_start: list[Any], fragment: str
+) -> None:
+    study_file = shifted_study(tmp_path)
+    study = yaml.safe_load(study_file.read_text())
+    study["search_space"]["block_start"] = block_start
+    study_file.write_text(yaml.safe_dump(study), encoding="utf-8")
+    result = thaw("inspect", study_file)
+    assert result.rc == 2
+    assert fragment in result.error_line
+    assert not (tmp_path / "surgical.db").exists()
