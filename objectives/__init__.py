@@ -70,6 +70,8 @@ _LAZY: dict[str, str] = {
     "model_fingerprint": "thaw.objectives._fingerprint",
     "adapt_batchnorm": "thaw.objectives._model",
     "domain_shift_scores": "thaw.objectives._model",
+    "shift_profile": "thaw.objectives._model",
+    "unfrozen_span": "thaw.objectives._model",
     "layer_groups": "thaw.objectives._model",
     "block_name": "thaw.objectives._model",
     "UnfreezeRow": "thaw.objectives._inspect",

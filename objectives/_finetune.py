@@ -24,7 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from thaw.objectives._model import _leaf_layers, is_batchnorm, layer_groups
+from thaw.objectives._model import _leaf_layers, is_batchnorm, layer_groups, unfrozen_span
 
 #: The augmentation layers' name in the model.
 AUGMENT_NAME = "thaw_augment"
@@ -100,13 +100,18 @@ class FineTuneAdamW(keras.optimizers.AdamW):
 
 
 def variable_plan(
-    base: keras.Model, unfrozen_layers: int, unfreeze_by: str, lr_decay: float
+    base: keras.Model,
+    unfrozen_layers: int,
+    unfreeze_by: str,
+    lr_decay: float,
+    block_start: int | None = None,
 ) -> tuple[dict[int, float], set[int]]:
     """Per trainable variable of ``base`` (by ``id``): its rate factor, ``lr_decay`` to the power
     of its group's depth below the top unfrozen group; and the ``id``s of all of them (what L2-SP
-    anchors). A trainable BatchNorm layer takes the depth of the weighted layer below it."""
+    anchors). A trainable BatchNorm layer takes the depth of the weighted layer below it.
+    ``block_start``: the unfrozen layers are that block (``_model.unfrozen_span``)."""
     groups = layer_groups(base, unfreeze_by)
-    unfrozen = groups[len(groups) - unfrozen_layers :] if unfrozen_layers else []
+    unfrozen = [groups[g] for g in unfrozen_span(len(groups), unfrozen_layers, block_start)]
     depth_of = {
         id(layer): len(unfrozen) - 1 - g for g, group in enumerate(unfrozen) for layer in group
     }

@@ -9,7 +9,14 @@ full fine-tuning. BatchNormalization layers are governed separately by the Batch
   moving statistics) during ``fit``. Passing ``training=False`` to the base is *not* enough once the
   base is trainable (keras-team/keras#20285).
 * ``adapt``: like ``frozen``, after the moving statistics were re-estimated on the target data.
-* ``train``: BatchNormalization layers above the lowest unfrozen layer train, in training mode.
+* ``train``: BatchNormalization layers above the lowest unfrozen layer train, in training mode
+  (with a block below the top, those up to the first frozen layer above the block).
+
+Surgical fine-tuning (Lee et al., 2023): ``block_start`` puts the unfrozen layers lower, as a
+contiguous block of ``unfrozen_layers`` layers (or blocks) whose lowest is ``block_start``,
+counted from the bottom (0: the first layer with weights). A start too high for the block to
+fit below the top is lowered until it does: ``block_start >= depth - unfrozen_layers`` (and
+``None``) is unfreezing from the top.
 """
 
 from __future__ import annotations
@@ -86,10 +93,31 @@ def batchnorm_layers(base: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in _leaf_layers(base) if is_batchnorm(layer)]
 
 
+def unfrozen_span(depth: int, unfrozen_layers: int, block_start: int | None = None) -> range:
+    """The groups (bottom to top, 0-based) a trial unfreezes out of ``depth``: the top
+    ``unfrozen_layers``, or with ``block_start`` the block of that many starting there (lowered
+    until it fits below the top)."""
+    if not 0 <= unfrozen_layers <= depth:
+        raise ValueError(f"unfrozen_layers={unfrozen_layers} is outside 0..{depth}")
+    if block_start is None:
+        return range(depth - unfrozen_layers, depth)
+    if isinstance(block_start, bool) or not 0 <= block_start <= depth:
+        raise ValueError(
+            f"block_start={block_start} is outside 0..{depth} (counted from the bottom layer, 0)"
+        )
+    start = min(block_start, depth - unfrozen_layers)
+    return range(start, start + unfrozen_layers)
+
+
 def freeze(
-    base: keras.Model, unfrozen_layers: int, batchnorm: str = "frozen", unfreeze_by: str = "layers"
+    base: keras.Model,
+    unfrozen_layers: int,
+    batchnorm: str = "frozen",
+    unfreeze_by: str = "layers",
+    block_start: int | None = None,
 ) -> None:
-    """Make the top ``unfrozen_layers`` weighted layers (or blocks) of ``base`` trainable.
+    """Make the top ``unfrozen_layers`` weighted layers (or blocks) of ``base`` trainable, or
+    with ``block_start`` the contiguous block of that many starting there (:func:`unfrozen_span`).
 
     Everything else is frozen. Takes effect at the next ``compile()``.
     """
@@ -99,7 +127,9 @@ def freeze(
             f"unfrozen_layers={unfrozen_layers} is outside 0..{len(groups)}: the base "
             f"'{base.name}' has {len(groups)} {unfreeze_by} with weights (BatchNorm excluded)"
         )
-    candidates = [layer for group in groups[len(groups) - unfrozen_layers :] for layer in group]
+    span = unfrozen_span(len(groups), unfrozen_layers, block_start)
+    candidates = [layer for g in span for layer in groups[g]]
+    above = [layer for g in range(span.stop, len(groups)) for layer in groups[g]]
     if batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm={batchnorm!r}; expected one of {BATCHNORM_MODES}")
     base.trainable = True  # Containers must be trainable for their leaves' flags to count.
@@ -108,10 +138,16 @@ def freeze(
     lowest_unfrozen = (
         min(i for i, layer in enumerate(leaves) if id(layer) in unfrozen) if unfrozen else None
     )
+    frozen_above = {id(layer) for layer in above}
+    first_frozen_above = min(
+        (i for i, layer in enumerate(leaves) if id(layer) in frozen_above), default=len(leaves)
+    )
     for i, layer in enumerate(leaves):
         if is_batchnorm(layer):
             layer.trainable = (
-                batchnorm == "train" and lowest_unfrozen is not None and i > lowest_unfrozen
+                batchnorm == "train"
+                and lowest_unfrozen is not None
+                and lowest_unfrozen < i < first_frozen_above
             )
         else:
             layer.trainable = id(layer) in unfrozen
@@ -394,3 +430,29 @@ def domain_shift_scores(
         )
         scores[layer.name] = float(np.mean(np.sqrt(np.clip(1 - coef, 0.0, 1.0))))
     return scores
+
+
+def shift_profile(
+    base: keras.Model, scores: dict[str, float], unfreeze_by: str = "layers"
+) -> list[dict[str, object]]:
+    """The per-layer BatchNorm shift profile of ``base``, bottom to top, in the units
+    "unfrozen layers" counts (weighted layers, or blocks): for each, its name, the mean
+    :func:`domain_shift_scores` score of the BatchNorm layers that normalise its outputs (those
+    after it and before the next weighted layer; None where it has none) and how many there are.
+    BatchNorm layers below the first weighted layer count with the first."""
+    groups = layer_groups(base, unfreeze_by)
+    group_of = {id(layer): g for g, group in enumerate(groups) for layer in group}
+    found: list[list[float]] = [[] for _ in groups]
+    current = 0
+    for layer in _leaf_layers(base):
+        current = group_of.get(id(layer), current)
+        if is_batchnorm(layer) and layer.name in scores and groups:
+            found[current].append(float(scores[layer.name]))
+    return [
+        {
+            "name": block_name(group[0].name) if unfreeze_by == "blocks" else group[0].name,
+            "shift": float(np.mean(values)) if values else None,
+            "batchnorm": len(values),
+        }
+        for group, values in zip(groups, found, strict=True)
+    ]

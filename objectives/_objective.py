@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import optuna
 
-from thaw._keys import CONTINUES, TRIAL_EPOCHS
+from thaw._keys import CONTINUES, TRIAL_EPOCHS, UNFROZEN_BLOCK
 from thaw.objectives._cache import (
     CACHE_FROZEN,
     CACHEABLE_BATCHNORM,
@@ -43,9 +43,13 @@ from thaw.objectives._model import (
     adapt_batchnorm,
     adapt_images_per_pass,
     batchnorm_layers,
+    block_name,
     build_model,
     domain_shift_scores,
     freeze,
+    layer_groups,
+    shift_profile,
+    unfrozen_span,
 )
 from thaw.objectives._probes import BatchStatsRunner, probe_sample
 from thaw.objectives._release import released_custom_gradients, settle_heap
@@ -372,6 +376,7 @@ class FineTuneObjective:
             0 if warmup else params.unfrozen_layers,
             params.batchnorm,
             self.pretrained.unfreeze_by,
+            params.block_start,
         )
         augment = None
         if params.augment > 0:
@@ -439,6 +444,30 @@ class FineTuneObjective:
                 ]
             self.feature_cache.put(key, tuple(stats), to_disk=True)
 
+    def unfrozen_block(self, params: TrialParams) -> dict[str, object]:
+        """The layers (or blocks) ``params`` unfreezes, as stored on its trial
+        (``thaw:unfrozen_block``): ``start`` and ``stop`` counted from the bottom (0-based,
+        ``stop`` excluded), the names of the lowest and highest, and whether it is the top."""
+        groups = layer_groups(self.pretrained.model, self.pretrained.unfreeze_by)
+        span = unfrozen_span(len(groups), params.unfrozen_layers, params.block_start)
+        names = [
+            block_name(g[0].name) if self.pretrained.unfreeze_by == "blocks" else g[0].name
+            for g in groups
+        ]
+        return {
+            "start": span.start,
+            "stop": span.stop,
+            "first": names[span.start] if len(span) else None,
+            "last": names[span.stop - 1] if len(span) else None,
+            "top": span.stop == len(groups),
+            "depth": len(groups),
+        }
+
+    def shift_profile(self, scores: dict[str, float]) -> list[dict[str, object]]:
+        """``objectives._model.shift_profile`` of the pretrained base for ``scores`` (the
+        ``layers`` of :meth:`domain_shift`)."""
+        return shift_profile(self.pretrained.model, scores, self.pretrained.unfreeze_by)
+
     def domain_shift(self) -> dict[str, object]:
         """The pretrained base's BatchNorm statistics against the target training images."""
         count = len(batchnorm_layers(self.pretrained.model))
@@ -465,6 +494,7 @@ class FineTuneObjective:
                 params.unfrozen_layers,
                 self.pretrained.unfreeze_by,
                 params.lr_decay,
+                params.block_start,
             )
             optimizer = FineTuneAdamW(
                 learning_rate=params.learning_rate,
@@ -525,7 +555,13 @@ class FineTuneObjective:
                 if reporter.pruned_at is not None or reporter.diverged_at is not None:
                     break
                 base = model_base(model)
-                freeze(base, params.unfrozen_layers, params.batchnorm, self.pretrained.unfreeze_by)
+                freeze(
+                    base,
+                    params.unfrozen_layers,
+                    params.batchnorm,
+                    self.pretrained.unfreeze_by,
+                    params.block_start,
+                )
                 self._compile(model, params)
             if epochs <= initial_epoch:
                 continue
@@ -740,6 +776,8 @@ class FineTuneObjective:
         trial.set_user_attr("seed", seed)
         keras.utils.set_random_seed(seed)
         model = self.build(params)
+        if params.block_start is not None:
+            trial.set_user_attr(UNFROZEN_BLOCK, self.unfrozen_block(params))
         self._resumed = self._continue(trial, params, model)
         history = TrialHistory(self.metrics)
         reporter = self.fit(trial, model, params, history)
@@ -766,7 +804,13 @@ class FineTuneObjective:
         if self.settings.warmup_epochs > 0:
             # build() froze the base for a warm-up that a continued trial has had already.
             base = model_base(model)
-            freeze(base, params.unfrozen_layers, params.batchnorm, self.pretrained.unfreeze_by)
+            freeze(
+                base,
+                params.unfrozen_layers,
+                params.batchnorm,
+                self.pretrained.unfreeze_by,
+                params.block_start,
+            )
             self._compile(model, params)
         # After compiling: what compiling copies (L2-SP's anchors) stays the pretrained weights.
         model.set_weights(kept[2])

@@ -43,6 +43,9 @@ class TrialParams:
     lr_decay: float = 1.0
     #: Augmentation strength in [0, 1] (0: none).
     augment: float = 0.0
+    #: Surgical fine-tuning: the lowest unfrozen layer (or block), counted from the bottom
+    #: (None: the unfrozen layers are the top ones). See ``objectives._model.unfrozen_span``.
+    block_start: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class SearchSpace:
     l2sp: FloatRange | None = None
     lr_decay: FloatRange | None = None
     augment: FloatRange | None = None
+    #: Surgical fine-tuning: the range of the unfrozen block's lowest layer (None: the top).
+    block_start: IntRange | None = None
 
     def suggest(self, trial: optuna.Trial) -> TrialParams:
         batchnorm = self.batchnorm[0]
@@ -79,5 +84,8 @@ class SearchSpace:
             dropout=self.dropout.suggest(trial, "dropout"),
             weight_decay=self.weight_decay.suggest(trial, "weight_decay"),
             batchnorm=batchnorm,
+            block_start=(
+                None if self.block_start is None else self.block_start.suggest(trial, "block_start")
+            ),
             **methods,
         )

@@ -20,6 +20,7 @@ import optuna
 from thaw._keys import DETERMINISM, DOMAIN_SHIFT
 from thaw.reports._attrs import as_float, as_str
 from thaw.reports._ranking import RankingInfo, RankingRow, VerdictDetail
+from thaw.reports._surgical import SurgicalInfo, get_surgical_info
 from thaw.reports.diagnosis import VERDICTS, StudyDiagnosis, Thresholds, diagnose_study
 
 IMPORTANCE_TITLES = {
@@ -103,6 +104,8 @@ class DiagnosisInfo:
     domain_shift: DomainShiftInfo
     climb_data: Mapping[str, Any] = field(default_factory=dict)
     """The climb summary as data (counts, climbed trials, findings with their splits)."""
+    surgical: SurgicalInfo | None = None
+    """The BatchNorm shift profile and the unfrozen blocks against the top (None: neither)."""
 
 
 def run_diagnosis(study: optuna.Study, thresholds: Thresholds | None = None) -> StudyDiagnosis:
@@ -135,6 +138,7 @@ def get_diagnosis_info(
         importances=get_importance_info(diagnosis),
         domain_shift=get_domain_shift_info(diagnosis),
         climb_data=climb.to_dict(),
+        surgical=get_surgical_info(study),
     )
 
 

@@ -1077,6 +1077,49 @@ def _domain_shift_blocks(diagnosis: DiagnosisInfo) -> list[Block]:
         if len(shift.layers) > len(shown):
             blocks.append(Para(f"{len(shift.layers) - len(shown)} less shifted layers not listed."))
     blocks.append(Para(f"Indirect evidence from the trials: {shift.feature_extraction_sentence}"))
+    return blocks + _surgical_blocks(diagnosis)
+
+
+#: Rows of the BatchNorm shift profile the report lists (bottom first).
+MAX_PROFILE_ROWS = 60
+
+
+def _surgical_blocks(diagnosis: DiagnosisInfo) -> list[Block]:
+    """The per-layer BatchNorm shift profile, where it points, and the blocks tried."""
+    info = diagnosis.surgical
+    if info is None:
+        return []
+    blocks: list[Block] = [
+        Heading("BatchNorm shift profile", id="shift-profile"),
+        Para(info.sentence, id="shift-profile-block"),
+    ]
+    shown = info.groups[:MAX_PROFILE_ROWS]
+    if shown:
+        top = max((g.shift for g in shown if g.shift is not None), default=0.0) or 1.0
+        blocks.append(
+            Table(
+                (f"{info.unit[:-1]} (bottom first)", "shift", "block"),
+                ("left", "left", "left"),
+                tuple(
+                    (
+                        g.name,
+                        MISSING if g.shift is None else f"{g.shift:.2f}",
+                        "profile's block" if g.in_block else "",
+                    )
+                    for g in shown
+                ),
+                bars={
+                    (i, 1): (g.shift / top, g.in_block)
+                    for i, g in enumerate(shown)
+                    if g.shift is not None
+                },
+                id="shift-profile-table",
+            )
+        )
+        if len(info.groups) > len(shown):
+            blocks.append(Para(f"{len(info.groups) - len(shown)} higher {info.unit} not listed."))
+    if info.comparisons:
+        blocks.append(Bullets(tuple(c.sentence for c in info.comparisons), id="surgical"))
     return blocks
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,9 @@ HIGH_SHIFT = 0.25
 FULL = "full fine-tuning"
 PARTIAL = "partial fine-tuning"
 FEATURES = "feature extraction"
+#: Surgical fine-tuning (Lee et al., 2023): as many layers as partial fine-tuning, in the block
+#: the BatchNorm shift profile points to (:func:`profile_block`), when ``block_start`` is searched.
+SURGICAL = "surgical fine-tuning"
 #: The three textbook strategies: (name, unfrozen layers from the top (None: all), learning rate).
 TEXTBOOK: tuple[tuple[str, int | None, float], ...] = (
     (FULL, None, 1e-3),
@@ -81,11 +85,61 @@ def textbook_params(space: SearchSpace, strategy: str, batchnorm: str | None) ->
                 ("l2sp", space.l2sp, "low"),
                 ("lr_decay", space.lr_decay, "high"),
                 ("augment", space.augment, "low"),
+                ("block_start", space.block_start, "high"),  # the top when the range reaches it
             ):
                 if bounds is not None:
                     params[method] = getattr(bounds, weakest)
             return params
     raise ValueError(f"unknown strategy {strategy!r}; expected one of {[t[0] for t in TEXTBOOK]}")
+
+
+def profile_block(shifts: Sequence[float | None], size: int) -> int | None:
+    """Where a BatchNorm shift profile points: the lowest group (0 = bottom) of the contiguous
+    block of ``size`` groups in which the shift *arises* most.
+
+    The profile (bottom to top, one score per layer or block; None where no BatchNorm layer
+    normalises it) is read as increments: each group adds ``max(0, score - score below)`` (the
+    score below the first measured group is 0; a group without a score adds 0 and passes the
+    score below on). The block is the window of ``size`` groups with the largest sum of
+    increments; ties go to the lowest window. An input-level shift (blur, noise, colour)
+    changes the statistics of the first layers and the deeper ones inherit it: the block is
+    the bottom. None when ``size`` is not in ``1..len(shifts)`` or nothing was measured.
+    """
+    if not 1 <= size <= len(shifts) or all(v is None for v in shifts):
+        return None
+    below = 0.0
+    rises: list[float] = []
+    for value in shifts:
+        if value is None or not math.isfinite(value):
+            rises.append(0.0)
+            continue
+        rises.append(max(0.0, float(value) - below))
+        below = float(value)
+    sums = [sum(rises[i : i + size]) for i in range(len(shifts) - size + 1)]
+    best = max(sums)
+    return next(i for i, total in enumerate(sums) if total >= best - 1e-12)
+
+
+def surgical_size(space: SearchSpace) -> int:
+    """The layers the surgical trial unfreezes: those of the textbook partial trial."""
+    return int(textbook_params(space, PARTIAL, None)["unfrozen_layers"])
+
+
+def surgical_start(space: SearchSpace, shifts: Sequence[float | None] | None) -> int | None:
+    """The ``block_start`` of the informed start's surgical trial: where the profile points
+    for the partial trial's number of layers, clamped into the searched range; None when
+    ``block_start`` is not searched, the profile points nowhere, or the block would be the top
+    (the partial trial already is that)."""
+    if space.block_start is None or not shifts:
+        return None
+    size = surgical_size(space)
+    start = profile_block(shifts, size)
+    if start is None:
+        return None
+    start = int(_clamp(start, space.block_start.low, space.block_start.high))
+    if start >= len(shifts) - size:
+        return None
+    return start
 
 
 def portfolio_order(shift: float | None, modes: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -173,6 +227,7 @@ def informed_start(
     shift: float | None,
     *,
     rates: dict[str, float] | None = None,
+    profile: Sequence[float | None] | None = None,
 ) -> list[StartTrial]:
     """The portfolio of the informed start: every textbook strategy in every BatchNorm mode of
     the space, best bets first (see :func:`portfolio_order`).
@@ -183,8 +238,13 @@ def informed_start(
     that change the statistics first, but keeps ``frozen``: the score says the statistics
     differ, not which mode wins. The portfolio is screened at low fidelity
     (:func:`screen_rungs`, :class:`ScreenedStart`) before one survivor trains at full length.
+
+    With ``block_start`` searched and a BatchNorm shift ``profile`` (bottom to top), a surgical
+    trial follows the first partial one: the same parameters, its layers the block the profile
+    points to (:func:`surgical_start`), so the two compare.
     """
     modes = tuple(space.batchnorm)
+    block = surgical_start(space, profile)
     order = portfolio_order(shift, modes)
     for strategy, _, _ in TEXTBOOK:
         for mode in modes:
@@ -205,6 +265,8 @@ def informed_start(
         if any(t.strategy == label for t in out):
             continue
         out.append(StartTrial(label, params))
+        if strategy == PARTIAL and block is not None and all(t.strategy != SURGICAL for t in out):
+            out.append(StartTrial(SURGICAL, {**params, "block_start": block}))
     return out
 
 

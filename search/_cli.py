@@ -251,10 +251,82 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------- inspect
 
 
+def _stored_profile(config: Any) -> Any:
+    """The study's ``thaw:shift_profile`` when its storage holds it (None otherwise; nothing
+    is created)."""
+    from thaw._keys import SHIFT_PROFILE
+    from thaw.search._study import StorageError, open_storage, study_exists
+
+    try:
+        storage = open_storage(str(config.storage), must_exist=True)
+    except StorageError:
+        return None
+    if not study_exists(storage, config.name):
+        return None
+    import optuna
+
+    return optuna.load_study(study_name=config.name, storage=storage).user_attrs.get(SHIFT_PROFILE)
+
+
+def _inspect_study(args: argparse.Namespace) -> int:
+    """``thaw inspect study.yaml``: the study's model, and its BatchNorm shift profile (stored
+    at creation; measured on the training images when the study does not exist yet)."""
+    config = _load_config(args.model_source)
+    _import_keras_quietly()
+    from thaw.objectives import (
+        DataSourceError,
+        FineTuneObjective,
+        ModelSourceError,
+        load_data,
+        load_pretrained,
+        unfreeze_table,
+    )
+    from thaw.reports._surgical import profile_groups
+    from thaw.search._config import StudyFileError
+    from thaw.search._study import profile_attr
+
+    try:
+        pretrained = load_pretrained(config.model)
+    except ModelSourceError as exc:
+        raise UserError(f"{config.where}: {exc}") from None
+    unit = pretrained.unfreeze_by
+    rows = unfreeze_table(pretrained.model, unit)
+    attr = _stored_profile(config)
+    origin = "stored when the study was created"
+    if attr is None:
+        try:
+            data = load_data(config.data, pretrained.input_shape)
+            space = config.space.resolve(pretrained.num_layers, unit)
+            objective = FineTuneObjective(pretrained, data, space, config.train, seed=config.seed)
+            shift = objective.domain_shift()
+        except (DataSourceError, StudyFileError, ValueError) as exc:
+            raise UserError(f"{config.where}: {exc}") from None
+        layers = shift.get("layers")
+        groups = objective.shift_profile(layers) if isinstance(layers, dict) else []
+        attr = profile_attr(config, pretrained.num_layers, unit, groups)
+        origin = "measured now on the training images (the study does not exist yet)"
+    _, profile, sentence = profile_groups(attr)
+    print(
+        f"{pretrained.description}: input {pretrained.input_shape}, {len(rows)} {unit} with weights"
+    )
+    print(f"BatchNorm shift profile, {origin}:")
+    print(f"{'unfrozen':>8}  {'name':<34} {'params':>10} {'shift':>6}  block")
+    for row in rows:
+        group = profile[len(rows) - row.unfrozen] if len(profile) == len(rows) else None
+        score = "-" if group is None or group.shift is None else f"{group.shift:.3f}"
+        mark = "profile's block" if group is not None and group.in_block else ""
+        line = f"{row.unfrozen:>8}  {row.name[:34]:<34} {row.params:>10,} {score:>6}  {mark}"
+        print(line.rstrip())
+    print(sentence)
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from thaw.objectives import APPLICATION_NAMES, ModelSource, ModelSourceError
 
     source = args.model_source
+    if source.endswith((".yaml", ".yml")):
+        return _inspect_study(args)
     input_shape = None
     if args.input_shape:
         try:
@@ -539,7 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="list a model's layers (or blocks) from the top, to choose unfrozen_layers"
     )
     inspect.add_argument(
-        "model_source", help="'demo', a keras.applications name (MobileNetV2) or a .keras file"
+        "model_source",
+        help="'demo', a keras.applications name (MobileNetV2), a .keras file, or a study file "
+        "(its model with the BatchNorm shift profile of its data)",
     )
     inspect.add_argument("--weights", default="none", help="imagenet, none, or a weights file")
     inspect.add_argument("--input-shape", help="H,W,C for an application, e.g. 96,96,3")

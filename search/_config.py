@@ -80,6 +80,9 @@ class SpaceConfig:
     l2sp: FloatRange | None = None
     lr_decay: FloatRange | None = None
     augment: FloatRange | None = None
+    #: Surgical fine-tuning: (low, high) of the unfrozen block's lowest layer counted from the
+    #: bottom, ``high`` may be ``"all"`` (None: the unfrozen layers are the top ones).
+    block_start: tuple[int, int | str] | None = None
 
     def resolve(self, num_layers: int, unit: str = "layers") -> SearchSpace:
         """The search space for a base with ``num_layers`` weighted layers (or blocks)."""
@@ -93,6 +96,18 @@ class SpaceConfig:
             raise StudyFileError(
                 f"search_space.unfrozen_layers: low={self.unfrozen_low} > high={high}"
             )
+        block = None
+        if self.block_start is not None:
+            block_low, block_high = self.block_start
+            top = num_layers if block_high == ALL else int(block_high)
+            if top > num_layers or block_low > top:
+                raise StudyFileError(
+                    f"search_space.block_start: [{block_low}, {block_high}] is beyond the "
+                    f"model's depth: it has {num_layers} {unit} with weights (BatchNorm "
+                    f"excluded), counted from 0 at the bottom; use a range inside 0..{num_layers} "
+                    "or high: all"
+                )
+            block = IntRange(int(block_low), top)
         return SearchSpace(
             unfrozen_layers=IntRange(self.unfrozen_low, high),
             learning_rate=self.learning_rate,
@@ -102,6 +117,7 @@ class SpaceConfig:
             l2sp=self.l2sp,
             lr_decay=self.lr_decay,
             augment=self.augment,
+            block_start=block,
         )
 
 
@@ -159,7 +175,7 @@ class StudyConfig:
             return json.loads(json.dumps(asdict(obj), default=str, sort_keys=True))
 
         space = plain(self.space)
-        for method in OPTIONAL_METHODS:  # off: the hash of a study file written before them
+        for method in (*OPTIONAL_METHODS, "block_start"):  # off: the hash of older study files
             if space.get(method) is None:
                 space.pop(method, None)
         return {
@@ -345,7 +361,30 @@ def _space(space: SpaceSection) -> SpaceConfig:
         ),
         batchnorm=tuple(dict.fromkeys(batchnorm)),
         **{name: _method_range(where, getattr(space, name), name) for name in OPTIONAL_METHODS},
+        block_start=_block_start(where, space.block_start),
     )
+
+
+def _block_start(where: str, value: Any) -> tuple[int, int | str] | None:
+    """``search_space.block_start``: integer bounds >= 0 (``high`` may be ``all``); None when
+    absent. The model's depth is checked once it is loaded (``SpaceConfig.resolve``)."""
+    if value is None:
+        return None
+    low, high, log = _bounds(f"{where}.block_start", value)
+    if log:
+        raise StudyFileError(f"{where}.block_start cannot be log-scaled; remove 'log'")
+    for label, v in (("low", low), ("high", high)):
+        if label == "high" and v == ALL:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise StudyFileError(
+                f"{where}.block_start.{label} must be an integer >= 0 (0 is the bottom layer)"
+                + (" or 'all'" if label == "high" else "")
+                + f", got {v!r}"
+            )
+    if isinstance(high, int) and low > high:
+        raise StudyFileError(f"{where}.block_start: low={low} > high={high}; swap them")
+    return int(low), high if high == ALL else int(high)
 
 
 def _resolve_path(base_dir: Path, value: str) -> Path:

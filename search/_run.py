@@ -251,12 +251,15 @@ def run_study(
         # The informed start is sized to the budget the run is given.
         config = replace(config, budget_epochs=options.budget_epochs)
     shift = None
+    profile = None
     range_test = None
     if needs_creation(optuna_storage, config.name):
         # Measured before the study is created (or completed, when a run killed while creating
         # it left it half-created): the informed start is chosen with it.
         try:
             shift = objective.domain_shift()
+            layers = shift.get("layers")
+            profile = objective.shift_profile(layers) if isinstance(layers, dict) else None
         except ValueError as exc:
             _logger.warning("Domain-shift score not measured: %s", exc)
         if (
@@ -278,6 +281,7 @@ def run_study(
             unfreeze_by=pretrained.unfreeze_by,
             range_test=range_test,
             model_fingerprint=model_fp,
+            shift_profile=profile,
         )
     except StudyMismatchError as exc:
         raise RunError(str(exc)) from None

@@ -184,6 +184,12 @@ class SpaceSection(_Section):
         description="augmentation strength in [0, 1]: flips, rotations, zooms, contrast "
         "(not searched when absent)",
     )
+    block_start: Bounds | None = Field(
+        None,
+        description="surgical fine-tuning: the lowest unfrozen layer (or block), counted from "
+        "the bottom (0) up to 'all'; the unfrozen layers are then a block starting there, not "
+        "the top ones (not searched when absent)",
+    )
 
 
 def _switch(key: str, on: str | None) -> Any:

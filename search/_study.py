@@ -29,6 +29,7 @@ from thaw._keys import (
     NUM_LAYERS,
     OBJECTIVE_METRIC,
     RANGE_TEST,
+    SHIFT_PROFILE,
     VERSION,
 )
 from thaw._version import __version__
@@ -36,9 +37,11 @@ from thaw.search._budget import (
     best_trial,
     fit_start_to_budget,
     informed_start,
+    profile_block,
     sampler_seed,
     start_label,
     start_queue,
+    surgical_size,
 )
 from thaw.search._config import (
     PrunerConfig,
@@ -377,6 +380,7 @@ def create_or_resume(
     unfreeze_by: str = "layers",
     range_test: dict[str, Any] | None = None,
     model_fingerprint: str | None = None,
+    shift_profile: list[dict[str, Any]] | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Return the study and whether it was resumed. Refuses a changed search space or data.
 
@@ -401,6 +405,7 @@ def create_or_resume(
             unfreeze_by=unfreeze_by,
             range_test=range_test,
             model_fingerprint=model_fingerprint,
+            shift_profile=shift_profile,
         )
         _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
         return study, False
@@ -569,8 +574,12 @@ def complete_creation(
     unfreeze_by: str = "layers",
     range_test: dict[str, Any] | None = None,
     model_fingerprint: str | None = None,
+    shift_profile: list[dict[str, Any]] | None = None,
 ) -> None:
     """Store the study's attrs and queue the informed start's trials not queued yet.
+
+    ``shift_profile``: the per-layer BatchNorm shift profile (``objectives.shift_profile``),
+    stored with the block it points to as ``thaw:shift_profile``.
 
     ``thaw:config_hash`` is written last: a study without it is half-created, and the next run
     completes it (:func:`create_or_resume`).
@@ -589,13 +598,54 @@ def complete_creation(
         study.set_user_attr(RANGE_TEST, range_test)
     else:
         range_test = study.user_attrs.get(RANGE_TEST)
+    if shift_profile is not None:
+        study.set_user_attr(
+            SHIFT_PROFILE, profile_attr(config, num_layers, unfreeze_by, shift_profile)
+        )
+    profile = profile_shifts(study.user_attrs.get(SHIFT_PROFILE))
     if config.reference_trials:
         queued = {start_label(t) for t in study.get_trials(deepcopy=False)}
         shift = _overall_shift(domain_shift)
-        for ref in reference_configurations(config, num_layers, shift, unfreeze_by, range_test):
+        for ref in reference_configurations(
+            config, num_layers, shift, unfreeze_by, range_test, profile=profile
+        ):
             if ref["strategy"] not in queued:
                 study.enqueue_trial(ref["params"], user_attrs=ref["user_attrs"])
     study.set_user_attr(CONFIG_HASH, config.config_hash())
+
+
+def profile_attr(
+    config: StudyConfig, num_layers: int, unfreeze_by: str, groups: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``thaw:shift_profile``: the profile's groups and the block it points to for the
+    textbook partial trial's number of layers (``search._budget.profile_block``)."""
+    shifts = profile_shifts({"groups": groups}) or []
+    size = surgical_size(config.space.resolve(num_layers, unfreeze_by))
+    start = profile_block(shifts, size)
+    block = None
+    if start is not None:
+        block = {
+            "start": start,
+            "size": size,
+            "first": groups[start].get("name"),
+            "last": groups[start + size - 1].get("name"),
+            "top": start + size == len(groups),
+        }
+    return {"unit": unfreeze_by, "groups": groups, "block": block}
+
+
+def profile_shifts(attr: Any) -> list[float | None] | None:
+    """The scores of a stored ``thaw:shift_profile``, bottom to top (None: no profile)."""
+    if not isinstance(attr, dict) or not isinstance(attr.get("groups"), list):
+        return None
+    out: list[float | None] = []
+    for group in attr["groups"]:
+        value = group.get("shift") if isinstance(group, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out.append(float(value))
+        else:
+            out.append(None)
+    return out
 
 
 def _overall_shift(domain_shift: dict[str, Any] | None) -> float | None:
@@ -609,6 +659,8 @@ def reference_configurations(
     shift: float | None = None,
     unfreeze_by: str = "layers",
     range_test: dict[str, Any] | None = None,
+    *,
+    profile: list[float | None] | None = None,
 ) -> list[dict[str, Any]]:
     """The trials queued at creation: the informed start's portfolio (textbook strategies in
     every BatchNorm mode, at the range test's rates, clamped into the search space), as the
@@ -616,7 +668,7 @@ def reference_configurations(
     ``{"strategy": label, "params": ..., "user_attrs": ...}``."""
     space = narrowed_space(config.space.resolve(num_layers, unfreeze_by), range_test)
     start, rungs = fit_start_to_budget(
-        informed_start(space, shift, rates=range_test_rates(range_test)),
+        informed_start(space, shift, rates=range_test_rates(range_test), profile=profile),
         config.train.epochs,
         config.pruner.reduction_factor,
         config.budget_epochs,

@@ -29,8 +29,10 @@ __all__ = [
     "RETRY_OF",
     "SCREEN",
     "SCREEN_WINNER",
+    "SHIFT_PROFILE",
     "CONTINUES",
     "TRIAL_EPOCHS",
+    "UNFROZEN_BLOCK",
     "VERSION",
     "WORKER",
 ]
@@ -125,3 +127,14 @@ LOST = "thaw:lost"
 
 #: Trial attr of a retry: ``{"trial": number, "reason": ...}``.
 RETRY_OF = "thaw:retry_of"
+
+#: Study attr: the per-layer BatchNorm shift profile measured at creation, bottom to top, in the
+#: units "unfrozen layers" counts: ``{"unit": "layers" | "blocks", "groups": [{"name": ...,
+#: "shift": score or None, "batchnorm": count}], "block": {"start": i, "size": k, "first": name,
+#: "last": name} or None}`` (``block``: where the profile points, by ``search._budget``'s rule).
+SHIFT_PROFILE = "thaw:shift_profile"
+
+#: Trial attr of a trial that unfroze a block (``search_space.block_start``): ``{"start": i,
+#: "stop": j, "first": name, "last": name, "top": bool, "depth": n}``, counted from the bottom
+#: (``stop`` excluded); ``top`` when the block reaches the top (the usual unfreezing).
+UNFROZEN_BLOCK = "thaw:unfrozen_block"

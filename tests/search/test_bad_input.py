@@ -261,6 +261,24 @@ CASES: list[Case] = [
         {"search_space.augment": [-0.5, 0.5]},
     ),
     Case(
+        "block start negative",
+        "config",
+        "search_space.block_start.low must be an integer >= 0 (0 is the bottom layer), got -1",
+        {"search_space.block_start": [-1, 1]},
+    ),
+    Case(
+        "block start beyond the model's depth",
+        "config",
+        "search_space.block_start: [0, 9] is beyond the model's depth: it has 2 layers",
+        {"search_space.block_start": [0, 9]},
+    ),
+    Case(
+        "block start log-scaled",
+        "config",
+        "search_space.block_start cannot be log-scaled",
+        {"search_space.block_start": {"low": 0, "high": 1, "log": True}},
+    ),
+    Case(
         "unknown batchnorm mode",
         "config",
         "search_space.batchnorm must be a list drawn from",
