@@ -157,3 +157,45 @@ def test_task_multilabel_reads_one_hot_rows_as_labels_and_refuses_a_bad_keyword(
     assert len(data.y_train) + len(data.y_val) == 12
     with pytest.raises(StudyFileError, match="task is 'multi'; expected one of: auto, multiclass"):
         notebook_config(object(), (x, one_hot), task="multi", study_name="s")
+
+
+def test_the_readme_multilabel_snippet_is_a_valid_study_file(tmp_path: Path) -> None:
+    import re
+
+    from thaw.search import load_study_file
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Multi-label targets")
+    (snippet,) = re.findall(r"```yaml\n(.*?)```", text[start : text.index("\n### ", start)], re.S)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "labels.npz").write_bytes(b"")
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: labels\n{snippet}", encoding="utf-8")
+    config = load_study_file(path)
+    assert config.data.task == "multilabel"
+    assert config.data.class_names == ("cat", "dog", "outdoors")
+    assert config.train.metrics == ("auc", "f1")
+
+
+ML_CHANCE = {"task": "multilabel", "loss": 0.4, "accuracy": 0.7}
+
+
+@pytest.mark.parametrize(
+    ("metric", "chance", "expected"),
+    [
+        ("val_loss", ML_CHANCE, 0.4),
+        ("val_accuracy", ML_CHANCE, 0.7),
+        ("val_auc", ML_CHANCE, 0.5),
+        ("val_f1", ML_CHANCE, None),
+        ("val_loss", {"task": "multiclass", "loss": 1.0986, "accuracy": 0.333}, np.log(3)),
+        ("val_loss", None, np.log(3)),
+        ("val_accuracy", None, 1 / 3),
+    ],
+)
+def test_the_pruner_reads_the_chance_level_of_the_task(
+    metric: str, chance: dict[str, Any] | None, expected: float | None
+) -> None:
+    from thaw.search._study import pruner_chance
+
+    got = pruner_chance(metric, 3, chance)
+    assert got == (pytest.approx(expected) if expected is not None else None)
