@@ -10,7 +10,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from thaw.objectives._data import ArrayData, DataSource, DataSourceError, load_npz
+from thaw.objectives._data import (
+    TASKS,
+    ArrayData,
+    DataSource,
+    DataSourceError,
+    chance_levels,
+    load_npz,
+    multilabel_chance,
+    resolve_labels,
+)
 from thaw.objectives._pruning import ExplainingPruner, record_prune_reason
 from thaw.objectives._space import FloatRange, IntRange, SearchSpace, TrialParams
 from thaw.objectives._specs import (
@@ -107,9 +116,13 @@ __all__ = [
     "ModelSourceError",
     "OBJECTIVE_METRICS",
     "SearchSpace",
+    "TASKS",
     "TrainSettings",
     "TrialParams",
+    "chance_levels",
     "load_npz",
+    "multilabel_chance",
     "record_prune_reason",
+    "resolve_labels",
     *sorted(_LAZY),
 ]

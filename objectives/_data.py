@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,9 +15,14 @@ if TYPE_CHECKING:
     from thaw.objectives._images import StreamedImages
 
 
+#: What ``data.task`` accepts: ``auto`` reads the labels' shape (see :func:`resolve_labels`).
+TASKS: tuple[str, ...] = ("auto", "multiclass", "multilabel")
+
+
 @dataclass(frozen=True)
 class ArrayData:
-    """Training and validation images (uint8 or float, NHWC) with integer labels."""
+    """Training and validation images (uint8 or float, NHWC) with integer labels, or with
+    ``multilabel``, rows of 0/1 (float32, one column per label in ``class_names``)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -29,6 +35,8 @@ class ArrayData:
     digest: str | None = None
     #: Files in the class folders that are not images (README.txt, .DS_Store): not used.
     ignored_files: tuple[str, ...] = field(default=())
+    #: Each image has any number of the labels (a sigmoid head, binary cross-entropy).
+    multilabel: bool = False
 
     def __post_init__(self) -> None:
         if len(self.x_train) != len(self.y_train):
@@ -57,7 +65,10 @@ class ArrayData:
                 f"training images have shape {tuple(self.x_train.shape[1:])} but validation "
                 f"images {tuple(self.x_val.shape[1:])}; they must match"
             )
-        check_labels(self.y_train, self.y_val, self.class_names)
+        if self.multilabel:
+            check_multilabel(self.y_train, self.y_val, self.class_names)
+        else:
+            check_labels(self.y_train, self.y_val, self.class_names)
 
     @property
     def num_classes(self) -> int:
@@ -68,6 +79,9 @@ class ArrayData:
         return tuple(int(d) for d in self.x_train.shape[1:])
 
     def counts(self, labels: np.ndarray) -> list[int]:
+        """Images per class; for a multi-label target, images that have each label."""
+        if self.multilabel:
+            return [int(c) for c in np.asarray(labels).sum(axis=0)]
         return [int(c) for c in np.bincount(labels, minlength=self.num_classes)]
 
     def fingerprint(self) -> str:
@@ -75,6 +89,8 @@ class ArrayData:
         if self.digest is not None:
             return self.digest
         h = hashlib.sha256()
+        if self.multilabel:
+            h.update(b"multilabel\0")
         for name in self.class_names:
             h.update(name.encode() + b"\0")
         for arr in (self.x_train, self.y_train, self.x_val, self.y_val):
@@ -84,7 +100,9 @@ class ArrayData:
         return h.hexdigest()
 
     def summary(self) -> dict[str, object]:
+        task = {"task": "multilabel"} if self.multilabel else {}
         return {
+            **task,
             "fingerprint": self.fingerprint(),
             "source": self.source,
             "class_names": list(self.class_names),
@@ -153,6 +171,142 @@ def check_labels(y_train: np.ndarray, y_val: np.ndarray, class_names: tuple[str,
         )
 
 
+def check_multilabel(y_train: np.ndarray, y_val: np.ndarray, label_names: tuple[str, ...]) -> None:
+    """Rows of 0/1, one column per name in ``label_names``, in both splits; every label has
+    training images that have it. Raises ``ValueError`` naming what is wrong."""
+    k = len(label_names)
+    for name, y in (("y_train", y_train), ("y_val", y_val)):
+        if y.ndim != 2 or y.shape[1] != k:
+            raise ValueError(
+                f"{name} must be rows of 0/1 with one column per label ({k}), got shape "
+                f"{tuple(y.shape)}"
+            )
+        if len(y) == 0:
+            raise ValueError(f"{name} is empty; training and validation both need images")
+        _zero_one(name, y)
+    never = [int(j) for j in np.flatnonzero(np.asarray(y_train).sum(axis=0) == 0)]
+    if never:
+        raise ValueError(
+            f"label {label_names[never[0]]!r} (column {never[0]}) is 0 for every training image"
+            f"{f' (and {len(never) - 1} more labels)' if len(never) > 1 else ''}; add images "
+            "that have it or drop the column"
+        )
+
+
+def _zero_one(name: str, y: np.ndarray) -> None:
+    """Refuse a label array that holds anything but 0 and 1, with the values seen."""
+    if y.dtype == bool:
+        return
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise ValueError(f"{name} must hold numbers, got dtype {y.dtype}")
+    bad = y[(y != 0) & (y != 1)]
+    if bad.size:
+        seen = list(dict.fromkeys(float(v) for v in bad.ravel()[:50].tolist()))
+        shown = ", ".join(f"{v:g}" for v in seen[:3])
+        raise ValueError(
+            f"{name} has labels of shape {tuple(y.shape)} with values other than 0 and 1 "
+            f"(such as {shown}); give one integer class label per image, one-hot rows, or for "
+            "a multi-label target rows of 0/1, one column per label"
+        )
+
+
+def resolve_labels(
+    labels: dict[str, np.ndarray], task: str = "auto"
+) -> tuple[dict[str, np.ndarray], bool]:
+    """The labels of each split (name -> array) as the fit takes them, and whether the target
+    is multi-label.
+
+    ``multiclass``: one integer label per image (a column ``(n, 1)`` is read as one; one-hot
+    rows become their index). ``multilabel``: 2-D rows of 0/1 with the same number of columns in
+    every split, as float32. ``auto``: multi-label when the labels are 2-D rows of 0/1 of which
+    some row does not hold exactly one 1 (so one-hot rows stay single-label), else
+    ``multiclass``. Raises ``ValueError`` naming the split and the values received.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}; expected one of: {', '.join(TASKS)}")
+    arrays = {name: np.asarray(y) for name, y in labels.items()}
+    wide = {name: y for name, y in arrays.items() if y.ndim == 2 and y.shape[1] > 1}
+    if task == "auto" and wide:
+        for name, y in wide.items():
+            _zero_one(name, y)
+        if len(wide) < len(arrays):
+            narrow = next(name for name in arrays if name not in wide)
+            raise ValueError(
+                f"{next(iter(wide))} has rows of 0/1 labels of shape "
+                f"{tuple(next(iter(wide.values())).shape)} but {narrow} has shape "
+                f"{tuple(arrays[narrow].shape)}; give both splits labels of the same form"
+            )
+        one_hot = all(np.all(y.sum(axis=1) == 1) for y in wide.values())
+        task = "multiclass" if one_hot else "multilabel"
+    if task == "multilabel":
+        columns: dict[str, int] = {}
+        for name, y in arrays.items():
+            if y.ndim != 2:
+                raise ValueError(
+                    f"{name} must be rows of 0/1, one column per label, for a multi-label "
+                    f"target; got shape {tuple(y.shape)}"
+                )
+            _zero_one(name, y)
+            columns[name] = int(y.shape[1])
+        if len(set(columns.values())) > 1:
+            (a, ka), (b, kb) = list(columns.items())[:2]
+            raise ValueError(
+                f"{a} has {ka} label columns but {b} has {kb}; every split needs one column "
+                "per label, in the same order"
+            )
+        if min(columns.values(), default=2) < 2:
+            raise ValueError(
+                "a multi-label target needs at least two label columns; a single 0/1 label is "
+                "two classes: give it as integer labels 0 and 1"
+            )
+        return {name: y.astype("float32") for name, y in arrays.items()}, True
+    out = {}
+    for name, y in arrays.items():
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        elif y.ndim == 2:
+            _zero_one(name, y)
+            if not np.all(y.sum(axis=1) == 1):
+                raise ValueError(
+                    f"{name} labels of shape {tuple(y.shape)} are not one-hot rows; give one "
+                    "integer class label per image (or data.task: multilabel for rows of 0/1)"
+                )
+            y = y.argmax(axis=1)
+        out[name] = _integer_labels(name, y)
+    return out, False
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """H(p) = -p ln p - (1 - p) ln(1 - p) in nats, 0 at p = 0 and p = 1."""
+    p = np.asarray(p, dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = -(p * np.log(p)) - (1.0 - p) * np.log(1.0 - p)
+    return np.where((p <= 0.0) | (p >= 1.0), 0.0, terms)
+
+
+def multilabel_chance(y_train: np.ndarray | None) -> dict[str, float]:
+    """Chance levels of a multi-label target: those of the best constant guess, each label's
+    training frequency p. Loss: the mean over labels of H(p) (the binary cross-entropy of that
+    guess); accuracy: the mean over labels of max(p, 1 - p). Without labels: ln 2 and 0.5."""
+    if y_train is None or len(y_train) == 0:
+        return {"loss": math.log(2.0), "accuracy": 0.5}
+    p = np.asarray(y_train, dtype="float64").mean(axis=0)
+    return {
+        "loss": float(binary_entropy(p).mean()),
+        "accuracy": float(np.maximum(p, 1.0 - p).mean()),
+    }
+
+
+def chance_levels(data: Any) -> dict[str, Any]:
+    """The study's ``thaw:task`` and ``thaw:chance`` of ``data`` (an :class:`ArrayData` or
+    streamed images): multi-label, from its training labels (:func:`multilabel_chance`);
+    otherwise ln K and 1/K."""
+    if getattr(data, "multilabel", False):
+        return {"task": "multilabel", **multilabel_chance(data.y_train)}
+    k = int(data.num_classes)
+    return {"task": "multiclass", "loss": math.log(k), "accuracy": 1.0 / k}
+
+
 @dataclass(frozen=True)
 class DataSource:
     """Target data: the embedded demo domain, ``.npz`` arrays, an image folder, or arrays held
@@ -168,10 +322,21 @@ class DataSource:
     #: Above this estimate (decoded images plus their float copy), stream batches from files.
     max_memory_mb: int = 2048
     instance: InMemory | None = None
+    #: ``auto`` | ``multiclass`` | ``multilabel`` (:func:`resolve_labels`); an image folder is
+    #: single-label.
+    task: str = "auto"
 
 
-def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
-    """Arrays ``x_train``, ``y_train``, ``x_val``, ``y_val`` (NHWC images, integer labels)."""
+#: Why an image folder cannot be a multi-label target.
+MULTILABEL_FOLDER = (
+    "data.task: multilabel needs npz arrays or thaw.run(data=...) arrays: an image folder has "
+    "one class per image (its subfolder); save the images with rows of 0/1 labels as .npz"
+)
+
+
+def load_npz(path: str, class_names: tuple[str, ...] = (), task: str = "auto") -> ArrayData:
+    """Arrays ``x_train``, ``y_train``, ``x_val``, ``y_val``: NHWC images, and integer labels or
+    (multi-label) rows of 0/1, as :func:`resolve_labels` reads them for ``task``."""
     import os
 
     if not os.path.exists(path):
@@ -197,7 +362,23 @@ def load_npz(path: str, class_names: tuple[str, ...] = ()) -> ArrayData:
             raise
         raise DataSourceError(f"cannot read {path} as .npz arrays: {exc}") from None
     try:
-        labels = {k: _integer_labels(k, arrays[k]) for k in ("y_train", "y_val")}
+        labels, multilabel = resolve_labels({k: arrays[k] for k in ("y_train", "y_val")}, task)
+        if multilabel:
+            k = int(labels["y_train"].shape[1])
+            if class_names and len(class_names) != k:
+                raise ValueError(
+                    f"the labels have {k} columns but data.class_names names "
+                    f"{len(class_names)} ({', '.join(class_names)}); give one name per column"
+                )
+            return ArrayData(
+                x_train=arrays["x_train"],
+                y_train=labels["y_train"],
+                x_val=arrays["x_val"],
+                y_val=labels["y_val"],
+                class_names=class_names or tuple(f"label_{i}" for i in range(k)),
+                source=str(path),
+                multilabel=True,
+            )
         top = max((int(y.max()) for y in labels.values() if y.size), default=0)
         if class_names and top >= len(class_names):
             raise ValueError(
@@ -247,6 +428,8 @@ def load_data(
     if source.kind == "directory":
         from pathlib import Path
 
+        if source.task == "multilabel":
+            raise DataSourceError(MULTILABEL_FOLDER)
         from thaw.objectives._images import estimated_bytes, load_image_folder, stream_image_folder
 
         if not source.path:
@@ -285,7 +468,7 @@ def load_data(
     if source.kind == "npz":
         if not source.path:
             raise DataSourceError("data.path is required for npz data")
-        return load_npz(source.path, source.class_names)
+        return load_npz(source.path, source.class_names, source.task)
     raise DataSourceError(f"unknown data kind {source.kind!r}")
 
 
@@ -300,6 +483,11 @@ def class_weights(
     naming a class that is not one."""
     if setting is None:
         return None
+    if np.asarray(y_train).ndim == 2:
+        raise ValueError(
+            "train.class_weight is not defined for a multi-label target (Keras weighs each image "
+            "by one class); remove it"
+        )
     k = len(class_names)
     if setting == "balanced":
         counts = np.bincount(np.asarray(y_train, dtype="int64"), minlength=k)

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from thaw.objectives._data import ArrayData, DataSource, DataSourceError, _integer_labels
+from thaw.objectives._data import ArrayData, DataSource, DataSourceError, resolve_labels
 from thaw.objectives._specs import InMemory, ModelSource, ModelSourceError
 
 #: Most batches read from a dataset that does not end (``repeat()``) before giving up.
@@ -107,26 +107,8 @@ def _batches(data: Any, what: str) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def _labels(y: np.ndarray, what: str) -> np.ndarray:
-    """Integer labels; one-hot rows become their index."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    elif y.ndim == 2:
-        if not (np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)):
-            raise DataSourceError(
-                f"{what}: labels of shape {tuple(y.shape)} are not one-hot rows; give one integer "
-                "class label per image"
-            )
-        y = y.argmax(axis=1)
-    try:
-        return _integer_labels(f"{what} labels", y)
-    except ValueError as exc:
-        raise DataSourceError(str(exc)) from None
-
-
-def to_arrays(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` numpy arrays of images and integer labels from arrays or a dataset."""
+def _raw_arrays(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` numpy arrays from arrays or a dataset, the labels as given."""
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
             raise DataSourceError(f"{what} must be a pair (x, y), got {len(data)} items")
@@ -143,19 +125,37 @@ def to_arrays(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
             f"{what}: images must be (count, height, width, channels), got shape "
             f"{tuple(x.shape)}; add a channel axis for grayscale images"
         )
-    y = _labels(y, what)
     if len(x) != len(y):
         raise DataSourceError(f"{what}: {len(x)} images but {len(y)} labels")
     return x, y
 
 
+def _resolved(labels: dict[str, np.ndarray], task: str) -> tuple[dict[str, np.ndarray], bool]:
+    try:
+        return resolve_labels(labels, task)
+    except ValueError as exc:
+        raise DataSourceError(str(exc)) from None
+
+
+def to_arrays(data: Any, what: str = "data", task: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` numpy arrays of images and labels from arrays or a dataset: integer labels
+    (one-hot rows become their index), or for a multi-label target rows of 0/1 (float32), as
+    :func:`~thaw.objectives._data.resolve_labels` reads them for ``task``."""
+    x, y = _raw_arrays(data, what)
+    labels, _ = _resolved({f"y of {what}": y}, task)
+    return x, labels[f"y of {what}"]
+
+
 def _split(
     x: np.ndarray, y: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A stratified split: ``fraction`` of each class (at least one image) for validation."""
+    """A stratified split: ``fraction`` of each class (at least one image) for validation.
+    Multi-label rows (2-D ``y``): ``fraction`` of the images, drawn at random (seeded)."""
     rng = np.random.default_rng(seed)
     val: list[int] = []
-    for label in np.unique(y):
+    if y.ndim == 2:
+        val = rng.permutation(len(y))[: max(1, round(len(y) * fraction))].tolist()
+    for label in np.unique(y) if y.ndim == 1 else ():
         index = rng.permutation(np.flatnonzero(y == label))
         if len(index) > 1:
             val.extend(index[: max(1, round(len(index) * fraction))].tolist())
@@ -171,18 +171,27 @@ def memory_data_source(
     class_names: tuple[str, ...] = (),
     val_fraction: float = 0.2,
     seed: int = 0,
+    task: str = "auto",
 ) -> DataSource:
     """A :class:`DataSource` holding ``data`` (and ``validation_data``) read into arrays.
 
-    Without ``validation_data``, ``val_fraction`` of each class is held out (seeded).
+    Without ``validation_data``, ``val_fraction`` of each class is held out (seeded; of a
+    multi-label target, that fraction of the images). ``task``: ``auto``, ``multiclass`` or
+    ``multilabel`` (:func:`~thaw.objectives._data.resolve_labels`), read from both splits'
+    labels together.
     """
-    x, y = to_arrays(data, "data")
+    x, y = _raw_arrays(data, "data")
     if validation_data is None:
         if not 0.0 < val_fraction < 1.0:
             raise DataSourceError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-        x, y, x_val, y_val = _split(x, y, val_fraction, seed)
+        labels, multilabel = _resolved({"y of data": y}, task)
+        x, y, x_val, y_val = _split(x, labels["y of data"], val_fraction, seed)
     else:
-        x_val, y_val = to_arrays(validation_data, "validation_data")
+        x_val, y_val = _raw_arrays(validation_data, "validation_data")
+        labels, multilabel = _resolved({"y of data": y, "y of validation_data": y_val}, task)
+        y, y_val = labels["y of data"], labels["y of validation_data"]
+    if multilabel:
+        return _multilabel_source(x, y, x_val, y_val, class_names, val_fraction, seed)
     top = int(max(y.max(), y_val.max()))
     if class_names and top >= len(class_names):
         raise DataSourceError(
@@ -204,4 +213,38 @@ def memory_data_source(
             arrays.fingerprint(),
             f"{len(y)} training and {len(y_val)} validation images",
         ),
+    )
+
+
+def _multilabel_source(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    class_names: tuple[str, ...],
+    val_fraction: float,
+    seed: int,
+) -> DataSource:
+    k = int(y.shape[1])
+    if class_names and len(class_names) != k:
+        raise DataSourceError(
+            f"the labels have {k} columns but class_names names {len(class_names)}; give one "
+            "name per column"
+        )
+    names = tuple(class_names) or tuple(f"label_{i}" for i in range(k))
+    try:
+        arrays = ArrayData(x, y, x_val, y_val, names, source="in-memory arrays", multilabel=True)
+    except ValueError as exc:
+        raise DataSourceError(str(exc)) from None
+    return DataSource(
+        kind="memory",
+        seed=seed,
+        class_names=names,
+        val_fraction=val_fraction,
+        instance=InMemory(
+            arrays,
+            arrays.fingerprint(),
+            f"{len(y)} training and {len(y_val)} validation images, {k} labels each 0 or 1",
+        ),
+        task="multilabel",
     )

@@ -5,6 +5,11 @@ Keras' ``AUC`` and ``F1Score`` take one-hot labels; these take the integer label
 (one-hot inside, the number of classes read off the predictions). ``auc`` is the micro-averaged
 ROC AUC over the classes (0.5: chance), ``f1`` the macro-averaged F1 score of the predicted
 class. Each is logged as ``auc``/``val_auc`` and ``f1``/``val_f1``.
+
+A multi-label target (rows of 0/1, a sigmoid per label) gets Keras' own: ``auc`` is
+``AUC(multi_label=True)``, the ROC AUC of each label averaged over the labels, and ``f1`` is
+``F1Score(average="macro", threshold=0.5)``, each label's F1 at threshold 0.5 averaged over the
+labels.
 """
 
 from __future__ import annotations
@@ -42,11 +47,16 @@ class SparseF1(keras.metrics.F1Score):
         return super().update_state(_one_hot(y_true, y_pred), predicted, sample_weight)
 
 
-def extra_metrics(names: tuple[str, ...]) -> list[keras.metrics.Metric]:
-    """Fresh metric objects for ``names`` (each compile gets its own)."""
+def extra_metrics(names: tuple[str, ...], multilabel: bool = False) -> list[keras.metrics.Metric]:
+    """Fresh metric objects for ``names`` (each compile gets its own); ``multilabel``: of a
+    sigmoid-per-label model on rows of 0/1."""
     made: list[keras.metrics.Metric] = []
     for name in names:
-        if name == "auc":
+        if multilabel and name == "auc":
+            made.append(keras.metrics.AUC(multi_label=True, name="auc"))
+        elif multilabel and name == "f1":
+            made.append(keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"))
+        elif name == "auc":
             made.append(SparseAUC(name="auc"))
         elif name == "f1":
             made.append(SparseF1(name="f1"))

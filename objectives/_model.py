@@ -161,12 +161,15 @@ def build_model(
     head: Callable[..., Any] | None = None,
     weight_decay: float = 0.0,
     augment: keras.layers.Layer | None = None,
+    multilabel: bool = False,
 ) -> keras.Model:
-    """Put a new classification head on ``base``: global pooling if needed, dropout, dense.
+    """Put a new classification head on ``base``: global pooling if needed, dropout, dense
+    (softmax over the classes; with ``multilabel``, one sigmoid per label).
 
     ``head``: your own, called as ``head(x, dropout=..., weight_decay=..., num_classes=...)``
     on the base's output tensor ``x`` (as it is: pool it yourself), with the trial's dropout and
-    weight decay; it returns the class probabilities (softmax over ``num_classes``). AdamW
+    weight decay; it returns the class probabilities (softmax over ``num_classes``; for a
+    multi-label target, one sigmoid per label: ``num_classes`` is the number of labels). AdamW
     applies the weight decay to every trained weight already: a head that adds a kernel
     regulariser with it decays its weights twice. ``augment``: layers in front of the base
     (active in training only).
@@ -195,7 +198,10 @@ def build_model(
         )
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name="head_dense"
+        num_classes,
+        activation="sigmoid" if multilabel else "softmax",
+        dtype="float32",
+        name="head_dense",
     )(x)
     return keras.Model(inputs, outputs, name=name)
 

@@ -128,17 +128,23 @@ def compile_model(
     jit_compile: bool | str = False,
     metrics: tuple[str, ...] = (),
     optimizer: keras.optimizers.Optimizer | None = None,
+    multilabel: bool = False,
 ) -> None:
     """Compile with AdamW (or ``optimizer``); must run after every change of ``trainable``.
     ``metrics``: extra metrics by name (``objectives._metrics``: ``auc``, ``f1``) beside the
-    accuracy."""
+    accuracy. ``multilabel``: rows of 0/1 labels, binary cross-entropy and binary accuracy
+    (logged as ``accuracy``: the fraction of the image-label pairs right at threshold 0.5);
+    otherwise integer labels, sparse categorical cross-entropy and accuracy."""
     from thaw.objectives._metrics import extra_metrics
 
+    accuracy: str | keras.metrics.Metric = (
+        keras.metrics.BinaryAccuracy(name="accuracy") if multilabel else "accuracy"
+    )
     model.compile(
         optimizer=optimizer
         or keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy", *extra_metrics(metrics)],
+        loss="binary_crossentropy" if multilabel else "sparse_categorical_crossentropy",
+        metrics=[accuracy, *extra_metrics(metrics, multilabel=multilabel)],
         jit_compile=jit_compile,
     )
 
@@ -232,6 +238,7 @@ class FineTuneObjective:
                     name="thaw_head_check",
                     head=pretrained.head,
                     weight_decay=space.weight_decay.low,
+                    multilabel=getattr(data, "multilabel", False),
                 )
             except Exception as exc:  # noqa: BLE001 - the user's code: any error is theirs
                 raise ValueError(
@@ -248,6 +255,8 @@ class FineTuneObjective:
         self.metrics: tuple[str, ...] = extra
         #: Keras' class_weight of every fit (None: unweighted).
         self.class_weight = class_weights(settings.class_weight, data.y_train, data.class_names)
+        #: Rows of 0/1 labels: a sigmoid head and binary cross-entropy.
+        self.multilabel: bool = bool(getattr(data, "multilabel", False))
         self.pretrained = pretrained
         self.data = data
         self.space = space
@@ -390,6 +399,7 @@ class FineTuneObjective:
             head=self.pretrained.head,
             weight_decay=params.weight_decay,
             augment=augment,
+            multilabel=self.multilabel,
         )
         self._compile(model, params)
         return model
@@ -510,6 +520,7 @@ class FineTuneObjective:
             jit_compile=self.settings.jit_compile,
             metrics=self.metrics,
             optimizer=optimizer,
+            multilabel=self.multilabel,
         )
         build_training_state(model, self.data.y_train)
 

@@ -65,10 +65,13 @@ def probe_sample(y: np.ndarray, size: int, seed: int = 0) -> np.ndarray | None:
     """
     if size < 0:
         raise ValueError(f"probe sample size {size}; expected >= 0")
-    labels = np.asarray(y).reshape(-1)
+    labels = np.asarray(y)
     if size >= len(labels):
         return None
     rng = np.random.default_rng(seed)
+    if labels.ndim == 2:  # rows of 0/1 labels (multi-label): a seeded random sample
+        return rng.permutation(len(labels))[:size].astype("int64")
+    labels = labels.reshape(-1)
     classes = rng.permutation(np.unique(labels))  # which class goes first in each turn
     by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
     # Round-robin over the classes: position k of every class before position k + 1 of any.
@@ -80,8 +83,22 @@ def probe_sample(y: np.ndarray, size: int, seed: int = 0) -> np.ndarray | None:
 
 
 def _cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
+    """The loss the fit logs: cross-entropy of integer labels, or binary cross-entropy (mean
+    over images and labels) of rows of 0/1 labels."""
+    if np.ndim(y) == 2:
+        p = np.clip(np.asarray(probs, dtype="float64"), 1e-7, 1.0 - 1e-7)
+        t = np.asarray(y, dtype="float64")
+        return float(-np.mean(t * np.log(p) + (1.0 - t) * np.log(1.0 - p)))
     p = np.clip(probs[np.arange(len(y)), y.astype(int)], 1e-7, 1.0)
     return float(-np.mean(np.log(p)))
+
+
+def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy as the fit logs it: of the predicted class, or for rows of 0/1 labels the
+    fraction of image-label pairs right at threshold 0.5."""
+    if np.ndim(y) == 2:
+        return float(np.mean((np.asarray(probs) > 0.5) == (np.asarray(y) > 0.5)))
+    return float(np.mean(np.argmax(probs, axis=-1) == y))
 
 
 def inference_metrics(
@@ -105,12 +122,12 @@ def inference_metrics(
         except Exception as exc:  # noqa: BLE001 - an unclonable model is measured as below
             _logger.debug("inference pass without a runner: %s: %s", type(exc).__name__, exc)
         else:
-            return _cross_entropy(probs, y), float(np.mean(np.argmax(probs, axis=-1) == y))
+            return _cross_entropy(probs, y), _accuracy(probs, y)
     measured = _evaluated(model, x, y, batch_size)
     if measured is not None:
         return measured
     probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
-    return _cross_entropy(probs, y), float(np.mean(np.argmax(probs, axis=-1) == y))
+    return _cross_entropy(probs, y), _accuracy(probs, y)
 
 
 def _evaluated(
@@ -118,7 +135,8 @@ def _evaluated(
 ) -> tuple[float, float] | None:
     if not getattr(model, "compiled", False):
         return None
-    if getattr(model, "loss", None) != "sparse_categorical_crossentropy" or model.losses:
+    losses = ("sparse_categorical_crossentropy", "binary_crossentropy")
+    if getattr(model, "loss", None) not in losses or model.losses:
         return None
     result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     if not isinstance(result, dict) or "loss" not in result or "accuracy" not in result:

@@ -18,6 +18,9 @@ from thaw.reports.diagnosis import (
     CAUSE_WORDS,
     next_move,
     propose_moves,
+    study_chance,
+    study_chance_loss,
+    study_multilabel,
     study_num_classes,
     study_verdicts,
     trial_cause,
@@ -180,13 +183,17 @@ def _nothing_learnt(study: optuna.Study, trials: Sequence[FrozenTrial]) -> str |
         for t in judged
         if isinstance(v := t.user_attrs.get("best_val_loss"), (int, float)) and math.isfinite(v)
     ]
-    if classes is not None and classes >= 2 and losses:
-        chance = math.log(classes)
+    chance = study_chance_loss(study.user_attrs)
+    if chance is not None and losses:
         best = min(losses)
         if best >= 0.9 * chance:
+            named = f"ln {classes}"
+            if study_multilabel(study.user_attrs):
+                stored = study_chance(study.user_attrs) is not None
+                named = "the labels' entropy" if stored else "ln 2"
             return (
                 f"the best validation loss, {best:.3g}, is near the chance level "
-                f"(ln {classes} = {chance:.3g})"
+                f"({named} = {chance:.3g})"
             )
     verdicts = study_verdicts(study)  # every trial's verdicts in one pass
     causes = [

@@ -178,9 +178,12 @@ class StudyConfig:
         for method in (*OPTIONAL_METHODS, "block_start"):  # off: the hash of older study files
             if space.get(method) is None:
                 space.pop(method, None)
+        data = plain(self.data)
+        if data.get("task") == "auto":  # the hash of a study file written before data.task
+            data.pop("task")
         return {
             "model": plain(self.model),
-            "data": plain(self.data),
+            "data": data,
             "search_space": space,
             "train": plain(self.train),
         }
@@ -469,6 +472,14 @@ def _data(data: DataSection, base_dir: Path) -> DataSource:
         path = str(resolved)
     elif data.path is not None:
         raise StudyFileError(f"data.path is not used with data.source: {kind}; remove it")
+    if data.task == "multilabel" and kind != "npz":
+        from thaw.objectives._data import MULTILABEL_FOLDER
+
+        raise StudyFileError(
+            MULTILABEL_FOLDER
+            if kind == "directory"
+            else f"data.task: multilabel needs npz arrays; data.source: {kind} is single-label"
+        )
     val_path = data.val_path
     if val_path is not None:
         if kind != "directory":
@@ -488,6 +499,7 @@ def _data(data: DataSection, base_dir: Path) -> DataSource:
         val_fraction=data.val_fraction,
         max_skipped_fraction=data.max_skipped_fraction,
         max_memory_mb=data.max_memory_mb,
+        task=data.task,
     )
 
 
@@ -536,6 +548,11 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
     train_values = {k: v for k, v in train.model_dump().items() if k in settings}
     if isinstance(train_values.get("class_weight"), Mapping):
         train_values["class_weight"] = tuple(train_values["class_weight"].items())
+    if study.data.task == "multilabel" and train_values.get("class_weight") is not None:
+        raise StudyFileError(
+            "train.class_weight is not defined for a multi-label target (Keras weighs each image "
+            "by one class); remove it"
+        )
 
     return StudyConfig(
         name=name,

@@ -158,7 +158,7 @@ def validation_loss(objective: Any, model: keras.Model) -> float:
     """``model``'s loss on the objective's validation data, as the fit measured it."""
     from thaw.objectives import compile_model
 
-    compile_model(model, 1e-3, 0.0)
+    compile_model(model, 1e-3, 0.0, multilabel=bool(getattr(objective, "multilabel", False)))
     fit_data = objective._fit_data(0)
     validation = fit_data["validation_data"]
     if isinstance(validation, tuple):

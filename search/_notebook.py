@@ -5,7 +5,8 @@ The keywords are the study file's keys: its top-level keys (``n_trials``, ``obje
 ``seed``, ``storage``, ``sampler``, ``pruner``, ``budget_epochs``, ...), ``space`` (the
 ``search_space`` section), every ``train`` key (``epochs``, ``batch_size``, ...) or a ``train``
 mapping, and for the model ``cut_at``, ``input_shape`` and ``unfreeze_by``, for the data
-``class_names`` and ``val_fraction``. They are validated by the study file's schema, so a wrong
+``class_names``, ``val_fraction`` and ``task`` (``auto``, ``multiclass`` or ``multilabel``).
+They are validated by the study file's schema, so a wrong
 one gets the same one line a study file would; the typed :class:`StudyConfig` they build is the
 one a study file builds, with sources of kind ``memory``.
 """
@@ -23,7 +24,7 @@ from thaw.search._schema import StudyFile, TrainSection, unknown_key_message
 
 #: Keywords that describe the in-memory model or data rather than a study-file section.
 MODEL_KEYWORDS: tuple[str, ...] = ("cut_at", "input_shape", "unfreeze_by")
-DATA_KEYWORDS: tuple[str, ...] = ("class_names", "val_fraction")
+DATA_KEYWORDS: tuple[str, ...] = ("class_names", "val_fraction", "task")
 #: Top-level study-file keys a keyword sets as they are.
 TOP_KEYWORDS: tuple[str, ...] = tuple(
     k for k in StudyFile.model_fields if k not in ("name", "model", "data", "search_space")
@@ -65,6 +66,9 @@ def notebook_config(
             raise StudyFileError(unknown_key_message("", key, allowed).replace("key", "keyword", 1))
     model_options = {k: settings.pop(k) for k in MODEL_KEYWORDS if k in settings}
     data_options = {k: settings.pop(k) for k in DATA_KEYWORDS if k in settings}
+    task = data_options.get("task", "auto")
+    if task not in ("auto", "multiclass", "multilabel"):
+        raise StudyFileError(f"task is {task!r}; expected one of: auto, multiclass, multilabel")
     raw: dict[str, Any] = copy.deepcopy(dict(base.raw)) if base is not None else {}
     raw.pop("model", None)
     raw.pop("data", None)
@@ -108,6 +112,7 @@ def notebook_config(
         class_names=tuple(class_names),
         val_fraction=float(fraction),
         seed=config.seed,
+        task=task,
     )
     return replace(config, model=model_source, data=data_source, from_file=base is not None)
 

@@ -209,6 +209,7 @@ def run_study(
         DataSourceError,
         FineTuneObjective,
         ModelSourceError,
+        chance_levels,
         configure_device,
         load_data,
         load_pretrained,
@@ -282,6 +283,7 @@ def run_study(
             range_test=range_test,
             model_fingerprint=model_fp,
             shift_profile=profile,
+            chance=chance_levels(data),
         )
     except StudyMismatchError as exc:
         raise RunError(str(exc)) from None
@@ -364,7 +366,7 @@ def run_study(
         f"{f' on {workers} workers' if workers > 1 else ''}.\n"
         f"Model: {pretrained.description}, {pretrained.num_layers} {pretrained.unfreeze_by} with "
         f"weights; data: {len(data.y_train)} training and {len(data.y_val)} validation images, "
-        f"{data.num_classes} classes.\n"
+        f"{data.num_classes} {'labels (multi-label)' if objective.multilabel else 'classes'}.\n"
         f"Device: {', '.join(device.gpus) or 'CPU'}"
         f"{', mixed precision' if device.mixed_precision else ''}."
     )

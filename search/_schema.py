@@ -151,7 +151,12 @@ class DataSection(_Section):
     )
     seed: int = Field(0, description="seed of the validation split")
     class_names: Annotated[list[str], Expect("a list of strings")] = Field(
-        default_factory=list, description="names of the classes (npz)"
+        default_factory=list, description="names of the classes (npz); multilabel: of the labels"
+    )
+    task: Literal["auto", "multiclass", "multilabel"] = Field(
+        "auto",
+        description="multilabel: y rows of 0/1, one column per label (a sigmoid head, binary "
+        "cross-entropy; npz or arrays only); auto: multilabel when y is 2-D 0/1 and not one-hot",
     )
 
 

@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from optuna.trial import TrialState
 
 from thaw._keys import (
     BUDGET_EPOCHS,
+    CHANCE,
     CONFIG,
     CONFIG_HASH,
     DATA,
@@ -30,6 +32,7 @@ from thaw._keys import (
     OBJECTIVE_METRIC,
     RANGE_TEST,
     SHIFT_PROFILE,
+    TASK,
     VERSION,
 )
 from thaw._version import __version__
@@ -381,16 +384,19 @@ def create_or_resume(
     range_test: dict[str, Any] | None = None,
     model_fingerprint: str | None = None,
     shift_profile: list[dict[str, Any]] | None = None,
+    chance: Mapping[str, Any] | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Return the study and whether it was resumed. Refuses a changed search space or data.
 
     A new study stores ``domain_shift`` and starts with the informed start (when
     ``reference_trials``); the sampler's seed depends on the trials the study already holds, so
-    a resumed study does not repeat its configurations.
+    a resumed study does not repeat its configurations. ``chance``: the target's task and
+    chance levels (``objectives.chance_levels``), stored as ``thaw:task`` and ``thaw:chance``
+    and read by the pruner; without it, ln K and 1/K of the classes.
     """
     classes = num_classes or len(data_summary.get("class_names") or []) or None
-    chance = chance_value(classes, config.train.metric) if classes and classes >= 2 else None
-    pruner = make_pruner(config.pruner, config.train.epochs, chance=chance)
+    floor = pruner_chance(config.train.metric, classes, chance)
+    pruner = make_pruner(config.pruner, config.train.epochs, chance=floor)
     config_hash = config.config_hash()
 
     def _finish_creation(study: optuna.Study) -> tuple[optuna.Study, bool]:
@@ -406,6 +412,7 @@ def create_or_resume(
             range_test=range_test,
             model_fingerprint=model_fingerprint,
             shift_profile=shift_profile,
+            chance=chance,
         )
         _attach_sampler(study, config, n_workers, sampler_salt, resumed=False)
         return study, False
@@ -564,6 +571,23 @@ def _half_created(study: optuna.Study) -> bool:
     )
 
 
+def pruner_chance(
+    metric: str, num_classes: int | None, chance: Mapping[str, Any] | None = None
+) -> float | None:
+    """The objective's chance-level value the pruner reads: of a multi-label target its chance
+    loss or accuracy (``chance``), 0.5 for ROC AUC and none for F1; else ``chance_value(K)``."""
+    if chance is not None and chance.get("task") == "multilabel":
+        value = {
+            "val_loss": chance.get("loss"),
+            "val_accuracy": chance.get("accuracy"),
+            "val_auc": 0.5,
+        }.get(metric)
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+    if num_classes is None or num_classes < 2:
+        return None
+    return chance_value(num_classes, metric)
+
+
 def complete_creation(
     study: optuna.Study,
     config: StudyConfig,
@@ -575,6 +599,7 @@ def complete_creation(
     range_test: dict[str, Any] | None = None,
     model_fingerprint: str | None = None,
     shift_profile: list[dict[str, Any]] | None = None,
+    chance: Mapping[str, Any] | None = None,
 ) -> None:
     """Store the study's attrs and queue the informed start's trials not queued yet.
 
@@ -589,6 +614,11 @@ def complete_creation(
     study.set_user_attr(OBJECTIVE_METRIC, config.train.metric)
     study.set_user_attr(NUM_LAYERS, num_layers)
     study.set_user_attr(DATA, data_summary)
+    if chance is not None:
+        study.set_user_attr(TASK, str(chance.get("task", "multiclass")))
+        study.set_user_attr(
+            CHANCE, {"loss": float(chance["loss"]), "accuracy": float(chance["accuracy"])}
+        )
     study.set_user_attr(MANIFEST, manifest())
     if model_fingerprint is not None:
         study.set_user_attr(MODEL_FINGERPRINT, model_fingerprint)

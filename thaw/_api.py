@@ -62,8 +62,10 @@ def run(
     - ``model``: a ``keras.Model``, searched as a model file is (its top classifier cut);
     - ``data`` and ``validation_data``: ``(images, labels)`` arrays, or a ``tf.data.Dataset`` or
       ``keras.utils.PyDataset`` of them, read once into memory; labels are class indices (or
-      one-hot rows). Without ``validation_data``, ``val_fraction`` (0.2) of each class is held
-      out;
+      one-hot rows), or for a multi-label target rows of 0/1, one column per label (``task``:
+      ``auto`` finds them, or ``multiclass``, ``multilabel``; a sigmoid head and binary
+      cross-entropy). Without ``validation_data``, ``val_fraction`` (0.2) of each class (of a
+      multi-label target, of the images) is held out;
     - ``head``: ``head(x, *, dropout, weight_decay, num_classes) -> probabilities`` builds the
       new head on the base's output ``x`` with the trial's dropout and weight decay (default:
       pooling, dropout, a softmax ``Dense``);
@@ -74,7 +76,7 @@ def run(
       section), the ``train`` keys (``epochs``, ``batch_size``, ``warmup_epochs``, ...),
       ``sampler``, ``pruner``, ``budget_epochs``, ``reference_trials``, ``loop``,
       ``lr_range_test``, ``keep_best``, ``diagnosis``; and ``cut_at``, ``input_shape``,
-      ``unfreeze_by``, ``class_names``, ``val_fraction``. Given with a study file, they
+      ``unfreeze_by``, ``class_names``, ``val_fraction``, ``task``. Given with a study file, they
       override its settings, and the model and data replace its own.
 
     Bad input raises :class:`thaw.RunError` before anything is trained; a Ctrl-C stops the run

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BUDGET_EPOCHS",
+    "CHANCE",
     "CONFIG",
     "CONFIG_HASH",
     "DATA",
@@ -30,6 +31,7 @@ __all__ = [
     "SCREEN",
     "SCREEN_WINNER",
     "SHIFT_PROFILE",
+    "TASK",
     "CONTINUES",
     "TRIAL_EPOCHS",
     "UNFROZEN_BLOCK",
@@ -83,6 +85,17 @@ NUM_LAYERS = "thaw:num_layers"
 
 #: Study attr: how many classes the target has (the chance level ln K).
 NUM_CLASSES = "thaw:num_classes"
+
+#: Study attr: what the target is: ``multiclass`` (one integer label per image, a softmax head,
+#: sparse categorical cross-entropy) or ``multilabel`` (a 0/1 row of labels per image, a sigmoid
+#: head, binary cross-entropy). Studies stored without it are ``multiclass``.
+TASK = "thaw:task"
+
+#: Study attr: the chance levels of the loss and the accuracy, ``{"loss": ..., "accuracy": ...}``:
+#: ln K and 1/K for ``multiclass``; for ``multilabel`` those of the best constant guess, each
+#: label's training frequency p: the mean over labels of the binary entropy H(p) and of
+#: max(p, 1 - p). Studies stored without it use ln K and 1/K.
+CHANCE = "thaw:chance"
 
 #: Study attr: what the data is (``class_names``, counts per split).
 DATA = "thaw:data"

@@ -63,7 +63,12 @@ class TrialCurves:
         prune_epoch: Epoch the trial was pruned at, if any.
         strategy: Textbook reference strategy name, if the trial is one.
         num_classes: Number of classes K of the target, when known: the chance level of a
-            cross-entropy is ln K and of the accuracy 1/K.
+            cross-entropy is ln K and of the accuracy 1/K. Of a multi-label target, the number
+            of labels.
+        multilabel: The target is multi-label (a sigmoid per label, binary cross-entropy, the
+            accuracy over image-label pairs).
+        chance_levels: (loss, accuracy) of a guess that has learnt nothing, as stored with the
+            study (``thaw:chance``); ``None``: ln K and 1/K (multi-label: ln 2 and 0.5).
         probes: End-of-trial measurements (user attr ``probes``, see ``objectives._probes``):
             ``train_loss``/``train_accuracy`` in inference mode, ``val_loss_moving_stats`` and
             ``val_loss_batch_stats`` (BatchNorm probe), ``weight_drift`` per unfrozen block.
@@ -82,6 +87,8 @@ class TrialCurves:
     strategy: str | None = None
     num_classes: int | None = None
     probes: Mapping[str, Any] = field(default_factory=dict)
+    multilabel: bool = False
+    chance_levels: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", dict(self.params))
@@ -101,6 +108,8 @@ class TrialCurves:
         *,
         intermediate_is_val_loss: bool = False,
         num_classes: int | None = None,
+        multilabel: bool = False,
+        chance_levels: tuple[float, float] | None = None,
     ) -> TrialCurves:
         """Read curves from a trial as stored by thaw (see ``docs/storage.md``).
 
@@ -132,6 +141,8 @@ class TrialCurves:
             strategy=strategy if isinstance(strategy, str) else None,
             num_classes=num_classes,
             probes=probes if isinstance(probes := attrs.get("probes"), Mapping) else {},
+            multilabel=multilabel,
+            chance_levels=chance_levels,
         )
 
     def _num(self, key: str) -> float | None:
@@ -165,13 +176,32 @@ class TrialCurves:
 
     @property
     def chance_loss(self) -> float | None:
-        """Cross-entropy of a uniform guess, ln K (``None`` when K is unknown)."""
+        """The loss of a guess that has learnt nothing: the stored level (``chance_levels``),
+        else the cross-entropy of a uniform guess, ln K (``None`` when K is unknown); of a
+        multi-label target without a stored level, ln 2."""
+        if self.chance_levels is not None:
+            return self.chance_levels[0]
+        if self.multilabel:
+            return math.log(2.0)
         return None if self.num_classes is None else math.log(self.num_classes)
 
     @property
     def chance_accuracy(self) -> float | None:
-        """Accuracy of a uniform guess, 1/K (``None`` when K is unknown)."""
+        """The accuracy of that guess: the stored level, else 1/K (``None`` when K is
+        unknown); of a multi-label target without a stored level, 0.5."""
+        if self.chance_levels is not None:
+            return self.chance_levels[1]
+        if self.multilabel:
+            return 0.5
         return None if self.num_classes is None else 1.0 / self.num_classes
+
+    @property
+    def chance_name(self) -> str:
+        """How the text names the chance loss: ``ln K``, or for a multi-label target the
+        labels' entropy (the binary cross-entropy of guessing each label's frequency)."""
+        if self.multilabel:
+            return "the labels' entropy" if self.chance_levels is not None else "ln 2"
+        return f"ln {self.num_classes}"
 
     def probe(self, key: str) -> float | None:
         """A numeric end-of-trial probe, or ``None``."""
@@ -404,7 +434,8 @@ def _val_stuck(
     curves: TrialCurves, val: dict[int, float], val_acc: dict[int, float], t: Thresholds
 ) -> bool:
     """Never left the chance band: val accuracy never clearly above 1/K (and the val loss never
-    clearly below ln K); judged on the loss alone when no accuracy was recorded."""
+    clearly below ln K; the stored chance levels of a multi-label target); judged on the loss
+    alone when no accuracy was recorded."""
     chance_loss, chance_acc = curves.chance_loss, curves.chance_accuracy
     if chance_loss is None or chance_acc is None or not val:
         return False

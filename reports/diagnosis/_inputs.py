@@ -9,6 +9,7 @@ number of classes and base layers; and the thresholds stored with the study file
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,7 +18,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from thaw._keys import CONFIG, DATA, NUM_CLASSES, NUM_LAYERS, OBJECTIVE_METRIC
+from thaw._keys import CHANCE, CONFIG, DATA, NUM_CLASSES, NUM_LAYERS, OBJECTIVE_METRIC, TASK
 from thaw.reports.diagnosis._features import TrialCurves, _opt_int, _profile, _with_explosions
 from thaw.reports.diagnosis._thresholds import Thresholds
 from thaw.reports.diagnosis._verdicts import Verdict, _diagnose, diagnose_trial
@@ -26,6 +27,9 @@ __all__ = [
     "FINISHED_STATES",
     "StudyInputs",
     "read_study_inputs",
+    "study_chance",
+    "study_chance_loss",
+    "study_multilabel",
     "study_num_classes",
     "study_thresholds",
     "study_verdicts",
@@ -45,6 +49,44 @@ def study_num_classes(attrs: Mapping[str, Any]) -> int | None:
         if isinstance(names, Sequence) and not isinstance(names, (str, bytes)):
             k = len(names)
     return k if k is not None and k >= 2 else None
+
+
+def study_multilabel(attrs: Mapping[str, Any]) -> bool:
+    """Whether the study's target is multi-label (``thaw:task``, else ``thaw:data.task``)."""
+    task = attrs.get(TASK)
+    if task is None:
+        data = attrs.get(DATA)
+        task = data.get("task") if isinstance(data, Mapping) else None
+    return task == "multilabel"
+
+
+def study_chance(attrs: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(loss, accuracy) chance levels stored with the study (``thaw:chance``); ``None`` when
+    none valid are stored (then ln K and 1/K, see :class:`TrialCurves`)."""
+    chance = attrs.get(CHANCE)
+    if not isinstance(chance, Mapping):
+        return None
+    values = [chance.get("loss"), chance.get("accuracy")]
+    numbers = [
+        float(v)
+        for v in values
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+    if len(numbers) != 2 or not (numbers[0] > 0 and 0 <= numbers[1] < 1):
+        return None
+    return numbers[0], numbers[1]
+
+
+def study_chance_loss(attrs: Mapping[str, Any]) -> float | None:
+    """The loss of a guess that has learnt nothing: the stored level, else ln K (of a
+    multi-label target, ln 2); ``None`` when K is unknown."""
+    chance = study_chance(attrs)
+    if chance is not None:
+        return chance[0]
+    if study_multilabel(attrs):
+        return math.log(2.0)
+    k = study_num_classes(attrs)
+    return math.log(k) if k is not None else None
 
 
 def study_thresholds(study: optuna.Study) -> Thresholds:
@@ -76,6 +118,8 @@ class StudyInputs:
         num_classes: K (``thaw:num_classes`` or the stored class names).
         metric: The objective metric (``thaw:objective_metric``).
         thresholds: The thresholds in effect.
+        multilabel: The target is multi-label (``thaw:task``).
+        chance: The stored (loss, accuracy) chance levels (``thaw:chance``), or ``None``.
     """
 
     curves: tuple[TrialCurves, ...]
@@ -83,6 +127,8 @@ class StudyInputs:
     num_classes: int | None
     metric: str | None
     thresholds: Thresholds
+    multilabel: bool = False
+    chance: tuple[float, float] | None = None
 
     def peers_of(self, number: int) -> list[TrialCurves]:
         return [c for c in self.curves if c.state in FINISHED_STATES and c.number != number]
@@ -101,9 +147,17 @@ def read_study_inputs(
     metric = attrs.get(OBJECTIVE_METRIC)
     metric = metric if isinstance(metric, str) else None
     k = study_num_classes(attrs)
+    multilabel = study_multilabel(attrs)
+    chance = study_chance(attrs)
     val_loss = _val_loss_objective(study, metric)
     curves = tuple(
-        TrialCurves.from_frozen_trial(ft, intermediate_is_val_loss=val_loss, num_classes=k)
+        TrialCurves.from_frozen_trial(
+            ft,
+            intermediate_is_val_loss=val_loss,
+            num_classes=k,
+            multilabel=multilabel,
+            chance_levels=chance,
+        )
         for ft in frozen
     )
     return StudyInputs(
@@ -112,6 +166,8 @@ def read_study_inputs(
         num_classes=k,
         metric=metric,
         thresholds=thresholds if thresholds is not None else study_thresholds(study),
+        multilabel=multilabel,
+        chance=chance,
     )
 
 
@@ -135,7 +191,11 @@ def trial_verdicts(
     if own is None:  # a trial passed in that ``trials`` does not hold
         k = inputs.num_classes
         own = TrialCurves.from_frozen_trial(
-            trial, intermediate_is_val_loss=_val_loss_objective(study, inputs.metric), num_classes=k
+            trial,
+            intermediate_is_val_loss=_val_loss_objective(study, inputs.metric),
+            num_classes=k,
+            multilabel=inputs.multilabel,
+            chance_levels=inputs.chance,
         )
     if state is not None:
         own = replace(own, state=state)

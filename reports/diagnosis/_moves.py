@@ -164,13 +164,20 @@ class Move:
         return params_key(self.params), self.epochs
 
 
-def near_chance(best_val_loss: Any, num_classes: int | None) -> bool:
-    """Whether a best validation loss never left the chance plateau (>= 0.9 ln K)."""
+def near_chance(
+    best_val_loss: Any, num_classes: int | None, chance_loss: float | None = None
+) -> bool:
+    """Whether a best validation loss never left the chance plateau (>= 0.9 of the chance
+    loss: ``chance_loss`` when given, such as a multi-label target's, else ln K)."""
     if not isinstance(best_val_loss, (int, float)) or isinstance(best_val_loss, bool):
         return False
-    if num_classes is None or num_classes < 2 or not math.isfinite(best_val_loss):
+    if not math.isfinite(best_val_loss):
         return False
-    return float(best_val_loss) >= NEAR_CHANCE_FRACTION * math.log(num_classes)
+    if chance_loss is None:
+        if num_classes is None or num_classes < 2:
+            return False
+        chance_loss = math.log(num_classes)
+    return float(best_val_loss) >= NEAR_CHANCE_FRACTION * chance_loss
 
 
 def cause_of(

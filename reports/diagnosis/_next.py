@@ -11,7 +11,12 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from thaw._keys import SCREEN, TRIAL_EPOCHS
-from thaw.reports.diagnosis._inputs import read_study_inputs, study_num_classes, trial_verdicts
+from thaw.reports.diagnosis._inputs import (
+    read_study_inputs,
+    study_chance_loss,
+    study_num_classes,
+    trial_verdicts,
+)
 from thaw.reports.diagnosis._moves import (
     Candidate,
     Move,
@@ -110,7 +115,9 @@ def trial_cause(
     return cause_of(
         verdicts,
         prune_reason=reason if isinstance(reason, str) else None,
-        near_chance=near_chance(trial.user_attrs.get("best_val_loss"), classes),
+        near_chance=near_chance(
+            trial.user_attrs.get("best_val_loss"), classes, study_chance_loss(study.user_attrs)
+        ),
         still_falling=still_falling(trial, study.direction == StudyDirection.MAXIMIZE),
     )
 

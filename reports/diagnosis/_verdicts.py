@@ -394,7 +394,7 @@ def _explosion_evidence(
     if x.n_peers:
         of = f"median epoch-1 {x.series} of {x.n_peers} peer{'s' if x.n_peers != 1 else ''}"
     elif chance is not None and abs(x.reference - chance) < 1e-9:
-        of = f"chance level ln {p.curves.num_classes}"
+        of = f"chance level {p.curves.chance_name}"
     else:
         of = "largest loss a classifier can plausibly start from"
     part = (
@@ -488,7 +488,7 @@ def _lr_verdict(
     lr = c.learning_rate
     if p.val_stuck and lr is not None and lr >= t.lr_high and not p.train_learned:
         parts.append(
-            f"val loss and accuracy never left the chance band (ln {c.num_classes} = "
+            f"val loss and accuracy never left the chance band ({c.chance_name} = "
             f"{c.chance_loss:.3g}, accuracy {c.chance_accuracy:.2f}) at learning rate "
             f"{_fmt_sig(lr)}, at or above {_fmt_sig(t.lr_high)}"
         )
@@ -869,7 +869,7 @@ def _not_learning_verdict(p: _Profile, t: Thresholds, num_layers: int | None) ->
     if p.val_acc:
         acc = f" and val accuracy at most {max(p.val_acc.values()):.3g}"
     evidence = (
-        f"val loss never got clearly below the chance level ln {c.num_classes} = "
+        f"val loss never got clearly below the chance level {c.chance_name} = "
         f"{c.chance_loss:.3g} (best {p.best_val:.3g}){acc} (chance {c.chance_accuracy:.2f}): "
         "the model learnt nothing that generalises"
     )
@@ -1083,7 +1083,7 @@ def _memorised_verdict(p: _Profile, t: Thresholds) -> Verdict:
     assert c.chance_loss is not None and p.train_norm_accuracy is not None
     evidence = (
         f"train accuracy reached {p.train_norm_accuracy:.0%} of the way from chance to perfect "
-        f"while val loss and accuracy never left the chance band (ln {c.num_classes} = "
+        f"while val loss and accuracy never left the chance band ({c.chance_name} = "
         f"{c.chance_loss:.3g}): the training set was memorised, nothing generalised"
     )
     return Verdict(OVERFITTING, 0.7, evidence, _overfit_recommendation(p))

@@ -38,6 +38,10 @@ BASE: dict[str, Any] = {
 }
 
 
+#: Rows of 0/1 labels (multi-label) for the 12 training images (validation: the first 6).
+MULTI_HOT = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]] * 3, dtype=np.int32)
+
+
 def arrays(**changes: Any) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     out = {
@@ -414,10 +418,70 @@ CASES: list[Case] = [
         prepare=npz(y_train=np.zeros(12, np.int32), y_val=np.zeros(6, np.int32)),
     ),
     Case(
-        "one-hot labels",
+        "one-hot training labels, integer validation labels",
         "data",
-        "y_train must be one integer label per image (1-D), got shape (12, 3)",
+        "y_train has rows of 0/1 labels of shape (12, 3) but y_val has shape (6,); give both "
+        "splits labels of the same form",
         prepare=npz(y_train=np.eye(3, dtype=np.int32)[np.arange(12) % 3]),
+    ),
+    Case(
+        "multi-label rows with a value other than 0 and 1",
+        "data",
+        "y_train has labels of shape (12, 3) with values other than 0 and 1 (such as 0.5)",
+        prepare=npz(y_train=np.where(MULTI_HOT == 1, 0.5, 0.0), y_val=MULTI_HOT[:6]),
+    ),
+    Case(
+        "multi-label rows, validation with another number of labels",
+        "data",
+        "y_train has 3 label columns but y_val has 4; every split needs one column per label",
+        prepare=npz(y_train=MULTI_HOT, y_val=np.ones((6, 4), np.int32)),
+    ),
+    Case(
+        "multi-label rows, a label no training image has",
+        "data",
+        "label 'c' (column 2) is 0 for every training image",
+        prepare=npz(y_train=MULTI_HOT * np.array([1, 1, 0]), y_val=MULTI_HOT[:6]),
+    ),
+    Case(
+        "multi-label rows, class_names of another length",
+        "data",
+        "the labels have 3 columns but data.class_names names 2 (a, b)",
+        {"data.class_names": ["a", "b"]},
+        prepare=npz(y_train=MULTI_HOT, y_val=MULTI_HOT[:6]),
+    ),
+    Case(
+        "multi-label rows read as single-label",
+        "data",
+        "y_train labels of shape (12, 3) are not one-hot rows",
+        {"data.task": "multiclass"},
+        prepare=npz(y_train=MULTI_HOT, y_val=MULTI_HOT[:6]),
+    ),
+    Case(
+        "multi-label rows found, with class_weight",
+        "data",
+        "train.class_weight is not defined for a multi-label target",
+        {"train.class_weight": "balanced"},
+        prepare=npz(y_train=MULTI_HOT, y_val=MULTI_HOT[:6]),
+    ),
+    Case(
+        "multilabel asked, with class_weight",
+        "config",
+        "train.class_weight is not defined for a multi-label target",
+        {"data.task": "multilabel", "train.class_weight": {"a": 2.0}},
+    ),
+    Case(
+        "multilabel asked of an image folder",
+        "config",
+        "data.task: multilabel needs npz arrays or thaw.run(data=...) arrays: an image folder has "
+        "one class per image",
+        {"data": {"source": "directory", "path": "images", "task": "multilabel"}},
+        prepare=folders({"a": 4, "b": 4}),
+    ),
+    Case(
+        "unknown data.task",
+        "config",
+        "data.task is 'sometimes'; expected one of: auto, multiclass, multilabel",
+        {"data.task": "sometimes"},
     ),
     Case(
         "labels and images differ in count",

@@ -184,7 +184,10 @@ def test_every_data_form_reads_as_the_same_arrays(form: str) -> None:
         ("images.npz", "must be (x, y) arrays, a tf.data.Dataset or a keras.utils.PyDataset"),
         ((np.zeros((4, 8, 8)), np.zeros(4, "int32")), "add a channel axis"),
         ((np.zeros((4, *SHAPE)), np.zeros(3, "int32")), "4 images but 3 labels"),
-        ((np.zeros((4, *SHAPE)), np.full((4, 2), 0.5)), "are not one-hot rows"),
+        (
+            (np.zeros((4, *SHAPE)), np.full((4, 2), 0.5)),
+            "y of data has labels of shape (4, 2) with values other than 0 and 1 (such as 0.5)",
+        ),
         ((np.zeros((4, *SHAPE)), np.array([0, 1, -1, 0])), "negative labels [-1]"),
     ],
 )
