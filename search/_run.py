@@ -36,7 +36,7 @@ from thaw.search._faults import (
     quiet_experimental,
     recover_lost_trials,
     requeue_failed_strategies,
-    running_trials,
+    slot_counts,
     wait_for_storage,
     worker_id,
 )
@@ -532,10 +532,9 @@ def optimize_exactly(
                 if time.monotonic() - last_recovery >= poll_seconds:
                     recover_lost_trials(study, storage)
                     last_recovery = time.monotonic()
-                counted = counted_trials(study)
+                counted, running = slot_counts(study)
                 if counted >= target or (stop_when is not None and stop_when(study)):
                     break
-                running = running_trials(study)
                 if counted + running >= target:
                     release()
                     time.sleep(poll_seconds)
