@@ -50,6 +50,7 @@ from thaw.search._study import (
     check_storage_url,
     create_or_resume,
     open_storage,
+    sqlite_run_lock,
     summarise,
 )
 
@@ -169,8 +170,20 @@ def run_study(
 ) -> RunResult:
     """Create or resume the study of a study file (or config) and run its trials.
 
-    Raises :class:`RunError` for bad input, before anything is trained.
+    Raises :class:`RunError` for bad input, before anything is trained; also when another
+    process runs a study in the same SQLite file (SQLite serves one process).
     """
+    with contextlib.ExitStack() as held:
+        return _run_study(study, storage, options, on_message, held)
+
+
+def _run_study(
+    study: str | Path | StudyConfig,
+    storage: str | None,
+    options: RunOptions | None,
+    on_message: Callable[[str], None] | None,
+    held: contextlib.ExitStack,
+) -> RunResult:
     options = options or RunOptions()
     say = on_message or _logger.info
     config = load_config(study, storage)
@@ -234,6 +247,7 @@ def run_study(
 
         check_writable(models_dir(config))
     try:
+        held.enter_context(sqlite_run_lock(url))  # SQLite serves one process
         optuna_storage = open_storage(url)
     except StorageError as exc:
         raise RunError(str(exc)) from None
