@@ -9,8 +9,9 @@
   gone (its process is dead on this host, or its heartbeat is stale) with the reason, and retries
   them and any trial interrupted by Ctrl-C.
 - :func:`counted_trials` and :class:`TrialSlots`: ``n_trials`` counts completed and pruned trials
-  of the whole study; a new trial is created only while the count plus the running trials is
-  below the target, checked and created under one lock shared by every worker.
+  of the whole study; a new trial is created only while the count plus the running trials (one
+  read of the storage: :func:`slot_counts`) is below the target, checked and created under one
+  lock shared by every worker.
 """
 
 from __future__ import annotations
@@ -426,17 +427,31 @@ def counted_trials(study: optuna.Study) -> int:
     """Completed and pruned trials of the whole study: what ``n_trials`` counts. The rounds of
     the screened informed start (``thaw:screen``: a few epochs each, stopped by design) do not
     take a searched trial's place; its survivor, at full length, counts."""
-    return sum(
-        SCREEN not in t.user_attrs for t in study.get_trials(deepcopy=False, states=COUNTED_STATES)
-    )
+    return slot_counts(study)[0]
 
 
 def running_trials(study: optuna.Study) -> int:
     """Running trials that will count once they finish (screen rounds do not)."""
-    return sum(
-        SCREEN not in t.user_attrs
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    )
+    return slot_counts(study)[1]
+
+
+def slot_counts(study: optuna.Study) -> tuple[int, int]:
+    """``(counted, running)``: :func:`counted_trials` and :func:`running_trials` from one read
+    of the storage.
+
+    The slot decision needs both from the same moment: read one after the other, a trial that
+    finishes in between is in neither count, and the worker takes a slot that is not free (one
+    trial over ``n_trials`` at the end of a run).
+    """
+    counted = running = 0
+    for t in study.get_trials(deepcopy=False, states=(*COUNTED_STATES, TrialState.RUNNING)):
+        if SCREEN in t.user_attrs:
+            continue
+        if t.state == TrialState.RUNNING:
+            running += 1
+        else:
+            counted += 1
+    return counted, running
 
 
 class TrialSlots:

@@ -36,7 +36,7 @@ from thaw.search._faults import (
     quiet_experimental,
     recover_lost_trials,
     requeue_failed_strategies,
-    running_trials,
+    slot_counts,
     wait_for_storage,
     worker_id,
 )
@@ -50,6 +50,7 @@ from thaw.search._study import (
     check_storage_url,
     create_or_resume,
     open_storage,
+    sqlite_run_lock,
     summarise,
 )
 
@@ -172,8 +173,20 @@ def run_study(
 ) -> RunResult:
     """Create or resume the study of a study file (or config) and run its trials.
 
-    Raises :class:`RunError` for bad input, before anything is trained.
+    Raises :class:`RunError` for bad input, before anything is trained; also when another
+    process runs a study in the same SQLite file (SQLite serves one process).
     """
+    with contextlib.ExitStack() as held:
+        return _run_study(study, storage, options, on_message, held)
+
+
+def _run_study(
+    study: str | Path | StudyConfig,
+    storage: str | None,
+    options: RunOptions | None,
+    on_message: Callable[[str], None] | None,
+    held: contextlib.ExitStack,
+) -> RunResult:
     options = options or RunOptions()
     say = on_message or _logger.info
     config = load_config(study, storage)
@@ -238,6 +251,7 @@ def run_study(
 
         check_writable(models_dir(config))
     try:
+        held.enter_context(sqlite_run_lock(url))  # SQLite serves one process
         optuna_storage = open_storage(url)
     except StorageError as exc:
         raise RunError(str(exc)) from None
@@ -555,10 +569,9 @@ def optimize_exactly(
                 if time.monotonic() - last_recovery >= poll_seconds:
                     recover_lost_trials(study, storage)
                     last_recovery = time.monotonic()
-                counted = counted_trials(study)
+                counted, running = slot_counts(study)
                 if counted >= target or (stop_when is not None and stop_when(study)):
                     break
-                running = running_trials(study)
                 if counted + running >= target:
                     release()
                     time.sleep(poll_seconds)

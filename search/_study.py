@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import platform
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,6 +298,56 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStor
         raise StorageError(
             f"cannot open storage {masked}: {type(exc).__name__}: {detail[:300]}"
         ) from None
+
+
+@contextlib.contextmanager
+def sqlite_run_lock(url: str) -> Iterator[None]:
+    """SQLite serves one process: held while a run uses a ``sqlite:///`` file, so that a second
+    run on the same file, from another process, is refused in one line (:class:`StorageError`)
+    instead of both writing to it and taking the same trial slots.
+
+    An advisory ``flock`` on the database file itself, taken before the storage is opened (an
+    empty file is created for it when there is none, and removed again if it is still empty at
+    the end): SQLite's own locks are of another kind (``fcntl``) and do not see it, and the lock
+    goes with the process that holds it, however it ends. Nothing to hold for other storages,
+    where ``flock`` is missing, or where the file cannot be opened (the storage's own checks
+    then say why).
+    """
+    db = Path(url[len("sqlite:///") :].split("?", 1)[0]) if url.startswith("sqlite:///") else None
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None  # type: ignore[assignment]
+    if db is None or fcntl is None or db.is_dir():
+        yield
+        return
+    created = not db.exists()
+    try:
+        fd = os.open(db, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        _logger.debug("No lock on %s: %s", db, exc)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            created = False  # the other run's file
+            raise StorageError(
+                f"storage {mask_url(url)}: another thaw run is using {db} right now, and SQLite "
+                "serves one process; wait for it to end (a rerun then resumes the study), or "
+                "share the study through PostgreSQL to run workers side by side "
+                "(docs/cluster.md)"
+            ) from None
+        except OSError as exc:  # a file system without flock: nothing to hold
+            _logger.debug("No lock on %s: %s", db, exc)
+        yield
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                if db.stat().st_size == 0:
+                    db.unlink()  # refused before anything was written: nothing left behind
+        os.close(fd)  # releases the lock
 
 
 def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:

@@ -269,6 +269,37 @@ def test_a_worker_waits_while_running_trials_fill_the_slots(
     assert counted_trials(study) == 1
 
 
+def test_a_trial_that_finishes_while_a_worker_decides_takes_no_second_slot(
+    created: tuple[Any, Any, optuna.Study],
+) -> None:
+    config, storage, study = created
+    running = start_trial_of(study, worker_id())  # another live worker's trial
+    waiting = len(study.get_trials(states=(TrialState.WAITING,)))
+    finished: list[int] = []
+
+    def other_worker_finishes(s: optuna.Study) -> bool:
+        # Called while the worker decides whether a slot is free: the other worker's trial
+        # finishes at that moment. It holds the only slot, finished or running.
+        if not finished:
+            study.tell(running, 0.1)
+            finished.append(running.number)
+        return False
+
+    optimize_exactly(
+        study,
+        storage,
+        config.storage,
+        objective_for(config),
+        1,
+        timeout=30.0,
+        poll_seconds=0.1,
+        stop_when=other_worker_finishes,
+    )
+    assert finished == [running.number]
+    assert counted_trials(study) == 1
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == waiting  # none started
+
+
 # --------------------------------------------------------------------- half-created studies
 
 

@@ -10,6 +10,10 @@ refused before any trial.
 from __future__ import annotations
 
 import shutil
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +25,7 @@ import yaml
 from optuna.trial import TrialState
 
 from thaw._keys import MODEL_FINGERPRINT, MODELS_DIR
+from thaw.search._study import sqlite_run_lock
 
 if TYPE_CHECKING:
     from conftest import CliResult  # tests/search/conftest.py, a fixture module
@@ -163,3 +168,77 @@ def test_a_worker_that_cannot_write_the_artifacts_folder_is_refused(
         "study.yaml",
         "tiny.keras",
     ]
+
+
+def running_trials_in(db: Path) -> int:
+    """Running trials in a SQLite file, read without writing to it (0 before it has them)."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return int(
+                conn.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+            )
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_sqlite_file_in_use_is_refused_in_one_line(
+    tmp_path: Path,
+    tiny_cnn: Callable[..., Any],
+    tiny_arrays: Callable[..., dict[str, np.ndarray]],
+    thaw: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first run's one trial trains until it is killed (no pruning, many epochs).
+    first = write_folder(
+        tmp_path / "a",
+        tiny_cnn,
+        tiny_arrays(),
+        n_trials=1,
+        train={"epochs": 100000, "batch_size": 8},
+        pruner={"compare": "none", "patience": 100000},
+    )
+    second = tmp_path / "b"
+    shutil.copytree(first.parent, second)
+    db = tmp_path / "shared.db"
+    shared = f"sqlite:///{db}"
+    running = subprocess.Popen(
+        [sys.executable, "-m", "thaw.search._cli", "run", "study.yaml", "--storage", shared],
+        cwd=first.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # Until its trial runs (read-only: the test writes nothing to the file).
+        while running_trials_in(db) == 0:
+            assert running.poll() is None, running.communicate()[0]
+            time.sleep(0.5)
+        before = [
+            (t.number, t.state)
+            for t in optuna.load_study(study_name="joined", storage=shared).trials
+        ]
+
+        monkeypatch.chdir(second)
+        refused = thaw("run", "study.yaml", "--storage", shared, "--no-progress")
+        assert refused.rc == 2
+        assert refused.error_line == (
+            f"thaw: error: storage {shared}: another thaw run is using {db} right now, and "
+            "SQLite serves one process; wait for it to end (a rerun then resumes the study), or "
+            "share the study through PostgreSQL to run workers side by side (docs/cluster.md)"
+        )
+        assert refused.out.splitlines() == ["Loading model and data for study 'joined' ..."]
+        assert [
+            (t.number, t.state)
+            for t in optuna.load_study(study_name="joined", storage=shared).trials
+        ] == before
+        assert running.poll() is None  # the first run goes on
+    finally:
+        running.kill()
+        running.communicate()
+    # The lock went with the killed process: the file is free for the next run.
+    with sqlite_run_lock(shared):
+        pass
