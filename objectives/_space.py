@@ -43,12 +43,14 @@ class TrialParams:
     lr_decay: float = 1.0
     #: Augmentation strength in [0, 1] (0: none).
     augment: float = 0.0
+    #: LoRA rank on the unfrozen Dense, EinsumDense and Conv layers (0: off, trained fully).
+    lora_rank: int = 0
 
 
 @dataclass(frozen=True)
 class SearchSpace:
     """Ranges of the four searched parameters, plus the BatchNorm modes to try and the optional
-    methods (L2-SP strength, layer-wise rate decay factor, augmentation strength)."""
+    methods (L2-SP strength, layer-wise rate decay factor, augmentation strength, LoRA rank)."""
 
     unfrozen_layers: IntRange
     learning_rate: FloatRange
@@ -59,6 +61,8 @@ class SearchSpace:
     l2sp: FloatRange | None = None
     lr_decay: FloatRange | None = None
     augment: FloatRange | None = None
+    #: LoRA ranks to choose from (0: off), searched only when given (None: off, not searched).
+    lora_rank: tuple[int, ...] | None = None
 
     def suggest(self, trial: optuna.Trial) -> TrialParams:
         batchnorm = self.batchnorm[0]
@@ -73,11 +77,15 @@ class SearchSpace:
             )
             if bounds is not None
         }
+        lora_rank = 0
+        if self.lora_rank:
+            lora_rank = int(trial.suggest_categorical("lora_rank", list(self.lora_rank)))
         return TrialParams(
             unfrozen_layers=self.unfrozen_layers.suggest(trial, "unfrozen_layers"),
             learning_rate=self.learning_rate.suggest(trial, "learning_rate"),
             dropout=self.dropout.suggest(trial, "dropout"),
             weight_decay=self.weight_decay.suggest(trial, "weight_decay"),
             batchnorm=batchnorm,
+            lora_rank=lora_rank,
             **methods,
         )
