@@ -31,6 +31,7 @@ PARAM_LABELS = {
     "l2sp": "L2-SP strength",
     "lr_decay": "layer-wise rate decay",
     "augment": "augmentation strength",
+    "lora_rank": "LoRA rank",
 }
 """The one table of parameter display names; every text in reports names parameters so."""
 

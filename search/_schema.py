@@ -184,6 +184,18 @@ class SpaceSection(_Section):
         description="augmentation strength in [0, 1]: flips, rotations, zooms, contrast "
         "(not searched when absent)",
     )
+    lora_rank: Any = Field(
+        None,
+        description="LoRA ranks to choose from, e.g. [0, 4, 8, 16] (0: off): the unfrozen Dense, "
+        "EinsumDense and Conv layers train a low-rank update instead of their kernels "
+        "(not searched when absent)",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "integer"},
+                {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+            ]
+        },
+    )
 
 
 def _switch(key: str, on: str | None) -> Any:
