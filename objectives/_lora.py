@@ -1,6 +1,7 @@
 """LoRA (low-rank adaptation) on the unfrozen layers, with Keras 3's own ``enable_lora``.
 
-With a rank ``r > 0``, each unfrozen Dense, EinsumDense and Conv1D/2D/3D layer of the base keeps
+With a rank ``r > 0``, each unfrozen Dense, EinsumDense and Conv1D/2D/3D layer of the base (also
+inside an unfrozen subclassed layer, as KerasHub's transformer encoders hold them) keeps
 its pretrained kernel fixed and trains two small matrices ``A`` and ``B`` whose product, scaled
 by ``alpha / r`` (Keras's default ``alpha = r``), is added to the kernel (``B`` starts at zero, so
 training starts from the pretrained function). Biases keep training, and so do unfrozen layers
@@ -57,6 +58,13 @@ def check_lora_rank(rank: object) -> int:
     return int(rank)
 
 
+def _within(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """``layer`` and the layers inside it: a subclassed layer (a KerasHub transformer encoder)
+    holds its Dense and EinsumDense layers as sublayers, which unfreezing it unfreezes."""
+    flatten = getattr(layer, "_flatten_layers", None)  # Keras's own walk over tracked sublayers
+    return list(flatten(include_self=True, recursive=True)) if flatten else [layer]
+
+
 def lora_candidates(
     base: keras.Model, unfrozen_layers: int, unfreeze_by: str = "layers"
 ) -> list[keras.layers.Layer]:
@@ -64,7 +72,13 @@ def lora_candidates(
     applies to."""
     groups = layer_groups(base, unfreeze_by)
     top = groups[len(groups) - unfrozen_layers :] if unfrozen_layers > 0 else []
-    return [layer for group in top for layer in group if supports_lora(layer)]
+    return [
+        inner
+        for group in top
+        for layer in group
+        for inner in _within(layer)
+        if supports_lora(inner)
+    ]
 
 
 def check_lora_space(
@@ -103,26 +117,30 @@ def enable_lora(base: keras.Model, rank: int) -> list[keras.layers.Layer]:
     if rank == 0:
         return []
     done = []
-    for layer in _leaf_layers(base):
-        if not layer.trainable or not supports_lora(layer):
+    for leaf in _leaf_layers(base):
+        if not leaf.trainable:
             continue
-        if getattr(layer, "lora_enabled", False):
-            layer._kernel.trainable = False  # Keras's own attribute: the frozen pretrained kernel
-        else:
-            layer.enable_lora(rank)
-        done.append(layer)
+        for layer in _within(leaf):
+            if not layer.trainable or not supports_lora(layer):
+                continue
+            if getattr(layer, "lora_enabled", False):
+                layer._kernel.trainable = False  # Keras's attribute: the pretrained kernel
+            else:
+                layer.enable_lora(rank)
+            done.append(layer)
     return done
 
 
 def own_weights(layer: keras.layers.Layer) -> list[np.ndarray]:
-    """``layer``'s weights as its pretrained self holds them: a LoRA layer's kernel with its
-    update merged in, its LoRA matrices left out."""
-    if not getattr(layer, "lora_enabled", False):
-        return [np.asarray(w.numpy()) for w in layer.weights]
+    """``layer``'s weights as its pretrained self holds them: the kernel of a LoRA layer (or of
+    one inside it) with its update merged in, the LoRA matrices left out."""
+    lora = [inner for inner in _within(layer) if getattr(inner, "lora_enabled", False)]
+    merged = {id(inner._kernel): inner for inner in lora}
+    extra = {id(v) for inner in lora for v in (inner.lora_kernel_a, inner.lora_kernel_b)}
     out = []
     for w in layer.weights:
-        if w is layer._kernel:
-            out.append(np.asarray(keras.ops.convert_to_numpy(layer.kernel)))
-        elif "lora_kernel" not in w.path:
+        if id(w) in merged:
+            out.append(np.asarray(keras.ops.convert_to_numpy(merged[id(w)].kernel)))
+        elif id(w) not in extra:
             out.append(np.asarray(w.numpy()))
     return out

@@ -229,3 +229,44 @@ def test_lora_asked_of_a_base_without_a_supported_layer_names_the_kinds(
             SearchSpace(**{**SPACE.__dict__, "unfrozen_layers": IntRange(0, 0)}),
             TrainSettings(),
         )
+
+
+@keras.saving.register_keras_serializable(package="thaw_test")
+class Block(keras.layers.Layer):
+    """A subclassed layer holding Dense layers, as KerasHub's transformer encoders do."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(6, name="inner")
+        self.outer = keras.layers.Dense(4, name="outer")
+        self.norm = keras.layers.LayerNormalization(name="norm")
+
+    def build(self, input_shape: Any) -> None:
+        self.inner.build(input_shape)
+        self.outer.build((*input_shape[:-1], 6))
+        self.norm.build((*input_shape[:-1], 4))
+
+    def call(self, x: Any) -> Any:
+        return self.norm(self.outer(self.inner(x)))
+
+
+def test_lora_reaches_the_dense_layers_inside_an_unfrozen_subclassed_layer(
+    tmp_path: Path,
+) -> None:
+    inputs = keras.Input((5,))
+    base = keras.Model(inputs, Block(name="block")(inputs), name="encoder")
+    block = base.get_layer("block")
+    before = [np.array(w) for w in own_weights(block)]
+    done = enable_lora(base, 2)
+    assert sorted(layer.name for layer in done) == ["inner", "outer"]
+    assert {w.path.split("/")[-1] for w in base.trainable_weights} >= {"lora_kernel_a"}
+    assert not any(w.path.endswith("inner/kernel") for w in base.trainable_weights)
+    block.inner.lora_kernel_b.assign(np.ones((2, 6), "float32"))
+    after = own_weights(block)
+    assert [a.shape for a in after] == [b.shape for b in before]
+    assert not np.allclose(after[0], before[0])  # inner's kernel, its update merged
+    np.testing.assert_array_equal(after[2], before[2])  # outer's kernel, its update still zero
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+    base.save(tmp_path / "block.keras")
+    loaded = keras.models.load_model(tmp_path / "block.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), base.predict(x, verbose=0), atol=1e-5)
