@@ -133,6 +133,8 @@ METHOD_RANGES: dict[str, tuple[float, float, bool]] = {
     "lr_decay": (0.5, 1.0, False),
     "augment": (0.0, 1.0, False),
 }
+#: The choices a categorical method is searched among with ``--methods``.
+METHOD_CHOICES: dict[str, tuple[int, ...]] = {"lora_rank": (0, 4, 8, 16)}
 
 
 def load_case(
@@ -149,7 +151,10 @@ def load_case(
     if epochs:
         config = replace(config, train=replace(config.train, epochs=epochs))
     if methods:  # searched besides the case's own space
-        ranges = {m: FloatRange(*METHOD_RANGES[m]) for m in methods}
+        ranges: dict[str, Any] = {
+            m: FloatRange(*METHOD_RANGES[m]) for m in methods if m in METHOD_RANGES
+        }
+        ranges |= {m: METHOD_CHOICES[m] for m in methods if m in METHOD_CHOICES}
         config = replace(config, space=replace(config.space, **ranges))
     pretrained = load_pretrained(config.model)
     data = load_data(config.data, pretrained.input_shape)
@@ -513,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         "--methods",
         default="",
         help=f"comma-separated fine-tuning methods every engine's space searches too, from "
-        f"{','.join(METHOD_RANGES)} (ranges: {METHOD_RANGES}; default: none)",
+        f"{','.join([*METHOD_RANGES, *METHOD_CHOICES])} (ranges: {METHOD_RANGES}; choices: "
+        f"{METHOD_CHOICES}; default: none)",
     )
     parser.add_argument(
         "--keep", type=Path, help="keep each engine run's storage under this folder (default: temp)"
@@ -555,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         k for k in keys if k not in suite.CASES_BY_KEY
     ]
     methods = tuple(m for m in args.methods.split(",") if m)
-    unknown += [m for m in methods if m not in METHOD_RANGES]
+    unknown += [m for m in methods if m not in METHOD_RANGES and m not in METHOD_CHOICES]
     if unknown:
         parser.error(f"unknown engines, cases or methods: {unknown}")
     out = args.out or ROOT / "bench" / "out" / f"svp-{time.strftime('%Y%m%d-%H%M%S')}.json"
