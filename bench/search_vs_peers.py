@@ -136,6 +136,8 @@ METHOD_RANGES: dict[str, tuple[float, float, bool]] = {
 #: Surgical fine-tuning with ``--methods block_start``: the block's lowest layer, anywhere.
 SURGICAL_METHOD = "block_start"
 SURGICAL_RANGE = (0, "all")
+#: The choices a categorical method is searched among with ``--methods``.
+METHOD_CHOICES: dict[str, tuple[int, ...]] = {"lora_rank": (0, 4, 8, 16)}
 
 
 def load_case(
@@ -157,6 +159,7 @@ def load_case(
         }
         if SURGICAL_METHOD in methods:
             ranges[SURGICAL_METHOD] = SURGICAL_RANGE
+        ranges |= {m: METHOD_CHOICES[m] for m in methods if m in METHOD_CHOICES}
         config = replace(config, space=replace(config.space, **ranges))
     pretrained = load_pretrained(config.model)
     data = load_data(config.data, pretrained.input_shape)
@@ -520,8 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         "--methods",
         default="",
         help=f"comma-separated fine-tuning methods every engine's space searches too, from "
-        f"{','.join(METHOD_RANGES)},{SURGICAL_METHOD} (ranges: {METHOD_RANGES}, "
-        f"{SURGICAL_METHOD} {SURGICAL_RANGE}; default: none)",
+        f"{','.join([*METHOD_RANGES, *METHOD_CHOICES])},{SURGICAL_METHOD} (ranges: "
+        f"{METHOD_RANGES}, {SURGICAL_METHOD} {SURGICAL_RANGE}; choices: {METHOD_CHOICES}; "
+        f"default: none)",
     )
     parser.add_argument(
         "--keep", type=Path, help="keep each engine run's storage under this folder (default: temp)"
@@ -563,7 +567,11 @@ def main(argv: list[str] | None = None) -> int:
         k for k in keys if k not in suite.CASES_BY_KEY
     ]
     methods = tuple(m for m in args.methods.split(",") if m)
-    unknown += [m for m in methods if m not in METHOD_RANGES and m != SURGICAL_METHOD]
+    unknown += [
+        m
+        for m in methods
+        if m not in METHOD_RANGES and m not in METHOD_CHOICES and m != SURGICAL_METHOD
+    ]
     if unknown:
         parser.error(f"unknown engines, cases or methods: {unknown}")
     out = args.out or ROOT / "bench" / "out" / f"svp-{time.strftime('%Y%m%d-%H%M%S')}.json"

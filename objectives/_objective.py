@@ -39,6 +39,7 @@ from thaw.objectives._finetune import (
     without_augmentation,
 )
 from thaw.objectives._images import StreamedImages
+from thaw.objectives._lora import check_lora_space, enable_lora
 from thaw.objectives._model import (
     adapt_batchnorm,
     adapt_images_per_pass,
@@ -246,6 +247,9 @@ class FineTuneObjective:
                     f"{tuple(pretrained.model.output.shape)}: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}"
                 ) from None
+        check_lora_space(
+            pretrained.model, space.lora_rank, space.unfrozen_layers.high, pretrained.unfreeze_by
+        )
         from thaw.objectives._data import class_weights
 
         #: Extra metrics every fit logs: those asked for, and the objective's own.
@@ -376,6 +380,9 @@ class FineTuneObjective:
             # reset to them as to the pretrained weights (only what differs is assigned).
             weights=self._adapted_weights if adapted else None,
         )
+        if params.lora_rank > 0:
+            # LoRA adds variables to the base's layers for good: the next trial gets a new copy.
+            self.pretrained.release_working_copy()
         if params.batchnorm == "adapt" and self._adapted_weights is None:
             self._adapt(base)
             self._adapted_weights = base.get_weights()
@@ -496,7 +503,10 @@ class FineTuneObjective:
         self, model: keras.Model, params: TrialParams, base: keras.Model | None = None
     ) -> None:
         """Compile ``model`` (the whole model, or the top a cached phase fits of the model whose
-        base is ``base``); with L2-SP or layer-wise rate decay, with ``FineTuneAdamW``."""
+        base is ``base``); with L2-SP or layer-wise rate decay, with ``FineTuneAdamW``. With a
+        LoRA rank, the base's trainable Dense, EinsumDense and Conv layers get LoRA first."""
+        if params.lora_rank > 0:
+            enable_lora(model_base(model) if base is None else base, params.lora_rank)
         optimizer = None
         if params.l2sp > 0 or params.lr_decay != 1.0:
             scales, anchored = variable_plan(

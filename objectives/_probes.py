@@ -34,6 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from thaw.objectives._lora import own_weights
 from thaw.objectives._model import batchnorm_layers, block_name, weighted_layers
 from thaw.objectives._weights import copy_weights
 
@@ -394,12 +395,13 @@ def weight_drift(
         if not layer.trainable or layer.name not in original:
             continue
         ref = original[layer.name]
-        if len(ref.weights) != len(layer.weights):
+        current = own_weights(layer)  # a LoRA layer: its kernel with the update merged in
+        if len(ref.weights) != len(current):
             continue
         key = block_name(layer.name) if unfreeze_by == "blocks" else layer.name
         diff, norm = sums.setdefault(key, [0.0, 0.0])
-        for w, w0 in zip(layer.weights, ref.weights, strict=True):
-            a, b = np.asarray(w.numpy(), "float64"), np.asarray(w0.numpy(), "float64")
+        for w, w0 in zip(current, ref.weights, strict=True):
+            a, b = np.asarray(w, "float64"), np.asarray(w0.numpy(), "float64")
             if a.shape != b.shape:
                 continue
             diff += float(np.sum((a - b) ** 2))

@@ -145,6 +145,12 @@ class PretrainedBase:
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
+    def release_working_copy(self) -> None:
+        """Forget the working copy (a trial changed its layers, e.g. gave them LoRA): the next
+        :meth:`working_copy` builds a new one. The model the last call returned stays valid."""
+        self._working = None
+        self._node_counts = []
+
     def instantiate(self) -> keras.Model:
         """An independent copy with the pretrained weights (rebuilds the graph: seconds)."""
         clone = keras.models.clone_model(self._model)

@@ -46,12 +46,14 @@ class TrialParams:
     #: Surgical fine-tuning: the lowest unfrozen layer (or block), counted from the bottom
     #: (None: the unfrozen layers are the top ones). See ``objectives._model.unfrozen_span``.
     block_start: int | None = None
+    #: LoRA rank on the unfrozen Dense, EinsumDense and Conv layers (0: off, trained fully).
+    lora_rank: int = 0
 
 
 @dataclass(frozen=True)
 class SearchSpace:
     """Ranges of the four searched parameters, plus the BatchNorm modes to try and the optional
-    methods (L2-SP strength, layer-wise rate decay factor, augmentation strength)."""
+    methods (L2-SP strength, layer-wise rate decay factor, augmentation strength, LoRA rank)."""
 
     unfrozen_layers: IntRange
     learning_rate: FloatRange
@@ -64,6 +66,8 @@ class SearchSpace:
     augment: FloatRange | None = None
     #: Surgical fine-tuning: the range of the unfrozen block's lowest layer (None: the top).
     block_start: IntRange | None = None
+    #: LoRA ranks to choose from (0: off), searched only when given (None: off, not searched).
+    lora_rank: tuple[int, ...] | None = None
 
     def suggest(self, trial: optuna.Trial) -> TrialParams:
         batchnorm = self.batchnorm[0]
@@ -78,6 +82,9 @@ class SearchSpace:
             )
             if bounds is not None
         }
+        lora_rank = 0
+        if self.lora_rank:
+            lora_rank = int(trial.suggest_categorical("lora_rank", list(self.lora_rank)))
         return TrialParams(
             unfrozen_layers=self.unfrozen_layers.suggest(trial, "unfrozen_layers"),
             learning_rate=self.learning_rate.suggest(trial, "learning_rate"),
@@ -87,5 +94,6 @@ class SearchSpace:
             block_start=(
                 None if self.block_start is None else self.block_start.suggest(trial, "block_start")
             ),
+            lora_rank=lora_rank,
             **methods,
         )

@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 BATCHNORM_MODES: tuple[str, ...] = ("frozen", "adapt", "train")
+
+#: The layer kinds LoRA works on (Keras's ``enable_lora``), as messages name them.
+LORA_LAYER_KINDS = "Dense, EinsumDense, Conv1D, Conv2D, Conv3D"
+#: The largest LoRA rank accepted: above it a "low-rank" update is as large as most kernels.
+MAX_LORA_RANK = 256
 #: Objective metrics and their direction (``val_auc``, ``val_f1``: ``objectives._metrics``).
 OBJECTIVE_METRICS: dict[str, str] = {
     "val_loss": "minimize",

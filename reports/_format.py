@@ -32,6 +32,7 @@ PARAM_LABELS = {
     "lr_decay": "layer-wise rate decay",
     "augment": "augmentation strength",
     "block_start": "block start (lowest unfrozen layer)",
+    "lora_rank": "LoRA rank",
 }
 """The one table of parameter display names; every text in reports names parameters so."""
 

@@ -89,6 +89,8 @@ def textbook_params(space: SearchSpace, strategy: str, batchnorm: str | None) ->
             ):
                 if bounds is not None:
                     params[method] = getattr(bounds, weakest)
+            if space.lora_rank:  # LoRA off where the space allows it, else its largest rank
+                params["lora_rank"] = 0 if 0 in space.lora_rank else max(space.lora_rank)
             return params
     raise ValueError(f"unknown strategy {strategy!r}; expected one of {[t[0] for t in TEXTBOOK]}")
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from thaw.objectives import (
     APPLICATION_NAMES,
     BATCHNORM_MODES,
+    MAX_LORA_RANK,
     OBJECTIVE_METRICS,
     DataSource,
     FloatRange,
@@ -83,6 +84,8 @@ class SpaceConfig:
     #: Surgical fine-tuning: (low, high) of the unfrozen block's lowest layer counted from the
     #: bottom, ``high`` may be ``"all"`` (None: the unfrozen layers are the top ones).
     block_start: tuple[int, int | str] | None = None
+    #: LoRA ranks to choose from (0: off; None: not searched).
+    lora_rank: tuple[int, ...] | None = None
 
     def resolve(self, num_layers: int, unit: str = "layers") -> SearchSpace:
         """The search space for a base with ``num_layers`` weighted layers (or blocks)."""
@@ -118,6 +121,7 @@ class SpaceConfig:
             lr_decay=self.lr_decay,
             augment=self.augment,
             block_start=block,
+            lora_rank=self.lora_rank,
         )
 
 
@@ -175,7 +179,7 @@ class StudyConfig:
             return json.loads(json.dumps(asdict(obj), default=str, sort_keys=True))
 
         space = plain(self.space)
-        for method in (*OPTIONAL_METHODS, "block_start"):  # off: the hash of older study files
+        for method in (*OPTIONAL_METHODS, "block_start", "lora_rank"):  # off: older files hash so
             if space.get(method) is None:
                 space.pop(method, None)
         data = plain(self.data)
@@ -323,6 +327,31 @@ def _method_range(where: str, value: Any, name: str) -> FloatRange | None:
     return bounds
 
 
+def _lora_ranks(where: str, value: Any) -> tuple[int, ...] | None:
+    """``search_space.lora_rank``: a rank or a list of ranks in ``0..MAX_LORA_RANK`` (sorted,
+    each once); None when absent."""
+    if value is None:
+        return None
+    ranks = value if isinstance(value, list) else [value]
+    if not ranks:
+        raise StudyFileError(
+            f"{where}.lora_rank is an empty list; give the ranks to choose from, e.g. "
+            "[0, 4, 8, 16] (0: off), or remove it"
+        )
+    for rank in ranks:
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise StudyFileError(
+                f"{where}.lora_rank: {rank!r} is not a whole number; use ranks from 0 (off) to "
+                f"{MAX_LORA_RANK}, e.g. [0, 4, 8, 16]"
+            )
+        if not 0 <= rank <= MAX_LORA_RANK:
+            raise StudyFileError(
+                f"{where}.lora_rank: {rank} is outside 0..{MAX_LORA_RANK}; use ranks from 0 (off) "
+                f"to {MAX_LORA_RANK}, e.g. [0, 4, 8, 16]"
+            )
+    return tuple(sorted(set(ranks)))
+
+
 def _given(section: BaseModel, key: str) -> Any:
     """``section.key``; a key written as null gets the schema's default."""
     value = getattr(section, key)
@@ -365,6 +394,7 @@ def _space(space: SpaceSection) -> SpaceConfig:
         batchnorm=tuple(dict.fromkeys(batchnorm)),
         **{name: _method_range(where, getattr(space, name), name) for name in OPTIONAL_METHODS},
         block_start=_block_start(where, space.block_start),
+        lora_rank=_lora_ranks(where, space.lora_rank),
     )
 
 

@@ -195,6 +195,18 @@ class SpaceSection(_Section):
         "the bottom (0) up to 'all'; the unfrozen layers are then a block starting there, not "
         "the top ones (not searched when absent)",
     )
+    lora_rank: Any = Field(
+        None,
+        description="LoRA ranks to choose from, e.g. [0, 4, 8, 16] (0: off): the unfrozen Dense, "
+        "EinsumDense and Conv layers train a low-rank update instead of their kernels "
+        "(not searched when absent)",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "integer"},
+                {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+            ]
+        },
+    )
 
 
 def _switch(key: str, on: str | None) -> Any:

@@ -14,10 +14,12 @@ cause                   moves
 ``lr_too_high``         learning rate ÷10, fewer unfrozen layers
 ``near_chance``         a larger move: learning rate ×10, every layer unfrozen with
                         BatchNorm training, another BatchNorm mode
-``underfitting``        learning rate ×3, more unfrozen layers, BatchNorm training
+``underfitting``        learning rate ×3, more unfrozen layers, BatchNorm training, then
+                        (where searched) a higher LoRA rank, or LoRA off above the highest
 ``climbing``            learning rate ÷3, more dropout, more weight decay, fewer unfrozen
-``overfitting``         layers, BatchNorm frozen, then (where searched) more augmentation
-``weak_regularisation`` and L2-SP ×10 (the same moves for these three)
+``overfitting``         layers, BatchNorm frozen, then (where searched) more augmentation,
+``weak_regularisation`` L2-SP ×10 and a lower LoRA rank, or LoRA in place of training the
+                        unfrozen layers fully (the same moves for these three)
 ``batchnorm_mismatch``  another BatchNorm mode (re-estimated first)
 ``still_improving``     the same configuration trained up to twice as long (a completed trial
                         whose validation loss was best at its last epoch, with no other cause);
@@ -95,8 +97,9 @@ CAUSE_WORDS: Mapping[str, str] = {
 }
 
 #: The optional methods' regularising moves, after the others: taken only where the space
-#: searches the method (``search_space.augment``, ``search_space.l2sp``).
-_METHODS = ("augment+", "l2sp*10")
+#: searches the method (``search_space.augment``, ``search_space.l2sp``,
+#: ``search_space.lora_rank``).
+_METHODS = ("augment+", "l2sp*10", "lora_rank-")
 _REGULARISE = (
     "lr/3",
     "dropout+",
@@ -111,7 +114,7 @@ MOVES_BY_CAUSE: Mapping[str, tuple[str, ...]] = {
     DIVERGED: ("lr/10",),
     LR_TOO_HIGH: ("lr/10", "fewer_layers"),
     NEAR_CHANCE: ("lr*10", "all_layers+batchnorm=train", "batchnorm=other"),
-    UNDERFITTING: ("lr*3", "more_layers", "batchnorm=train"),
+    UNDERFITTING: ("lr*3", "more_layers", "batchnorm=train", "lora_rank+"),
     CLIMBING: _REGULARISE,
     OVERFITTING: _REGULARISE,
     WEAK_REGULARISATION: ("dropout+", "weight_decay*10", "lr/3", "fewer_layers", *_METHODS),
@@ -310,6 +313,11 @@ def _apply(
             if stronger > float(strength) * (1 + 1e-6):
                 new["l2sp"] = stronger
                 out.append((new, f"raise L2-SP 10x, to {_fmt(stronger)}"))
+    elif name in ("lora_rank-", "lora_rank+"):
+        moved = _lora_move(params.get("lora_rank"), dists.get("lora_rank"), name == "lora_rank+")
+        if moved is not None:
+            new["lora_rank"] = moved[0]
+            out.append((new, moved[1]))
     elif name == "batchnorm=train" or name == "batchnorm=frozen":
         target = name.split("=", 1)[1]
         if target in modes and mode != target:
@@ -321,6 +329,33 @@ def _apply(
     else:
         raise ValueError(f"unknown move {name!r}")
     return out
+
+
+def _lora_move(rank: Any, dist: BaseDistribution | None, higher: bool) -> tuple[int, str] | None:
+    """The LoRA rank a move goes to, and its words; None where the space has no such rank.
+
+    Lower (regularising): the next lower rank above 0, or from 0 (the unfrozen layers trained
+    fully) the highest rank. Higher: the next higher rank, or from the highest, 0 (LoRA off)."""
+    if not isinstance(dist, CategoricalDistribution) or isinstance(rank, bool):
+        return None
+    if not isinstance(rank, int):
+        return None
+    ranks = sorted(int(c) for c in dist.choices if isinstance(c, int) and c > 0)
+    if not ranks:
+        return None
+    if higher:
+        if rank <= 0:
+            return None
+        above = [r for r in ranks if r > rank]
+        if above:
+            return above[0], f"raise the LoRA rank to {above[0]}"
+        if 0 in dist.choices:
+            return 0, "LoRA off: train the unfrozen layers fully"
+        return None
+    if rank <= 0:
+        return ranks[-1], f"LoRA rank {ranks[-1]} instead of training the unfrozen layers fully"
+    below = [r for r in ranks if r < rank]
+    return (below[-1], f"lower the LoRA rank to {below[-1]}") if below else None
 
 
 def propose_moves(

@@ -101,3 +101,50 @@ def test_a_study_runs_on_a_kerashub_backbone(tiny_preset: Path, tmp_path: Path) 
     assert study.user_attrs["thaw:num_layers"] == 3
     model: Any = thaw.load_best(study)
     assert model.output_shape == (None, 2)
+
+
+def test_lora_on_a_kerashub_backbone_trains_the_top_blocks_convolutions_low_rank(
+    tiny_preset: Path, tmp_path: Path
+) -> None:
+    import optuna
+
+    from thaw.objectives import (
+        ArrayData,
+        FineTuneObjective,
+        FloatRange,
+        IntRange,
+        SearchSpace,
+        TrainSettings,
+    )
+
+    pretrained = load_pretrained(
+        ModelSource(kind="kerashub", name=str(tiny_preset), unfreeze_by="blocks")
+    )
+    rng = np.random.default_rng(0)
+    data = ArrayData(
+        x_train=rng.integers(0, 256, (16, *SHAPE), dtype=np.uint8),
+        y_train=np.arange(16) % 2,
+        x_val=rng.integers(0, 256, (8, *SHAPE), dtype=np.uint8),
+        y_val=np.arange(8) % 2,
+        class_names=("a", "b"),
+    )
+    space = SearchSpace(
+        unfrozen_layers=IntRange(1, 1),
+        learning_rate=FloatRange(1e-3, 1e-3),
+        dropout=FloatRange(0.0, 0.0),
+        weight_decay=FloatRange(1e-6, 1e-6),
+        lora_rank=(2,),
+    )
+    objective = FineTuneObjective(pretrained, data, space, TrainSettings(epochs=2, batch_size=8))
+    models: list[Any] = []
+    objective.on_trial_model = lambda trial, model, value: models.append(model)
+    storage = f"sqlite:///{tmp_path / 'hub_lora.db'}"
+    study = optuna.create_study(study_name="hub_lora", storage=storage)
+    study.optimize(objective, n_trials=1)
+    (trial,) = optuna.load_study(study_name="hub_lora", storage=storage).get_trials()
+    assert trial.state.name == "COMPLETE", trial.user_attrs.get("fail_reason")
+    assert trial.params["lora_rank"] == 2
+    trained = {w.path for w in models[0].trainable_weights}
+    for conv in ("stack1_block0_0_conv", "stack1_block0_1_conv", "stack1_block0_2_conv"):
+        assert f"{conv}/lora_kernel_a" in trained and f"{conv}/kernel" not in trained
+    assert not any(path.startswith("conv1") for path in trained)  # the stem stays frozen

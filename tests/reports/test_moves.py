@@ -328,3 +328,64 @@ def test_params_key_treats_l2sp_strengths_on_a_log_scale() -> None:
     assert params_key({**METHOD_BASE, "l2sp": 1e-4}) == params_key(
         {**METHOD_BASE, "l2sp": 1.0001e-4}
     )
+
+
+LORA_DISTS = {**DISTS, "lora_rank": CategoricalDistribution([0, 4, 8, 16])}
+
+# (id, rank before, cause, distributions, the LoRA move's name and rank after; None: no move)
+LORA_MOVES = [
+    ("overfitting at rank 8: a lower rank", 8, "overfitting", LORA_DISTS, ("lora_rank-", 4)),
+    ("overfitting at the lowest rank: none", 4, "overfitting", LORA_DISTS, None),
+    ("overfitting, LoRA off: the highest rank", 0, "overfitting", LORA_DISTS, ("lora_rank-", 16)),
+    ("climbing: as overfitting", 16, "climbing", LORA_DISTS, ("lora_rank-", 8)),
+    (
+        "weak regularisation: as overfitting",
+        8,
+        "weak_regularisation",
+        LORA_DISTS,
+        ("lora_rank-", 4),
+    ),
+    ("underfitting at rank 4: a higher rank", 4, "underfitting", LORA_DISTS, ("lora_rank+", 8)),
+    (
+        "underfitting at the highest rank: LoRA off",
+        16,
+        "underfitting",
+        LORA_DISTS,
+        ("lora_rank+", 0),
+    ),
+    ("underfitting, LoRA off already: none", 0, "underfitting", LORA_DISTS, None),
+    (
+        "underfitting at the highest rank, off not searched: none",
+        16,
+        "underfitting",
+        {**DISTS, "lora_rank": CategoricalDistribution([4, 16])},
+        None,
+    ),
+    ("diverged: no LoRA move", 8, "diverged", LORA_DISTS, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("rank", "cause", "dists", "expected"),
+    [pytest.param(*r[1:], id=r[0]) for r in LORA_MOVES],
+)
+def test_lora_moves(
+    rank: int, cause: str, dists: dict[str, Any], expected: tuple[str, int] | None
+) -> None:
+    params = {**BASE, "lora_rank": rank}
+    moves = propose_moves(params, cause, dists)
+    lora = [m for m in moves if m.name.startswith("lora_rank")]
+    if expected is None:
+        assert lora == []
+        return
+    (move,) = lora
+    assert (move.name, move.params["lora_rank"]) == expected
+    assert {k: v for k, v in move.params.items() if k != "lora_rank"} == BASE
+    assert str(expected[1]) in move.words or "off" in move.words
+    # the methods' moves come after the others
+    assert moves[-1] is move
+
+
+def test_lora_moves_without_lora_in_the_space() -> None:
+    for cause in ("overfitting", "underfitting"):
+        assert not [m for m in propose_moves(BASE, cause, DISTS) if "lora" in m.name]

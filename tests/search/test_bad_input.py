@@ -128,6 +128,17 @@ def weightless_model(folder: Path) -> None:
     keras.Model(inputs, x, name="weightless").save(folder / "tiny.keras")
 
 
+def depthwise_model(folder: Path) -> None:
+    """Weighted layers that Keras gives no LoRA: a depthwise convolution, a LayerNorm."""
+    import keras
+
+    inputs = keras.Input(shape=(8, 8, 3))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(inputs)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    keras.Model(inputs, x, name="no_lora").save(folder / "tiny.keras")
+
+
 def folders(
     classes: dict[str, int], extra: dict[str, bytes] | None = None
 ) -> Callable[[Path], None]:
@@ -283,6 +294,36 @@ CASES: list[Case] = [
         {"search_space.block_start": {"low": 0, "high": 1, "log": True}},
     ),
     Case(
+        "LoRA rank negative",
+        "config",
+        "search_space.lora_rank: -4 is outside 0..256",
+        {"search_space.lora_rank": [0, -4]},
+    ),
+    Case(
+        "LoRA rank not whole",
+        "config",
+        "search_space.lora_rank: 2.5 is not a whole number",
+        {"search_space.lora_rank": [2.5, 8]},
+    ),
+    Case(
+        "LoRA rank text",
+        "config",
+        "search_space.lora_rank: 'eight' is not a whole number",
+        {"search_space.lora_rank": "eight"},
+    ),
+    Case(
+        "LoRA rank too large",
+        "config",
+        "search_space.lora_rank: 1024 is outside 0..256",
+        {"search_space.lora_rank": 1024},
+    ),
+    Case(
+        "LoRA ranks empty",
+        "config",
+        "search_space.lora_rank is an empty list",
+        {"search_space.lora_rank": []},
+    ),
+    Case(
         "unknown batchnorm mode",
         "config",
         "search_space.batchnorm must be a list drawn from",
@@ -344,6 +385,19 @@ CASES: list[Case] = [
         "model",
         "has no layers with weights (BatchNorm excluded) below the cut",
         prepare=weightless_model,
+    ),
+    Case(
+        "LoRA on a model without a layer that supports it",
+        "model",
+        "LoRA works on Dense, EinsumDense, Conv1D, Conv2D, Conv3D layers",
+        {"search_space.lora_rank": [0, 4]},
+        prepare=depthwise_model,
+    ),
+    Case(
+        "LoRA with no layer unfrozen",
+        "model",
+        "no layer of it is unfrozen",
+        {"search_space.lora_rank": [4], "search_space.unfrozen_layers": [0, 0]},
     ),
     Case(
         "unfrozen above the model",

@@ -572,3 +572,18 @@ def test_informed_start_takes_a_searched_method_at_its_weakest(
     start = informed_start(replace(space(), **{method: bounds}), None)
     assert start and all(t.params[method] == weakest for t in start)
     assert all(method not in t.params for t in informed_start(space(), None))
+
+
+@pytest.mark.parametrize(
+    ("ranks", "start_rank"),
+    [((0, 4, 16), 0), ((4, 16), 16)],
+    ids=["off where allowed", "else the largest rank"],
+)
+def test_informed_start_takes_lora_off_or_at_its_largest_rank(
+    ranks: tuple[int, ...], start_rank: int
+) -> None:
+    from dataclasses import replace
+
+    start = informed_start(replace(space(), lora_rank=ranks), None)
+    assert start and all(t.params["lora_rank"] == start_rank for t in start)
+    assert all("lora_rank" not in t.params for t in informed_start(space(), None))

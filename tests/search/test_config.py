@@ -131,6 +131,27 @@ def test_optional_methods_are_off_unless_their_range_is_given(tmp_path: Path) ->
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "ranks"),
+    [([8, 0, 4, 4], (0, 4, 8)), (16, (16,)), ([0], (0,)), (None, None)],
+    ids=["list, sorted, each once", "one rank", "off only", "absent"],
+)
+def test_lora_ranks_are_read_as_the_choices_searched(
+    tmp_path: Path, value: Any, ranks: tuple[int, ...] | None
+) -> None:
+    import optuna
+
+    config = parse(edited(search_space__lora_rank=value), tmp_path)
+    assert config.space.lora_rank == ranks
+    space = config.space.resolve(3)
+    assert space.lora_rank == ranks
+    trial = optuna.create_study().ask()
+    params = space.suggest(trial)
+    assert ("lora_rank" in trial.params) == (ranks is not None)
+    assert params.lora_rank in (ranks or (0,))
+    assert ("lora_rank" in config.search_relevant()["search_space"]) == (ranks is not None)
+
+
 @pytest.mark.parametrize("path", sorted(DEMO_YAML.parent.glob("*.yaml")), ids=lambda p: p.name)
 def test_todays_study_files_search_the_same_space(path: Path, tmp_path: Path) -> None:
     import optuna
@@ -172,7 +193,7 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "unknown nested key",
         {"search_space__learning_rat": [1e-4, 1e-2]},
         r"unknown key 'search_space.learning_rat'; expected one of: unfrozen_layers, "
-        r"learning_rate, dropout, weight_decay, batchnorm, l2sp, lr_decay, augment",
+        r"learning_rate, dropout, weight_decay, batchnorm, l2sp, lr_decay, augment, lora_rank",
     ),
     (
         "unknown bounds key",
@@ -277,6 +298,36 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "augment string",
         {"search_space__augment": ["strong", 0.5]},
         r"search_space\.augment\.low must be a finite number, got 'strong'",
+    ),
+    (
+        "lora_rank negative",
+        {"search_space__lora_rank": [-1, 4]},
+        r"search_space\.lora_rank: -1 is outside 0\.\.256; use ranks from 0 \(off\)",
+    ),
+    (
+        "lora_rank above 256",
+        {"search_space__lora_rank": 512},
+        r"search_space\.lora_rank: 512 is outside 0\.\.256",
+    ),
+    (
+        "lora_rank float",
+        {"search_space__lora_rank": [4.0]},
+        r"search_space\.lora_rank: 4\.0 is not a whole number",
+    ),
+    (
+        "lora_rank true",
+        {"search_space__lora_rank": True},
+        r"search_space\.lora_rank: True is not a whole number",
+    ),
+    (
+        "lora_rank a range",
+        {"search_space__lora_rank": {"low": 0, "high": 8}},
+        r"search_space\.lora_rank: \{'low': 0, 'high': 8\} is not a whole number",
+    ),
+    (
+        "lora_rank empty",
+        {"search_space__lora_rank": []},
+        r"search_space\.lora_rank is an empty list",
     ),
     # dropout must stay below 1
     (
@@ -574,6 +625,7 @@ def test_relative_sqlite_storage_resolves_against_the_study_folder(
         {"search_space__l2sp": [1e-4, 1e-1]},
         {"search_space__lr_decay": [0.5, 1.0]},
         {"search_space__augment": [0.0, 1.0]},
+        {"search_space__lora_rank": [0, 8]},
         {"train__epochs": 4},
         {"objective": "val_accuracy"},
         {"data__seed": 1},

@@ -48,6 +48,7 @@ def code_defaults(config: StudyConfig) -> dict[str, Any]:
         "search_space.lr_decay": config.space.lr_decay,
         "search_space.augment": config.space.augment,
         "search_space.block_start": config.space.block_start,
+        "search_space.lora_rank": config.space.lora_rank,
         "train.epochs": config.train.epochs,
         "train.batch_size": config.train.batch_size,
         "train.probe_images": config.train.probe_images,

@@ -144,3 +144,41 @@ def test_a_run_searches_the_fine_tuning_methods_when_the_study_file_asks(
     assert report.rc == 0, report.err
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert all(f"| {name} " in text for name in ("l2sp", "lr_decay", "augment"))
+
+
+def test_a_run_searches_lora_and_its_best_model_exports_and_loads_in_safe_mode(
+    tmp_path: Path, thaw: Callable[..., CliResult]
+) -> None:
+    import keras
+
+    folder = tmp_path / "lora"
+    study_file = noise_study(folder, n_trials=3, lr_range_test="off")
+    study = yaml.safe_load(study_file.read_text())
+    study["search_space"] |= {"lora_rank": [2], "unfrozen_layers": {"low": 1, "high": "all"}}
+    study_file.write_text(yaml.safe_dump(study), encoding="utf-8")
+    result = thaw("run", study_file, "--no-progress")
+    assert result.rc == 0, result.err
+    trials = trials_of(folder)
+    assert trials and all(t.state != optuna.trial.TrialState.FAIL for t in trials)
+    assert all(t.params["lora_rank"] == 2 for t in trials)
+    out = tmp_path / "best.keras"
+    export = thaw("export", study_file, "--out", out)
+    # the kept model holds the update merged into its kernels: its loss is the stored one
+    assert export.rc == 0, export.err
+    number = int(export.out.split()[1].rstrip("'s"))
+    model = keras.models.load_model(out, safe_mode=True)
+    x = np.load(folder / "data.npz")["x_val"].astype("float32")
+    probs = model.predict(x, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    # the top unfrozen layers had LoRA: Keras reloads them with it, their update merged
+    unfrozen = next(t for t in trials if t.number == number).params["unfrozen_layers"]
+    weighted = [layer for layer in model.layers[1].layers if layer.weights]
+    weighted = [
+        layer for layer in weighted if not isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert [getattr(layer, "lora_enabled", False) for layer in weighted] == [
+        i >= len(weighted) - unfrozen for i in range(len(weighted))
+    ]
+    report = thaw("report", study_file, "--out", tmp_path / "report")
+    assert report.rc == 0, report.err
+    assert "| lora_rank " in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
