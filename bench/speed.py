@@ -458,7 +458,9 @@ def main() -> None:
 
                     return run
 
-                objective.build = clocked("build", objective.build)  # type: ignore[method-assign]
+                objective._assemble = clocked(  # type: ignore[method-assign]
+                    "build", objective._assemble
+                )
                 objective._adapt = clocked("adapt", objective._adapt)  # type: ignore[method-assign]
                 objective._features = clocked(  # type: ignore[method-assign]
                     "cache build", objective._features

@@ -20,13 +20,17 @@ moves it down to the nearest valid one, or caching is off for the trial (logged 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import inspect
 import logging
 import os
+import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -42,8 +46,38 @@ CACHE_FROZEN: tuple[str, ...] = ("auto", "off")
 DEFAULT_MEMORY_BYTES = 1 << 30
 
 
+#: Whether a layer holds a SeedGenerator, by layer (fixed when it is built; a deep base's layers
+#: are looked at in every trial).
+_RANDOM: weakref.WeakKeyDictionary[keras.layers.Layer, bool] = weakref.WeakKeyDictionary()
+
+
 def _has_randomness(layer: keras.layers.Layer) -> bool:
-    return any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
+    try:
+        return _RANDOM[layer]
+    except (KeyError, TypeError):
+        pass
+    found = any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
+    with contextlib.suppress(TypeError):
+        _RANDOM[layer] = found
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _takes_training(call: Callable[..., Any]) -> bool:
+    try:
+        return "training" in inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return True
+
+
+def _call_takes_training(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer.call`` has a ``training`` argument (unknown: True); worked out once per
+    class for a method of the layer's class."""
+    call = layer.call
+    function = getattr(call, "__func__", None)
+    if function is not None and function is getattr(type(layer), "call", None):
+        return _takes_training(function)
+    return _takes_training.__wrapped__(call)
 
 
 def is_frozen(layer: keras.layers.Layer) -> bool:
@@ -59,24 +93,46 @@ def is_frozen(layer: keras.layers.Layer) -> bool:
         return False
     if is_batchnorm(layer):
         return not layer.trainable
-    try:
-        takes_training = "training" in inspect.signature(layer.call).parameters
-    except (TypeError, ValueError):
-        takes_training = True
-    return not takes_training
+    return not _call_takes_training(layer)
 
 
-@dataclass
 class Split:
-    """A trial model cut at a frozen boundary; ``suffix`` shares its layers with the full model."""
+    """A trial model cut at a frozen boundary; ``suffix`` shares its layers with the full model.
 
-    prefix: keras.Model
-    suffix: keras.Model
-    boundary: str
+    ``prefix`` (images -> boundary activations) is built on first use: a trial whose activations
+    are cached already never runs it, and on a deep network building it takes a while.
+    """
+
+    def __init__(
+        self,
+        prefix: keras.Model | tuple[list[keras.KerasTensor], keras.KerasTensor],
+        suffix: keras.Model,
+        boundary: str,
+    ) -> None:
+        """``prefix``: the model, or its inputs and its output tensor."""
+        if isinstance(prefix, keras.Model):
+            self._prefix: keras.Model | None = prefix
+            self._inputs, self._tensor = list(prefix.inputs), prefix.outputs[0]
+        else:
+            self._prefix = None
+            self._inputs, self._tensor = prefix
+        self.suffix = suffix
+        self.boundary = boundary
+
+    @property
+    def prefix(self) -> keras.Model:
+        if self._prefix is None:
+            self._prefix = keras.Model(self._inputs, self._tensor, name="thaw_prefix")
+        return self._prefix
+
+    @property
+    def feature_dtype(self) -> str:
+        """The dtype of the boundary activations."""
+        return str(self._tensor.dtype)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.prefix.output_shape[1:])
+        return tuple(int(d) for d in self._tensor.shape[1:])
 
 
 def _output_in_graph(
@@ -150,8 +206,7 @@ def split_frozen_prefix(model: keras.Model, base: keras.Model) -> Split | None:
             if suffix is None:
                 _logger.debug("no frozen-prefix cache: the whole of '%s' is frozen", model.name)
                 return None
-            prefix = keras.Model(model.inputs, tensor, name="thaw_prefix")
-            return Split(prefix, suffix, f"{model.name}/{outer[i].name}")
+            return Split((list(model.inputs), tensor), suffix, f"{model.name}/{outer[i].name}")
         inner = list(base.layers)
         cut = _highest_cut(inner, base.outputs[0], base.name)
         if cut is None:
@@ -163,11 +218,10 @@ def split_frozen_prefix(model: keras.Model, base: keras.Model) -> Split | None:
             _logger.debug("no frozen-prefix cache: the head of '%s' has several inputs", model.name)
             return None
         head = keras.Model(head_input, model.outputs[0], name="thaw_head")
-        prefix = keras.Model(base.inputs, tensor, name="thaw_prefix")
         features = keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name="features")
         x = features if tail is None else tail(features)
         suffix = keras.Model(features, head(x), name="thaw_suffix")
-        return Split(prefix, suffix, f"{base.name}/{inner[i].name}")
+        return Split((list(base.inputs), tensor), suffix, f"{base.name}/{inner[i].name}")
     except Exception as exc:  # noqa: BLE001 - an unusual graph means "no cache", never a failure
         _logger.debug(
             "no frozen-prefix cache for '%s': %s: %s", model.name, type(exc).__name__, exc

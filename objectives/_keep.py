@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -42,9 +43,20 @@ class BestModelKeeper:
     :class:`FineTuneObjective` (``on_trial_model``) when a trial's training ends.
     """
 
-    def __init__(self, folder: Path | str, metric: str, maximize: bool, top_k: int = 3) -> None:
+    def __init__(
+        self,
+        folder: Path | str,
+        metric: str,
+        maximize: bool,
+        top_k: int = 3,
+        prepare: Callable[[keras.Model], None] | None = None,
+    ) -> None:
+        """``prepare``: called with a model right before it is saved (the objective's
+        ``compile_if_deferred``: a trial that trained only the top of its model on cached
+        activations left the model uncompiled; only a saved one is compiled)."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.prepare = prepare
         self.folder = Path(folder)
         self.metric = metric
         self.maximize = maximize
@@ -69,6 +81,8 @@ class BestModelKeeper:
         if trial.number in top:
             path = kept_model_file(self.folder, trial.number)
             tmp = path.with_name(f".{path.stem}.tmp.keras")
+            if self.prepare is not None:
+                self.prepare(model)
             model.save(tmp)
             os.replace(tmp, path)
             trial.set_user_attr("kept_model", path.name)

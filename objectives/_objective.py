@@ -172,6 +172,10 @@ def build_training_state(model: keras.Model, y: np.ndarray) -> None:
         model.optimizer.build(model.trainable_variables)
 
 
+def _compiled(model: keras.Model) -> bool:
+    return bool(getattr(model, "compiled", False))
+
+
 def trial_epochs(trial: optuna.Trial, default: int) -> int:
     """The epochs ``trial`` trains: its own length when it was queued with one
     (``thaw:epochs``, a longer trial the closed loop asked for), else ``default``."""
@@ -302,9 +306,26 @@ class FineTuneObjective:
         #: The weights the latest completed trials ended with at their best epoch, when that was
         #: their last (trial number -> params, epochs, weights): a "train longer" trial of the
         #: same configuration continues from them (at most ``KEPT_FOR_CONTINUING``).
-        self._continuable: dict[int, tuple[TrialParams, int, list[Any]]] = {}
+        #: The weights are those of the model whose variables the trial trained (positions in
+        #: the trial model's ``weights``, or None: all of them); the rest are the base's as reset.
+        self._continuable: dict[
+            int, tuple[TrialParams, int, tuple[list[int] | None, list[np.ndarray]]]
+        ] = {}
+        #: The model whose variables the last trial's fits could change (the top a cached phase
+        #: fits, or the whole model).
+        self._trained: keras.Model | None = None
+        #: The last trial's model and parameters when its fits left it uncompiled.
+        self._deferred: tuple[keras.Model, TrialParams] | None = None
+        #: Epochs of the last trial's history its recorder stored (with ``epochs_run``).
+        self._history_stored: int | None = None
         #: Epochs the current trial continues from (0: it trains from the start).
         self._resumed = 0
+        #: Whether the working copy of the base holds what ``build`` reset it to (nothing else
+        #: has assigned its variables since); then :meth:`fit` records in ``_base_changed`` the
+        #: variables its fits could change (those of the models it fitted), and the next
+        #: ``build`` resets only those (None: it compares them all).
+        self._base_reset = False
+        self._base_changed: list[Any] | None = None
         #: Runs the batch-statistics probe through one traced function per architecture.
         self._batch_stats_runner = BatchStatsRunner()
         if settings.probe_images < 0:
@@ -373,19 +394,31 @@ class FineTuneObjective:
         """The base (pretrained weights restored from memory) with a new head, frozen for the
         first phase and compiled. Valid until the next call: the base is reused by the next trial.
         """
+        model = self._assemble(params)
+        self._compile(model, params)
+        return model
+
+    def _assemble(self, params: TrialParams) -> keras.Model:
+        """:meth:`build` without compiling: a trial's :meth:`fit` compiles the whole model only
+        for a phase that fits it (a phase that trains the top on cached activations compiles
+        the top alone), and :meth:`compile_if_deferred` before it is saved."""
         adapted = params.batchnorm == "adapt" and self._adapted_weights is not None
+        changed, self._base_changed = self._base_changed, None
         base = self.pretrained.working_copy(
             seed=int(np.random.randint(2**30)),
             # The adapted statistics do not depend on the trial: computed once, then the base is
             # reset to them as to the pretrained weights (only what differs is assigned).
             weights=self._adapted_weights if adapted else None,
+            changed=changed,
         )
         if params.lora_rank > 0:
             # LoRA adds variables to the base's layers for good: the next trial gets a new copy.
             self.pretrained.release_working_copy()
+        self._base_reset = True
         if params.batchnorm == "adapt" and self._adapted_weights is None:
             self._adapt(base)
             self._adapted_weights = base.get_weights()
+            self.pretrained.holds(self._adapted_weights)  # what the next adapt trial resets to
         warmup = self.settings.warmup_epochs > 0
         freeze(
             base,
@@ -399,7 +432,7 @@ class FineTuneObjective:
             if self._value_range is None:
                 self._value_range = (float(np.min(self._x_train)), float(np.max(self._x_train)))
             augment = augmentation(params.augment, self._value_range)
-        model = build_model(
+        return build_model(
             base,
             self.data.num_classes,
             params.dropout,
@@ -408,8 +441,15 @@ class FineTuneObjective:
             augment=augment,
             multilabel=self.multilabel,
         )
-        self._compile(model, params)
-        return model
+
+    def compile_if_deferred(self, model: keras.Model) -> None:
+        """Compile the last trial's model as :meth:`build` compiles it, when that trial's fits
+        left it uncompiled (they trained its top on cached activations): a model that is saved
+        (``keep_best``, an export) keeps its compile settings, as compiled for the trainable
+        layers of its last phase. Any other model is left as is."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None and deferred[0] is model:
+            self._compile(model, deferred[1])
 
     def _step(self, message: str) -> None:
         """Announce a step that may take a while before the first epoch."""
@@ -571,6 +611,13 @@ class FineTuneObjective:
         self.trial_notes = {}
         self._cached_phase = None
         self._restored_epoch = None
+        self._trained = None
+        self._history_stored = None
+        self._deferred = None
+        # A model from build() is compiled; one from _assemble() is compiled here, only for a
+        # phase that fits it (not for one that trains the top on cached activations).
+        compiled = _compiled(model)
+        fitted: list[keras.Model] = []
         for i, (initial_epoch, epochs) in enumerate(phases):
             if i == 1:
                 if reporter.pruned_at is not None or reporter.diverged_at is not None:
@@ -583,14 +630,18 @@ class FineTuneObjective:
                     self.pretrained.unfreeze_by,
                     params.block_start,
                 )
-                self._compile(model, params)
+                compiled = False  # the trainable flags changed: compiled again if it is fitted
             if epochs <= initial_epoch:
                 continue
             fit_model, fit_data = self._phase_model(model, params, trial.number)
+            if fit_model is model and not compiled:
+                self._compile(model, params)
+                compiled = True
             for key, note in self.trial_notes.items():
                 trial.set_user_attr(key, note)
             if len(phases) == 1:
                 restorer.model_to_keep = fit_model  # the top of a cached phase shares them
+            fitted.append(fit_model)
             # The same random state for the fit whether or not the features came from the cache.
             keras.utils.set_random_seed((self.seed * 100_003 + trial.number * 7 + i) % (2**31))
             try:
@@ -607,6 +658,15 @@ class FineTuneObjective:
                     recorder.store()
                 raise
         self._restored_epoch = restorer.restored_epoch
+        self._history_stored = recorder.stored
+        self._trained = restorer.model_to_keep or model
+        if self._base_reset and all(fit_model is not model for fit_model in fitted):
+            # Only the tops the phases fitted on cached activations can have changed: the
+            # bottom below them is frozen (the probes and the restored weights leave it as is).
+            self._base_changed = [v for fit_model in fitted for v in fit_model.weights]
+        self._base_reset = False
+        if not compiled:
+            self._deferred = (model, params)
         self._ended = (
             restorer.last_epoch,
             restorer.last_weights,
@@ -651,7 +711,7 @@ class FineTuneObjective:
             self.pretrained.fingerprint(),
             split.boundary,
             batchnorm,
-            str(split.prefix.outputs[0].dtype),
+            split.feature_dtype,
             *extra,
         )
 
@@ -788,7 +848,15 @@ class FineTuneObjective:
     def train(
         self, trial: optuna.Trial, params: TrialParams, seed: int | None = None
     ) -> tuple[keras.Model, TrialHistory, TrialReporter]:
-        """Build and fit one configuration; the model comes back at its best epoch."""
+        """Build and fit one configuration; the model comes back at its best epoch, compiled."""
+        model, history, reporter = self._train(trial, params, seed)
+        self.compile_if_deferred(model)
+        return model, history, reporter
+
+    def _train(
+        self, trial: optuna.Trial, params: TrialParams, seed: int | None = None
+    ) -> tuple[keras.Model, TrialHistory, TrialReporter]:
+        """:meth:`train`, the model left uncompiled when its fits did not need it compiled."""
         # clear_session resets the global dtype policy too: keep mixed precision on.
         policy = keras.config.dtype_policy()
         keras.backend.clear_session(free_memory=False)
@@ -796,7 +864,8 @@ class FineTuneObjective:
         seed = self.trial_seed(trial.number) if seed is None else seed
         trial.set_user_attr("seed", seed)
         keras.utils.set_random_seed(seed)
-        model = self.build(params)
+        self._deferred = None
+        model = self._assemble(params)  # fit compiles what it fits
         if params.block_start is not None:
             trial.set_user_attr(UNFROZEN_BLOCK, self.unfrozen_block(params))
         self._resumed = self._continue(trial, params, model)
@@ -832,9 +901,13 @@ class FineTuneObjective:
                 self.pretrained.unfreeze_by,
                 params.block_start,
             )
-            self._compile(model, params)
+        self._compile(model, params)
         # After compiling: what compiling copies (L2-SP's anchors) stays the pretrained weights.
-        model.set_weights(kept[2])
+        self._base_reset = False
+        positions, weights = kept[2]
+        variables = model.weights
+        for i, value in zip(positions or range(len(variables)), weights, strict=True):
+            variables[i].assign(value)
         trial.set_user_attr("continued_from", {"trial": number, "epochs": epochs})
         return epochs
 
@@ -846,7 +919,19 @@ class FineTuneObjective:
         if outcome.best_epoch != outcome.epochs_run:
             return
         epochs = outcome.epochs_run + self._resumed
-        self._continuable[trial.number] = (params, epochs, model.get_weights())
+        trained = self._trained
+        if trained is None or trained is model:
+            kept: tuple[list[int] | None, list[np.ndarray]] = (None, model.get_weights())
+        else:
+            # The top a cached phase trained: the rest is the base as every trial of this
+            # configuration starts (on a deep base, a few variables kept, not hundreds).
+            position = {id(v): i for i, v in enumerate(model.weights)}
+            at = [position.get(id(v)) for v in trained.weights]
+            if any(i is None for i in at):
+                kept = (None, model.get_weights())
+            else:
+                kept = ([i for i in at if i is not None], trained.get_weights())
+        self._continuable[trial.number] = (params, epochs, kept)
         while len(self._continuable) > KEPT_FOR_CONTINUING:
             del self._continuable[min(self._continuable)]
 
@@ -867,14 +952,19 @@ class FineTuneObjective:
         return losses[epoch - 1]
 
     def _run(self, trial: optuna.Trial, params: TrialParams) -> float:
-        model, history, reporter = self.train(trial, params)
+        # Left uncompiled when only its top was fitted: a keeper that saves it compiles it
+        # first (compile_if_deferred), one that does not saves the time.
+        model, history, reporter = self._train(trial, params)
         try:
             outcome = summarise_history(history.to_dict(), self.settings.metric)
         except DivergedError:
             if reporter.pruned_at is not None:  # the pruner recorded why (diverged)
                 raise optuna.TrialPruned(f"diverged at epoch {reporter.pruned_at}") from None
             raise
-        for key, value in outcome.user_attrs().items():
+        attrs = outcome.user_attrs()
+        if self._history_stored == outcome.epochs_run:
+            del attrs["epochs_run"]  # stored with the history already: one storage write less
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
         if self.on_trial_model is not None and math.isfinite(outcome.best_value):
             try:

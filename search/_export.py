@@ -60,7 +60,13 @@ def attach_keeper(config: StudyConfig, objective: Any, study: optuna.Study) -> N
 
     folder = models_dir(config)
     maximize = OBJECTIVE_METRICS[config.train.metric] == "maximize"
-    objective.on_trial_model = BestModelKeeper(folder, config.train.metric, maximize, KEEP_TOP_K)
+    objective.on_trial_model = BestModelKeeper(
+        folder,
+        config.train.metric,
+        maximize,
+        KEEP_TOP_K,
+        prepare=getattr(objective, "compile_if_deferred", None),
+    )
     if study.user_attrs.get(MODELS_DIR_ATTR) != str(folder):
         study.set_user_attr(MODELS_DIR_ATTR, str(folder))
 

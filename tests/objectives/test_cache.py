@@ -523,3 +523,103 @@ def test_a_cached_trial_ends_with_the_weights_of_an_uncached_one(
     for a, b in zip(c_weights, weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert_same_probes(c_probes, probes, rtol=1e-4)
+
+
+def test_a_base_reset_after_cached_trials_is_the_pretrained_or_adapted_one_bit_for_bit(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays
+) -> None:
+    """After a trial that trained only the top on cached activations, the next trial resets
+    only that top's variables; whatever the order of the modes, the base it starts from is the
+    pretrained one (or the adapted one), bit for bit."""
+    from thaw.objectives._space import TrialParams
+
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    space = SearchSpace(**{**vars(SPACE), "batchnorm": ("frozen", "adapt", "train")})
+    objective = FineTuneObjective(
+        pretrained,
+        data,
+        space,
+        TrainSettings(epochs=2, batch_size=8),
+        feature_cache=FeatureCache(directory=None),
+    )
+    params = {"learning_rate": 1e-2, "dropout": 0.2, "weight_decay": 1e-5}
+    # (unfrozen layers, BatchNorm mode of the trial, mode of the next build, which is checked)
+    steps = [
+        (1, "frozen", "frozen"),
+        (1, "adapt", "adapt"),  # the first adapt trial: the copy holds the adapted statistics
+        (0, "adapt", "frozen"),
+        (0, "frozen", "frozen"),
+        (0, "adapt", "adapt"),
+        (2, "train", "frozen"),  # the whole network trained: everything compared
+        (1, "frozen", "adapt"),
+    ]
+    for unfrozen, mode, check in steps:
+        run_trial(objective, {**params, "unfrozen_layers": unfrozen, "batchnorm": mode})
+        assert (objective.last_boundaries != [""]) == (mode != "train")
+        expected = pretrained.weights if check == "frozen" else objective._adapted_weights
+        assert expected is not None
+        base = objective.build(TrialParams(0, 1e-3, 0.0, 1e-5, check)).layers[1]
+        assert _same_bits(base.get_weights(), expected), (unfrozen, mode, check)
+    assert objective._adapted_weights is not None
+    assert not _same_bits(objective._adapted_weights, pretrained.weights)
+
+
+def test_working_copy_resets_only_the_changed_variables_it_is_told_of(
+    tiny_cnn: Callable[..., Any],
+) -> None:
+    """``changed`` narrows the reset to those variables when the copy is reset to the same
+    weights as last time; to other weights, every variable is compared."""
+    pretrained = PretrainedBase(tiny_cnn(), "tiny")
+    base = pretrained.working_copy(seed=1)
+    first, last = base.weights[0], base.weights[-1]
+    first.assign(first + 1.0)
+    last.assign(last + 1.0)
+    base = pretrained.working_copy(seed=1, changed=[last])
+    assert _same_bits([last.numpy()], [pretrained.weights[-1]])
+    assert not _same_bits([first.numpy()], [pretrained.weights[0]])  # as the caller said
+    other = [w + 2.0 for w in pretrained.weights]
+    base = pretrained.working_copy(seed=1, weights=other, changed=[last])
+    assert _same_bits(base.get_weights(), other)
+    base = pretrained.working_copy(seed=1, changed=[])
+    assert _same_bits(base.get_weights(), pretrained.weights)
+
+
+@pytest.mark.parametrize("warmup", [0, 1])
+def test_the_kept_model_of_a_cached_trial_is_saved_compiled(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays, tmp_path: Path, warmup: int
+) -> None:
+    """A trial that trained only its top on cached activations leaves its model uncompiled;
+    the keeper compiles it before saving it, so the file loads compiled and measures the
+    trial's best validation loss, and ``train`` hands back a compiled model."""
+    from thaw.objectives import BestModelKeeper
+    from thaw.objectives._space import TrialParams
+
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    settings = TrainSettings(epochs=3, batch_size=8, warmup_epochs=warmup)
+    objective = FineTuneObjective(
+        pretrained, data, SPACE, settings, feature_cache=FeatureCache(directory=None)
+    )
+    saved: list[bool] = []
+
+    def compiled_when_saved(model: keras.Model) -> None:
+        objective.compile_if_deferred(model)
+        saved.append(bool(model.compiled))
+
+    objective.on_trial_model = BestModelKeeper(
+        tmp_path, "val_loss", maximize=False, top_k=1, prepare=compiled_when_saved
+    )
+    attrs = run_trial_attrs(objective, {"unfrozen_layers": 1})
+    assert objective.last_boundaries and all(objective.last_boundaries)  # cached phases only
+    assert saved == [True]
+    model = keras.saving.load_model(tmp_path / attrs["kept_model"], safe_mode=True)
+    assert model.compiled and model.loss == "sparse_categorical_crossentropy"
+    x_val = objective._x_val
+    loss = model.evaluate(x_val, data.y_val, batch_size=8, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(attrs["best_val_loss"], rel=1e-4)
+
+    trained, _, _ = objective.train(
+        optuna.create_study().ask(), TrialParams(1, 1e-3, 0.0, 1e-5, "frozen")
+    )
+    assert trained.compiled

@@ -18,6 +18,7 @@ from thaw._keys import CONTINUES, TRIAL_EPOCHS
 from thaw.objectives import (
     ArrayData,
     DivergedError,
+    FeatureCache,
     FineTuneObjective,
     FloatRange,
     IntRange,
@@ -170,6 +171,37 @@ def test_a_longer_trial_continues_from_where_its_source_ended(
     # It starts where the first ended, not from the pretrained weights.
     assert longer.intermediate_values[1] < first.intermediate_values[1]
     assert longer.intermediate_values[1] < 1.5 * first.intermediate_values[3]
+
+
+@pytest.mark.parametrize("unfrozen", [0, 1])
+def test_a_longer_trial_continues_alike_from_a_cached_or_an_uncached_source(
+    pretrained: PretrainedBase, tiny_arrays: Arrays, tmp_path: Path, unfrozen: int
+) -> None:
+    """A source that trained its top on cached activations keeps that top's weights only (the
+    rest is the base as every trial starts); the longer trial trains as from an uncached one."""
+    curves = []
+    for cache in ("auto", "off"):
+        objective = FineTuneObjective(
+            pretrained,
+            memorised(tiny_arrays),
+            SPACE,
+            TrainSettings(epochs=3, batch_size=8, cache_frozen=cache),
+            feature_cache=FeatureCache(directory=None),
+        )
+        study = optuna.create_study(study_name="o", storage=f"sqlite:///{tmp_path / cache}.db")
+        params = {**LONGER_PARAMS, "unfrozen_layers": unfrozen, "learning_rate": 1e-2}
+        study.enqueue_trial(params)
+        study.optimize(objective, n_trials=1)
+        assert study.trials[0].user_attrs["best_epoch"] == 3
+        assert (objective.last_boundaries != [""]) == (cache == "auto")
+        study.enqueue_trial(
+            params, user_attrs={TRIAL_EPOCHS: 5, CONTINUES: {"trial": 0, "epochs": 3}}
+        )
+        study.optimize(objective, n_trials=1)
+        longer = study.trials[1]
+        assert longer.user_attrs["continued_from"] == {"trial": 0, "epochs": 3}
+        curves.append(longer.user_attrs["history"]["val_loss"])
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5, atol=1e-6)
 
 
 def test_a_longer_trial_whose_source_is_not_held_trains_from_the_start(
