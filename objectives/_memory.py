@@ -199,21 +199,8 @@ def memory_data_source(
             f"one name per label 0..{top}"
         )
     names = tuple(class_names) or tuple(f"class_{i}" for i in range(top + 1))
-    try:
-        arrays = ArrayData(x, y, x_val, y_val, names, source="in-memory arrays")
-    except ValueError as exc:
-        raise DataSourceError(str(exc)) from None
-    return DataSource(
-        kind="memory",
-        seed=seed,
-        class_names=names,
-        val_fraction=val_fraction,
-        instance=InMemory(
-            arrays,
-            arrays.fingerprint(),
-            f"{len(y)} training and {len(y_val)} validation images",
-        ),
-    )
+    described = f"{len(y)} training and {len(y_val)} validation images"
+    return _source((x, y, x_val, y_val), names, val_fraction, seed, described, multilabel=False)
 
 
 def _multilabel_source(
@@ -232,8 +219,21 @@ def _multilabel_source(
             "name per column"
         )
     names = tuple(class_names) or tuple(f"label_{i}" for i in range(k))
+    described = f"{len(y)} training and {len(y_val)} validation images, {k} labels each 0 or 1"
+    return _source((x, y, x_val, y_val), names, val_fraction, seed, described, multilabel=True)
+
+
+def _source(
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    names: tuple[str, ...],
+    val_fraction: float,
+    seed: int,
+    described: str,
+    *,
+    multilabel: bool,
+) -> DataSource:
     try:
-        arrays = ArrayData(x, y, x_val, y_val, names, source="in-memory arrays", multilabel=True)
+        arrays = ArrayData(*splits, names, source="in-memory arrays", multilabel=multilabel)
     except ValueError as exc:
         raise DataSourceError(str(exc)) from None
     return DataSource(
@@ -241,10 +241,6 @@ def _multilabel_source(
         seed=seed,
         class_names=names,
         val_fraction=val_fraction,
-        instance=InMemory(
-            arrays,
-            arrays.fingerprint(),
-            f"{len(y)} training and {len(y_val)} validation images, {k} labels each 0 or 1",
-        ),
-        task="multilabel",
+        instance=InMemory(arrays, arrays.fingerprint(), described),
+        task="multilabel" if multilabel else "auto",
     )
