@@ -420,13 +420,7 @@ class FineTuneObjective:
             self._adapted_weights = base.get_weights()
             self.pretrained.holds(self._adapted_weights)  # what the next adapt trial resets to
         warmup = self.settings.warmup_epochs > 0
-        freeze(
-            base,
-            0 if warmup else params.unfrozen_layers,
-            params.batchnorm,
-            self.pretrained.unfreeze_by,
-            params.block_start,
-        )
+        self._freeze(base, params, warmup=warmup)
         augment = None
         if params.augment > 0:
             if self._value_range is None:
@@ -440,6 +434,17 @@ class FineTuneObjective:
             weight_decay=params.weight_decay,
             augment=augment,
             multilabel=self.multilabel,
+        )
+
+    def _freeze(self, base: keras.Model, params: TrialParams, *, warmup: bool = False) -> None:
+        """Freeze ``base`` for ``params``: all of it for a warm-up, else all but its unfrozen
+        layers (the top ones, or the block from ``params.block_start``)."""
+        freeze(
+            base,
+            0 if warmup else params.unfrozen_layers,
+            params.batchnorm,
+            self.pretrained.unfreeze_by,
+            params.block_start,
         )
 
     def compile_if_deferred(self, model: keras.Model) -> None:
@@ -623,13 +628,7 @@ class FineTuneObjective:
                 if reporter.pruned_at is not None or reporter.diverged_at is not None:
                     break
                 base = model_base(model)
-                freeze(
-                    base,
-                    params.unfrozen_layers,
-                    params.batchnorm,
-                    self.pretrained.unfreeze_by,
-                    params.block_start,
-                )
+                self._freeze(base, params)
                 compiled = False  # the trainable flags changed: compiled again if it is fitted
             if epochs <= initial_epoch:
                 continue
@@ -894,13 +893,7 @@ class FineTuneObjective:
         if self.settings.warmup_epochs > 0:
             # build() froze the base for a warm-up that a continued trial has had already.
             base = model_base(model)
-            freeze(
-                base,
-                params.unfrozen_layers,
-                params.batchnorm,
-                self.pretrained.unfreeze_by,
-                params.block_start,
-            )
+            self._freeze(base, params)
         self._compile(model, params)
         # After compiling: what compiling copies (L2-SP's anchors) stays the pretrained weights.
         self._base_reset = False
