@@ -8,6 +8,7 @@ them logged at INFO by default).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -136,6 +137,31 @@ def load_config(study: str | Path | StudyConfig, storage: str | None = None) -> 
     return config
 
 
+def _needs(config: StudyConfig) -> list[tuple[str, str, str]]:
+    """What ``config`` needs beyond the base install: (the setting, its module, the extra)."""
+    needs = []
+    if config.tensorboard:
+        needs.append(("train.tensorboard: true", "tensorboard", "tensorboard"))
+    if config.model.kind == "kerashub":
+        needs.append(("model.source: kerashub", "keras_hub", "kerashub"))
+    return needs
+
+
+def check_extras(config: StudyConfig) -> None:
+    """Refuse a study file whose settings need a package that is not installed, naming the
+    extra that installs it (before anything is loaded or written)."""
+    for needed_by, module, extra in _needs(config):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise RunError(
+                f"{config.where}: {needed_by} needs the {module.replace('_', '-')} package, which "
+                f"is not installed; pip install 'thaw-keras[{extra}]' (or drop that setting)"
+            )
+
+
 def check_gpus(gpus: Sequence[str]) -> None:
     """Refuse GPU indices this machine does not have (as the configured Keras backend sees it)."""
     if not gpus:
@@ -217,6 +243,7 @@ def _run_study(
     except StorageError as exc:
         raise RunError(str(exc)) from None
     check_gpus(options.gpus)
+    check_extras(config)
 
     from thaw.objectives import (
         DataSourceError,
