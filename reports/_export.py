@@ -184,6 +184,7 @@ def _diagnosis_summary(info: ReportInfo) -> dict[str, Any] | None:
             for t in diagnosis.importances.targets
         },
         "feature_extraction_vs_finetuning": diagnosis.domain_shift.feature_extraction_sentence,
+        "surgical": None if diagnosis.surgical is None else diagnosis.surgical.to_dict(),
     }
 
 

@@ -4,6 +4,7 @@ holding ``thaw:shift_profile`` and trials with ``thaw:unfrozen_block``; the data
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from thaw._keys import SHIFT_PROFILE, UNFROZEN_BLOCK
-from thaw.reports import write_report
+from thaw.reports import summary_schema, write_report
 from thaw.reports._surgical import get_surgical_info
 
+jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a dev dependency")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 NASTY = "<img src=x onerror=alert(1)>|*"
@@ -112,6 +114,9 @@ def test_the_report_says_which_block_won(
     # Markdown: the name, escaped, can neither open a tag nor break the table
     assert "\\<img src=x onerror=alert(1)\\>\\|\\*" in markdown
     assert NASTY not in markdown
+    summary = json.loads(Path(files.summary_json).read_text(encoding="utf-8"))
+    assert summary["diagnosis"]["surgical"] == info.to_dict()
+    jsonschema.Draft202012Validator(summary_schema()).validate(summary)
 
 
 def test_a_study_without_a_profile_or_block_trials_has_no_section(tmp_path: Path) -> None:
@@ -127,3 +132,6 @@ def test_a_study_without_a_profile_or_block_trials_has_no_section(tmp_path: Path
     assert get_surgical_info(study) is None
     files = write_report(study, tmp_path / "out")
     assert "BatchNorm shift profile" not in Path(files.markdown).read_text(encoding="utf-8")
+    summary = json.loads(Path(files.summary_json).read_text(encoding="utf-8"))
+    assert summary["diagnosis"]["surgical"] is None
+    jsonschema.Draft202012Validator(summary_schema()).validate(summary)
