@@ -454,6 +454,23 @@ def _same_bits(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     )
 
 
+def three_mode_objective(
+    tiny_cnn: Callable[..., Any], tiny_arrays: Arrays, epochs: int
+) -> tuple[PretrainedBase, FineTuneObjective]:
+    """The tiny CNN's objective over all three BatchNorm modes, cache in memory."""
+    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
+    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
+    space = SearchSpace(**{**vars(SPACE), "batchnorm": ("frozen", "adapt", "train")})
+    objective = FineTuneObjective(
+        pretrained,
+        data,
+        space,
+        TrainSettings(epochs=epochs, batch_size=8),
+        feature_cache=FeatureCache(directory=None),
+    )
+    return pretrained, objective
+
+
 def test_later_trials_repeat_the_first_exactly_whatever_ran_between(
     tiny_cnn: Callable[..., Any], tiny_arrays: Arrays
 ) -> None:
@@ -462,16 +479,7 @@ def test_later_trials_repeat_the_first_exactly_whatever_ran_between(
     the base it starts from is the pretrained one (or the adapted one), bit for bit."""
     from thaw.objectives._space import TrialParams
 
-    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
-    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
-    space = SearchSpace(**{**vars(SPACE), "batchnorm": ("frozen", "adapt", "train")})
-    objective = FineTuneObjective(
-        pretrained,
-        data,
-        space,
-        TrainSettings(epochs=3, batch_size=8),
-        feature_cache=FeatureCache(directory=None),
-    )
+    pretrained, objective = three_mode_objective(tiny_cnn, tiny_arrays, epochs=3)
     params = {"unfrozen_layers": 1, "learning_rate": 1e-2, "dropout": 0.2, "weight_decay": 1e-5}
     adapt = {**params, "batchnorm": "adapt"}
     frozen = {**params, "batchnorm": "frozen"}
@@ -533,16 +541,7 @@ def test_a_base_reset_after_cached_trials_is_the_pretrained_or_adapted_one_bit_f
     pretrained one (or the adapted one), bit for bit."""
     from thaw.objectives._space import TrialParams
 
-    pretrained = PretrainedBase(cut_base(tiny_cnn(), "features"), "tiny")
-    data = ArrayData(**tiny_arrays(), class_names=("a", "b", "c"))
-    space = SearchSpace(**{**vars(SPACE), "batchnorm": ("frozen", "adapt", "train")})
-    objective = FineTuneObjective(
-        pretrained,
-        data,
-        space,
-        TrainSettings(epochs=2, batch_size=8),
-        feature_cache=FeatureCache(directory=None),
-    )
+    pretrained, objective = three_mode_objective(tiny_cnn, tiny_arrays, epochs=2)
     params = {"learning_rate": 1e-2, "dropout": 0.2, "weight_decay": 1e-5}
     # (unfrozen layers, BatchNorm mode of the trial, mode of the next build, which is checked)
     steps = [
