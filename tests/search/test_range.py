@@ -10,6 +10,7 @@ import pytest
 
 from thaw.objectives import FloatRange, IntRange, SearchSpace
 from thaw.search._range import (
+    cap_training_rate,
     lr_window,
     narrowed_space,
     range_test_epochs,
@@ -87,3 +88,50 @@ def test_range_test_message(stored: dict[str, Any], expected: str) -> None:
     line = range_test_message(stored, CONFIGURED)
     assert line == expected
     assert "\n" not in line
+
+
+# (id, suggestions per mode, the train suggestion after the cap, whether it was changed)
+CAPS = [
+    ("above the frozen rate: capped", {"frozen": 1e-3, "train": 7e-3}, 1e-3, True),
+    (
+        "capped at the higher of frozen and adapt",
+        {"frozen": 2e-4, "adapt": 5e-4, "train": 5e-3},
+        5e-4,
+        True,
+    ),
+    ("below the fixed-statistics rates: kept", {"frozen": 1e-3, "train": 3e-4}, 3e-4, False),
+    ("equal: kept", {"adapt": 1e-3, "train": 1e-3}, 1e-3, False),
+    (
+        "no fixed-statistics rate: dropped",
+        {"frozen": None, "adapt": None, "train": 0.1},
+        None,
+        True,
+    ),
+    ("train only: dropped", {"train": 6e-3}, None, True),
+    ("train found nothing: nothing to cap", {"frozen": 1e-3, "train": None}, None, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("suggestions", "expected", "changed"), [pytest.param(*c[1:], id=c[0]) for c in CAPS]
+)
+def test_the_batchnorm_train_rate_is_capped_by_fixed_statistics(
+    suggestions: dict[str, float | None], expected: float | None, changed: bool
+) -> None:
+    stored = summary(suggestions)
+    for result in stored["modes"].values():
+        result["reason"] = "a tenth of something"
+    before = {m: dict(r) for m, r in stored["modes"].items()}
+    cap_training_rate(stored["modes"])
+    train = stored["modes"].get("train")
+    assert train["suggestion"] == expected
+    assert ("measured_suggestion" in train) is changed
+    if changed:
+        assert train["measured_suggestion"] == suggestions["train"]
+        assert train["reason"].startswith("a tenth of something; ")
+        assert ("capped at" if expected is not None else "not used") in train["reason"]
+    else:
+        assert train == before["train"]
+    # The other modes are untouched, and the rates the search uses follow the cap.
+    assert all(stored["modes"][m] == before[m] for m in before if m != "train")
+    assert range_test_rates(stored).get("train") == expected
