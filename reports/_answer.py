@@ -22,6 +22,7 @@ from thaw.reports.diagnosis import (
     study_chance_loss,
     study_multilabel,
     study_num_classes,
+    study_profile,
     study_verdicts,
     trial_cause,
     trial_key,
@@ -226,6 +227,7 @@ def verdict_advice(
         trial.distributions,
         epochs=trial_own_epochs(trial),
         length=trial_own_epochs(trial) or trial_length(trial),
+        profile=study_profile(study),
     )
     if not moves:
         return VerdictAdvice(trial.number, first, cause)

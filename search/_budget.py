@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from thaw._keys import BUDGET_EPOCHS, EPOCHS_SPENT, RANGE_TEST, SCREEN, SCREEN_WINNER
 from thaw.objectives import SearchSpace
+from thaw.reports.diagnosis import profile_block
 from thaw.search._config import SamplerConfig
 from thaw.search._pruners import FOLLOW_UP_ATTR, REFERENCE_ATTR
 
@@ -93,33 +94,6 @@ def textbook_params(space: SearchSpace, strategy: str, batchnorm: str | None) ->
                 params["lora_rank"] = 0 if 0 in space.lora_rank else max(space.lora_rank)
             return params
     raise ValueError(f"unknown strategy {strategy!r}; expected one of {[t[0] for t in TEXTBOOK]}")
-
-
-def profile_block(shifts: Sequence[float | None], size: int) -> int | None:
-    """Where a BatchNorm shift profile points: the lowest group (0 = bottom) of the contiguous
-    block of ``size`` groups in which the shift *arises* most.
-
-    The profile (bottom to top, one score per layer or block; None where no BatchNorm layer
-    normalises it) is read as increments: each group adds ``max(0, score - score below)`` (the
-    score below the first measured group is 0; a group without a score adds 0 and passes the
-    score below on). The block is the window of ``size`` groups with the largest sum of
-    increments; ties go to the lowest window. An input-level shift (blur, noise, colour)
-    changes the statistics of the first layers and the deeper ones inherit it: the block is
-    the bottom. None when ``size`` is not in ``1..len(shifts)`` or nothing was measured.
-    """
-    if not 1 <= size <= len(shifts) or all(v is None for v in shifts):
-        return None
-    below = 0.0
-    rises: list[float] = []
-    for value in shifts:
-        if value is None or not math.isfinite(value):
-            rises.append(0.0)
-            continue
-        rises.append(max(0.0, float(value) - below))
-        below = float(value)
-    sums = [sum(rises[i : i + size]) for i in range(len(shifts) - size + 1)]
-    best = max(sums)
-    return next(i for i, total in enumerate(sums) if total >= best - 1e-12)
 
 
 def surgical_size(space: SearchSpace) -> int:

@@ -11,6 +11,8 @@ One job per module:
 - ``_verdicts``: per-trial rules, :func:`diagnose_trial` (works alone; peers refine);
 - ``_inputs``: what a study holds for the rules, and :func:`trial_verdicts`, the one verdict
   function every view calls;
+- ``_profile``: the BatchNorm shift profile and the block it points to;
+- ``_moves`` and ``_next``: the moves a trial's cause calls for, and the next one to take;
 - ``_study``: study findings and :func:`diagnose_study`.
 """
 
@@ -56,12 +58,14 @@ from thaw.reports.diagnosis._next import (
     TOP_K,
     next_move,
     still_falling,
+    study_profile,
     trial_cause,
     trial_key,
     trial_length,
     trial_own_epochs,
     trial_score,
 )
+from thaw.reports.diagnosis._profile import ShiftProfile, profile_block
 from thaw.reports.diagnosis._study import (
     ClimbFinding,
     ClimbSummary,
@@ -104,6 +108,7 @@ __all__ = [
     "TOP_K",
     "next_move",
     "still_falling",
+    "study_profile",
     "trial_cause",
     "trial_key",
     "trial_length",
@@ -114,6 +119,8 @@ __all__ = [
     "near_chance",
     "params_key",
     "propose_moves",
+    "ShiftProfile",
+    "profile_block",
     "HISTORY_PARAMS",
     "HistoryDiagnosis",
     "diagnose_history",

@@ -15,12 +15,16 @@ cause                   moves
 ``near_chance``         a larger move: learning rate ×10, every layer unfrozen with
                         BatchNorm training, another BatchNorm mode
 ``underfitting``        learning rate ×3, more unfrozen layers, BatchNorm training, then
-                        (where searched) a higher LoRA rank, or LoRA off above the highest
+                        (where searched) a higher LoRA rank, or LoRA off above the highest,
+                        and a layer-wise rate decay closer to 1 (÷0.8)
 ``climbing``            learning rate ÷3, more dropout, more weight decay, fewer unfrozen
-``overfitting``         layers, BatchNorm frozen, then (where searched) more augmentation,
-``weak_regularisation`` L2-SP ×10 and a lower LoRA rank, or LoRA in place of training the
-                        unfrozen layers fully (the same moves for these three)
-``batchnorm_mismatch``  another BatchNorm mode (re-estimated first)
+``overfitting``         layers, BatchNorm frozen, then (where searched) the block the
+``weak_regularisation`` BatchNorm shift profile points to instead of the top, more
+                        augmentation, L2-SP ×10, a lower layer-wise rate decay (×0.8) and a
+                        lower LoRA rank, or LoRA in place of training the unfrozen layers
+                        fully (the same moves for these three)
+``batchnorm_mismatch``  another BatchNorm mode (re-estimated first), then (where searched) the
+                        block the BatchNorm shift profile points to instead of the top
 ``still_improving``     the same configuration trained up to twice as long (a completed trial
                         whose validation loss was best at its last epoch, with no other cause);
                         ``thaw run`` continues it from where it ended when it can
@@ -30,6 +34,15 @@ A move that the search space does not allow (the rate already at its bound, no B
 searched) is left out. Bounds come from the trial's own Optuna distributions, so the moves stay
 inside the space the sampler searches. A move that trains longer is left out when the trial's
 length is unknown or fewer than half its epochs are left (``max_epochs``).
+
+The methods' moves: the layer-wise rate decay moves only for a trial that unfreezes more than
+one layer (with one, it changes nothing). The block move (surgical fine-tuning, Lee et al.,
+2023) reads the study's BatchNorm shift profile (:class:`ShiftProfile`, passed in by the
+caller): for a trial that unfreezes its layers from the top, the same number of layers in the
+block where the shift arises most (:func:`profile_block`, clamped into the searched
+``block_start`` range as the informed start's surgical trial is), when that block is below the
+top. Under an input-level shift (blur, noise, colour) the statistics change in the early
+layers, and Lee et al. found tuning those beats tuning the top.
 """
 
 from __future__ import annotations
@@ -45,6 +58,8 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+
+from thaw.reports.diagnosis._profile import ShiftProfile
 
 __all__ = [
     "CAUSES",
@@ -97,9 +112,10 @@ CAUSE_WORDS: Mapping[str, str] = {
 }
 
 #: The optional methods' regularising moves, after the others: taken only where the space
-#: searches the method (``search_space.augment``, ``search_space.l2sp``,
+#: searches the method (``search_space.block_start`` with a shift profile,
+#: ``search_space.augment``, ``search_space.l2sp``, ``search_space.lr_decay``,
 #: ``search_space.lora_rank``).
-_METHODS = ("augment+", "l2sp*10", "lora_rank-")
+_METHODS = ("block=profile", "augment+", "l2sp*10", "lr_decay-", "lora_rank-")
 _REGULARISE = (
     "lr/3",
     "dropout+",
@@ -114,11 +130,11 @@ MOVES_BY_CAUSE: Mapping[str, tuple[str, ...]] = {
     DIVERGED: ("lr/10",),
     LR_TOO_HIGH: ("lr/10", "fewer_layers"),
     NEAR_CHANCE: ("lr*10", "all_layers+batchnorm=train", "batchnorm=other"),
-    UNDERFITTING: ("lr*3", "more_layers", "batchnorm=train", "lora_rank+"),
+    UNDERFITTING: ("lr*3", "more_layers", "batchnorm=train", "lora_rank+", "lr_decay+"),
     CLIMBING: _REGULARISE,
     OVERFITTING: _REGULARISE,
     WEAK_REGULARISATION: ("dropout+", "weight_decay*10", "lr/3", "fewer_layers", *_METHODS),
-    BATCHNORM_MISMATCH: ("batchnorm=other",),
+    BATCHNORM_MISMATCH: ("batchnorm=other", "block=profile"),
     STILL_IMPROVING: ("epochs*2",),
 }
 
@@ -136,6 +152,9 @@ LONGER_MIN_EXTRA = 0.5
 
 #: How much "more augmentation" adds to the strength (in [0, 1]).
 AUGMENT_STEP = 0.25
+
+#: The factor a lower layer-wise rate decay multiplies it by (a higher one divides by it).
+LR_DECAY_STEP = 0.8
 
 
 @dataclass(frozen=True)
@@ -237,9 +256,13 @@ def _other_modes(current: str | None, modes: tuple[str, ...]) -> list[str]:
 
 
 def _apply(
-    name: str, params: Mapping[str, Any], dists: Mapping[str, BaseDistribution]
+    name: str,
+    params: Mapping[str, Any],
+    dists: Mapping[str, BaseDistribution],
+    profile: ShiftProfile | None = None,
 ) -> list[tuple[dict[str, Any], str]]:
-    """(new params, words) of one move on ``params``; empty when the space does not allow it."""
+    """(new params, words) of one move on ``params``; empty when the space does not allow it.
+    ``profile``: the study's BatchNorm shift profile, which the block move needs."""
     out: list[tuple[dict[str, Any], str]] = []
     new = dict(params)
     lr = params.get("learning_rate")
@@ -313,6 +336,16 @@ def _apply(
             if stronger > float(strength) * (1 + 1e-6):
                 new["l2sp"] = stronger
                 out.append((new, f"raise L2-SP 10x, to {_fmt(stronger)}"))
+    elif name in ("lr_decay-", "lr_decay+"):
+        moved_decay = _lr_decay_move(params, dists, name == "lr_decay+")
+        if moved_decay is not None:
+            new["lr_decay"] = moved_decay[0]
+            out.append((new, moved_decay[1]))
+    elif name == "block=profile":
+        block = _profile_block_move(params, dists, profile)
+        if block is not None:
+            new["block_start"] = block[0]
+            out.append((new, block[1]))
     elif name in ("lora_rank-", "lora_rank+"):
         moved = _lora_move(params.get("lora_rank"), dists.get("lora_rank"), name == "lora_rank+")
         if moved is not None:
@@ -329,6 +362,77 @@ def _apply(
     else:
         raise ValueError(f"unknown move {name!r}")
     return out
+
+
+def _lr_decay_move(
+    params: Mapping[str, Any], dists: Mapping[str, BaseDistribution], higher: bool
+) -> tuple[float, str] | None:
+    """The layer-wise rate decay a move goes to (×``LR_DECAY_STEP`` lower, ÷ it higher,
+    clamped to the trial's range), and its words; None where ``lr_decay`` is not searched, the
+    trial unfreezes at most one layer (the factor changes nothing) or the bound is reached."""
+    bounds = _float_bounds(dists.get("lr_decay"))
+    decay = params.get("lr_decay")
+    layers = params.get("unfrozen_layers")
+    if bounds is None or isinstance(decay, bool) or not isinstance(decay, (int, float)):
+        return None
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 2:
+        return None
+    factor = 1 / LR_DECAY_STEP if higher else LR_DECAY_STEP
+    value = _clamp(float(decay) * factor, bounds)
+    if abs(value - float(decay)) < 1e-9 or (value > float(decay)) != higher:
+        return None
+    verb = "raise" if higher else "lower"
+    head = f"{verb} the layer-wise rate decay to {_fmt(value)}"
+    if value >= 1.0:
+        return value, f"{head}: every unfrozen layer trains at the top one's rate"
+    lowest = value ** (layers - 1)
+    return value, (
+        f"{head}: the lowest of the {layers} unfrozen layers trains at {_fmt(lowest)}x the top "
+        "one's rate"
+    )
+
+
+def _profile_block_move(
+    params: Mapping[str, Any],
+    dists: Mapping[str, BaseDistribution],
+    profile: ShiftProfile | None,
+) -> tuple[int, str] | None:
+    """The ``block_start`` of the block move, and its words: for a trial that unfreezes its
+    layers from the top, as many layers in the block the shift profile points to. None where
+    ``block_start`` is not searched, there is no profile, the trial's block is not the top, or
+    the profile points to the top. A block outside the searched range is clamped into it, as
+    the informed start's surgical trial is."""
+    dist = dists.get("block_start")
+    start = params.get("block_start")
+    layers = params.get("unfrozen_layers")
+    if profile is None or not isinstance(dist, IntDistribution):
+        return None
+    if isinstance(start, bool) or not isinstance(start, int):
+        return None
+    if isinstance(layers, bool) or not isinstance(layers, int):
+        return None
+    depth = profile.depth
+    if not 1 <= layers < depth or start < depth - layers:
+        return None  # nothing unfrozen, everything unfrozen, or already a block below the top
+    pointed = profile.block(layers)
+    if pointed is None:
+        return None
+    block = min(max(pointed, int(dist.low)), int(dist.high))  # as the informed start does
+    if block >= depth - layers:
+        return None  # the shift arises most at the top: the trial already trains it
+    unit = profile.unit
+    names = profile.names
+    where = "where the BatchNorm shift arises most"
+    if block != pointed:
+        where = f"the searched block nearest to {where}"
+    if len(names) == depth and names[block] and names[block + layers - 1]:
+        first, last = names[block], names[block + layers - 1]
+        where = f"{first}, {where}" if layers == 1 else f"{first} to {last}, {where}"
+    span = f"{block + 1}" if layers == 1 else f"{block + 1}-{block + layers}"
+    noun = unit[:-1] if layers == 1 else unit
+    top = "the top one" if layers == 1 else f"the top {layers}"
+    words = f"unfreeze {noun} {span} of {depth} ({where}) instead of {top}"
+    return block, words
 
 
 def _lora_move(rank: Any, dist: BaseDistribution | None, higher: bool) -> tuple[int, str] | None:
@@ -366,6 +470,7 @@ def propose_moves(
     epochs: int | None = None,
     length: int | None = None,
     max_epochs: int | None = None,
+    profile: ShiftProfile | None = None,
 ) -> list[Move]:
     """The moves for a trial with ``params`` whose cause is ``cause``, most promising first,
     each inside ``distributions`` (the trial's own). Empty for no cause.
@@ -375,7 +480,9 @@ def propose_moves(
     configuration starts short; only "train longer" sets a length). ``length``: its whole
     length in epochs,
     which "train longer" extends. ``max_epochs``: the epochs left, which the extra epochs must
-    fit (at least ``LONGER_MIN_EXTRA`` times ``length``; None: no limit)."""
+    fit (at least ``LONGER_MIN_EXTRA`` times ``length``; None: no limit). ``profile``: the
+    study's BatchNorm shift profile (``thaw:shift_profile``), which the block move reads (None:
+    no block move)."""
     if cause is None:
         return []
     if cause not in MOVES_BY_CAUSE:
@@ -390,7 +497,7 @@ def propose_moves(
                 words = f"train the same configuration longer, {longer} epochs instead of {length}"
                 moves.append(Move(name, cause, dict(params), words, longer, extends=length))
             continue
-        for new, words in _apply(name, params, distributions):
+        for new, words in _apply(name, params, distributions, profile):
             key = (params_key(new), None)
             if key in seen:
                 continue
@@ -446,10 +553,12 @@ def first_untried_move(
     candidates: Sequence[Candidate],
     tried: set[TriedKey],
     max_epochs: int | None = None,
+    profile: ShiftProfile | None = None,
 ) -> tuple[int, Move] | None:
     """The move the closed loop takes next: the first move not in ``tried`` (configurations
     and lengths already run) of the first candidate that has one, best candidate first.
-    ``max_epochs``: the epochs left (see :func:`propose_moves`)."""
+    ``max_epochs``: the epochs left; ``profile``: the study's BatchNorm shift profile (see
+    :func:`propose_moves`)."""
     for c in candidates:
         moves = propose_moves(
             c.params,
@@ -458,6 +567,7 @@ def first_untried_move(
             epochs=c.epochs,
             length=c.length,
             max_epochs=max_epochs,
+            profile=profile,
         )
         for move in moves:
             if move.key not in tried:

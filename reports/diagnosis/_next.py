@@ -10,7 +10,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import SCREEN, TRIAL_EPOCHS
+from thaw._keys import SCREEN, SHIFT_PROFILE, TRIAL_EPOCHS
 from thaw.reports.diagnosis._inputs import (
     read_study_inputs,
     study_chance_loss,
@@ -26,12 +26,14 @@ from thaw.reports.diagnosis._moves import (
     near_chance,
     params_key,
 )
+from thaw.reports.diagnosis._profile import ShiftProfile
 from thaw.reports.diagnosis._verdicts import diagnose_trial
 
 __all__ = [
     "TOP_K",
     "next_move",
     "still_falling",
+    "study_profile",
     "trial_cause",
     "trial_key",
     "trial_length",
@@ -122,6 +124,12 @@ def trial_cause(
     )
 
 
+def study_profile(study: optuna.Study) -> ShiftProfile | None:
+    """The study's BatchNorm shift profile (``thaw:shift_profile``, stored at creation; None
+    when it was not measured)."""
+    return ShiftProfile.from_attr(study.user_attrs.get(SHIFT_PROFILE))
+
+
 def next_move(
     study: optuna.Study,
     trials: Sequence[FrozenTrial] | None = None,
@@ -130,7 +138,8 @@ def next_move(
 ) -> tuple[FrozenTrial, Move] | None:
     """The first move not tried yet, from the best finished trial that has one (of the
     ``top_k`` best; screen trials, cut short by design, are not expanded), with that trial.
-    ``max_epochs``: the epochs left, which a "train longer" move must fit (None: no limit)."""
+    ``max_epochs``: the epochs left, which a "train longer" move must fit (None: no limit).
+    The block move reads the study's BatchNorm shift profile (:func:`study_profile`)."""
     trials = list(trials if trials is not None else study.get_trials(deepcopy=False))
     maximize = study.direction == StudyDirection.MAXIMIZE
     scored = [
@@ -163,7 +172,7 @@ def next_move(
                 length=trial_own_epochs(t) or trial_length(t),
             )
         )
-    found = first_untried_move(candidates, tried, max_epochs)
+    found = first_untried_move(candidates, tried, max_epochs, profile=study_profile(study))
     if found is None:
         return None
     number, move = found

@@ -8,9 +8,10 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
 
-from thaw._keys import PROPOSED_BY, SCREEN, SCREEN_WINNER
+from thaw._keys import PROPOSED_BY, SCREEN, SCREEN_WINNER, SHIFT_PROFILE
 from thaw.reports import get_answer_story, get_report_info, render_markdown
 from thaw.reports._notes import render_trial_note
 
@@ -226,3 +227,56 @@ def test_a_healthy_trial_that_turned_before_its_end_calls_for_nothing(
     story = get_answer_story(study, recommended=0, verdicts=["healthy"])
     assert story.advice is not None
     assert story.advice.sentence == "Its own verdict is healthy."
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["profile stored", "no profile"])
+def test_the_advice_names_the_block_the_shift_profile_points_to(
+    make_study: Callable[..., optuna.Study], stored: bool
+) -> None:
+    """An overfitting trial that unfroze the top 3 of 8 layers, its plain moves spent (the rate
+    at its low bound, dropout and weight decay at their high ones, no fewer layers allowed):
+    the advice is the block where the stored shift profile says the shift arises."""
+    study = make_study(study_name="surgical", attrs=False)
+    for key, value in K5.items():
+        study.set_user_attr(key, value)
+    if stored:
+        shifts = (0.4, 0.45, 0.5, 0.5, 0.52, 0.52, 0.53, 0.53)
+        groups = [
+            {"name": f"conv{i + 1}", "shift": s, "batchnorm": 1} for i, s in enumerate(shifts)
+        ]
+        study.set_user_attr(SHIFT_PROFILE, {"unit": "layers", "groups": groups, "block": None})
+    dists = {
+        "unfrozen_layers": IntDistribution(3, 8),
+        "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+        "dropout": FloatDistribution(0.0, 0.6),
+        "weight_decay": FloatDistribution(1e-6, 1e-1, log=True),
+        "block_start": IntDistribution(0, 8),
+    }
+    params = {
+        "unfrozen_layers": 3,
+        "learning_rate": 1e-5,
+        "dropout": 0.6,
+        "weight_decay": 1e-1,
+        "block_start": 8,
+    }
+    val = falling(1.5, 0.5)
+    study.add_trial(
+        create_trial(
+            state=C,
+            value=min(val),
+            params=params,
+            distributions=dists,
+            intermediate_values=dict(enumerate(val, start=1)),
+            user_attrs={"best_val_loss": min(val), "epochs_run": len(val)},
+        )
+    )
+    story = get_answer_story(study, recommended=0, verdicts=["overfitting"])
+    assert story.advice is not None and story.advice.cause == "overfitting"
+    if not stored:
+        assert story.advice.move is None
+        return
+    assert story.advice.move == (
+        "unfreeze layers 1-3 of 8 (conv1 to conv3, where the BatchNorm shift arises most) "
+        "instead of the top 3"
+    )
+    assert story.advice.sentence.endswith("instead of the top 3; not tried yet.")

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from thaw.reports.diagnosis import cause_of, near_chance, params_key, propose_moves
+from thaw.reports.diagnosis import (
+    ShiftProfile,
+    cause_of,
+    near_chance,
+    params_key,
+    profile_block,
+    propose_moves,
+)
 
 DISTS = {
     "unfrozen_layers": IntDistribution(0, 8),
@@ -214,28 +221,29 @@ METHOD_DISTS = {
 METHOD_BASE = {**BASE, "augment": 0.2, "l2sp": 1e-3, "lr_decay": 0.8}
 #: The moves climbing makes on BASE (test_propose_moves), before the methods' moves.
 CLIMBING_MOVES = ["lr/3", "dropout+", "weight_decay*10", "fewer_layers"]
+METHOD_NAMES = ("block=profile", "augment+", "l2sp*10", "lr_decay-", "lr_decay+", "lora_rank-")
 
 # (id, params, distributions, cause, expected moves, the methods' changed params)
 METHOD_MOVES = [
     (
-        "overfitting with both searched: augment more, then L2-SP 10x",
+        "overfitting with all searched: augment more, L2-SP 10x, a lower rate decay",
         METHOD_BASE,
         METHOD_DISTS,
         "overfitting",
-        CLIMBING_MOVES + ["augment+", "l2sp*10"],
-        [{"augment": 0.45}, {"l2sp": 1e-2}],
+        CLIMBING_MOVES + ["augment+", "l2sp*10", "lr_decay-"],
+        [{"augment": 0.45}, {"l2sp": 1e-2}, {"lr_decay": 0.64}],
     ),
     (
         "climbing: the same",
         METHOD_BASE,
         METHOD_DISTS,
         "climbing",
-        CLIMBING_MOVES + ["augment+", "l2sp*10"],
-        [{"augment": 0.45}, {"l2sp": 1e-2}],
+        CLIMBING_MOVES + ["augment+", "l2sp*10", "lr_decay-"],
+        [{"augment": 0.45}, {"l2sp": 1e-2}, {"lr_decay": 0.64}],
     ),
     (
         "at their bounds: clamped, or left out when nothing changes",
-        {**METHOD_BASE, "augment": 0.5, "l2sp": 1e-1},
+        {**METHOD_BASE, "augment": 0.5, "l2sp": 1e-1, "lr_decay": 0.5},
         METHOD_DISTS,
         "overfitting",
         CLIMBING_MOVES + ["augment+"],
@@ -250,12 +258,12 @@ METHOD_MOVES = [
         [],
     ),
     (
-        "underfitting: no method move",
+        "underfitting: only the rate decay moves, back toward 1",
         METHOD_BASE,
         METHOD_DISTS,
         "underfitting",
-        ["lr*3", "more_layers", "batchnorm=train"],
-        [],
+        ["lr*3", "more_layers", "batchnorm=train", "lr_decay+"],
+        [{"lr_decay": 1.0}],
     ),
 ]
 
@@ -273,7 +281,7 @@ def test_method_moves_follow_the_regularising_moves(
 ) -> None:
     moves = propose_moves(params, cause, dists)
     assert [m.name for m in moves] == names
-    method_moves = [m for m in moves if m.name in ("augment+", "l2sp*10")]
+    method_moves = [m for m in moves if m.name in METHOD_NAMES]
     assert len(method_moves) == len(changes)
     for move, changed in zip(method_moves, changes, strict=True):
         for key, value in changed.items():
@@ -389,3 +397,279 @@ def test_lora_moves(
 def test_lora_moves_without_lora_in_the_space() -> None:
     for cause in ("overfitting", "underfitting"):
         assert not [m for m in propose_moves(BASE, cause, DISTS) if "lora" in m.name]
+
+
+DECAY_DISTS = {**DISTS, "lr_decay": FloatDistribution(0.5, 1.0)}
+
+# (id, rate decay before, unfrozen layers, cause, distributions, the decay move's name and
+# factor after; None: no decay move)
+LR_DECAY_MOVES = [
+    ("overfitting: 0.8x lower", 0.8, 3, "overfitting", DECAY_DISTS, ("lr_decay-", 0.64)),
+    ("climbing: as overfitting", 0.9, 3, "climbing", DECAY_DISTS, ("lr_decay-", 0.72)),
+    (
+        "weak regularisation: as overfitting",
+        1.0,
+        4,
+        "weak_regularisation",
+        DECAY_DISTS,
+        ("lr_decay-", 0.8),
+    ),
+    ("near the low bound: clamped to it", 0.55, 3, "overfitting", DECAY_DISTS, ("lr_decay-", 0.5)),
+    ("at the low bound: none", 0.5, 3, "overfitting", DECAY_DISTS, None),
+    ("one unfrozen layer: the factor changes nothing", 0.8, 1, "overfitting", DECAY_DISTS, None),
+    ("feature extraction: none", 0.8, 0, "overfitting", DECAY_DISTS, None),
+    ("not searched: none", 0.8, 3, "overfitting", DISTS, None),
+    ("underfitting: back toward 1", 0.64, 3, "underfitting", DECAY_DISTS, ("lr_decay+", 0.8)),
+    ("underfitting near 1: clamped to 1", 0.9, 3, "underfitting", DECAY_DISTS, ("lr_decay+", 1.0)),
+    ("underfitting at 1: none", 1.0, 3, "underfitting", DECAY_DISTS, None),
+    ("underfitting with one layer: none", 0.64, 1, "underfitting", DECAY_DISTS, None),
+    ("diverged: no decay move", 0.8, 3, "diverged", DECAY_DISTS, None),
+    ("lr too high: no decay move", 0.8, 3, "lr_too_high", DECAY_DISTS, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("decay", "layers", "cause", "dists", "expected"),
+    [pytest.param(*r[1:], id=r[0]) for r in LR_DECAY_MOVES],
+)
+def test_layer_wise_rate_decay_moves(
+    decay: float,
+    layers: int,
+    cause: str,
+    dists: dict[str, Any],
+    expected: tuple[str, float] | None,
+) -> None:
+    params = {**BASE, "unfrozen_layers": layers, "lr_decay": decay}
+    moves = propose_moves(params, cause, dists)
+    found = [m for m in moves if m.name.startswith("lr_decay")]
+    if expected is None:
+        assert found == []
+        return
+    (move,) = found
+    assert move.name == expected[0]
+    assert math.isclose(move.params["lr_decay"], expected[1], rel_tol=1e-9)
+    assert {k: v for k, v in move.params.items() if k != "lr_decay"} == {
+        k: v for k, v in params.items() if k != "lr_decay"
+    }
+    verb = "raise" if move.name == "lr_decay+" else "lower"
+    assert move.words.startswith(f"{verb} the layer-wise rate decay to {expected[1]:.2g}")
+    assert moves[-1] is move  # the methods' moves come after the others
+
+
+def test_the_decay_words_say_what_the_lowest_layer_trains_at() -> None:
+    params = {**BASE, "unfrozen_layers": 3, "lr_decay": 0.9}
+    (move,) = [
+        m for m in propose_moves(params, "overfitting", DECAY_DISTS) if m.name == "lr_decay-"
+    ]
+    # 0.72 ** 2 = 0.5184: the lowest of three layers at about half the top one's rate
+    assert move.words == (
+        "lower the layer-wise rate decay to 0.72: the lowest of the 3 unfrozen layers trains at "
+        "0.52x the top one's rate"
+    )
+
+
+#: An input-level shift: the statistics change in the first layers, the deeper ones inherit it.
+INPUT_SHIFT = (0.4, 0.45, 0.5, 0.5, 0.52, 0.52, 0.53, 0.53)
+#: A feature-level shift: it arises at the top.
+TOP_SHIFT = (None, 0.01, 0.02, 0.02, 0.03, 0.1, 0.3, 0.5)
+NAMES = tuple(f"conv{i}" for i in range(1, 9))
+BLOCK_DISTS = {**DISTS, "block_start": IntDistribution(0, 8)}
+#: Three layers unfrozen from the top of eight (``block_start`` 8: the top, as the textbook
+#: trials start).
+FROM_TOP = {**BASE, "unfrozen_layers": 3, "block_start": 8}
+
+
+def profile(
+    shifts: tuple[float | None, ...] = INPUT_SHIFT, unit: str = "layers", names: bool = True
+) -> ShiftProfile:
+    return ShiftProfile(shifts, unit, NAMES if names else ())
+
+
+# (id, params, cause, distributions, profile, the block move's block_start; None: no move)
+BLOCK_MOVES = [
+    (
+        "overfitting at the top: the bottom block",
+        FROM_TOP,
+        "overfitting",
+        BLOCK_DISTS,
+        profile(),
+        0,
+    ),
+    ("climbing: as overfitting", FROM_TOP, "climbing", BLOCK_DISTS, profile(), 0),
+    (
+        "weak regularisation: as overfitting",
+        FROM_TOP,
+        "weak_regularisation",
+        BLOCK_DISTS,
+        profile(),
+        0,
+    ),
+    (
+        "BatchNorm mismatch: after the modes",
+        FROM_TOP,
+        "batchnorm_mismatch",
+        BLOCK_DISTS,
+        profile(),
+        0,
+    ),
+    (
+        "the start of a top block below the range's top still counts as the top",
+        {**FROM_TOP, "block_start": 5},
+        "overfitting",
+        BLOCK_DISTS,
+        profile(),
+        0,
+    ),
+    (
+        "a range that starts above the block: clamped into it",
+        {**FROM_TOP, "block_start": 6},
+        "overfitting",
+        {**BLOCK_DISTS, "block_start": IntDistribution(2, 8)},
+        profile(),
+        2,
+    ),
+    ("no profile: none", FROM_TOP, "overfitting", BLOCK_DISTS, None, None),
+    (
+        "the shift arises at the top: none",
+        FROM_TOP,
+        "overfitting",
+        BLOCK_DISTS,
+        profile(TOP_SHIFT),
+        None,
+    ),
+    (
+        "nothing measured: none",
+        FROM_TOP,
+        "overfitting",
+        BLOCK_DISTS,
+        profile((None,) * 8),
+        None,
+    ),
+    (
+        "block_start not searched: none",
+        {**BASE, "unfrozen_layers": 3},
+        "overfitting",
+        DISTS,
+        profile(),
+        None,
+    ),
+    (
+        "already a block below the top: none",
+        {**FROM_TOP, "block_start": 2},
+        "overfitting",
+        BLOCK_DISTS,
+        profile(),
+        None,
+    ),
+    (
+        "every layer unfrozen: no block to move",
+        {**FROM_TOP, "unfrozen_layers": 8},
+        "overfitting",
+        BLOCK_DISTS,
+        profile(),
+        None,
+    ),
+    (
+        "feature extraction: nothing to move",
+        {**FROM_TOP, "unfrozen_layers": 0},
+        "overfitting",
+        BLOCK_DISTS,
+        profile(),
+        None,
+    ),
+    ("underfitting: none", FROM_TOP, "underfitting", BLOCK_DISTS, profile(), None),
+    ("diverged: none", FROM_TOP, "diverged", BLOCK_DISTS, profile(), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "cause", "dists", "shift", "expected"),
+    [pytest.param(*r[1:], id=r[0]) for r in BLOCK_MOVES],
+)
+def test_block_moves(
+    params: dict[str, Any],
+    cause: str,
+    dists: dict[str, Any],
+    shift: ShiftProfile | None,
+    expected: int | None,
+) -> None:
+    moves = propose_moves(params, cause, dists, profile=shift)
+    found = [m for m in moves if m.name == "block=profile"]
+    if expected is None:
+        assert found == []
+        return
+    (move,) = found
+    assert move.params == {**params, "block_start": expected}
+    layers = params["unfrozen_layers"]
+    assert f"layers {expected + 1}-{expected + layers} of 8" in move.words
+    assert move.words.endswith(f"instead of the top {layers}")
+    # the first of the methods' moves, after the plain ones
+    names = [m.name for m in moves]
+    assert all(n not in METHOD_NAMES for n in names[: names.index("block=profile")])
+
+
+# (id, profile, the block move's words)
+BLOCK_WORDS = [
+    (
+        "names from the profile",
+        profile(),
+        "unfreeze layers 1-3 of 8 (conv1 to conv3, where the BatchNorm shift arises most) "
+        "instead of the top 3",
+    ),
+    (
+        "no names stored",
+        profile(names=False),
+        "unfreeze layers 1-3 of 8 (where the BatchNorm shift arises most) instead of the top 3",
+    ),
+    (
+        "counted in blocks",
+        profile(unit="blocks"),
+        "unfreeze blocks 1-3 of 8 (conv1 to conv3, where the BatchNorm shift arises most) "
+        "instead of the top 3",
+    ),
+]
+
+
+@pytest.mark.parametrize(("shift", "words"), [pytest.param(*r[1:], id=r[0]) for r in BLOCK_WORDS])
+def test_the_block_move_in_words(shift: ShiftProfile, words: str) -> None:
+    (move,) = [
+        m
+        for m in propose_moves(FROM_TOP, "overfitting", BLOCK_DISTS, profile=shift)
+        if m.name == "block=profile"
+    ]
+    assert move.words == words
+
+
+def test_a_clamped_block_says_it_is_the_nearest_searched() -> None:
+    dists = {**BLOCK_DISTS, "block_start": IntDistribution(2, 8)}
+    (move,) = [
+        m
+        for m in propose_moves(FROM_TOP, "overfitting", dists, profile=profile())
+        if m.name == "block=profile"
+    ]
+    assert move.words.startswith(
+        "unfreeze layers 3-5 of 8 (conv3 to conv5, the searched block nearest to where"
+    )
+
+
+def test_the_profile_reads_what_creation_stores() -> None:
+    attr = {
+        "unit": "blocks",
+        "groups": [
+            {"name": "stem", "shift": 0.4, "batchnorm": 1},
+            {"name": "block_1", "shift": None, "batchnorm": 0},
+            {"name": "block_2", "shift": float("nan"), "batchnorm": 2},
+            {"name": "block_3", "shift": True, "batchnorm": 2},
+        ],
+        "block": {"start": 0, "size": 1, "first": "stem", "last": "stem", "top": False},
+    }
+    read = ShiftProfile.from_attr(attr)
+    assert read == ShiftProfile(
+        (0.4, None, None, None), "blocks", ("stem", "block_1", "block_2", "block_3")
+    )
+    assert read.depth == 4 and read.block(1) == profile_block([0.4, None, None, None], 1) == 0
+
+
+@pytest.mark.parametrize("attr", [None, {}, {"groups": "no"}, {"groups": []}, "thaw:shift_profile"])
+def test_no_profile_stored_reads_as_none(attr: Any) -> None:
+    assert ShiftProfile.from_attr(attr) is None

@@ -11,7 +11,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from thaw._keys import BUDGET_EPOCHS, CONTINUES, PROPOSED_BY, SCREEN, TRIAL_EPOCHS
+from thaw._keys import BUDGET_EPOCHS, CONTINUES, PROPOSED_BY, SCREEN, SHIFT_PROFILE, TRIAL_EPOCHS
 from thaw.search._loop import ClosedLoop, loop_state
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -44,6 +44,7 @@ def add(
     *,
     params: dict[str, Any] | None = None,
     state: TrialState = TrialState.COMPLETE,
+    dists: dict[str, Any] | None = None,
     **attrs: Any,
 ) -> None:
     best = min(curve)
@@ -52,7 +53,7 @@ def add(
             state=state,
             value=best if state == TrialState.COMPLETE else None,
             params=params or PARAMS,
-            distributions=DISTS,
+            distributions=dists or DISTS,
             intermediate_values=dict(enumerate(curve, start=1)),
             user_attrs={"best_val_loss": best, "epochs_run": len(curve), **attrs},
         )
@@ -233,3 +234,109 @@ def test_after_failed_moves_the_sampler_takes_its_turn(tmp_path: Path) -> None:
 def test_bad_loop_arguments_are_refused(top_k: int, shares: tuple[float, float]) -> None:
     with pytest.raises(ValueError):
         ClosedLoop(top_k=top_k, min_share=shares[0], max_share=shares[1])
+
+
+#: A space in which the plain moves of a climb are spent: the rate at its low bound, dropout
+#: and weight decay at their high ones, no fewer layers allowed, one BatchNorm mode.
+SPENT_DISTS = {
+    "unfrozen_layers": IntDistribution(3, 8),
+    "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+    "dropout": FloatDistribution(0.0, 0.6),
+    "weight_decay": FloatDistribution(1e-6, 1e-1, log=True),
+}
+SPENT = {"unfrozen_layers": 3, "learning_rate": 1e-5, "dropout": 0.6, "weight_decay": 1e-1}
+
+#: ``thaw:shift_profile`` as creation stores it: an input-level shift, arising in the first
+#: layers (the block it points to is for the partial trial's 3 layers).
+INPUT_SHIFT_PROFILE = {
+    "unit": "layers",
+    "groups": [
+        {"name": f"conv{i + 1}", "shift": shift, "batchnorm": 1}
+        for i, shift in enumerate((0.4, 0.45, 0.5, 0.5, 0.52, 0.52, 0.53, 0.53))
+    ],
+    "block": {"start": 0, "size": 3, "first": "conv1", "last": "conv3", "top": False},
+}
+
+# (id, the searched method's distribution, the trial's value, whether the study stored the
+# shift profile, the move queued (None: nothing), the method's value it queues, its words)
+METHOD_LOOP = [
+    (
+        "climbing from the top: the block where the shift arises",
+        ("block_start", IntDistribution(0, 8)),
+        8,
+        True,
+        "block=profile",
+        0,
+        "unfreeze layers 1-3 of 8 (conv1 to conv3, where the BatchNorm shift arises most) "
+        "instead of the top 3",
+    ),
+    (
+        "no profile stored: no block move",
+        ("block_start", IntDistribution(0, 8)),
+        8,
+        False,
+        None,
+        None,
+        None,
+    ),
+    (
+        "climbing: a lower layer-wise rate decay",
+        ("lr_decay", FloatDistribution(0.5, 1.0)),
+        0.9,
+        False,
+        "lr_decay-",
+        0.72,
+        "lower the layer-wise rate decay to 0.72: the lowest of the 3 unfrozen layers trains at "
+        "0.52x the top one's rate",
+    ),
+    (
+        "the rate decay at its bound: nothing",
+        ("lr_decay", FloatDistribution(0.5, 1.0)),
+        0.5,
+        False,
+        None,
+        None,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "value", "stored", "name", "queued", "words"),
+    [pytest.param(*r[1:], id=r[0]) for r in METHOD_LOOP],
+)
+def test_a_climb_with_the_plain_moves_spent_queues_the_methods_move(
+    tmp_path: Path,
+    method: tuple[str, Any],
+    value: Any,
+    stored: bool,
+    name: str | None,
+    queued: Any,
+    words: str | None,
+) -> None:
+    study = study_in(tmp_path)
+    if stored:
+        study.set_user_attr(SHIFT_PROFILE, INPUT_SHIFT_PROFILE)
+    param, dist = method
+    dists = {**SPENT_DISTS, param: dist}
+    add(
+        study,
+        [1.2, 0.6, 0.8, 0.9, 1.0],
+        params={**SPENT, param: value},
+        dists=dists,
+        state=TrialState.PRUNED,
+        prune_reason="climbing",
+    )
+    move = ClosedLoop()(study)
+    if name is None:
+        assert move is None and waiting(study) == []
+        return
+    assert move is not None and (move.cause, move.name) == ("climbing", name)
+    (trial,) = waiting(study)
+    origin = trial.user_attrs[PROPOSED_BY]
+    assert (origin["trial"], origin["cause"], origin["move"]) == (0, "climbing", name)
+    assert origin["words"] == words
+    assert trial.system_attrs["fixed_params"] == pytest.approx({**SPENT, param: queued})
+    asked = study.ask(dists)  # the queued move runs next, with the method moved
+    assert asked.params[param] == pytest.approx(queued)
+    assert {k: v for k, v in asked.params.items() if k != param} == pytest.approx(SPENT)
