@@ -193,7 +193,8 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "unknown nested key",
         {"search_space__learning_rat": [1e-4, 1e-2]},
         r"unknown key 'search_space.learning_rat'; expected one of: unfrozen_layers, "
-        r"learning_rate, dropout, weight_decay, batchnorm, l2sp, lr_decay, augment, block_start, lora_rank",
+        r"learning_rate, dropout, weight_decay, batchnorm, l2sp, lr_decay, augment, block_start, "
+        r"lora_rank",
     ),
     (
         "unknown bounds key",
