@@ -20,8 +20,8 @@ Backbones: ``resnet``, a ResNet (basic blocks, 64x64 images, 3 stages), the top 
 unfrozen; ``vit``, a ViT (32x32 images, patches of 4, 6 transformer layers of width 256), whose
 encoder KerasHub builds as one layer: its block is the whole encoder (the mean of its tokens
 feeds the head). Each variant trains the
-loaded backbone itself (KerasHub 0.32's ViT cannot be cloned, which ``thaw run`` does to make
-each trial's copy of the base).
+loaded backbone itself, in its own throwaway process (``thaw run`` trains a copy of it per
+trial, and its head takes the ViT's class token).
 """
 
 from __future__ import annotations
@@ -111,8 +111,7 @@ def variant(name: str, preset: Path, rank: int, epochs: int) -> dict[str, Any]:
         ModelSource(kind="kerashub", name=str(preset), unfreeze_by="blocks")
     )
     keras.utils.set_random_seed(0)
-    # The loaded backbone itself, trained in this throwaway process: KerasHub 0.32's ViT cannot
-    # be cloned (ViTPatchingAndEmbedding refuses its own config), as a trial's working copy is.
+    # The loaded backbone itself, trained in this throwaway process (no second copy in memory).
     base = pretrained.model
     if len(base.output.shape) == 3:  # a transformer's tokens: their mean feeds the head
         pooled = keras.layers.GlobalAveragePooling1D(name="token_pool")(base.output)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from thaw.objectives._specs import BATCHNORM_MODES
+from thaw.objectives._specs import BATCHNORM_MODES, ModelSourceError
 
 _logger = logging.getLogger(__name__)
 
@@ -153,6 +153,53 @@ def freeze(
             layer.trainable = id(layer) in unfrozen
 
 
+#: How thaw's head pools the base's output: ``none`` (already (batch, features)), ``average``
+#: (over height and width), ``class_token`` (the first of a sequence of tokens) and
+#: ``token_average`` (the mean of the tokens).
+HeadPooling = Literal["none", "average", "class_token", "token_average"]
+
+
+def _has_class_token(base: keras.layers.Layer) -> bool:
+    """Whether ``base`` puts a class token first in its sequence of tokens, as a KerasHub ViT
+    with ``use_class_token`` does (its patch embedding and the backbone carry the flag)."""
+    return any(
+        getattr(layer, "use_class_token", None) is True
+        for layer in [base, *getattr(base, "layers", []), *_leaf_layers(base)]
+    )
+
+
+def head_pooling(base: keras.Model) -> HeadPooling:
+    """How thaw's head pools ``base``'s output, from its shape: a feature map (batch, height,
+    width, channels) is averaged over height and width; a sequence of tokens (batch, tokens,
+    width) gives its class token where the base has one (what KerasHub's ViT image classifier
+    reads by default), else the mean of its tokens. ModelSourceError for any other shape."""
+    shape = tuple(base.output_shape) if not isinstance(base.output_shape, list) else ()
+    if len(shape) == 2:
+        return "none"
+    if len(shape) == 4:
+        return "average"
+    if len(shape) == 3:
+        return "class_token" if _has_class_token(base) and shape[1] else "token_average"
+    raise ModelSourceError(
+        f"the base's output has shape {shape or base.output_shape}; thaw's head takes "
+        "(batch, features), (batch, tokens, features) or (batch, height, width, channels): "
+        "cut the model at another layer ('model.cut_at') or give your own head"
+    )
+
+
+def _pool(x: Any, pooling: HeadPooling) -> Any:
+    if pooling == "average":
+        return keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    if pooling == "token_average":
+        return keras.layers.GlobalAveragePooling1D(name="head_pool")(x)
+    if pooling == "class_token":
+        # Keras layers only (no Lambda), so the saved model loads with safe_mode on.
+        tokens = int(x.shape[1])
+        x = keras.layers.Cropping1D((0, tokens - 1), name="head_class_token")(x)
+        return keras.layers.Flatten(name="head_pool")(x)
+    return x
+
+
 def build_model(
     base: keras.Model,
     num_classes: int,
@@ -163,8 +210,8 @@ def build_model(
     augment: keras.layers.Layer | None = None,
     multilabel: bool = False,
 ) -> keras.Model:
-    """Put a new classification head on ``base``: global pooling if needed, dropout, dense
-    (softmax over the classes; with ``multilabel``, one sigmoid per label).
+    """Put a new classification head on ``base``: pooling if needed (:func:`head_pooling`),
+    dropout, dense (softmax over the classes; with ``multilabel``, one sigmoid per label).
 
     ``head``: your own, called as ``head(x, dropout=..., weight_decay=..., num_classes=...)``
     on the base's output tensor ``x`` (as it is: pool it yourself), with the trial's dropout and
@@ -189,13 +236,7 @@ def build_model(
                 outputs
             )
         return keras.Model(inputs, outputs, name=name)
-    if len(x.shape) == 4:
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    elif len(x.shape) != 2:
-        raise ValueError(
-            f"the base's output has shape {tuple(x.shape)}; expected (batch, features) or "
-            "(batch, height, width, channels). Cut the model at another layer."
-        )
+    x = _pool(x, head_pooling(base))
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(
         num_classes,

@@ -48,6 +48,7 @@ from thaw.objectives._model import (
     build_model,
     domain_shift_scores,
     freeze,
+    head_pooling,
     layer_groups,
     shift_profile,
     unfrozen_span,
@@ -251,6 +252,8 @@ class FineTuneObjective:
                     f"{tuple(pretrained.model.output.shape)}: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}"
                 ) from None
+        else:
+            head_pooling(pretrained.model)  # a base thaw's head cannot pool fails here
         check_lora_space(
             pretrained.model, space.lora_rank, space.unfrozen_layers.high, pretrained.unfreeze_by
         )

@@ -157,7 +157,7 @@ class PretrainedBase:
 
     def instantiate(self) -> keras.Model:
         """An independent copy with the pretrained weights (rebuilds the graph: seconds)."""
-        clone = keras.models.clone_model(self._model)
+        clone = copy_model(self._model)
         clone.set_weights(self._weights)
         return clone
 
@@ -191,7 +191,7 @@ class PretrainedBase:
         target = self._weights if weights is None else weights
         only: list[int] | None = None
         if self._working is None:
-            self._working = keras.models.clone_model(self._model)
+            self._working = copy_model(self._model)
             self._node_counts = _node_counts(self._working)
             self._generators = _seed_generators(self._working)
         else:
@@ -211,6 +211,39 @@ class PretrainedBase:
         and read them back with ``get_weights``: re-estimated BatchNorm statistics): the next
         :meth:`working_copy` to the same ``weights`` may then reset only what changed since."""
         self._reset_to = weights
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A new model of ``model``'s architecture, its weights newly initialised (the caller sets
+    them): ``keras.models.clone_model``, or where that cannot rebuild a layer from the layer's
+    own config (KerasHub 0.32's ViT patch embedding), the model's class rebuilt from the
+    model's config (a KerasHub backbone's config holds its constructor's arguments)."""
+    try:
+        return keras.models.clone_model(model)
+    except Exception as clone_error:  # noqa: BLE001 - a layer's from_config fails in many ways
+        try:
+            copy = type(model).from_config(model.get_config())
+        except Exception as exc:  # noqa: BLE001 - same: the model's own code
+            raise ModelSourceError(
+                f"cannot make a copy of the model '{model.name}' for a trial: "
+                f"keras.models.clone_model failed ({type(clone_error).__name__}: "
+                f"{str(clone_error).splitlines()[0][:200]}) and so did "
+                f"{type(model).__name__}.from_config ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); load a model whose "
+                "layers rebuild from their configs"
+            ) from None
+        if [tuple(w.shape) for w in copy.weights] != [tuple(w.shape) for w in model.weights]:
+            raise ModelSourceError(
+                f"cannot make a copy of the model '{model.name}' for a trial: "
+                f"keras.models.clone_model failed ({type(clone_error).__name__}) and "
+                f"{type(model).__name__}.from_config builds other weights"
+            ) from None
+        _logger.debug(
+            "'%s' rebuilt from its config: clone_model failed (%s)",
+            model.name,
+            type(clone_error).__name__,
+        )
+        return copy
 
 
 def _all_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from thaw.objectives import (
+    ModelSourceError,
     batchnorm_layers,
     build_model,
     compile_model,
@@ -18,6 +19,7 @@ from thaw.objectives import (
     freeze,
     weighted_layers,
 )
+from thaw.objectives._model import head_pooling
 
 # Trainable parameter counts of tiny_cnn's layers (tests/conftest.py), from its architecture:
 # conv1 3x3x3->4 + bias, conv2 3x3x4->6 + bias, old_head 6->3 + bias, BatchNorm gamma + beta.
@@ -181,14 +183,62 @@ def test_build_model_head(tiny_cnn: Callable[..., Any], cut_at: str, pooled: boo
     assert model.get_layer(base.name) is base
 
 
-def test_build_model_refuses_a_sequence_output() -> None:
+class _Tokens(keras.layers.Dense):
+    """A Dense layer that says, as KerasHub's ViT patch embedding does, that token 0 of the
+    sequence it feeds is a class token."""
+
+    def __init__(self, units: int, use_class_token: bool, **kwargs: Any) -> None:
+        super().__init__(units, **kwargs)
+        self.use_class_token = use_class_token
+
+
+def _base(output: str) -> keras.Model:
     inputs = keras.Input((8, 8, 3))
-    seq = keras.layers.Reshape((64, 3))(inputs)
-    base = keras.Model(inputs, keras.layers.Dense(4)(seq), name="seq_base")
+    if output == "features":
+        x = keras.layers.Dense(4)(keras.layers.Flatten()(inputs))
+    elif output == "map":
+        x = keras.layers.Conv2D(4, 3)(inputs)
+    elif output in ("tokens", "class token"):
+        seq = keras.layers.Reshape((64, 3))(inputs)
+        x = _Tokens(4, use_class_token=output == "class token")(seq)
+    else:
+        x = keras.layers.Reshape((8, 8, 3, 1))(inputs)
+    return keras.Model(inputs, x, name=f"{output.replace(' ', '_')}_base")
+
+
+@pytest.mark.parametrize(
+    ("output", "pooling", "pooled"),
+    [
+        ("features", "none", lambda y: y),
+        ("map", "average", lambda y: y.mean(axis=(1, 2))),
+        ("tokens", "token_average", lambda y: y.mean(axis=1)),
+        ("class token", "class_token", lambda y: y[:, 0]),
+    ],
+    ids=["features", "feature map", "tokens", "class token"],
+)
+def test_the_head_pools_what_the_base_outputs(
+    output: str, pooling: str, pooled: Callable[[np.ndarray], np.ndarray]
+) -> None:
+    base = _base(output)
+    assert head_pooling(base) == pooling
+    model = build_model(base, num_classes=3, dropout=0.0)
+    head = model.get_layer("head_dropout").input
+    features = keras.Model(model.inputs, head)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(features(x)),
+        pooled(keras.ops.convert_to_numpy(base(x))),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_the_head_refuses_an_output_it_cannot_pool() -> None:
+    base = _base("volume")
     with pytest.raises(
-        ValueError,
-        match=r"output has shape \(None, 64, 4\); expected "
-        r"\(batch, features\)",
+        ModelSourceError,
+        match=r"output has shape \(None, 8, 8, 3, 1\); thaw's head takes \(batch, features\), "
+        r"\(batch, tokens, features\) or \(batch, height, width, channels\): cut the model",
     ):
         build_model(base, num_classes=2, dropout=0.0)
 

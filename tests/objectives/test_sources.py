@@ -168,3 +168,68 @@ def test_demo_source_is_the_cached_pretrained_cnn(demo_model_path: Path) -> None
     assert pretrained.num_layers == 5
     assert [layer.name for layer in pretrained.model.layers][-1] == "features"
     assert "demo CNN" in pretrained.description and "cut at 'features'" in pretrained.description
+
+
+class _Shift(keras.layers.Layer):
+    """Adds a learned bias; its config has a key its constructor refuses, so it cannot be
+    rebuilt from it (as KerasHub 0.32's ViT patch embedding cannot)."""
+
+    def __init__(self, width: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.width = width
+
+    def build(self, input_shape: Any) -> None:
+        self.shift = self.add_weight(shape=(self.width,), initializer="zeros", name="shift")
+
+    def call(self, x: Any) -> Any:
+        return x + self.shift
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "width": self.width, "positions": self.width}
+
+
+class _Backbone(keras.Model):
+    """A functional model rebuilt from its constructor's arguments, as a KerasHub backbone is."""
+
+    def __init__(self, width: int, **kwargs: Any) -> None:
+        inputs = keras.Input((4, 4, 3))
+        x = keras.layers.Conv2D(width, 3, name="conv")(inputs)
+        super().__init__(inputs, _Shift(width, name="shift")(x), **kwargs)
+        self.width = width
+
+    def get_config(self) -> dict[str, Any]:
+        return {"width": self.width, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> _Backbone:
+        return cls(**config)
+
+
+def test_a_base_clone_model_cannot_copy_is_rebuilt_from_its_config() -> None:
+    model = _Backbone(5, name="backbone")
+    with pytest.raises(TypeError):
+        keras.models.clone_model(model)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.weights])
+    pretrained = PretrainedBase(model, "backbone")
+    copy = pretrained.instantiate()
+    assert copy is not model and isinstance(copy, _Backbone)
+    x = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    # the working copy is built the same way and reset to the pretrained weights every trial
+    working = pretrained.working_copy(seed=1)
+    assert working is not model
+    working.get_layer("shift").shift.assign(np.ones(5, "float32"))
+    again = pretrained.working_copy(seed=1)
+    assert again is working
+    for a, b in zip(again.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_base_that_neither_clones_nor_rebuilds_is_refused_in_one_line() -> None:
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, _Shift(3, name="shift")(inputs), name="plain")
+    pretrained = PretrainedBase(model, "plain")
+    with pytest.raises(ModelSourceError, match=r"cannot make a copy of the model 'plain'") as info:
+        pretrained.instantiate()
+    assert "\n" not in str(info.value)
