@@ -416,16 +416,33 @@ def test_trials_are_dealt_to_brackets_in_hyperband_proportions(
     assert all(dealt.count(b) == 2 * w for b, w in enumerate(weights))
 
 
+#: Sits at chance for 4 epochs, wobbling up (3 epochs above its best, within the plateau's
+#: wobble), then learns.
+SLOW_STARTER = [1.58, 1.62, 1.63, 1.64, 1.2, 0.9, 0.7]
+
+
 def test_a_trial_on_the_chance_plateau_is_not_climbing(storage_url: str) -> None:
-    # Sits at chance for 6 epochs, wobbling up, then learns: the plateau is not a climb.
-    slow_starter = [1.58, 1.62, 1.63, 1.64, 1.62, 1.65, 1.2, 0.9, 0.7]
+    # The plateau's wobble is not a climb.
     with_chance = ClimbingPruner(None, patience=2, min_delta=0.0, chance=LN5, noise_aware=True)
-    (trial,) = run_curves(storage_url, with_chance, [slow_starter])
+    (trial,) = run_curves(storage_url, with_chance, [SLOW_STARTER])
     assert trial.state == TrialState.COMPLETE
 
 
+def test_a_stale_curve_on_the_chance_plateau_stops_at_patience_plus_two(
+    storage_url: str,
+) -> None:
+    # Wobbles within the plateau's tolerance (never a climb), but with no new best for
+    # patience + 2 = 4 epochs and worse than its best, it stops there: epoch 5, 4 past its best.
+    stale = [1.58, 1.62, 1.60, 1.61, 1.62, 1.60, 1.2, 0.9]
+    pruner = ClimbingPruner(None, patience=2, min_delta=0.0, chance=LN5, noise_aware=True)
+    (trial,) = run_curves(storage_url, pruner, [stale])
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["prune_reason"] == CLIMBING
+    assert trial.user_attrs["prune_epoch"] == 5
+    assert "for 4 epochs" in trial.user_attrs["prune_detail"]
+
+
 def test_without_the_chance_rule_the_plateau_looks_like_a_climb(tmp_path: Path) -> None:
-    slow_starter = [1.58, 1.62, 1.63, 1.64, 1.62, 1.65, 1.2, 0.9, 0.7]
+    slow_starter = SLOW_STARTER
     (trial,) = run_curves(
         f"sqlite:///{tmp_path / 'x.db'}", ClimbingPruner(None, patience=2), [slow_starter]
     )
