@@ -116,8 +116,8 @@ def climbing_decision(
 #: A curve whose best lies ``patience + STALE_EXTRA`` epochs back and that ends worse than it is
 #: stopped even when noise hid the climb from the patience rule (Keras's ``EarlyStopping`` with
 #: that patience): no trial that ends above its best trains more than ``patience + 2`` epochs
-#: past it, on the chance plateau too. (The plateau's wobble excused this once; in 230 trials of
-#: the bench's cases a, b, c, e and f, none of the 15 it kept going ever beat its best again.)
+#: past it, on the chance plateau too. (The plateau's wobble excused this once; in 27 studies of
+#: the bench's cases a, b, c, e and f, 230 trials, it kept 4 going and none beat its best again.)
 STALE_EXTRA = 2
 
 
