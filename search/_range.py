@@ -73,17 +73,11 @@ def cap_training_rate(modes: dict[str, Any]) -> None:
     result = modes.get("train")
     if not isinstance(result, dict):
         return
-    rate = result.get("suggestion")
-    if not isinstance(rate, (int, float)) or not math.isfinite(rate):
+    rates = range_test_rates({"modes": modes})
+    rate = rates.get("train")
+    if rate is None:
         return
-    fixed = [
-        float(r)
-        for m in FIXED_STATISTICS
-        if isinstance(modes.get(m), Mapping)
-        and isinstance(r := modes[m].get("suggestion"), (int, float))
-        and math.isfinite(r)
-        and r > 0
-    ]
+    fixed = [rates[m] for m in FIXED_STATISTICS if m in rates]
     cap = max(fixed) if fixed else None
     if cap is not None and rate <= cap:
         return

@@ -37,6 +37,7 @@ from thaw._keys import (
     VERSION,
 )
 from thaw._version import __version__
+from thaw.reports.diagnosis import ShiftProfile
 from thaw.search._budget import (
     best_trial,
     fit_start_to_budget,
@@ -717,16 +718,8 @@ def profile_attr(
 
 def profile_shifts(attr: Any) -> list[float | None] | None:
     """The scores of a stored ``thaw:shift_profile``, bottom to top (None: no profile)."""
-    if not isinstance(attr, dict) or not isinstance(attr.get("groups"), list):
-        return None
-    out: list[float | None] = []
-    for group in attr["groups"]:
-        value = group.get("shift") if isinstance(group, dict) else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out.append(float(value))
-        else:
-            out.append(None)
-    return out
+    profile = ShiftProfile.from_attr(attr)
+    return list(profile.shifts) if profile is not None else None
 
 
 def _overall_shift(domain_shift: dict[str, Any] | None) -> float | None:
