@@ -261,7 +261,7 @@ def _lever(
     top_k: int,
     maximize: bool,
 ) -> LeverFinding | None:
-    with_value = [r for r in rows if column.name in r.params and r.params[column.name] is not None]
+    with_value = [r for r in rows if _value(r, column.name) is not None]
     if len(with_value) < MIN_TRIALS:
         return None
     levels_of = _levels(column, with_value)
@@ -272,7 +272,7 @@ def _lever(
     if column.kind != "categorical":
         lowest = {
             lv: min(
-                _num(r.params[column.name]) or 0.0 for r in with_value if levels_of[r.number] == lv
+                _num(_value(r, column.name)) or 0.0 for r in with_value if levels_of[r.number] == lv
             )
             for lv in names
         }
@@ -287,7 +287,7 @@ def _lever(
 
     low = high = None
     if column.kind != "categorical":
-        values = [_num(r.params[column.name]) for r in with_value if inside(r)]
+        values = [_num(_value(r, column.name)) for r in with_value if inside(r)]
         low = min(v for v in values if v is not None)
         high = max(v for v in values if v is not None)
     ins = [r for r in with_value if inside(r)]
@@ -369,8 +369,8 @@ def _with_sentence(f: LeverFinding, maximize: bool) -> LeverFinding:
 def _levels(column: ParamColumn, rows: Sequence[RankingRow]) -> dict[int, str] | None:
     """Level text per trial number: the categorical value, or the numeric bin as a range."""
     if column.kind == "categorical":
-        return {r.number: str(r.params[column.name]) for r in rows}
-    scaled = {r.number: _scaled(column, r.params[column.name]) for r in rows}
+        return {r.number: str(_value(r, column.name)) for r in rows}
+    scaled = {r.number: _scaled(column, _value(r, column.name)) for r in rows}
     if any(v is None for v in scaled.values()):
         return None
     distinct = sorted({v for v in scaled.values() if v is not None})
@@ -386,7 +386,7 @@ def _levels(column: ParamColumn, rows: Sequence[RankingRow]) -> dict[int, str] |
         bins[number] = max(i for i, edge in enumerate(edges) if v >= edge)
     out: dict[int, str] = {}
     for b in set(bins.values()):
-        members = [_num(r.params[column.name]) for r in rows if bins[r.number] == b]
+        members = [_num(_value(r, column.name)) for r in rows if bins[r.number] == b]
         lo = min(v for v in members if v is not None)
         hi = max(v for v in members if v is not None)
         text = _g3(lo) if lo == hi else f"{_g3(lo)}..{_g3(hi)}"
@@ -394,6 +394,15 @@ def _levels(column: ParamColumn, rows: Sequence[RankingRow]) -> dict[int, str] |
             if bins[r.number] == b:
                 out[r.number] = text
     return out
+
+
+def _value(row: RankingRow, name: str) -> object:
+    """The trial's value of parameter ``name`` as it trained: for ``block_start``, the lowest
+    layer it unfroze (a start too high for the block is lowered to the top block, so 5 and 8
+    of 8 layers with 3 unfrozen are one level), else the sampled value (None: not set)."""
+    if name == "block_start" and row.block_start is not None:
+        return row.block_start
+    return row.params.get(name)
 
 
 def _g3(value: float | None) -> str:
@@ -439,9 +448,7 @@ def _matched_pairs(
 def _span(column: ParamColumn, rows: Sequence[RankingRow]) -> tuple[float, float] | None:
     if column.kind == "categorical":
         return None
-    values = [
-        v for v in (_scaled(column, r.params.get(column.name)) for r in rows) if v is not None
-    ]
+    values = [v for v in (_scaled(column, _value(r, column.name)) for r in rows) if v is not None]
     return (min(values), max(values)) if values else None
 
 
@@ -453,7 +460,7 @@ def _distance(
 ) -> float:
     total = 0.0
     for c in columns:
-        va, vb = a.params.get(c.name), b.params.get(c.name)
+        va, vb = _value(a, c.name), _value(b, c.name)
         if c.kind == "categorical":
             total += 0.0 if va == vb else 1.0
             continue

@@ -18,7 +18,7 @@ from optuna.distributions import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import OBJECTIVE_METRIC
+from thaw._keys import OBJECTIVE_METRIC, UNFROZEN_BLOCK
 from thaw.reports._attrs import (
     argbest,
     as_float,
@@ -101,6 +101,11 @@ class RankingRow:
     """The extra validation metrics logged (``val_auc``, ``val_f1``) at the best epoch."""
     verdicts_source: VerdictSource = "none"
     """``stored``: the trial's ``verdicts`` user attr; ``computed``: ``diagnose_study``."""
+    block_start: int | None = None
+    """The lowest layer the trial unfroze, as trained (``thaw:unfrozen_block``): a
+    ``block_start`` too high for its ``unfrozen_layers`` is lowered to the top block, so
+    ``block_start`` 5 and 8 of 8 layers with 3 unfrozen both train layers 5 to 7. ``None``
+    when not recorded (``block_start`` not searched)."""
 
     @property
     def label(self) -> str:
@@ -361,9 +366,15 @@ def _row(
             VerdictDetail(*detail) for detail in verdict_details(attrs.get("verdicts"))
         ),
         verdicts_source="stored" if "verdicts" in attrs else "none",
+        block_start=_block_start(attrs.get(UNFROZEN_BLOCK)),
         datetime_start=_iso(trial.datetime_start),
         datetime_complete=_iso(trial.datetime_complete),
     )
+
+
+def _block_start(value: Any) -> int | None:
+    """The ``start`` of a stored ``thaw:unfrozen_block`` (None when absent or malformed)."""
+    return as_int(value.get("start")) if isinstance(value, Mapping) else None
 
 
 def _prune_epoch(value: Any, epochs_run: int | None) -> int | None:

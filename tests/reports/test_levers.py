@@ -133,3 +133,37 @@ def test_feature_extraction_comparison_names_the_batchnorm_confound(tmp_path: Pa
     diagnosis = diagnose_study(study)
     assert diagnosis.levers is not None and diagnosis.levers.biggest == "batchnorm"
     assert "differ in BatchNorm mode (adapt vs frozen)" in diagnosis.fe_vs_ft.sentence
+
+
+def test_block_start_levels_are_the_blocks_trained(tmp_path: Path) -> None:
+    """``block_start`` 5 to 8 of 8 layers with 3 unfrozen all train the top block (5-7): one
+    level, read from the stored block, not four raw values split over two bins."""
+    dists = {
+        "block_start": IntDistribution(0, 8),
+        "unfrozen_layers": IntDistribution(1, 8),
+    }
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/b.db", study_name="b")
+    raw = [5, 6, 7, 8, 8, 7, 0, 0, 1, 1, 2, 2]
+    for i, start in enumerate(raw):
+        value = 0.30 + 0.02 * i if start >= 5 else 0.80 + 0.02 * i
+        trained = min(start, 8 - 3)
+        block = {"start": trained, "stop": trained + 3, "top": trained == 5, "depth": 8}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"block_start": start, "unfrozen_layers": 3},
+                distributions=dists,
+                value=value,
+                user_attrs={
+                    "history": {"val_loss": [value + 0.2, value], "loss": [1.0, 0.8]},
+                    "thaw:unfrozen_block": block,
+                },
+            )
+        )
+    ranking = get_ranking_info(study)
+    assert sorted(r.block_start for r in ranking.ranked if r.block_start is not None) == sorted(
+        min(s, 5) for s in raw
+    )
+    finding = next(f for f in get_lever_info(ranking).findings if f.param == "block_start")
+    assert finding.level == "5"
+    assert (finding.low, finding.high) == (5, 5)
+    assert next(s for s in finding.levels if s.level == "5").n_trials == 6
