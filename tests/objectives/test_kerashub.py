@@ -103,13 +103,14 @@ def test_a_study_runs_on_a_kerashub_backbone(tiny_preset: Path, tmp_path: Path) 
     assert model.output_shape == (None, 2)
 
 
-def test_lora_on_a_kerashub_backbone_trains_the_top_blocks_convolutions_low_rank(
-    tiny_preset: Path, tmp_path: Path
-) -> None:
+def lora_trials(
+    preset: Path, data: Any, ranks: tuple[int, ...], tmp_path: Path
+) -> list[tuple[Any, Any]]:
+    """One trial per rank in ``ranks`` (the top block unfrozen, lr 1e-3, 2 epochs), through
+    ``FineTuneObjective`` on SQLite: each trial as stored, with the model it trained."""
     import optuna
 
     from thaw.objectives import (
-        ArrayData,
         FineTuneObjective,
         FloatRange,
         IntRange,
@@ -118,8 +119,35 @@ def test_lora_on_a_kerashub_backbone_trains_the_top_blocks_convolutions_low_rank
     )
 
     pretrained = load_pretrained(
-        ModelSource(kind="kerashub", name=str(tiny_preset), unfreeze_by="blocks")
+        ModelSource(kind="kerashub", name=str(preset), unfreeze_by="blocks")
     )
+    space = SearchSpace(
+        unfrozen_layers=IntRange(1, 1),
+        learning_rate=FloatRange(1e-3, 1e-3),
+        dropout=FloatRange(0.0, 0.0),
+        weight_decay=FloatRange(1e-6, 1e-6),
+        lora_rank=tuple(sorted(set(ranks))),
+    )
+    objective = FineTuneObjective(pretrained, data, space, TrainSettings(epochs=2, batch_size=8))
+    models: dict[int, Any] = {}
+    objective.on_trial_model = lambda trial, model, value: models.update({trial.number: model})
+    storage = f"sqlite:///{tmp_path / 'lora.db'}"
+    study = optuna.create_study(study_name="lora", storage=storage)
+    for rank in ranks:
+        study.enqueue_trial({"lora_rank": rank})
+    study.optimize(objective, n_trials=len(ranks))
+    trials = optuna.load_study(study_name="lora", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * len(ranks), [
+        t.user_attrs.get("fail_reason") for t in trials
+    ]
+    return [(t, models[t.number]) for t in trials]
+
+
+def test_lora_on_a_kerashub_backbone_trains_the_top_blocks_convolutions_low_rank(
+    tiny_preset: Path, tmp_path: Path
+) -> None:
+    from thaw.objectives import ArrayData
+
     rng = np.random.default_rng(0)
     data = ArrayData(
         x_train=rng.integers(0, 256, (16, *SHAPE), dtype=np.uint8),
@@ -128,23 +156,9 @@ def test_lora_on_a_kerashub_backbone_trains_the_top_blocks_convolutions_low_rank
         y_val=np.arange(8) % 2,
         class_names=("a", "b"),
     )
-    space = SearchSpace(
-        unfrozen_layers=IntRange(1, 1),
-        learning_rate=FloatRange(1e-3, 1e-3),
-        dropout=FloatRange(0.0, 0.0),
-        weight_decay=FloatRange(1e-6, 1e-6),
-        lora_rank=(2,),
-    )
-    objective = FineTuneObjective(pretrained, data, space, TrainSettings(epochs=2, batch_size=8))
-    models: list[Any] = []
-    objective.on_trial_model = lambda trial, model, value: models.append(model)
-    storage = f"sqlite:///{tmp_path / 'hub_lora.db'}"
-    study = optuna.create_study(study_name="hub_lora", storage=storage)
-    study.optimize(objective, n_trials=1)
-    (trial,) = optuna.load_study(study_name="hub_lora", storage=storage).get_trials()
-    assert trial.state.name == "COMPLETE", trial.user_attrs.get("fail_reason")
+    ((trial, model),) = lora_trials(tiny_preset, data, (2,), tmp_path)
     assert trial.params["lora_rank"] == 2
-    trained = {w.path for w in models[0].trainable_weights}
+    trained = {w.path for w in model.trainable_weights}
     for conv in ("stack1_block0_0_conv", "stack1_block0_1_conv", "stack1_block0_2_conv"):
         assert f"{conv}/lora_kernel_a" in trained and f"{conv}/kernel" not in trained
     assert not any(path.startswith("conv1") for path in trained)  # the stem stays frozen
@@ -216,49 +230,18 @@ def test_a_vit_backbone_is_copied_per_trial_and_its_class_token_feeds_the_head(
 def test_lora_on_a_vit_trains_low_rank_updates_of_the_encoder(
     tiny_vit_preset: Path, tmp_path: Path
 ) -> None:
-    import optuna
+    from thaw.objectives import ArrayData, count_trainable_weights
 
-    from thaw.objectives import (
-        ArrayData,
-        FineTuneObjective,
-        FloatRange,
-        IntRange,
-        SearchSpace,
-        TrainSettings,
-        count_trainable_weights,
-    )
-
-    pretrained = load_pretrained(
-        ModelSource(kind="kerashub", name=str(tiny_vit_preset), unfreeze_by="blocks")
-    )
     data = ArrayData(**vit_arrays(16, 8), class_names=("a", "b"))
-    space = SearchSpace(
-        unfrozen_layers=IntRange(1, 1),
-        learning_rate=FloatRange(1e-3, 1e-3),
-        dropout=FloatRange(0.0, 0.0),
-        weight_decay=FloatRange(1e-6, 1e-6),
-        lora_rank=(0, 2),
-    )
-    objective = FineTuneObjective(pretrained, data, space, TrainSettings(epochs=2, batch_size=8))
-    trained: dict[int, tuple[int, set[str]]] = {}
-    objective.on_trial_model = lambda trial, model, value: trained.update(
-        {
-            trial.params["lora_rank"]: (
-                count_trainable_weights(model),
-                {w.path for w in model.trainable_weights},
-            )
-        }
-    )
-    storage = f"sqlite:///{tmp_path / 'vit_lora.db'}"
-    study = optuna.create_study(study_name="vit_lora", storage=storage)
-    for rank in (2, 0):
-        study.enqueue_trial({"lora_rank": rank})
-    study.optimize(objective, n_trials=2)
-    trials = optuna.load_study(study_name="vit_lora", storage=storage).get_trials()
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], [
-        t.user_attrs.get("fail_reason") for t in trials
-    ]
-    assert all(np.isfinite(t.value) for t in trials)
+    trials = lora_trials(tiny_vit_preset, data, (2, 0), tmp_path)
+    assert all(np.isfinite(t.value) for t, _ in trials)
+    trained = {
+        t.params["lora_rank"]: (
+            count_trainable_weights(model),
+            {w.path for w in model.trainable_weights},
+        )
+        for t, model in trials
+    }
     (lora_count, lora_paths), (full_count, full_paths) = trained[2], trained[0]
     assert lora_count < full_count / 4
     query = "vit_encoder/transformer_block_1/mha/query"
