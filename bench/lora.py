@@ -18,10 +18,10 @@ same random images:
 
 Backbones: ``resnet``, a ResNet (basic blocks, 64x64 images, 3 stages), the top 2 blocks
 unfrozen; ``vit``, a ViT (32x32 images, patches of 4, 6 transformer layers of width 256), whose
-encoder KerasHub builds as one layer: its block is the whole encoder (the mean of its tokens
-feeds the head). Each variant trains the
-loaded backbone itself, in its own throwaway process (``thaw run`` trains a copy of it per
-trial, and its head takes the ViT's class token).
+encoder KerasHub builds as one layer: its block is the whole encoder. The head is thaw's own
+(``build_model``: the ViT's class token, a ResNet's feature map averaged), as in ``thaw run``.
+Each variant trains the loaded backbone itself, in its own throwaway process (``thaw run``
+trains a copy of it per trial).
 """
 
 from __future__ import annotations
@@ -113,9 +113,6 @@ def variant(name: str, preset: Path, rank: int, epochs: int) -> dict[str, Any]:
     keras.utils.set_random_seed(0)
     # The loaded backbone itself, trained in this throwaway process (no second copy in memory).
     base = pretrained.model
-    if len(base.output.shape) == 3:  # a transformer's tokens: their mean feeds the head
-        pooled = keras.layers.GlobalAveragePooling1D(name="token_pool")(base.output)
-        base = keras.Model(base.inputs, pooled, name=base.name)
     freeze(base, blocks, "frozen", "blocks")
     model = build_model(base, CLASSES, 0.1)
     full = count_trainable_weights(model)
