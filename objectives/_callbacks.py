@@ -215,3 +215,43 @@ class RestoreBestWeights(keras.callbacks.Callback):
             assign_weights(model, self.best.weights)
             self.restored_epoch = self.best.epoch
             _logger.debug("Restored the weights of epoch %s", self.best.epoch)
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Before each validation, re-estimates the moving statistics of the BatchNorm layers that
+    train on training images (:func:`thaw.objectives._model.precise_batchnorm`), so the
+    validation loss is that of the epoch's weights, not of statistics trailing them.
+
+    ``base``: the network whose BatchNorm layers train; ``x``: training images as ``base``
+    takes them (preprocessed, not augmented). A no-op while no BatchNorm layer of ``base``
+    trains (a warm-up that trains the head only, BatchNorm frozen or adapted).
+    """
+
+    def __init__(self, base: keras.Model, x: Any, max_images: int = 512) -> None:
+        super().__init__()
+        self.base = base
+        self.x = x
+        self.max_images = max_images
+        self.layers: list[keras.layers.Layer] = []
+        self._moments: tuple[tuple[int, ...], keras.Model] | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.layers = []
+        self._moments = None
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        from thaw.objectives._model import (
+            batchnorm_layers,
+            batchnorm_moments_model,
+            precise_batchnorm,
+        )
+
+        training = [layer for layer in batchnorm_layers(self.base) if layer.trainable]
+        if not training:
+            return
+        key = tuple(id(layer) for layer in training)
+        if self._moments is None or self._moments[0] != key:
+            self._moments = (key, batchnorm_moments_model(self.base, training))
+        self.layers = precise_batchnorm(
+            self.base, self.x, self.max_images, moments=self._moments[1]
+        )

@@ -426,19 +426,89 @@ def adapt_batchnorm(
     size = -(-len(x) // passes)  # even passes: no small last one with noisy statistics
     # Eager calls: one pass of a deep network costs less than tracing it (DenseNet121, 32 px,
     # 150 images: 2 s against 13 s), and a pass runs once.
+    with _batch_statistics(base):  # restores the moving statistics when it ends
+        stats = _pooled_moments(moments, x, size, len(layers))
+    _assign_statistics(layers, stats)
+
+
+def _pooled_moments(
+    moments: keras.Model, x: np.ndarray, size: int, n_layers: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Runs ``moments`` in training mode over ``x`` in passes of ``size`` images: per layer,
+    the mean and variance of its inputs pooled over every image."""
     chunks: list[list[np.ndarray]] = []
-    with _batch_statistics(base):
-        for start in range(0, len(x), size):
-            outputs = moments(x[start : start + size], training=True)
-            if not isinstance(outputs, (list, tuple)):
-                outputs = [outputs]
-            chunks.append([keras.ops.convert_to_numpy(out) for out in outputs])
-            del outputs
-    for i, layer in enumerate(layers):
-        means = np.concatenate([chunk[2 * i] for chunk in chunks])
-        mean, var = _pooled(means, np.concatenate([chunk[2 * i + 1] for chunk in chunks]))
+    for start in range(0, len(x), size):
+        outputs = moments(x[start : start + size], training=True)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        chunks.append([keras.ops.convert_to_numpy(out) for out in outputs])
+        del outputs
+    return [
+        _pooled(
+            np.concatenate([chunk[2 * i] for chunk in chunks]),
+            np.concatenate([chunk[2 * i + 1] for chunk in chunks]),
+        )
+        for i in range(n_layers)
+    ]
+
+
+def _assign_statistics(
+    layers: list[keras.layers.Layer], stats: list[tuple[np.ndarray, np.ndarray]]
+) -> None:
+    for layer, (mean, var) in zip(layers, stats, strict=True):
         layer.moving_mean.assign(mean.astype("float32"))
         layer.moving_variance.assign(var.astype("float32"))
+
+
+def precise_batchnorm(
+    base: keras.Model,
+    x: np.ndarray,
+    max_images: int = 512,
+    images_per_pass: int | None = None,
+    moments: keras.Model | None = None,
+) -> list[keras.layers.Layer]:
+    """Precise BatchNorm (Wu and Johnson, 2021): the moving statistics of the BatchNorm layers
+    that train, replaced by the mean and variance of their inputs over training images ``x``.
+
+    In training a BatchNorm layer normalises each batch by its own statistics, while
+    validation uses the moving averages, which trail weights that change fast (momentum 0.99
+    averages over about a hundred steps: a few epochs of a small target). Validated on them, a
+    trial that trains BatchNorm looks worse than it is, most in its first epochs. Only the
+    layers that train are re-estimated, in one pass in training mode (dropout off): the frozen
+    ones keep their statistics and normalise with them, as in inference. ``moments``: the
+    model from :func:`batchnorm_moments_model` for these layers, when the caller keeps one.
+    Returns the layers re-estimated (none when no BatchNorm layer trains, or a layer would be
+    random in training mode)."""
+    layers = [layer for layer in batchnorm_layers(base) if layer.trainable]
+    x = x[:max_images]
+    if not layers or len(x) == 0 or _training_mode_safe(base) is not None:
+        return []
+    moments = moments if moments is not None else batchnorm_moments_model(base, layers)
+    per_pass = images_per_pass or adapt_images_per_pass(base, len(x))
+    passes = -(-len(x) // per_pass)
+    size = -(-len(x) // passes)
+    drops = [layer for layer in _leaf_layers(base) if isinstance(layer, keras.layers.Dropout)]
+    rates = [layer.rate for layer in drops]
+    try:
+        for layer in drops:
+            layer.rate = 0.0
+        stats = _pooled_moments(moments, x, size, len(layers))
+    finally:
+        for layer, rate in zip(drops, rates, strict=True):
+            layer.rate = rate
+    _assign_statistics(layers, stats)
+    return layers
+
+
+def batchnorm_moments_model(base: keras.Model, layers: list[keras.layers.Layer]) -> keras.Model:
+    """:func:`_moments_model`, or ValueError when ``base`` cannot be probed (nested or
+    subclassed)."""
+    try:
+        return _moments_model(base, layers)
+    except Exception as exc:  # noqa: BLE001 - nested or subclassed models cannot be probed
+        raise ValueError(
+            f"cannot read BatchNorm inputs of '{base.name}' (nested or subclassed model): {exc}"
+        ) from None
 
 
 def adapt_batchnorm_layer_by_layer(

@@ -26,6 +26,7 @@ from thaw.objectives._cache import (
 from thaw.objectives._callbacks import (
     BestEpoch,
     HistoryRecorder,
+    PreciseBatchNorm,
     RestoreBestWeights,
     TrialHistory,
     TrialReporter,
@@ -283,6 +284,7 @@ class FineTuneObjective:
             self._x_train = self._preprocess(data.x_train)
             self._x_val = self._preprocess(data.x_val)
         self._adapted_weights: list[np.ndarray] | None = None
+        self._precise_index: np.ndarray | None = None
         #: The lowest and highest preprocessed training value (augmentation's contrast range).
         self._value_range: tuple[float, float] | None = None
         #: User attrs the last fit set on its trial besides its results (``cache_off``).
@@ -607,6 +609,8 @@ class FineTuneObjective:
         )
         recorder = HistoryRecorder(trial, history)
         callbacks: list[keras.callbacks.Callback] = [recorder, reporter]
+        if self.settings.precise_batchnorm and params.batchnorm == "train":
+            callbacks.insert(0, PreciseBatchNorm(model_base(model), self._precise_images()))
         if self.extra_callbacks is not None:
             callbacks += self.extra_callbacks(trial)
         callbacks.append(restorer)  # last: the others see the epoch's own weights
@@ -676,6 +680,17 @@ class FineTuneObjective:
             restorer.model_to_keep or model,
         )
         return reporter
+
+    def _precise_images(self) -> np.ndarray:
+        """The training images precise BatchNorm re-estimates on: all of them up to
+        ``ADAPT_IMAGES``, else that many drawn once (seeded), whatever their order."""
+        x = self._x_train
+        if len(x) <= ADAPT_IMAGES:
+            return x
+        if self._precise_index is None:
+            rng = np.random.default_rng(self.seed)
+            self._precise_index = np.sort(rng.choice(len(x), ADAPT_IMAGES, replace=False))
+        return x[self._precise_index]
 
     def _phase_model(
         self, model: keras.Model, params: TrialParams, seed: int

@@ -182,6 +182,9 @@ class StudyConfig:
         for method in (*OPTIONAL_METHODS, "block_start", "lora_rank"):  # off: older files hash so
             if space.get(method) is None:
                 space.pop(method, None)
+        train = plain(self.train)
+        if train.get("precise_batchnorm") is False:  # the hash of a file written before it
+            train.pop("precise_batchnorm")
         data = plain(self.data)
         if data.get("task") == "auto":  # the hash of a study file written before data.task
             data.pop("task")
@@ -189,7 +192,7 @@ class StudyConfig:
             "model": plain(self.model),
             "data": data,
             "search_space": space,
-            "train": plain(self.train),
+            "train": train,
         }
 
     def identity(self) -> dict[str, Any]:

@@ -274,6 +274,11 @@ class TrainSection(_Section):
         WithJsonSchema(_switch_schema("auto", "on", "off")),
     ] = Field("auto", description="auto (on with a GPU) | on | off")
     jit_compile: bool = Field(False, description="compile the train step with XLA")
+    precise_batchnorm: bool = Field(
+        False,
+        description="re-estimate the statistics of BatchNorm layers that train before each "
+        "validation (precise BatchNorm), so the validation loss does not trail the weights",
+    )
     cache_frozen: Annotated[
         Literal["auto", "off"],
         BeforeValidator(_switch("train.cache_frozen", on=None)),

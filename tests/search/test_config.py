@@ -343,6 +343,11 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     ("n_trials bool", {"n_trials": True}, r"n_trials must be an integer, got True"),
     ("batch bool", {"train__batch_size": False}, r"train\.batch_size must be an integer"),
     ("epochs zero", {"train__epochs": 0}, r"train\.epochs must be >= 1, got 0"),
+    (
+        "precise batchnorm word",
+        {"train__precise_batchnorm": "sometimes"},
+        r"train\.precise_batchnorm must be true or false, got 'sometimes'",
+    ),
     ("seed negative", {"seed": -1}, r"seed must be >= 0, got -1"),
     (
         "lr low string",
@@ -628,6 +633,7 @@ def test_relative_sqlite_storage_resolves_against_the_study_folder(
         {"search_space__augment": [0.0, 1.0]},
         {"search_space__lora_rank": [0, 8]},
         {"train__epochs": 4},
+        {"train__precise_batchnorm": True},
         {"objective": "val_accuracy"},
         {"data__seed": 1},
         {"model__cut_at": "block3_relu"},
@@ -655,6 +661,13 @@ def test_config_hash_changes_with_search_relevant_settings(
 )
 def test_config_hash_ignores_run_settings(tmp_path: Path, changes: dict[str, Any]) -> None:
     assert parse(edited(**changes), tmp_path).config_hash() == parse(BASE, tmp_path).config_hash()
+
+
+def test_a_file_written_before_precise_batchnorm_hashes_as_its_default(tmp_path: Path) -> None:
+    off = parse(edited(train__precise_batchnorm=False), tmp_path)
+    assert off.train.precise_batchnorm is False
+    assert parse(BASE, tmp_path).train.precise_batchnorm is False
+    assert off.config_hash() == parse(BASE, tmp_path).config_hash()
 
 
 def test_config_hash_is_stable_across_parses(tmp_path: Path) -> None:
