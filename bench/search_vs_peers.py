@@ -146,6 +146,7 @@ def load_case(
     budget: int,
     epochs: int | None,
     methods: tuple[str, ...] = (),
+    precise_batchnorm: bool = False,
 ) -> Case:
     from thaw.objectives import FineTuneObjective, FloatRange, load_data, load_pretrained
     from thaw.search import load_study_file
@@ -153,6 +154,8 @@ def load_case(
     config = load_study_file(suite.build_case(spec, seed))
     if epochs:
         config = replace(config, train=replace(config.train, epochs=epochs))
+    if precise_batchnorm:
+        config = replace(config, train=replace(config.train, precise_batchnorm=True))
     if methods:  # searched besides the case's own space
         ranges: dict[str, Any] = {
             m: FloatRange(*METHOD_RANGES[m]) for m in methods if m in METHOD_RANGES
@@ -528,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         f"default: none)",
     )
     parser.add_argument(
+        "--precise-batchnorm",
+        action="store_true",
+        help="every study sets train.precise_batchnorm: true (default: the study's own, off)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="keep each engine run's storage under this folder (default: temp)"
     )
     parser.add_argument(
@@ -590,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in keys:
             spec = suite.CASES_BY_KEY[key]
             budget = args.budget or (spec.quick_budget if args.quick else spec.budget)
-            case = load_case(spec, seed, budget, args.epochs, methods)
+            case = load_case(spec, seed, budget, args.epochs, methods, args.precise_batchnorm)
             for engine in engines:
                 t0 = time.perf_counter()
                 try:
@@ -611,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
                     "engine": engine,
                     "seed": seed,
                     "methods": list(methods),
+                    "precise_batchnorm": case.config.train.precise_batchnorm,
                     "budget": budget,
                     "engine_budget": own,
                     "epochs_per_trial": case.config.train.epochs,
