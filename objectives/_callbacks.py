@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import optuna
 
+from thaw.objectives._model import batchnorm_layers, batchnorm_moments_model, precise_batchnorm
 from thaw.objectives._pruning import record_prune_reason
 from thaw.objectives._weights import assign_weights, snapshot_weights
 
@@ -240,12 +241,6 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self._moments = None
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        from thaw.objectives._model import (
-            batchnorm_layers,
-            batchnorm_moments_model,
-            precise_batchnorm,
-        )
-
         training = [layer for layer in batchnorm_layers(self.base) if layer.trainable]
         if not training:
             return
