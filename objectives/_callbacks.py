@@ -10,7 +10,12 @@ from typing import Any
 import keras
 import optuna
 
-from thaw.objectives._model import batchnorm_layers, batchnorm_moments_model, precise_batchnorm
+from thaw.objectives._model import (
+    adapt_images_per_pass,
+    batchnorm_layers,
+    batchnorm_moments_model,
+    precise_batchnorm,
+)
 from thaw.objectives._pruning import record_prune_reason
 from thaw.objectives._weights import assign_weights, snapshot_weights
 
@@ -234,19 +239,23 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self.x = x
         self.max_images = max_images
         self.layers: list[keras.layers.Layer] = []
-        self._moments: tuple[tuple[int, ...], keras.Model] | None = None
+        #: The layers that train, their moments model and the images per pass: computed once
+        #: per fit (a phase), not every epoch.
+        self._plan: tuple[list[keras.layers.Layer], keras.Model | None, int] | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.layers = []
-        self._moments = None
+        self._plan = None
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        training = [layer for layer in batchnorm_layers(self.base) if layer.trainable]
-        if not training:
+        if self._plan is None:
+            training = [layer for layer in batchnorm_layers(self.base) if layer.trainable]
+            moments = batchnorm_moments_model(self.base, training) if training else None
+            images = min(len(self.x), self.max_images)
+            self._plan = (training, moments, adapt_images_per_pass(self.base, images))
+        training, moments, per_pass = self._plan
+        if moments is None:
             return
-        key = tuple(id(layer) for layer in training)
-        if self._moments is None or self._moments[0] != key:
-            self._moments = (key, batchnorm_moments_model(self.base, training))
         self.layers = precise_batchnorm(
-            self.base, self.x, self.max_images, moments=self._moments[1]
+            self.base, self.x, self.max_images, per_pass, moments=moments, layers=training
         )

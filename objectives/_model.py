@@ -466,6 +466,7 @@ def precise_batchnorm(
     max_images: int = 512,
     images_per_pass: int | None = None,
     moments: keras.Model | None = None,
+    layers: list[keras.layers.Layer] | None = None,
 ) -> list[keras.layers.Layer]:
     """Precise BatchNorm (Wu and Johnson, 2021): the moving statistics of the BatchNorm layers
     that train, replaced by the mean and variance of their inputs over training images ``x``.
@@ -475,11 +476,13 @@ def precise_batchnorm(
     averages over about a hundred steps: a few epochs of a small target). Validated on them, a
     trial that trains BatchNorm looks worse than it is, most in its first epochs. Only the
     layers that train are re-estimated, in one pass in training mode (dropout off): the frozen
-    ones keep their statistics and normalise with them, as in inference. ``moments``: the
-    model from :func:`batchnorm_moments_model` for these layers, when the caller keeps one.
-    Returns the layers re-estimated (none when no BatchNorm layer trains, or a layer would be
-    random in training mode)."""
-    layers = [layer for layer in batchnorm_layers(base) if layer.trainable]
+    ones keep their statistics and normalise with them, as in inference. ``layers`` (the
+    BatchNorm layers that train), ``moments`` (:func:`batchnorm_moments_model` of them) and
+    ``images_per_pass``: what a caller that re-estimates every epoch computed once. Returns the
+    layers re-estimated (none when no BatchNorm layer trains, or a layer would be random in
+    training mode)."""
+    if layers is None:
+        layers = [layer for layer in batchnorm_layers(base) if layer.trainable]
     x = x[:max_images]
     if not layers or len(x) == 0 or _training_mode_safe(base) is not None:
         return []

@@ -683,14 +683,13 @@ class FineTuneObjective:
 
     def _precise_images(self) -> np.ndarray:
         """The training images precise BatchNorm re-estimates on: all of them up to
-        ``ADAPT_IMAGES``, else that many drawn once (seeded), whatever their order."""
+        ``ADAPT_IMAGES``, else that many as a seeded stratified sample (``probe_sample``)."""
         x = self._x_train
         if len(x) <= ADAPT_IMAGES:
             return x
         if self._precise_index is None:
-            rng = np.random.default_rng(self.seed)
-            self._precise_index = np.sort(rng.choice(len(x), ADAPT_IMAGES, replace=False))
-        return x[self._precise_index]
+            self._precise_index = probe_sample(self.data.y_train, ADAPT_IMAGES, self.seed)
+        return x if self._precise_index is None else x[self._precise_index]
 
     def _phase_model(
         self, model: keras.Model, params: TrialParams, seed: int
