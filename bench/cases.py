@@ -1,4 +1,4 @@
-"""The generalisation suite of ``bench/search_vs_peers.py``: six fine-tuning cases, each fully
+"""The generalisation suite of ``bench/search_vs_peers.py``: eight fine-tuning cases, each fully
 determined by the fixed parameters below and a seed.
 
 Each case pretrains a network on a generated *source* task (cached), renders a shifted *target*
@@ -23,6 +23,14 @@ what training BatchNorm is expected to do.
   training BatchNorm hurts.
 * f: demo CNN; 6 shapes; the same classes, inverted (255 - image) and tinted; 100 per class;
   training/adapting BatchNorm helps.
+* g: glyphs residual net; 10 letters; new classes (V to Z), grey ink on grey paper, low contrast,
+  blur, half resolution; 15 per class; either way.
+* h: demo CNN; 6 shapes; the same classes, dark, low contrast, noisy, half resolution, warm tint;
+  10 per class; adapting/training BatchNorm helps.
+
+Cases g and h were added after a to f, and after the screen's rate guard
+(``thaw.search._budget.rate_guard``), whose rule came from cases b and f: their parameters and
+seeds were fixed before thaw ran on them.
 
 The BatchNorm expectation is what the case was designed for: training BatchNorm on a
 tiny target (5 images per class, batches of 16 and 9) estimates its batch statistics from a few
@@ -261,6 +269,46 @@ CASES: tuple[CaseSpec, ...] = (
         ),
         shift="same classes; inverted (255 - image) and tinted",
         batchnorm="train/adapt helps",
+    ),
+    CaseSpec(
+        key="g",
+        name="g_glyphs_blur",
+        architecture="glyphs_resnet",
+        source=_LETTERS_SOURCE,
+        target=Target(
+            "letters",
+            ("V", "W", "X", "Y", "Z"),
+            train_per_class=15,
+            val_per_class=50,
+            glyph_domain=GlyphDomain(
+                ink=((20, 80), (20, 80), (20, 80)),
+                paper=((150, 210), (150, 210), (150, 210)),
+                invert_fraction=0.0,
+                contrast=0.7,
+                blur=1.0,
+                downsample=2,
+                noise=6.0,
+            ),
+        ),
+        shift="new classes; grey on grey, low contrast, blur, half resolution",
+        batchnorm="either",
+    ),
+    CaseSpec(
+        key="h",
+        name="h_demo_dark",
+        architecture="demo_cnn",
+        source=_SHAPES_SOURCE,
+        target=Target(
+            "shapes",
+            DEMO_CLASS_NAMES,
+            train_per_class=10,
+            val_per_class=40,
+            shape_domain=DemoDomain(
+                brightness=0.5, contrast=0.6, noise=12.0, downsample=2, tint=(1.1, 1.0, 0.8)
+            ),
+        ),
+        shift="same classes; dark, low contrast, noisy, half resolution, warm tint",
+        batchnorm="adapt/train helps",
     ),
 )
 CASES_BY_KEY = {c.key: c for c in CASES}

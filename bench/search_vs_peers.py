@@ -49,7 +49,7 @@ Every check is printed for ``thaw`` and ``thaw_loop_off``. All rows go to a JSON
 ``bench/out/`` (``--summarise`` merges such files and prints the tables and checks again).
 KerasTuner's BayesianOptimization needs scipy and scikit-learn: ``pip install -e '.[bench]'``.
 
-    nice -n 10 .venv/bin/python bench/search_vs_peers.py                  # 6 cases x 3 seeds
+    nice -n 10 .venv/bin/python bench/search_vs_peers.py                  # 8 cases x 3 seeds
     nice -n 10 .venv/bin/python bench/search_vs_peers.py --quick          # 1 seed, B = 40
     nice -n 10 .venv/bin/python bench/search_vs_peers.py --cases a,b --engines thaw,textbook \\
         --seeds 0,1
@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, B = the case's quick budget")
     parser.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; quick: 0)")
-    parser.add_argument("--cases", help="comma-separated case keys a-f (default: all)")
+    parser.add_argument("--cases", help="comma-separated case keys a-h (default: all)")
     parser.add_argument("--engines", help=f"comma-separated, from {','.join(ENGINES)}")
     parser.add_argument("--budget", type=int, help="Hyperband's budget B (overrides the case's)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (overrides the case's)")
