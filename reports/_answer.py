@@ -140,11 +140,14 @@ def trial_origin(attrs: Mapping[str, Any]) -> tuple[int | None, str]:
     winner = attrs.get(SCREEN_WINNER)
     if isinstance(winner, Mapping):
         label = attrs.get("strategy")
+        if winner.get("guard") == "rate":
+            return _int(winner.get("of")), f"{label}, the screen's faster rate, at full length"
         return _int(winner.get("of")), f"{label}, the screen's survivor, at full length"
     screen = attrs.get(SCREEN)
     if isinstance(screen, Mapping):
         what = f"screen round {screen.get('round', 0)}: {screen.get('strategy')}"
-        return _int(screen.get("of")), f"{what}, {screen.get('rung')} epochs"
+        faster = " (kept for its faster rate)" if screen.get("guard") == "rate" else ""
+        return _int(screen.get("of")), f"{what}, {screen.get('rung')} epochs{faster}"
     gradual = attrs.get(GRADUAL_UNFREEZING)
     if isinstance(gradual, Mapping):
         return _int(gradual.get("of")), "gradual unfreezing: one more layer"

@@ -3,7 +3,8 @@
 * :func:`informed_start` — the first trials: the three textbook fine-tuning strategies in every
   BatchNorm mode (variants at the rates of the learning-rate range test), screened at low
   fidelity by successive halving (:func:`screen_rungs`, :class:`ScreenedStart`) before the
-  survivor trains at full length.
+  survivor trains at full length, beside the best faster-rate configuration
+  (:func:`rate_guard`).
 * :func:`make_sampler` — multivariate TPE conditioned on those trials, ``constant_liar`` when
   several workers share the study; its seed depends on how many trials the study already holds
   (:func:`sampler_seed`), so a resumed study continues the search instead of repeating it.
@@ -293,7 +294,8 @@ def fit_start_to_budget(
 ) -> tuple[list[StartTrial], tuple[int, ...]]:
     """The portfolio and its screen's rungs, cut so that the screen (its survivor at full length
     included) takes at most half of ``budget_epochs``: the last bets go first, at least 2 stay.
-    Without a budget, everything stays."""
+    Without a budget, everything stays. The screen's :func:`rate_guard` is not counted: when
+    there is one, it trains on top of this, and the pruner may stop it at the last rung."""
     rungs = screen_rungs(epochs, len(start), reduction_factor, budget_epochs=budget_epochs)
     if budget_epochs is None:
         return start, rungs
@@ -352,6 +354,11 @@ class ScreenedStart:
     round the best one is queued at full length, labelled with its strategy (``strategy``) and
     the screen trial it came from (``thaw:screen_winner``). A round whose trials all failed
     ends the screen; the sampler goes on.
+
+    Each round also passes on its :func:`rate_guard`, the best configuration that trains
+    pretrained layers faster than every survivor (``"guard": "rate"`` in its attrs): after the
+    last round it trains at full length beside the winner, and the pruner judges both at the
+    last rung only, like every trial of the informed start.
     """
 
     def __init__(self, reduction_factor: int = 3) -> None:
@@ -378,28 +385,79 @@ class ScreenedStart:
         keep = math.ceil(len(current) / self.reduction_factor)
         step = last + 1
         if step < len(rungs) and keep > 1:
-            for _, trial in scored[:keep]:
+            survivors = [trial for _, trial in scored[:keep]]
+            guard = rate_guard(scored, survivors)
+            for trial in [*survivors, *([guard] if guard is not None else [])]:
                 attrs = dict(trial.user_attrs[SCREEN])
                 attrs.update(round=step, rung=rungs[step], of=trial.number)
+                attrs.pop("guard", None)
+                if trial is guard:
+                    attrs["guard"] = "rate"
                 study.enqueue_trial(trial.params, user_attrs={SCREEN: attrs})
             _logger.info(
-                "Screen round %d done: %d of %d configurations go on to %d epochs",
+                "Screen round %d done: %d of %d configurations go on to %d epochs%s",
                 last,
-                keep,
+                keep + (guard is not None),
                 len(current),
                 rungs[step],
+                "" if guard is None else f" (trial {guard.number} for its faster rate)",
             )
             return
         _, winner = scored[0]
-        label = start_label(winner) or "informed start"
-        study.enqueue_trial(
-            winner.params,
-            user_attrs={
-                REFERENCE_ATTR: label,
-                SCREEN_WINNER: {"of": winner.number, "round": last},
-            },
-        )
-        _logger.info("Screen done: %s (trial %d) trains at full length", label, winner.number)
+        guard = rate_guard(scored, [winner])
+        for trial in [winner, *([guard] if guard is not None else [])]:
+            label = start_label(trial) or "informed start"
+            origin: dict[str, Any] = {"of": trial.number, "round": last}
+            if trial is guard:
+                origin["guard"] = "rate"
+            study.enqueue_trial(
+                trial.params, user_attrs={REFERENCE_ATTR: label, SCREEN_WINNER: origin}
+            )
+            _logger.info("Screen done: %s (trial %d) trains at full length", label, trial.number)
+
+
+#: The parameter whose value tells whether a configuration trains pretrained layers.
+_UNFROZEN = "unfrozen_layers"
+
+
+def _rate(trial: FrozenTrial) -> float | None:
+    value = trial.params.get("learning_rate")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def _trains_layers(trial: FrozenTrial) -> bool:
+    value = trial.params.get(_UNFROZEN)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def rate_guard(
+    scored: Sequence[tuple[float, FrozenTrial]], survivors: Sequence[FrozenTrial]
+) -> FrozenTrial | None:
+    """The screen round's guard against short-horizon bias, or None.
+
+    Runs of a few epochs favour small learning rates (Wu et al., 2018, "Understanding
+    short-horizon bias"): a pretrained network trained at a higher rate first loses some of
+    what it knew, then overtakes. On two of the bench's cases, full fine-tuning at 1e-3 was
+    behind partial fine-tuning at 1e-4 for its first 4 epochs and far ahead at 20, so the
+    screen's 1- and 3-epoch rungs cut the configuration that won.
+
+    The guard is the best (``scored``: best first) configuration that trains pretrained layers
+    (``unfrozen_layers`` > 0) at a learning rate above every such survivor's (any rate when no
+    survivor trains layers); None when no configuration is faster. A head alone is left out: its
+    rate is not comparable (it takes ``HEAD_RATE_FACTOR`` times the network's).
+    """
+    kept = {t.number for t in survivors}
+    rates = [r for t in survivors if _trains_layers(t) and (r := _rate(t)) is not None]
+    fastest = max(rates) if rates else None
+    for _, trial in scored:
+        rate = _rate(trial)
+        if trial.number in kept or rate is None or not _trains_layers(trial):
+            continue
+        if fastest is None or rate > fastest * (1 + 1e-9):
+            return trial
+    return None
 
 
 def sampler_seed(seed: int, n_existing_trials: int, salt: int = 0) -> int:

@@ -128,6 +128,50 @@ def test_the_path_follows_screen_survivor_and_moves(
     assert "Proposed by trial 2: it underfit: raise the learning rate 3x, to 0.003" in note
 
 
+def test_the_path_names_the_screen_s_rate_guard(
+    make_study: Callable[..., optuna.Study], add_trial: Any, thaw_params: Any
+) -> None:
+    """A configuration kept for its faster rate, not its value, says so along the path."""
+    study = make_study(study_name="guard", attrs=False)
+    for key, value in K5.items():
+        study.set_user_attr(key, value)
+    p = thaw_params(5, 1e-3, batchnorm="frozen")
+    screen = {"strategy": "full fine-tuning", "rung": 1, "rungs": [1, 3]}
+    add_trial(
+        study,
+        state=P,
+        params=p,
+        val_loss=[1.7],
+        user_attrs={SCREEN: {**screen, "round": 0}, "prune_reason": "screened"},
+    )
+    add_trial(
+        study,
+        state=P,
+        params=p,
+        val_loss=falling(1.7, 1.3, 3),
+        user_attrs={
+            SCREEN: {**screen, "round": 1, "rung": 3, "of": 0, "guard": "rate"},
+            "prune_reason": "screened",
+        },
+    )
+    add_trial(
+        study,
+        state=C,
+        params=p,
+        val_loss=falling(1.7, 0.4),
+        user_attrs={
+            "strategy": "full fine-tuning",
+            SCREEN_WINNER: {"of": 1, "round": 1, "guard": "rate"},
+        },
+    )
+    story = get_answer_story(study, recommended=2)
+    assert [s.number for s in story.path] == [0, 1, 2]
+    assert story.path[1].how == (
+        "screen round 1: full fine-tuning, 3 epochs (kept for its faster rate)"
+    )
+    assert story.path[2].how == "full fine-tuning, the screen's faster rate, at full length"
+
+
 LR_WORDS = "its rate was too high"
 
 

@@ -27,6 +27,7 @@ from thaw.search import (
 from thaw.search._budget import (
     ScreenedStart,
     fit_start_to_budget,
+    rate_guard,
     screen_epochs,
     screen_rungs,
     start_label,
@@ -211,9 +212,17 @@ def test_screen_rungs_refuses_bad_arguments(args: tuple[int, int, int], match: s
         screen_rungs(*args)
 
 
-def screen_study(tmp_path: Path, epochs: int, quality: dict[str, float]) -> optuna.Study:
+def screen_study(
+    tmp_path: Path,
+    epochs: int,
+    quality: dict[str, float],
+    late: dict[str, float] | None = None,
+    target: int = 1,
+) -> optuna.Study:
     """A real study whose informed start is screened: trial values fall as ``quality`` of the
-    trial's strategy label says (lower is better), one value per epoch."""
+    trial's strategy label says (lower is better), one value per epoch. A label in ``late``
+    falls in a straight line from 0.9 to its ``late`` value: behind at short rungs, ahead at
+    full length."""
     from thaw.search._faults import quiet_experimental
     from thaw.search._run import optimize_exactly
 
@@ -230,12 +239,15 @@ def screen_study(tmp_path: Path, epochs: int, quality: dict[str, float]) -> optu
         label = start_label(trial) or "searched"  # type: ignore[arg-type]
         q = quality.get(label, 0.9)
         for step in range(1, epochs + 1):
-            trial.report(q + 0.5 / step, step)
+            if late and label in late:
+                trial.report(0.9 + (late[label] - 0.9) * (step - 1) / (epochs - 1), step)
+            else:
+                trial.report(q + 0.5 / step, step)
             trial.set_user_attr("epochs_run", step)
             if trial.should_prune():
                 record_prune_reason(trial)
                 raise optuna.TrialPruned()
-        return q + 0.5 / epochs
+        return late[label] if late and label in late else q + 0.5 / epochs
 
     with quiet_experimental():
         optimize_exactly(
@@ -243,7 +255,7 @@ def screen_study(tmp_path: Path, epochs: int, quality: dict[str, float]) -> optu
             open_storage(config.storage),
             config.storage,
             objective,
-            target=1,  # the screen's rounds do not count: 8 + 3 of them, then the survivor
+            target=target,  # the screen's rounds do not count: 8 + 4 of them, then the finals
             before_trial=ScreenedStart(3),
         )
     return study
@@ -256,24 +268,110 @@ def test_the_screen_halves_the_portfolio_and_the_survivor_trains_at_full_length(
         "full fine-tuning, BatchNorm train": 0.1,
         "partial fine-tuning, BatchNorm train": 0.2,
         "feature extraction": 0.3,
+        "full fine-tuning": 0.35,
     }
     study = screen_study(tmp_path, 20, quality)
     trials = study.get_trials()
     screen = [t for t in trials if SCREEN in t.user_attrs]
     rounds = [t.user_attrs[SCREEN]["round"] for t in screen]
-    assert rounds.count(0) == 8 and rounds.count(1) == 3
+    # 3 of 8 go on by value, and the guard: plain full fine-tuning (1e-3, faster than the
+    # survivors' 3e-4 on the layers they train)
+    assert rounds.count(0) == 8 and rounds.count(1) == 4
     for t in screen:  # each round trains exactly its rung, then it is screened out
         assert t.state == TrialState.PRUNED
         assert t.user_attrs["prune_reason"] == "screened"
         assert t.last_step == t.user_attrs[SCREEN]["rung"] == (2, 6)[t.user_attrs[SCREEN]["round"]]
-    second = {t.user_attrs[SCREEN]["strategy"] for t in screen if t.user_attrs[SCREEN]["round"]}
-    assert second == set(quality)
-    winner = trials[11]
+    second = {t.user_attrs[SCREEN]["strategy"]: t for t in screen if t.user_attrs[SCREEN]["round"]}
+    assert set(second) == set(quality)
+    assert [s for s, t in second.items() if t.user_attrs[SCREEN].get("guard")] == [
+        "full fine-tuning"
+    ]
+    winner = trials[12]
     assert winner.user_attrs["strategy"] == "full fine-tuning, BatchNorm train"
     origin = winner.user_attrs[SCREEN_WINNER]
+    assert "guard" not in origin
     assert trials[origin["of"]].user_attrs[SCREEN]["round"] == 1
     assert winner.state == TrialState.COMPLETE and winner.last_step == 20
     assert winner.params == trials[origin["of"]].params
+    guard = trials[13]  # queued beside the winner, waiting for its turn
+    assert guard.state == TrialState.WAITING
+    assert guard.user_attrs["strategy"] == "full fine-tuning"
+    assert guard.user_attrs[SCREEN_WINNER]["guard"] == "rate"
+
+
+def test_the_rate_guard_trains_a_slow_starter_at_full_length(tmp_path: Path) -> None:
+    """Full fine-tuning at 1e-3 is last at both rungs and best at full length: the guard takes
+    it to full length and it becomes the study's best; without the guard the screen's winner
+    would have been the best."""
+    quality = {
+        "full fine-tuning, BatchNorm train": 0.1,
+        "partial fine-tuning, BatchNorm train": 0.2,
+        "feature extraction": 0.3,
+    }
+    study = screen_study(tmp_path, 20, quality, late={"full fine-tuning": 0.01}, target=2)
+    trials = study.get_trials()
+    second = [t for t in trials if SCREEN in t.user_attrs and t.user_attrs[SCREEN]["round"]]
+    guarded = [t for t in second if t.user_attrs[SCREEN].get("guard") == "rate"]
+    assert [t.user_attrs[SCREEN]["strategy"] for t in guarded] == ["full fine-tuning"]
+    at_rung = {t.number: t.intermediate_values[t.last_step] for t in second}
+    assert max(at_rung, key=at_rung.__getitem__) == guarded[0].number  # last, yet kept
+    finals = [t for t in trials if SCREEN_WINNER in t.user_attrs]
+    assert [t.state for t in finals] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    found = best_trial(study)
+    assert found is not None and found.trial.number == finals[1].number
+    assert finals[1].user_attrs["strategy"] == "full fine-tuning"
+    assert found.value == pytest.approx(0.01)
+
+
+def _screened(number: int, value: float, lr: float, unfrozen: int) -> tuple[float, Any]:
+    trial = optuna.trial.create_trial(
+        params={"unfrozen_layers": unfrozen, "learning_rate": lr},
+        distributions={
+            "unfrozen_layers": optuna.distributions.IntDistribution(0, 10),
+            "learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
+        },
+        intermediate_values={1: value},
+        state=TrialState.PRUNED,
+    )
+    trial.number = number
+    return value, trial
+
+
+# (id, scored as (value, lr, unfrozen layers) best first, survivors (indices), expected index)
+GUARDS = [
+    (
+        "the best configuration faster than every layer-training survivor",
+        [(1.0, 1e-4, 3), (1.1, 3e-4, 10), (1.2, 1e-3, 0), (1.3, 1e-3, 10), (1.4, 3e-3, 5)],
+        [0, 1],
+        3,
+    ),
+    ("a head alone is never the guard", [(1.0, 1e-4, 3), (1.2, 1e-2, 0)], [0], None),
+    ("nothing faster: no guard", [(1.0, 1e-3, 3), (1.1, 1e-4, 10), (1.2, 1e-3, 5)], [0], None),
+    (
+        "a survivor's rate is the bar, not the best's",
+        [(1.0, 1e-4, 3), (1.1, 2e-3, 5), (1.2, 1e-3, 10)],
+        [0, 1],
+        None,
+    ),
+    (
+        "survivors that train no layer: any layer-training rate is faster",
+        [(1.0, 1e-2, 0), (1.1, 1e-4, 3), (1.2, 1e-3, 10)],
+        [0],
+        1,
+    ),
+    ("a survivor is never its own guard", [(1.0, 1e-4, 3)], [0], None),
+]
+
+
+@pytest.mark.parametrize(
+    ("scored", "survivors", "expected"), [pytest.param(*r[1:], id=r[0]) for r in GUARDS]
+)
+def test_rate_guard(
+    scored: list[tuple[float, float, int]], survivors: list[int], expected: int | None
+) -> None:
+    built = [_screened(i, value, lr, unfrozen) for i, (value, lr, unfrozen) in enumerate(scored)]
+    guard = rate_guard(built, [built[i][1] for i in survivors])
+    assert (guard.number if guard is not None else None) == expected
 
 
 def test_the_screen_waits_for_its_round_to_finish(tmp_path: Path) -> None:
