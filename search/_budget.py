@@ -418,6 +418,9 @@ class ScreenedStart:
 
 #: The parameter whose value tells whether a configuration trains pretrained layers.
 _UNFROZEN = "unfrozen_layers"
+#: A rate counts as faster for :func:`rate_guard` from this multiple of the survivors' on: the
+#: closed loop's step for the learning rate, so a rate a few percent higher is not "faster".
+GUARD_RATE_FACTOR = 3.0
 
 
 def _rate(trial: FrozenTrial) -> float | None:
@@ -444,9 +447,10 @@ def rate_guard(
     screen's 1- and 3-epoch rungs cut the configuration that won.
 
     The guard is the best (``scored``: best first) configuration that trains pretrained layers
-    (``unfrozen_layers`` > 0) at a learning rate above every such survivor's (any rate when no
-    survivor trains layers); None when no configuration is faster. A head alone is left out: its
-    rate is not comparable (it takes ``HEAD_RATE_FACTOR`` times the network's).
+    (``unfrozen_layers`` > 0) at a learning rate at least ``GUARD_RATE_FACTOR`` times every such
+    survivor's (any rate when no survivor trains layers); None when no configuration is that
+    much faster. A head alone is left out: its rate is not comparable (it takes
+    ``HEAD_RATE_FACTOR`` times the network's).
     """
     kept = {t.number for t in survivors}
     rates = [r for t in survivors if _trains_layers(t) and (r := _rate(t)) is not None]
@@ -455,7 +459,7 @@ def rate_guard(
         rate = _rate(trial)
         if trial.number in kept or rate is None or not _trains_layers(trial):
             continue
-        if fastest is None or rate > fastest * (1 + 1e-9):
+        if fastest is None or rate >= fastest * GUARD_RATE_FACTOR * (1 - 1e-9):
             return trial
     return None
 

@@ -348,6 +348,12 @@ GUARDS = [
     ("a head alone is never the guard", [(1.0, 1e-4, 3), (1.2, 1e-2, 0)], [0], None),
     ("nothing faster: no guard", [(1.0, 1e-3, 3), (1.1, 1e-4, 10), (1.2, 1e-3, 5)], [0], None),
     (
+        "1.4x is not faster; 3x is",
+        [(1.0, 1e-4, 3), (1.1, 1.4e-4, 10), (1.2, 3e-4, 10)],
+        [0],
+        2,
+    ),
+    (
         "a survivor's rate is the bar, not the best's",
         [(1.0, 1e-4, 3), (1.1, 2e-3, 5), (1.2, 1e-3, 10)],
         [0, 1],
