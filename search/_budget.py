@@ -357,8 +357,9 @@ class ScreenedStart:
 
     Each round also passes on its :func:`rate_guard`, the best configuration that trains
     pretrained layers faster than every survivor (``"guard": "rate"`` in its attrs): after the
-    last round it trains at full length beside the winner, and the pruner judges both at the
-    last rung only, like every trial of the informed start.
+    last round it trains at full length beside the winner, and is stopped from
+    ``GUARD_HORIZON`` times the screen's longest rung on (``judged_from``) once it is behind
+    the winner at the same epoch (``thaw.search._pruners.guard_decision``).
     """
 
     def __init__(self, reduction_factor: int = 3) -> None:
@@ -410,6 +411,7 @@ class ScreenedStart:
             origin: dict[str, Any] = {"of": trial.number, "round": last}
             if trial is guard:
                 origin["guard"] = "rate"
+                origin["judged_from"] = GUARD_HORIZON * max(rungs or [1])
             study.enqueue_trial(
                 trial.params, user_attrs={REFERENCE_ATTR: label, SCREEN_WINNER: origin}
             )
@@ -421,6 +423,10 @@ _UNFROZEN = "unfrozen_layers"
 #: A rate counts as faster for :func:`rate_guard` from this multiple of the survivors' on: the
 #: closed loop's step for the learning rate, so a rate a few percent higher is not "faster".
 GUARD_RATE_FACTOR = 3.0
+#: The guard at full length is compared with the screen's survivor from this multiple of the
+#: screen's longest rung on (``judged_from``; ``thaw.search._pruners.guard_decision``): twice
+#: the horizon that cut it, not the full length for free.
+GUARD_HORIZON = 2
 
 
 def _rate(trial: FrozenTrial) -> float | None:

@@ -20,7 +20,7 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from thaw._keys import GRADUAL_UNFREEZING, SCREEN, TRIAL_EPOCHS
+from thaw._keys import GRADUAL_UNFREEZING, SCREEN, SCREEN_WINNER, TRIAL_EPOCHS
 from thaw.objectives import ExplainingPruner
 
 _logger = logging.getLogger(__name__)
@@ -325,6 +325,11 @@ class ScreenPruner(BasePruner):
 
     Successive halving over the start's portfolio: each round trains its trials a few epochs,
     and ``search._budget.ScreenedStart`` carries the best third into the next round.
+
+    The screen's rate guard (``thaw:screen_winner`` with ``"guard": "rate"``), which trains at
+    full length beside the screen's survivor, is stopped (``below_peers``) at the first epoch
+    from its ``judged_from`` on where its best so far is behind the survivor's best by that
+    epoch by more than its own epoch-to-epoch noise (:func:`guard_decision`).
     """
 
     def __init__(self, wrapped: BasePruner) -> None:
@@ -355,7 +360,57 @@ class ScreenPruner(BasePruner):
                     ),
                 )
                 return True
+        origin = trial.user_attrs.get(SCREEN_WINNER)
+        if isinstance(origin, dict) and origin.get("guard") == "rate" and step is not None:
+            decision = guard_decision(study, trial, origin)
+            if decision is not None:
+                self._decisions.keep(trial, decision)
+                return True
         return self._wrapped.prune(study, trial)
+
+
+def guard_decision(
+    study: optuna.Study, trial: FrozenTrial, origin: Mapping[str, Any]
+) -> PruneDecision | None:
+    """Whether the screen's rate guard ``trial`` is behind the screen's survivor (the trial of
+    the same round with ``thaw:screen_winner`` and no guard) at its last epoch: from
+    ``origin["judged_from"]`` on, its best so far worse than the survivor's best by the same
+    epoch by more than ``trial``'s own noise (:func:`curve_noise`). None: it goes on (the
+    survivor has not reached that epoch yet, or there is none). A survivor that finished
+    sooner counts with its best."""
+    step = trial.last_step
+    start = origin.get("judged_from")
+    if step is None or not isinstance(start, int) or isinstance(start, bool) or step < start:
+        return None
+    survivor = next(
+        (
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.number != trial.number
+            and isinstance(w := t.user_attrs.get(SCREEN_WINNER), dict)
+            and "guard" not in w
+            and w.get("round") == origin.get("round")
+            and ((t.last_step or 0) >= step or t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+        ),
+        None,
+    )
+    if survivor is None:
+        return None
+    maximize = study.direction == StudyDirection.MAXIMIZE
+    own = _best_until(trial.intermediate_values, step, maximize)
+    theirs = _best_until(survivor.intermediate_values, step, maximize)
+    if theirs is None:
+        return None
+    margin = curve_noise([v for _, v in sorted(trial.intermediate_values.items())])
+    if own is not None and (own - theirs if not maximize else theirs - own) <= margin:
+        return None
+    shown = "nothing finite" if own is None else f"{own:.4g}"
+    return PruneDecision(
+        BELOW_PEERS,
+        step,
+        f"behind the screen's survivor (trial {survivor.number}) by epoch {step}: best {shown} "
+        f"against {theirs:.4g}; it went on for its faster rate, not its value",
+    )
 
 
 class RungPruner(BasePruner):

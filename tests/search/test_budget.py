@@ -221,8 +221,8 @@ def screen_study(
 ) -> optuna.Study:
     """A real study whose informed start is screened: trial values fall as ``quality`` of the
     trial's strategy label says (lower is better), one value per epoch. A label in ``late``
-    falls in a straight line from 0.9 to its ``late`` value: behind at short rungs, ahead at
-    full length."""
+    falls in a straight line from 0.9 at epoch 1 to its ``late`` value at epoch 11, then stays:
+    behind at the screen's short rungs, ahead or behind later as its ``late`` value says."""
     from thaw.search._faults import quiet_experimental
     from thaw.search._run import optimize_exactly
 
@@ -240,7 +240,7 @@ def screen_study(
         q = quality.get(label, 0.9)
         for step in range(1, epochs + 1):
             if late and label in late:
-                trial.report(0.9 + (late[label] - 0.9) * (step - 1) / (epochs - 1), step)
+                trial.report(0.9 + (late[label] - 0.9) * min(1.0, (step - 1) / 10), step)
             else:
                 trial.report(q + 0.5 / step, step)
             trial.set_user_attr("epochs_run", step)
@@ -321,6 +321,21 @@ def test_the_rate_guard_trains_a_slow_starter_at_full_length(tmp_path: Path) -> 
     assert found is not None and found.trial.number == finals[1].number
     assert finals[1].user_attrs["strategy"] == "full fine-tuning"
     assert found.value == pytest.approx(0.01)
+    assert finals[1].user_attrs[SCREEN_WINNER]["judged_from"] == 12  # twice the last rung, 6
+
+
+def test_a_rate_guard_behind_the_survivor_is_stopped_once_judged(tmp_path: Path) -> None:
+    """A guard still behind the survivor at twice the screen's longest rung stops there."""
+    quality = {
+        "full fine-tuning, BatchNorm train": 0.1,
+        "partial fine-tuning, BatchNorm train": 0.2,
+        "feature extraction": 0.3,
+    }
+    study = screen_study(tmp_path, 20, quality, late={"full fine-tuning": 0.5}, target=2)
+    guard = next(t for t in study.get_trials() if t.user_attrs.get(SCREEN_WINNER, {}).get("guard"))
+    assert guard.state == TrialState.PRUNED and guard.last_step == 12
+    assert guard.user_attrs["prune_reason"] == "below_peers"
+    assert "behind the screen's survivor" in guard.user_attrs["prune_detail"]
 
 
 def _screened(number: int, value: float, lr: float, unfrozen: int) -> tuple[float, Any]:

@@ -11,7 +11,7 @@ import pytest
 from optuna.pruners import BasePruner, MedianPruner
 from optuna.trial import TrialState
 
-from thaw._keys import TRIAL_EPOCHS
+from thaw._keys import SCREEN_WINNER, TRIAL_EPOCHS
 from thaw.objectives import record_prune_reason
 from thaw.search import (
     BELOW_PEERS,
@@ -628,3 +628,58 @@ def test_the_pruner_keeps_its_reason_for_the_live_trial_to_record(storage_url: s
     attrs = optuna.load_study(study_name="p", storage=storage_url).trials[0].user_attrs
     assert (attrs["prune_reason"], attrs["prune_epoch"]) == (CLIMBING, 3)
     assert pruner.take_reason(trial.number) is None
+
+
+# ------------------------------------------------------------------------- the rate guard
+
+# (id, guard's values, survivor's values, survivor state, judged_from, expected: pruned)
+GUARD_DECISIONS = [
+    ("behind the survivor once judged", [1.6, 1.4, 1.3, 1.2], [1.5, 1.0, 0.8, 0.7], "R", 4, True),
+    ("ahead once judged", [1.6, 1.4, 0.9, 0.6], [1.5, 1.0, 0.8, 0.7], "R", 4, False),
+    ("behind, but before judged_from", [1.6, 1.4, 1.3, 1.2], [1.5, 1.0, 0.8, 0.7], "R", 5, False),
+    (
+        "behind by less than its own noise",
+        [1.6, 0.9, 1.3, 0.75],
+        [1.5, 1.0, 0.8, 0.7],
+        "R",
+        4,
+        False,
+    ),
+    ("the survivor has not got that far", [1.6, 1.4, 1.3, 1.2], [1.5, 1.0], "R", 4, False),
+    ("a survivor that finished sooner counts", [1.6, 1.4, 1.3, 1.2], [1.5, 1.0], "C", 4, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("guard", "survivor", "state", "judged_from", "pruned"),
+    [pytest.param(*r[1:], id=r[0]) for r in GUARD_DECISIONS],
+)
+def test_guard_decision(
+    guard: list[float], survivor: list[float], state: str, judged_from: int, pruned: bool
+) -> None:
+    from thaw.search._pruners import guard_decision
+
+    study = optuna.create_study()
+    states = {"R": TrialState.RUNNING, "C": TrialState.COMPLETE}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=states[state],
+            value=min(survivor) if state == "C" else None,
+            intermediate_values=dict(enumerate(survivor, start=1)),
+            user_attrs={SCREEN_WINNER: {"of": 0, "round": 1}},
+        )
+    )
+    origin = {"of": 0, "round": 1, "guard": "rate", "judged_from": judged_from}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            intermediate_values=dict(enumerate(guard, start=1)),
+            user_attrs={SCREEN_WINNER: origin},
+        )
+    )
+    trial = study.get_trials()[1]
+    decision = guard_decision(study, trial, origin)
+    assert (decision is not None) == pruned
+    if decision is not None:
+        assert decision.reason == "below_peers" and decision.epoch == len(guard)
+        assert "trial 0" in decision.detail
