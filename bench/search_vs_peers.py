@@ -147,6 +147,7 @@ def load_case(
     epochs: int | None,
     methods: tuple[str, ...] = (),
     precise_batchnorm: bool = False,
+    rate_guard: bool = False,
 ) -> Case:
     from thaw.objectives import FineTuneObjective, FloatRange, load_data, load_pretrained
     from thaw.search import load_study_file
@@ -156,6 +157,8 @@ def load_case(
         config = replace(config, train=replace(config.train, epochs=epochs))
     if precise_batchnorm:
         config = replace(config, train=replace(config.train, precise_batchnorm=True))
+    if rate_guard:
+        config = replace(config, rate_guard=True)
     if methods:  # searched besides the case's own space
         ranges: dict[str, Any] = {
             m: FloatRange(*METHOD_RANGES[m]) for m in methods if m in METHOD_RANGES
@@ -536,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
         help="every study sets train.precise_batchnorm: true (default: the study's own, off)",
     )
     parser.add_argument(
+        "--rate-guard",
+        action="store_true",
+        help="every study sets rate_guard: on (default: the study's own, off)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="keep each engine run's storage under this folder (default: temp)"
     )
     parser.add_argument(
@@ -598,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         for key in keys:
             spec = suite.CASES_BY_KEY[key]
             budget = args.budget or (spec.quick_budget if args.quick else spec.budget)
-            case = load_case(spec, seed, budget, args.epochs, methods, args.precise_batchnorm)
+            case = load_case(
+                spec, seed, budget, args.epochs, methods, args.precise_batchnorm, args.rate_guard
+            )
             for engine in engines:
                 t0 = time.perf_counter()
                 try:
@@ -620,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": seed,
                     "methods": list(methods),
                     "precise_batchnorm": case.config.train.precise_batchnorm,
+                    "rate_guard": getattr(case.config, "rate_guard", False),
                     "budget": budget,
                     "engine_budget": own,
                     "epochs_per_trial": case.config.train.epochs,

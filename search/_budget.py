@@ -3,8 +3,8 @@
 * :func:`informed_start` — the first trials: the three textbook fine-tuning strategies in every
   BatchNorm mode (variants at the rates of the learning-rate range test), screened at low
   fidelity by successive halving (:func:`screen_rungs`, :class:`ScreenedStart`) before the
-  survivor trains at full length, beside the best faster-rate configuration
-  (:func:`rate_guard`).
+  survivor trains at full length (with ``rate_guard: on``, beside the best faster-rate
+  configuration, :func:`rate_guard`).
 * :func:`make_sampler` — multivariate TPE conditioned on those trials, ``constant_liar`` when
   several workers share the study; its seed depends on how many trials the study already holds
   (:func:`sampler_seed`), so a resumed study continues the search instead of repeating it.
@@ -355,17 +355,19 @@ class ScreenedStart:
     the screen trial it came from (``thaw:screen_winner``). A round whose trials all failed
     ends the screen; the sampler goes on.
 
-    Each round also passes on its :func:`rate_guard`, the best configuration that trains
+    With ``rate_guard`` (``rate_guard: on`` in the study file; off by default), each round
+    also passes on its :func:`rate_guard`, the best configuration that trains
     pretrained layers faster than every survivor (``"guard": "rate"`` in its attrs): after the
     last round it trains at full length beside the winner, and is stopped from
     ``GUARD_HORIZON`` times the screen's longest rung on (``judged_from``) once it is behind
     the winner at the same epoch (``thaw.search._pruners.guard_decision``).
     """
 
-    def __init__(self, reduction_factor: int = 3) -> None:
+    def __init__(self, reduction_factor: int = 3, rate_guard: bool = False) -> None:
         if reduction_factor < 2:
             raise ValueError(f"reduction_factor must be >= 2, got {reduction_factor}")
         self.reduction_factor = reduction_factor
+        self.rate_guard = rate_guard
 
     def __call__(self, study: optuna.Study) -> None:
         trials = study.get_trials(deepcopy=False)
@@ -387,7 +389,7 @@ class ScreenedStart:
         step = last + 1
         if step < len(rungs) and keep > 1:
             survivors = [trial for _, trial in scored[:keep]]
-            guard = rate_guard(scored, survivors)
+            guard = rate_guard(scored, survivors) if self.rate_guard else None
             for trial in [*survivors, *([guard] if guard is not None else [])]:
                 attrs = dict(trial.user_attrs[SCREEN])
                 attrs.update(round=step, rung=rungs[step], of=trial.number)
@@ -405,7 +407,7 @@ class ScreenedStart:
             )
             return
         _, winner = scored[0]
-        guard = rate_guard(scored, [winner])
+        guard = rate_guard(scored, [winner]) if self.rate_guard else None
         for trial in [winner, *([guard] if guard is not None else [])]:
             label = start_label(trial) or "informed start"
             origin: dict[str, Any] = {"of": trial.number, "round": last}

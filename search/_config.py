@@ -144,6 +144,9 @@ class StudyConfig:
     loop: bool = True
     #: A learning-rate range test per BatchNorm mode before the informed start.
     lr_range_test: bool = True
+    #: The screen's rate guard (``rate_guard``): a faster-rate configuration goes on beside the
+    #: screen's survivors (``search._budget.rate_guard``).
+    rate_guard: bool = False
     thresholds: Any = None  # reports.Thresholds: verdict thresholds of the diagnosis
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     #: Keep the top 3 trials' best-epoch models as .keras files beside the storage.
@@ -226,6 +229,7 @@ class StudyConfig:
             "reference_trials": self.reference_trials,
             "loop": self.loop,
             "lr_range_test": self.lr_range_test,
+            "rate_guard": self.rate_guard,
             "budget_epochs": self.budget_epochs,
             "diagnosis": dict(self.raw.get("diagnosis") or {}),
         }
@@ -604,6 +608,7 @@ def parse_study(raw: Any, path: Path) -> StudyConfig:
         reference_trials=study.reference_trials,
         loop=study.loop,
         lr_range_test=study.lr_range_test,
+        rate_guard=study.rate_guard,
         budget_epochs=study.budget_epochs,
         thresholds=thresholds,
         raw=dict(raw),

@@ -461,7 +461,7 @@ def before_trial_hooks(config: StudyConfig, space: Any) -> Callable[[optuna.Stud
     (``loop: on``) or, without it, the gradual-unfreezing step after the start."""
     hooks: list[Callable[[optuna.Study], Any]] = []
     if config.reference_trials:
-        hooks.append(ScreenedStart(config.pruner.reduction_factor))
+        hooks.append(ScreenedStart(config.pruner.reduction_factor, rate_guard=config.rate_guard))
         if not config.loop:
             hooks.append(GradualUnfreezing(space))
     if config.loop:

@@ -408,6 +408,14 @@ class StudyFile(_Section):
         description="a learning-rate range test per BatchNorm mode before the informed start, "
         "counted in the epoch budget (on | off)",
     )
+    rate_guard: Annotated[
+        bool, BeforeValidator(_on_off("rate_guard")), WithJsonSchema(_ON_OFF_SCHEMA)
+    ] = Field(
+        False,
+        description="the informed start's screen also keeps the best configuration that trains "
+        "layers at 3x the survivors' learning rate or more, and trains it at full length beside "
+        "the survivor until it falls behind (on | off)",
+    )
     budget_epochs: Annotated[int | None, BeforeValidator(_check_budget_epochs)] = Field(
         None, description="stop once this many training epochs (all trials) are spent"
     )

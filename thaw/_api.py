@@ -75,9 +75,9 @@ def run(
       hold, as in a study file), ``objective``, ``seed``, ``space`` (the ``search_space``
       section), the ``train`` keys (``epochs``, ``batch_size``, ``warmup_epochs``, ...),
       ``sampler``, ``pruner``, ``budget_epochs``, ``reference_trials``, ``loop``,
-      ``lr_range_test``, ``keep_best``, ``diagnosis``; and ``cut_at``, ``input_shape``,
-      ``unfreeze_by``, ``class_names``, ``val_fraction``, ``task``. Given with a study file, they
-      override its settings, and the model and data replace its own.
+      ``lr_range_test``, ``rate_guard``, ``keep_best``, ``diagnosis``; and ``cut_at``,
+      ``input_shape``, ``unfreeze_by``, ``class_names``, ``val_fraction``, ``task``. Given
+      with a study file, they override its settings, and the model and data replace its own.
 
     Bad input raises :class:`thaw.RunError` before anything is trained; a Ctrl-C stops the run
     and returns the trials finished so far.

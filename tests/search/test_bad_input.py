@@ -678,6 +678,12 @@ CASES: list[Case] = [
         "lr_range_test must be on or off, got 'maybe'",
         {"lr_range_test": "maybe"},
     ),
+    Case(
+        "rate_guard misspelt",
+        "config",
+        "rate_guard must be on or off, got 'yes please'",
+        {"rate_guard": "yes please"},
+    ),
     # ------------------------------------------------------------------------------ CLI
     Case(
         "--storage not a URL",

@@ -218,6 +218,7 @@ def screen_study(
     quality: dict[str, float],
     late: dict[str, float] | None = None,
     target: int = 1,
+    rate_guard: bool = False,
 ) -> optuna.Study:
     """A real study whose informed start is screened: trial values fall as ``quality`` of the
     trial's strategy label says (lower is better), one value per epoch. A label in ``late``
@@ -255,8 +256,8 @@ def screen_study(
             open_storage(config.storage),
             config.storage,
             objective,
-            target=target,  # the screen's rounds do not count: 8 + 4 of them, then the finals
-            before_trial=ScreenedStart(3),
+            target=target,  # the screen's rounds do not count, the finals do
+            before_trial=ScreenedStart(3, rate_guard=rate_guard),
         )
     return study
 
@@ -268,9 +269,36 @@ def test_the_screen_halves_the_portfolio_and_the_survivor_trains_at_full_length(
         "full fine-tuning, BatchNorm train": 0.1,
         "partial fine-tuning, BatchNorm train": 0.2,
         "feature extraction": 0.3,
-        "full fine-tuning": 0.35,
     }
     study = screen_study(tmp_path, 20, quality)
+    trials = study.get_trials()
+    screen = [t for t in trials if SCREEN in t.user_attrs]
+    rounds = [t.user_attrs[SCREEN]["round"] for t in screen]
+    assert rounds.count(0) == 8 and rounds.count(1) == 3
+    for t in screen:  # each round trains exactly its rung, then it is screened out
+        assert t.state == TrialState.PRUNED
+        assert t.user_attrs["prune_reason"] == "screened"
+        assert t.last_step == t.user_attrs[SCREEN]["rung"] == (2, 6)[t.user_attrs[SCREEN]["round"]]
+    second = {t.user_attrs[SCREEN]["strategy"] for t in screen if t.user_attrs[SCREEN]["round"]}
+    assert second == set(quality)
+    winner = trials[11]
+    assert winner.user_attrs["strategy"] == "full fine-tuning, BatchNorm train"
+    origin = winner.user_attrs[SCREEN_WINNER]
+    assert trials[origin["of"]].user_attrs[SCREEN]["round"] == 1
+    assert winner.state == TrialState.COMPLETE and winner.last_step == 20
+    assert winner.params == trials[origin["of"]].params
+
+
+def test_with_the_rate_guard_a_faster_rate_goes_on_beside_the_survivors(
+    tmp_path: Path,
+) -> None:
+    quality = {
+        "full fine-tuning, BatchNorm train": 0.1,
+        "partial fine-tuning, BatchNorm train": 0.2,
+        "feature extraction": 0.3,
+        "full fine-tuning": 0.35,
+    }
+    study = screen_study(tmp_path, 20, quality, rate_guard=True)
     trials = study.get_trials()
     screen = [t for t in trials if SCREEN in t.user_attrs]
     rounds = [t.user_attrs[SCREEN]["round"] for t in screen]
@@ -308,7 +336,9 @@ def test_the_rate_guard_trains_a_slow_starter_at_full_length(tmp_path: Path) -> 
         "partial fine-tuning, BatchNorm train": 0.2,
         "feature extraction": 0.3,
     }
-    study = screen_study(tmp_path, 20, quality, late={"full fine-tuning": 0.01}, target=2)
+    study = screen_study(
+        tmp_path, 20, quality, late={"full fine-tuning": 0.01}, target=2, rate_guard=True
+    )
     trials = study.get_trials()
     second = [t for t in trials if SCREEN in t.user_attrs and t.user_attrs[SCREEN]["round"]]
     guarded = [t for t in second if t.user_attrs[SCREEN].get("guard") == "rate"]
@@ -324,6 +354,22 @@ def test_the_rate_guard_trains_a_slow_starter_at_full_length(tmp_path: Path) -> 
     assert finals[1].user_attrs[SCREEN_WINNER]["judged_from"] == 12  # twice the last rung, 6
 
 
+def test_without_the_rate_guard_the_slow_starter_is_cut(tmp_path: Path) -> None:
+    """The default (``rate_guard: off``): the same slow starter stays cut at the screen."""
+    quality = {
+        "full fine-tuning, BatchNorm train": 0.1,
+        "partial fine-tuning, BatchNorm train": 0.2,
+        "feature extraction": 0.3,
+    }
+    study = screen_study(tmp_path, 20, quality, late={"full fine-tuning": 0.01}, target=2)
+    trials = study.get_trials()
+    assert not any(t.user_attrs.get(SCREEN, {}).get("guard") for t in trials)
+    finals = [t for t in trials if SCREEN_WINNER in t.user_attrs]
+    assert [t.user_attrs["strategy"] for t in finals] == ["full fine-tuning, BatchNorm train"]
+    found = best_trial(study)
+    assert found is not None and found.value > 0.1
+
+
 def test_a_rate_guard_behind_the_survivor_is_stopped_once_judged(tmp_path: Path) -> None:
     """A guard still behind the survivor at twice the screen's longest rung stops there."""
     quality = {
@@ -331,7 +377,9 @@ def test_a_rate_guard_behind_the_survivor_is_stopped_once_judged(tmp_path: Path)
         "partial fine-tuning, BatchNorm train": 0.2,
         "feature extraction": 0.3,
     }
-    study = screen_study(tmp_path, 20, quality, late={"full fine-tuning": 0.5}, target=2)
+    study = screen_study(
+        tmp_path, 20, quality, late={"full fine-tuning": 0.5}, target=2, rate_guard=True
+    )
     guard = next(t for t in study.get_trials() if t.user_attrs.get(SCREEN_WINNER, {}).get("guard"))
     assert guard.state == TrialState.PRUNED and guard.last_step == 12
     assert guard.user_attrs["prune_reason"] == "below_peers"

@@ -40,6 +40,7 @@ def code_defaults(config: StudyConfig) -> dict[str, Any]:
         "reference_trials": config.reference_trials,
         "loop": config.loop,
         "lr_range_test": config.lr_range_test,
+        "rate_guard": config.rate_guard,
         "search_space.batchnorm": list(config.space.batchnorm),
         "search_space.dropout": _range(config.space.dropout),
         "search_space.learning_rate": _range(config.space.learning_rate),
