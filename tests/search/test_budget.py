@@ -212,6 +212,14 @@ def test_screen_rungs_refuses_bad_arguments(args: tuple[int, int, int], match: s
         screen_rungs(*args)
 
 
+#: The screen's three best strategy labels in :func:`screen_study` (lower is better).
+SCREEN_QUALITY = {
+    "full fine-tuning, BatchNorm train": 0.1,
+    "partial fine-tuning, BatchNorm train": 0.2,
+    "feature extraction": 0.3,
+}
+
+
 def screen_study(
     tmp_path: Path,
     epochs: int,
@@ -266,12 +274,7 @@ def screen_study(
 def test_the_screen_halves_the_portfolio_and_the_survivor_trains_at_full_length(
     tmp_path: Path, guarded: bool
 ) -> None:
-    quality = {
-        "full fine-tuning, BatchNorm train": 0.1,
-        "partial fine-tuning, BatchNorm train": 0.2,
-        "feature extraction": 0.3,
-        "full fine-tuning": 0.35,
-    }
+    quality = {**SCREEN_QUALITY, "full fine-tuning": 0.35}
     study = screen_study(tmp_path, 20, quality, rate_guard=guarded)
     trials = study.get_trials()
     screen = [t for t in trials if SCREEN in t.user_attrs]
@@ -305,11 +308,7 @@ def test_the_rate_guard_trains_a_slow_starter_at_full_length(tmp_path: Path) -> 
     """Full fine-tuning at 1e-3 is last at both rungs and best at full length: the guard takes
     it to full length and it becomes the study's best; without the guard the screen's winner
     would have been the best."""
-    quality = {
-        "full fine-tuning, BatchNorm train": 0.1,
-        "partial fine-tuning, BatchNorm train": 0.2,
-        "feature extraction": 0.3,
-    }
+    quality = SCREEN_QUALITY
     study = screen_study(
         tmp_path, 20, quality, late={"full fine-tuning": 0.01}, target=2, rate_guard=True
     )
@@ -330,11 +329,7 @@ def test_the_rate_guard_trains_a_slow_starter_at_full_length(tmp_path: Path) -> 
 
 def test_without_the_rate_guard_the_slow_starter_is_cut(tmp_path: Path) -> None:
     """The default (``rate_guard: off``): the same slow starter stays cut at the screen."""
-    quality = {
-        "full fine-tuning, BatchNorm train": 0.1,
-        "partial fine-tuning, BatchNorm train": 0.2,
-        "feature extraction": 0.3,
-    }
+    quality = SCREEN_QUALITY
     study = screen_study(tmp_path, 20, quality, late={"full fine-tuning": 0.01}, target=2)
     trials = study.get_trials()
     assert not any(t.user_attrs.get(SCREEN, {}).get("guard") for t in trials)
@@ -346,11 +341,7 @@ def test_without_the_rate_guard_the_slow_starter_is_cut(tmp_path: Path) -> None:
 
 def test_a_rate_guard_behind_the_survivor_is_stopped_once_judged(tmp_path: Path) -> None:
     """A guard still behind the survivor at twice the screen's longest rung stops there."""
-    quality = {
-        "full fine-tuning, BatchNorm train": 0.1,
-        "partial fine-tuning, BatchNorm train": 0.2,
-        "feature extraction": 0.3,
-    }
+    quality = SCREEN_QUALITY
     study = screen_study(
         tmp_path, 20, quality, late={"full fine-tuning": 0.5}, target=2, rate_guard=True
     )
