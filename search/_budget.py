@@ -295,7 +295,7 @@ def fit_start_to_budget(
     """The portfolio and its screen's rungs, cut so that the screen (its survivor at full length
     included) takes at most half of ``budget_epochs``: the last bets go first, at least 2 stay.
     Without a budget, everything stays. The screen's :func:`rate_guard` is not counted: when
-    there is one, it trains on top of this, and the pruner may stop it at the last rung."""
+    there is one, it trains on top of this until it falls behind the survivor."""
     rungs = screen_rungs(epochs, len(start), reduction_factor, budget_epochs=budget_epochs)
     if budget_epochs is None:
         return start, rungs
@@ -356,11 +356,11 @@ class ScreenedStart:
     ends the screen; the sampler goes on.
 
     With ``rate_guard`` (``rate_guard: on`` in the study file; off by default), each round
-    also passes on its :func:`rate_guard`, the best configuration that trains
-    pretrained layers faster than every survivor (``"guard": "rate"`` in its attrs): after the
-    last round it trains at full length beside the winner, and is stopped from
-    ``GUARD_HORIZON`` times the screen's longest rung on (``judged_from``) once it is behind
-    the winner at the same epoch (``thaw.search._pruners.guard_decision``).
+    also passes on its :func:`rate_guard`, the best configuration that trains pretrained
+    layers ``GUARD_RATE_FACTOR`` times faster than every survivor or more (``"guard": "rate"``
+    in its attrs): after the last round it trains at full length beside the winner, and is
+    stopped from ``GUARD_HORIZON`` times the screen's longest rung on (``judged_from``) once it
+    is behind the winner at the same epoch (``thaw.search._pruners.guard_decision``).
     """
 
     def __init__(self, reduction_factor: int = 3, rate_guard: bool = False) -> None:
