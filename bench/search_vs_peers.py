@@ -264,8 +264,9 @@ def run_optuna(case: Case, workdir: Path, kind: str) -> Run:
     return Run(curve, trials)
 
 
-def run_textbook(case: Case) -> Run:
-    """Each textbook strategy alone, BatchNorm frozen, one fit of B/2 epochs."""
+def textbook_curves(case: Case, epochs: int) -> dict[str, list[float]]:
+    """Each textbook strategy trained alone, BatchNorm frozen, one fit of ``epochs``: its
+    validation loss per epoch (inf where it was not finite; a diverged fit keeps its epochs)."""
     import optuna
 
     from thaw.objectives import TrialParams
@@ -273,9 +274,7 @@ def run_textbook(case: Case) -> Run:
 
     objective = case.objective
     settings = objective.settings
-    epochs = case.budget // 2
     objective.settings = replace(settings, epochs=epochs)
-    per_strategy: dict[str, float] = {}
     curves: dict[str, list[float]] = {}
     try:
         for strategy, _, _ in TEXTBOOK:
@@ -288,11 +287,19 @@ def run_textbook(case: Case) -> Run:
             except Exception as exc:  # noqa: BLE001 - a diverged strategy scores its epochs
                 print(f"  (textbook {strategy}: {type(exc).__name__}: {str(exc)[:120]})")
             history = trial.user_attrs.get("history") or {}
-            losses = [v if v is not None else math.inf for v in history.get("val_loss", [])]
-            per_strategy[strategy] = best_within(losses, epochs)
-            curves[strategy] = losses
+            curves[strategy] = [
+                v if v is not None else math.inf for v in history.get("val_loss", [])
+            ]
     finally:
         objective.settings = settings
+    return curves
+
+
+def run_textbook(case: Case) -> Run:
+    """Each textbook strategy alone, BatchNorm frozen, one fit of B/2 epochs."""
+    epochs = case.budget // 2
+    curves = textbook_curves(case, epochs)
+    per_strategy = {strategy: best_within(losses, epochs) for strategy, losses in curves.items()}
     best = min(per_strategy, key=lambda s: per_strategy[s])
     return Run(curves[best], extra={"per_strategy": per_strategy, "best_strategy": best})
 

@@ -13,11 +13,9 @@ guard (``rate_guard: on``) is for::
 from __future__ import annotations
 
 import argparse
-import math
-from dataclasses import replace
 
 import cases as suite
-from search_vs_peers import best_within, load_case
+from search_vs_peers import best_within, load_case, textbook_curves
 
 #: The first epochs printed (the screen's rungs lie among them).
 FIRST = 5
@@ -30,32 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=75, help="each strategy's fit (default 75)")
     args = parser.parse_args(argv)
 
-    import optuna
-
-    from thaw.objectives import TrialParams
-    from thaw.search._budget import TEXTBOOK, textbook_params
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = suite.CASES_BY_KEY[args.case]
     case = load_case(spec, args.seed, spec.budget, None)
-    objective = case.objective
-    trial_epochs = objective.settings.epochs
-    objective.settings = replace(objective.settings, epochs=args.epochs)
+    trial_epochs = case.config.train.epochs
     print(f"{spec.name}, seed {args.seed}: val loss per strategy, BatchNorm frozen")
     print(
         f"{'strategy':<22} {'epochs 1-' + str(FIRST):<36} "
         f"{'best@' + str(trial_epochs):>9} {'best@' + str(args.epochs):>9}"
     )
-    for strategy, _, _ in TEXTBOOK:
-        params = textbook_params(objective.space, strategy, "frozen")
-        params["batchnorm"] = "frozen"
-        trial = optuna.create_study(pruner=optuna.pruners.NopPruner()).ask()
-        try:
-            objective.run(trial, TrialParams(**params))
-        except Exception as exc:  # noqa: BLE001 - a diverged strategy prints what it trained
-            print(f"  ({strategy}: {type(exc).__name__}: {str(exc)[:120]})")
-        history = trial.user_attrs.get("history") or {}
-        losses = [v if v is not None else math.inf for v in history.get("val_loss", [])]
+    for strategy, losses in textbook_curves(case, args.epochs).items():
         first = " ".join(f"{v:.3f}" for v in losses[:FIRST])
         print(
             f"{strategy:<22} {first:<36} {best_within(losses, trial_epochs):>9.4f} "

@@ -23,6 +23,46 @@ def falling(start: float, end: float, epochs: int = 10) -> list[float]:
     return [round(start + (end - start) * i / (epochs - 1), 4) for i in range(epochs)]
 
 
+def add_screen_path(
+    study: optuna.Study,
+    add_trial: Any,
+    params: dict[str, Any],
+    strategy: str,
+    rungs: tuple[int, int],
+    curves: list[list[float]],
+    guard: bool = False,
+) -> None:
+    """Trials 0 to 2 of ``study``: ``strategy`` in screen rounds 0 and 1 (at ``rungs``), then
+    at full length as the screen's survivor; with ``guard``, kept in round 1 for its faster
+    rate (``"guard": "rate"``)."""
+    screen = {"strategy": strategy, "rungs": list(rungs)}
+    kept = {"guard": "rate"} if guard else {}
+    add_trial(
+        study,
+        state=P,
+        params=params,
+        val_loss=curves[0],
+        user_attrs={SCREEN: {**screen, "round": 0, "rung": rungs[0]}, "prune_reason": "screened"},
+    )
+    add_trial(
+        study,
+        state=P,
+        params=params,
+        val_loss=curves[1],
+        user_attrs={
+            SCREEN: {**screen, "round": 1, "rung": rungs[1], "of": 0, **kept},
+            "prune_reason": "screened",
+        },
+    )
+    add_trial(
+        study,
+        state=C,
+        params=params,
+        val_loss=curves[2],
+        user_attrs={"strategy": strategy, SCREEN_WINNER: {"of": 1, "round": 1, **kept}},
+    )
+
+
 def near_chance_study(make_study: Callable[..., optuna.Study], add_trial: Any, params: Any):
     study = make_study(study_name="stuck", attrs=False)
     for key, value in K5.items():
@@ -77,27 +117,13 @@ def test_the_path_follows_screen_survivor_and_moves(
     for key, value in K5.items():
         study.set_user_attr(key, value)
     p = thaw_params(2, 1e-3, batchnorm="adapt")
-    screen = {"strategy": "partial fine-tuning, BatchNorm adapt", "rung": 2, "rungs": [2, 6]}
-    add_trial(
+    add_screen_path(
         study,
-        state=P,
-        params=p,
-        val_loss=falling(1.6, 1.2, 2),
-        user_attrs={SCREEN: {**screen, "round": 0}, "prune_reason": "screened"},
-    )
-    add_trial(
-        study,
-        state=P,
-        params=p,
-        val_loss=falling(1.6, 0.9, 6),
-        user_attrs={SCREEN: {**screen, "round": 1, "rung": 6, "of": 0}, "prune_reason": "screened"},
-    )
-    add_trial(
-        study,
-        state=C,
-        params=p,
-        val_loss=falling(1.6, 0.5),
-        user_attrs={"strategy": screen["strategy"], SCREEN_WINNER: {"of": 1, "round": 1}},
+        add_trial,
+        p,
+        "partial fine-tuning, BatchNorm adapt",
+        (2, 6),
+        [falling(1.6, 1.2, 2), falling(1.6, 0.9, 6), falling(1.6, 0.5)],
     )
     moved = {**p, "learning_rate": 3e-3}
     add_trial(
@@ -136,33 +162,14 @@ def test_the_path_names_the_screen_s_rate_guard(
     for key, value in K5.items():
         study.set_user_attr(key, value)
     p = thaw_params(5, 1e-3, batchnorm="frozen")
-    screen = {"strategy": "full fine-tuning", "rung": 1, "rungs": [1, 3]}
-    add_trial(
+    add_screen_path(
         study,
-        state=P,
-        params=p,
-        val_loss=[1.7],
-        user_attrs={SCREEN: {**screen, "round": 0}, "prune_reason": "screened"},
-    )
-    add_trial(
-        study,
-        state=P,
-        params=p,
-        val_loss=falling(1.7, 1.3, 3),
-        user_attrs={
-            SCREEN: {**screen, "round": 1, "rung": 3, "of": 0, "guard": "rate"},
-            "prune_reason": "screened",
-        },
-    )
-    add_trial(
-        study,
-        state=C,
-        params=p,
-        val_loss=falling(1.7, 0.4),
-        user_attrs={
-            "strategy": "full fine-tuning",
-            SCREEN_WINNER: {"of": 1, "round": 1, "guard": "rate"},
-        },
+        add_trial,
+        p,
+        "full fine-tuning",
+        (1, 3),
+        [[1.7], falling(1.7, 1.3, 3), falling(1.7, 0.4)],
+        guard=True,
     )
     story = get_answer_story(study, recommended=2)
     assert [s.number for s in story.path] == [0, 1, 2]
