@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from thaw._keys import BUDGET_EPOCHS, EPOCHS_SPENT, RANGE_TEST, SCREEN, SCREEN_WINNER
 from thaw.objectives import SearchSpace
+from thaw.reports._attrs import as_float, as_int
 from thaw.reports.diagnosis import profile_block
 from thaw.search._config import SamplerConfig
 from thaw.search._pruners import FOLLOW_UP_ATTR, REFERENCE_ATTR
@@ -432,15 +433,13 @@ GUARD_HORIZON = 2
 
 
 def _rate(trial: FrozenTrial) -> float | None:
-    value = trial.params.get("learning_rate")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) and value > 0 else None
+    value = as_float(trial.params.get("learning_rate"))
+    return value if value is not None and value > 0 else None
 
 
 def _trains_layers(trial: FrozenTrial) -> bool:
-    value = trial.params.get(_UNFROZEN)
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    layers = as_int(trial.params.get(_UNFROZEN))
+    return layers is not None and layers > 0
 
 
 def rate_guard(
