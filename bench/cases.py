@@ -1,4 +1,4 @@
-"""The generalisation suite of ``bench/search_vs_peers.py``: eight fine-tuning cases, each fully
+"""The generalisation suite of ``bench/search_vs_peers.py``: ten fine-tuning cases, each fully
 determined by the fixed parameters below and a seed.
 
 Each case pretrains a network on a generated *source* task (cached), renders a shifted *target*
@@ -27,10 +27,16 @@ what training BatchNorm is expected to do.
   blur, half resolution; 15 per class; either way.
 * h: demo CNN; 6 shapes; the same classes, dark, low contrast, noisy, half resolution, warm tint;
   10 per class; adapting/training BatchNorm helps.
+* i: MobileNetV2 alpha 0.35, 32 px; 10 letters; new classes (E, F, H, K, L), blue ink on grey
+  paper, half the images inverted, slight blur; 40 per class; adapting/training BatchNorm helps.
+* j: demo CNN; 6 shapes; the same classes, overexposed, low contrast, noisy, cool tint; 50 per
+  class; adapting/training BatchNorm helps.
 
 Cases g and h were added after a to f, and after the screen's rate guard
 (``thaw.search._budget.rate_guard``), whose rule came from cases b and f: their parameters and
-seeds were fixed before thaw ran on them.
+seeds were fixed before thaw ran on them. Cases i and j were added after the rule that turns the
+rate guard on for targets of at least 20 images per class, which came from cases a, b, e to h:
+their parameters and seeds were fixed before thaw ran on them.
 
 The BatchNorm expectation is what the case was designed for: training BatchNorm on a
 tiny target (5 images per class, batches of 16 and 9) estimates its batch statistics from a few
@@ -308,6 +314,46 @@ CASES: tuple[CaseSpec, ...] = (
             ),
         ),
         shift="same classes; dark, low contrast, noisy, half resolution, warm tint",
+        batchnorm="adapt/train helps",
+    ),
+    CaseSpec(
+        key="i",
+        name="i_mobilenetv2_mixed",
+        architecture="mobilenetv2",
+        source=_LETTERS_SOURCE_APP,
+        target=Target(
+            "letters",
+            ("E", "F", "H", "K", "L"),
+            train_per_class=40,
+            val_per_class=40,
+            glyph_domain=GlyphDomain(
+                ink=((10, 70), (30, 90), (90, 160)),
+                paper=((150, 200), (150, 200), (150, 200)),
+                invert_fraction=0.5,
+                contrast=0.85,
+                blur=0.6,
+                downsample=1,
+                noise=6.0,
+            ),
+        ),
+        shift="new classes; blue ink on grey paper, half the images inverted, slight blur",
+        batchnorm="adapt/train helps",
+    ),
+    CaseSpec(
+        key="j",
+        name="j_demo_washed",
+        architecture="demo_cnn",
+        source=_SHAPES_SOURCE,
+        target=Target(
+            "shapes",
+            DEMO_CLASS_NAMES,
+            train_per_class=50,
+            val_per_class=40,
+            shape_domain=DemoDomain(
+                brightness=1.3, contrast=0.5, noise=10.0, downsample=1, tint=(0.7, 0.9, 1.2)
+            ),
+        ),
+        shift="same classes; overexposed, low contrast, noisy, cool tint",
         batchnorm="adapt/train helps",
     ),
 )

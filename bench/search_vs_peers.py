@@ -1,4 +1,4 @@
-"""thaw's search against the engines its users already have, on a generalisation suite of six
+"""thaw's search against the engines its users already have, on a generalisation suite of ten
 cases, at budgets counted in training epochs.
 
 The cases (``bench/cases.py``) vary what decides fine-tuning: the architecture (the demo CNN, a
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, B = the case's quick budget")
     parser.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; quick: 0)")
-    parser.add_argument("--cases", help="comma-separated case keys a-h (default: all)")
+    parser.add_argument("--cases", help="comma-separated case keys a-j (default: all)")
     parser.add_argument("--engines", help=f"comma-separated, from {','.join(ENGINES)}")
     parser.add_argument("--budget", type=int, help="Hyperband's budget B (overrides the case's)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (overrides the case's)")
