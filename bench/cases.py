@@ -34,9 +34,9 @@ what training BatchNorm is expected to do.
 
 Cases g and h were added after a to f, and after the screen's rate guard
 (``thaw.search._budget.rate_guard``), whose rule came from cases b and f: their parameters and
-seeds were fixed before thaw ran on them. Cases i and j were added after the rule that turns the
-rate guard on for targets of at least 20 images per class, which came from cases a, b, e to h:
-their parameters and seeds were fixed before thaw ran on them.
+seeds were fixed before thaw ran on them. Cases i and j were added last, to check a rule that
+would turn the rate guard on for targets of at least 20 images per class (from cases a, b, e to
+h; not kept): their parameters and seeds too were fixed before thaw ran on them.
 
 The BatchNorm expectation is what the case was designed for: training BatchNorm on a
 tiny target (5 images per class, batches of 16 and 9) estimates its batch statistics from a few
