@@ -7,7 +7,13 @@ range), thaw compares that level with the rest of the study two ways:
   top trials use it ("frozen BatchNorm never gets below 0.57");
 - controlled: each trial outside the level is matched with its nearest trial inside the
   level on every *other* parameter (normalised distance), and the pair's scores are
-  compared, so a level does not get credit for what another parameter did.
+  compared, so a level does not get credit for what another parameter did. Only trials of
+  comparable length are matched (:func:`comparable_length`): a configuration screened out
+  after 1 epoch says nothing against one trained for 20.
+
+A level whose trials all stopped before the level's best trial had trained as long is named
+with how long they trained ("frozen BatchNorm never gets below 1.58 within the 3 epochs its
+trials ran"): its best is a short run's, not the level's.
 
 A finding is kept when at least ``min_share`` of the top trials use the level, some trials
 lie outside it, and the level wins most of its matched pairs. The strongest finding is the
@@ -66,6 +72,8 @@ class LevelStat:
     best: float | None
     median: float | None
     n_top: int
+    max_epochs: int | None = None
+    """The most epochs any of its trials trained (``None``: not recorded)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,10 @@ class LeverFinding:
     sentence: str
     brief: str = ""
     """The sentence for the first screen: the matched pairs in a short parenthesis."""
+    best_inside_epochs: int | None = None
+    """Epochs the best trial at the level trained (``None``: not recorded)."""
+    outside_epochs: int | None = None
+    """The most epochs any trial outside the level trained (``None``: not recorded)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,7 @@ def finding_dict(f: LeverFinding) -> dict[str, Any]:
                 "best": s.best,
                 "median": s.median,
                 "n_top": s.n_top,
+                "max_epochs": s.max_epochs,
             }
             for s in f.levels
         ],
@@ -298,6 +311,7 @@ def _lever(
     best_in = _best([r.score for r in ins], maximize)
     best_out = _best([r.score for r in outs], maximize)
     assert best_in is not None
+    best_row = next(r for r in ins if r.score == best_in)
     pairs, won = _matched_pairs(column, ins, outs, columns, maximize)
     if pairs == 0 or won * 2 <= pairs:
         return None
@@ -325,8 +339,26 @@ def _lever(
         pairs_won=won,
         levels=stats,
         sentence="",
+        best_inside_epochs=best_row.epochs_run,
+        outside_epochs=_max_epochs(outs),
     )
     return _with_sentence(finding, maximize)
+
+
+def _max_epochs(rows: Sequence[RankingRow]) -> int | None:
+    """The most epochs any of ``rows`` trained; ``None`` when one of them did not record it."""
+    epochs = [r.epochs_run for r in rows]
+    if not epochs or any(e is None for e in epochs):
+        return None
+    return max(e for e in epochs if e is not None)
+
+
+def _shorter(epochs: int | None, than: int | None) -> bool:
+    return epochs is not None and than is not None and epochs < than
+
+
+def _stopped_by(epochs: int, whose: str = "its trials") -> str:
+    return f"within the {_count(epochs, 'epoch')} {whose} ran"
 
 
 def _with_sentence(f: LeverFinding, maximize: bool) -> LeverFinding:
@@ -345,6 +377,11 @@ def _with_sentence(f: LeverFinding, maximize: bool) -> LeverFinding:
             lead += "; " + ", ".join(
                 f"{LEVEL_SHORT.get((f.param, s.level), f'{f.param} = {s.level}')} never gets "
                 f"{never} {_g3(s.best)}"
+                + (
+                    f" {_stopped_by(s.max_epochs)}"
+                    if s.max_epochs is not None and _shorter(s.max_epochs, f.best_inside_epochs)
+                    else ""
+                )
                 for s in others
             )
     else:
@@ -357,7 +394,10 @@ def _with_sentence(f: LeverFinding, maximize: bool) -> LeverFinding:
         lead = f"{words} {f.level}: {who}"
         if f.best_outside is not None:
             lead += f"; elsewhere the best {metric} is {_g3(f.best_outside)}"
-    if f.ratio is not None:
+            if f.outside_epochs is not None and _shorter(f.outside_epochs, f.best_inside_epochs):
+                lead += f", {_stopped_by(f.outside_epochs, 'those trials')}"
+    if f.ratio is not None and not _shorter(f.outside_epochs, f.best_inside_epochs):
+        # (not against a best from shorter runs: that ratio is the length's as much as the level's)
         lead += f" ({f.ratio:.2g}x the best)" if f.ratio < 10 else f" ({f.ratio:.0f}x the best)"
     lead = lead[0].upper() + lead[1:]
     pairs = f"{f.pairs} {'pair' if f.pairs == 1 else 'pairs'}"
@@ -420,7 +460,22 @@ def _stat(
         best=_best(scores, maximize),
         median=statistics.median(scores) if scores else None,
         n_top=sum(1 for r in top if r.number in numbers),
+        max_epochs=_max_epochs(rows),
     )
+
+
+#: Two trials are matched only when the shorter trained at least this share of the longer's
+#: epochs (a trial's best after a 1-epoch screen round is not its configuration's best).
+COMPARABLE_LENGTH = 0.5
+
+
+def comparable_length(a: RankingRow, b: RankingRow) -> bool:
+    """Whether two trials trained comparably long (:data:`COMPARABLE_LENGTH`); True when either
+    length is not recorded."""
+    if a.epochs_run is None or b.epochs_run is None:
+        return True
+    short, long = sorted((a.epochs_run, b.epochs_run))
+    return short >= COMPARABLE_LENGTH * long
 
 
 def _matched_pairs(
@@ -430,13 +485,19 @@ def _matched_pairs(
     columns: Sequence[ParamColumn],
     maximize: bool,
 ) -> tuple[int, int]:
-    """Pair each trial outside the level with its nearest inside trial on the other
-    parameters; count the pairs the inside trial scored better in."""
+    """Pair each trial outside the level with its nearest inside trial of comparable length
+    (:func:`comparable_length`) on the other parameters; count the pairs the inside trial
+    scored better in."""
     others = [c for c in columns if c.name != column.name]
     spans = {c.name: _span(c, [*ins, *outs]) for c in others}
     pairs = won = 0
     for out in outs:
-        nearest = min(ins, key=lambda r: (_distance(out, r, others, spans), r.rank or 0, r.number))
+        candidates = [r for r in ins if comparable_length(out, r)]
+        if not candidates:
+            continue  # nothing inside the level trained as long: no like-for-like pair
+        nearest = min(
+            candidates, key=lambda r: (_distance(out, r, others, spans), r.rank or 0, r.number)
+        )
         if out.score is None or nearest.score is None or out.score == nearest.score:
             continue
         pairs += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -10,7 +11,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from thaw.reports import get_report_info, render_markdown, render_summary_json
-from thaw.reports._levers import get_lever_info
+from thaw.reports._levers import comparable_length, get_lever_info
 from thaw.reports._notes import render_study_note
 from thaw.reports._ranking import get_ranking_info
 from thaw.reports.diagnosis import diagnose_study
@@ -167,3 +168,108 @@ def test_block_start_levels_are_the_blocks_trained(tmp_path: Path) -> None:
     assert finding.level == "5"
     assert (finding.low, finding.high) == (5, 5)
     assert next(s for s in finding.levels if s.level == "5").n_trials == 6
+
+
+def _study_with_lengths(
+    tmp_path: Path, rows: list[tuple[dict[str, object], float, int]]
+) -> optuna.Study:
+    """Trials of (params, best val loss, epochs run): those shorter than 20 epochs were pruned
+    there, as the screen's rounds are."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/e.db", study_name="e")
+    dists = {k: v for k, v in _DISTS.items() if any(k in p for p, _, _ in rows)}
+    for params, value, epochs in rows:
+        curve = [value + 0.5 * (epochs - e) / epochs for e in range(1, epochs + 1)]
+        pruned = epochs < 20
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=dists,
+                value=None if pruned else value,
+                state=optuna.trial.TrialState.PRUNED
+                if pruned
+                else optuna.trial.TrialState.COMPLETE,
+                intermediate_values=dict(enumerate(curve, start=1)),
+                user_attrs={
+                    "history": {"val_loss": curve, "loss": [1.0] * epochs},
+                    "epochs_run": epochs,
+                },
+            )
+        )
+    return study
+
+
+def _screened_rows(frozen_epochs: int) -> list[tuple[dict[str, object], float, int]]:
+    """adapt: 3 trials at full length (0.2-0.3) and 6 screened out at 1 or 3 epochs; frozen:
+    4 trials that ran ``frozen_epochs`` epochs at most. One of them (3e-4, 1 epoch, 1.25) beats
+    the adapt trial of its rate and length (1.35); the others lose to theirs."""
+    lrs = [1e-4, 3e-4, 1e-3]
+    rows: list[tuple[dict[str, object], float, int]] = []
+    for i, lr in enumerate(lrs):
+        rows.append(({"batchnorm": "adapt", "learning_rate": lr}, 0.2 + 0.05 * i, 20))
+        rows.append(({"batchnorm": "adapt", "learning_rate": lr}, 1.0 + 0.05 * i, 3))
+        rows.append(({"batchnorm": "adapt", "learning_rate": lr}, 1.3 + 0.05 * i, 1))
+    for i, (lr, value) in enumerate(zip([*lrs, 2e-4], [1.5, 1.25, 1.6, 1.65], strict=True)):
+        epochs = min(frozen_epochs, 1 if i % 2 else 3)
+        rows.append(({"batchnorm": "frozen", "learning_rate": lr}, value, epochs))
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("frozen_epochs", "qualified"),
+    [(3, True), (20, False)],
+    ids=["frozen trials screened out early", "frozen trials at full length"],
+)
+def test_a_level_whose_trials_stopped_early_is_named_with_their_length(
+    tmp_path: Path, frozen_epochs: int, qualified: bool
+) -> None:
+    rows = _screened_rows(frozen_epochs)
+    if not qualified:  # the same levels, every trial at full length
+        rows = [(p, v, 20) for p, v, _ in rows]
+    (finding,) = [
+        f
+        for f in get_lever_info(get_ranking_info(_study_with_lengths(tmp_path, rows))).findings
+        if f.param == "batchnorm"
+    ]
+    assert finding.level == "adapt"
+    frozen = next(s for s in finding.levels if s.level == "frozen")
+    assert frozen.max_epochs == (3 if qualified else 20)
+    assert (
+        "frozen BatchNorm never gets below 1.25 within the 3 epochs its trials ran"
+        in finding.sentence
+    ) is qualified
+    # the ratio against the best is a full-length trial's against short runs: left out then
+    assert ("x the best)" in finding.sentence) is not qualified
+
+
+# (id, epochs of the two trials, comparable)
+LENGTHS = [
+    ("the same length", (20, 20), True),
+    ("half as long", (10, 20), True),
+    ("a screen round against a full trial", (3, 20), False),
+    ("one epoch against three", (1, 3), False),
+    ("a length not recorded", (None, 20), True),
+]
+
+
+@pytest.mark.parametrize(("epochs", "expected"), [pytest.param(*r[1:], id=r[0]) for r in LENGTHS])
+def test_comparable_length(
+    tmp_path: Path, epochs: tuple[int | None, int | None], expected: bool
+) -> None:
+    a, b = get_ranking_info(_study(tmp_path, _rows()[:2])).ranked
+    a, b = replace(a, epochs_run=epochs[0]), replace(b, epochs_run=epochs[1])
+    assert comparable_length(a, b) is expected
+    assert comparable_length(b, a) is expected
+
+
+def test_like_for_like_pairs_are_of_comparable_length(tmp_path: Path) -> None:
+    """Every frozen trial ran 1 or 3 epochs: each is matched with an adapt trial as short, not
+    with the full-length adapt trial nearest in learning rate."""
+    rows = _screened_rows(3)
+    (finding,) = [
+        f
+        for f in get_lever_info(get_ranking_info(_study_with_lengths(tmp_path, rows))).findings
+        if f.param == "batchnorm"
+    ]
+    # Matched with the full-length adapt trial of its rate, every frozen trial would lose; matched
+    # by length, the 1-epoch frozen trial at 3e-4 beats its adapt peer.
+    assert (finding.pairs, finding.pairs_won) == (4, 3)
