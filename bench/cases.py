@@ -356,6 +356,47 @@ CASES: tuple[CaseSpec, ...] = (
         shift="same classes; overexposed, low contrast, noisy, cool tint",
         batchnorm="adapt/train helps",
     ),
+    CaseSpec(
+        key="k",
+        name="k_glyphs_green",
+        architecture="glyphs_resnet",
+        source=_LETTERS_SOURCE,
+        target=Target(
+            "letters",
+            ("J", "O", "Q", "U", "I"),
+            train_per_class=60,
+            val_per_class=40,
+            glyph_domain=GlyphDomain(
+                ink=((150, 220), (180, 255), (120, 200)),
+                paper=((20, 70), (30, 80), (20, 70)),
+                invert_fraction=0.0,
+                contrast=0.9,
+                blur=0.4,
+                downsample=1,
+                noise=8.0,
+            ),
+        ),
+        shift="new classes; light green ink on dark paper, slight blur, noise",
+        batchnorm="adapt/train helps",
+    ),
+    CaseSpec(
+        key="l",
+        name="l_demo_small",
+        architecture="demo_cnn",
+        source=_SHAPES_SOURCE,
+        target=Target(
+            "shapes",
+            DEMO_CLASS_NAMES,
+            train_per_class=12,
+            val_per_class=40,
+            shape_domain=DemoDomain(
+                brightness=0.7, contrast=0.7, noise=8.0, downsample=2, tint=(0.8, 1.1, 0.9)
+            ),
+            invert=True,
+        ),
+        shift="same classes; inverted, dark, low contrast, half resolution, green tint",
+        batchnorm="either",
+    ),
 )
 CASES_BY_KEY = {c.key: c for c in CASES}
 

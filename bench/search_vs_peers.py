@@ -148,6 +148,7 @@ def load_case(
     methods: tuple[str, ...] = (),
     precise_batchnorm: bool = False,
     rate_guard: bool = False,
+    schedule: str | None = None,
 ) -> Case:
     from thaw.objectives import FineTuneObjective, FloatRange, load_data, load_pretrained
     from thaw.search import load_study_file
@@ -159,6 +160,8 @@ def load_case(
         config = replace(config, train=replace(config.train, precise_batchnorm=True))
     if rate_guard:
         config = replace(config, rate_guard=True)
+    if schedule is not None:
+        config = replace(config, train=replace(config.train, schedule=schedule))
     if methods:  # searched besides the case's own space
         ranges: dict[str, Any] = {
             m: FloatRange(*METHOD_RANGES[m]) for m in methods if m in METHOD_RANGES
@@ -274,7 +277,8 @@ def textbook_curves(case: Case, epochs: int) -> dict[str, list[float]]:
 
     objective = case.objective
     settings = objective.settings
-    objective.settings = replace(settings, epochs=epochs)
+    # The article's recipes: a constant learning rate, whatever thaw's trials use.
+    objective.settings = replace(settings, epochs=epochs, schedule="constant")
     curves: dict[str, list[float]] = {}
     try:
         for strategy, _, _ in TEXTBOOK:
@@ -528,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, B = the case's quick budget")
     parser.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; quick: 0)")
-    parser.add_argument("--cases", help="comma-separated case keys a-j (default: all)")
+    parser.add_argument("--cases", help="comma-separated case keys a-l (default: all)")
     parser.add_argument("--engines", help=f"comma-separated, from {','.join(ENGINES)}")
     parser.add_argument("--budget", type=int, help="Hyperband's budget B (overrides the case's)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (overrides the case's)")
@@ -549,6 +553,12 @@ def main(argv: list[str] | None = None) -> int:
         "--rate-guard",
         action="store_true",
         help="every study sets rate_guard: on (default: the study's own, off)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("constant", "linear", "cosine"),
+        help="every study sets train.schedule (default: the study's own); the textbook "
+        "strategies always train at a constant rate",
     )
     parser.add_argument(
         "--keep", type=Path, help="keep each engine run's storage under this folder (default: temp)"
@@ -614,7 +624,14 @@ def main(argv: list[str] | None = None) -> int:
             spec = suite.CASES_BY_KEY[key]
             budget = args.budget or (spec.quick_budget if args.quick else spec.budget)
             case = load_case(
-                spec, seed, budget, args.epochs, methods, args.precise_batchnorm, args.rate_guard
+                spec,
+                seed,
+                budget,
+                args.epochs,
+                methods,
+                args.precise_batchnorm,
+                args.rate_guard,
+                args.schedule,
             )
             for engine in engines:
                 t0 = time.perf_counter()
@@ -638,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
                     "methods": list(methods),
                     "precise_batchnorm": case.config.train.precise_batchnorm,
                     "rate_guard": getattr(case.config, "rate_guard", False),
+                    "schedule": getattr(case.config.train, "schedule", "constant"),
                     "budget": budget,
                     "engine_budget": own,
                     "epochs_per_trial": case.config.train.epochs,

@@ -27,6 +27,7 @@ from thaw.objectives._callbacks import (
     BestEpoch,
     HistoryRecorder,
     PreciseBatchNorm,
+    RateSchedule,
     RestoreBestWeights,
     TrialHistory,
     TrialReporter,
@@ -611,6 +612,9 @@ class FineTuneObjective:
         callbacks: list[keras.callbacks.Callback] = [recorder, reporter]
         if self.settings.precise_batchnorm and params.batchnorm == "train":
             callbacks.insert(0, PreciseBatchNorm(model_base(model), self._precise_images()))
+        if self.settings.schedule != "constant":
+            # Over the trial's own epochs (a continued trial: the epochs it adds).
+            callbacks.insert(0, RateSchedule(self.settings.schedule, params.learning_rate, total))
         if self.extra_callbacks is not None:
             callbacks += self.extra_callbacks(trial)
         callbacks.append(restorer)  # last: the others see the epoch's own weights

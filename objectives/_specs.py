@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 BATCHNORM_MODES: tuple[str, ...] = ("frozen", "adapt", "train")
+#: How a trial's learning rate runs over its epochs (``TrainSettings.schedule``).
+SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 
 #: The layer kinds LoRA works on (Keras's ``enable_lora``), as messages name them.
 LORA_LAYER_KINDS = "Dense, EinsumDense, Conv1D, Conv2D, Conv3D"
@@ -110,6 +112,9 @@ class TrainSettings:
     (``batchnorm: train``), their moving statistics are re-estimated on training images
     (``objectives._model.precise_batchnorm``), so the validation loss does not trail the weights
     (off by default: on the bench suite it did not lower the best validation loss).
+    ``schedule``: the learning rate over each fit, ``"constant"`` (the trial's rate every epoch),
+    ``"linear"`` (falling linearly to zero over the trial's epochs) or ``"cosine"`` (a half
+    cosine to zero); see ``objectives._callbacks.RateSchedule``.
     """
 
     epochs: int = 15
@@ -121,6 +126,7 @@ class TrainSettings:
     cache_frozen: str = "auto"
     probe_images: int = 64
     precise_batchnorm: bool = False
+    schedule: str = "constant"
     #: ``"balanced"``, or (class name or index, weight) pairs; None: every class weighs 1.
     class_weight: str | tuple[tuple[str | int, float], ...] | None = None
     #: Extra metrics logged every epoch (``auc``, ``f1``), in the trial's history.

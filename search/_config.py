@@ -188,6 +188,8 @@ class StudyConfig:
         train = plain(self.train)
         if train.get("precise_batchnorm") is False:  # the hash of a file written before it
             train.pop("precise_batchnorm")
+        if train.get("schedule") == "constant":  # the hash of a file written before it
+            train.pop("schedule")
         data = plain(self.data)
         if data.get("task") == "auto":  # the hash of a study file written before data.task
             data.pop("task")

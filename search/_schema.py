@@ -279,6 +279,11 @@ class TrainSection(_Section):
         description="re-estimate the statistics of BatchNorm layers that train before each "
         "validation (precise BatchNorm), so the validation loss does not trail the weights",
     )
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant",
+        description="the learning rate over each trial: constant | linear (falls linearly to "
+        "zero over the trial's epochs) | cosine (a half cosine to zero)",
+    )
     cache_frozen: Annotated[
         Literal["auto", "off"],
         BeforeValidator(_switch("train.cache_frozen", on=None)),
