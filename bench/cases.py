@@ -1,4 +1,4 @@
-"""The generalisation suite of ``bench/search_vs_peers.py``: ten fine-tuning cases, each fully
+"""The generalisation suite of ``bench/search_vs_peers.py``: twelve fine-tuning cases, each fully
 determined by the fixed parameters below and a seed.
 
 Each case pretrains a network on a generated *source* task (cached), renders a shifted *target*
@@ -27,16 +27,23 @@ what training BatchNorm is expected to do.
   blur, half resolution; 15 per class; either way.
 * h: demo CNN; 6 shapes; the same classes, dark, low contrast, noisy, half resolution, warm tint;
   10 per class; adapting/training BatchNorm helps.
-* i: MobileNetV2 alpha 0.35, 32 px; 10 letters; new classes (E, F, H, K, L), blue ink on grey
-  paper, half the images inverted, slight blur; 40 per class; adapting/training BatchNorm helps.
+* i: MobileNetV2 alpha 0.35, 32 px; 10 letters; 5 of the source's classes (E, F, H, K, L), blue
+  ink on grey paper, half the images inverted, slight blur; 40 per class; adapting/training
+  BatchNorm helps.
 * j: demo CNN; 6 shapes; the same classes, overexposed, low contrast, noisy, cool tint; 50 per
   class; adapting/training BatchNorm helps.
+* k: glyphs residual net; 10 letters; new classes (J, O, Q, U, I), light green ink on dark
+  paper, slight blur, noise; 60 per class; adapting/training BatchNorm helps.
+* l: demo CNN; 6 shapes; the same classes, inverted, dark, low contrast, half resolution, green
+  tint; 12 per class; either way.
 
 Cases g and h were added after a to f, and after the screen's rate guard
 (``thaw.search._budget.rate_guard``), whose rule came from cases b and f: their parameters and
 seeds were fixed before thaw ran on them. Cases i and j were added last, to check a rule that
 would turn the rate guard on for targets of at least 20 images per class (from cases a, b, e to
-h; not kept): their parameters and seeds too were fixed before thaw ran on them.
+h; not kept): their parameters and seeds too were fixed before thaw ran on them. Cases k and l
+were added to check a learning rate decaying over each trial (``train.schedule: linear``; not
+kept), with their parameters and seeds fixed before thaw ran on them.
 
 The BatchNorm expectation is what the case was designed for: training BatchNorm on a
 tiny target (5 images per class, batches of 16 and 9) estimates its batch statistics from a few
@@ -336,7 +343,8 @@ CASES: tuple[CaseSpec, ...] = (
                 noise=6.0,
             ),
         ),
-        shift="new classes; blue ink on grey paper, half the images inverted, slight blur",
+        shift="5 of the source's classes; blue ink on grey paper, half the images inverted, "
+        "slight blur",
         batchnorm="adapt/train helps",
     ),
     CaseSpec(

@@ -348,6 +348,11 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
         {"train__precise_batchnorm": "sometimes"},
         r"train\.precise_batchnorm must be true or false, got 'sometimes'",
     ),
+    (
+        "schedule misspelt",
+        {"train__schedule": "linar"},
+        r"train\.schedule is 'linar'; expected one of: constant, linear, cosine",
+    ),
     ("seed negative", {"seed": -1}, r"seed must be >= 0, got -1"),
     (
         "lr low string",
@@ -634,6 +639,7 @@ def test_relative_sqlite_storage_resolves_against_the_study_folder(
         {"search_space__lora_rank": [0, 8]},
         {"train__epochs": 4},
         {"train__precise_batchnorm": True},
+        {"train__schedule": "linear"},
         {"objective": "val_accuracy"},
         {"data__seed": 1},
         {"model__cut_at": "block3_relu"},
@@ -746,3 +752,10 @@ def test_a_key_given_twice_is_refused_naming_both_lines(
     with pytest.raises(StudyFileError) as caught:
         load_study_file(path)
     assert str(caught.value) == f"{path}: {message}"
+
+
+def test_a_file_written_before_the_schedule_hashes_as_its_default(tmp_path: Path) -> None:
+    constant = parse(edited(train__schedule="constant"), tmp_path)
+    assert constant.train.schedule == "constant"
+    assert parse(BASE, tmp_path).train.schedule == "constant"
+    assert constant.config_hash() == parse(BASE, tmp_path).config_hash()
