@@ -17,6 +17,7 @@ from thaw.objectives._model import (
     precise_batchnorm,
 )
 from thaw.objectives._pruning import record_prune_reason
+from thaw.objectives._specs import SCHEDULES
 from thaw.objectives._weights import assign_weights, snapshot_weights
 
 _logger = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def scheduled_rate(schedule: str, rate: float, epoch: int, epochs: int) -> float
     trains at ``rate`` and the last at ``rate / epochs`` (the budget-aware linear schedule of
     Li, Yumer & Ramanan, 2020). ``cosine``: ``rate * (1 + cos(pi * epoch / epochs)) / 2``.
     """
-    if schedule not in ("constant", "linear", "cosine"):
+    if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be constant, linear or cosine, got {schedule!r}")
     if epochs < 1:
         raise ValueError(f"a schedule needs at least 1 epoch, got {epochs}")
