@@ -4,6 +4,7 @@ in a plain fit, across fit phases, and in the objective's trials."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,19 +98,17 @@ def test_every_batch_of_an_epoch_trains_at_that_epochs_rate_across_phases() -> N
     assert schedule.rates == pytest.approx([0.05, 0.025])  # this phase's, reset at its start
 
 
-def _trial(tmp_path: Path, demo_model_path: Path, schedule: str) -> tuple[Any, list[float]]:
+def _trial(
+    tmp_path: Path,
+    demo_model_path: Path,
+    tiny_arrays: Callable[..., dict[str, np.ndarray]],
+    schedule: str,
+) -> tuple[Any, list[float]]:
     from thaw.objectives import ModelSource
 
     pretrained = load_pretrained(ModelSource(kind="file", path=demo_model_path))
-    rng = np.random.default_rng(0)
-    shape = pretrained.input_shape
-    data = ArrayData(
-        x_train=rng.integers(0, 256, (24, *shape), dtype=np.uint8),
-        y_train=np.arange(24) % 3,
-        x_val=rng.integers(0, 256, (12, *shape), dtype=np.uint8),
-        y_val=np.arange(12) % 3,
-        class_names=("a", "b", "c"),
-    )
+    arrays = tiny_arrays(shape=pretrained.input_shape, num_classes=3)
+    data = ArrayData(**arrays, class_names=("a", "b", "c"))
     space = SearchSpace(
         unfrozen_layers=IntRange(2, 2),
         learning_rate=FloatRange(3e-3, 3e-3),
@@ -131,10 +130,10 @@ def _trial(tmp_path: Path, demo_model_path: Path, schedule: str) -> tuple[Any, l
 
 
 def test_a_trial_with_the_linear_schedule_slows_over_its_epochs(
-    tmp_path: Path, demo_model_path: Path
+    tmp_path: Path, demo_model_path: Path, tiny_arrays: Callable[..., dict[str, np.ndarray]]
 ) -> None:
-    linear, linear_rates = _trial(tmp_path, demo_model_path, "linear")
-    constant, constant_rates = _trial(tmp_path, demo_model_path, "constant")
+    linear, linear_rates = _trial(tmp_path, demo_model_path, tiny_arrays, "linear")
+    constant, constant_rates = _trial(tmp_path, demo_model_path, tiny_arrays, "constant")
     # warm-up (head only) then the unfrozen layers: one schedule over the trial's 3 epochs
     assert linear_rates == pytest.approx([3e-3, 2e-3, 1e-3])
     assert constant_rates == pytest.approx([3e-3, 3e-3, 3e-3])
