@@ -31,10 +31,10 @@ pruned ones included):
 * ``optuna_gp``: Optuna's ``GPSampler`` without pruning; B epochs. It needs PyTorch (and scipy);
   where PyTorch is not installed the engine is skipped with a note (``pip install torch``).
   Optuna's AutoSampler is not used: it is loaded from OptunaHub over the network.
-* ``textbook``: each textbook strategy trained alone with thaw's surgery and BatchNorm frozen,
-  one fit of B/2 epochs (thaw's budget) with the best epoch kept: full fine-tuning (all layers,
-  lr 1e-3), partial (top 3 layers, lr 1e-4), feature extraction (lr 1e-3); the best of the three
-  is reported.
+* ``textbook``: each textbook strategy trained alone with thaw's surgery, BatchNorm frozen and a
+  constant learning rate, one fit of B/2 epochs (thaw's budget) with the best epoch kept: full
+  fine-tuning (all layers, lr 1e-3), partial (top 3 layers, lr 1e-4), feature extraction (lr
+  1e-3); the best of the three is reported.
 
 The score of a run is the best validation loss of any epoch within B/2 and within B epochs
 (thaw and textbook: within their B/2). The bench prints, per case, the medians over seeds and
@@ -49,7 +49,7 @@ Every check is printed for ``thaw`` and ``thaw_loop_off``. All rows go to a JSON
 ``bench/out/`` (``--summarise`` merges such files and prints the tables and checks again).
 KerasTuner's BayesianOptimization needs scipy and scikit-learn: ``pip install -e '.[bench]'``.
 
-    nice -n 10 .venv/bin/python bench/search_vs_peers.py                  # 8 cases x 3 seeds
+    nice -n 10 .venv/bin/python bench/search_vs_peers.py                  # every case x 3 seeds
     nice -n 10 .venv/bin/python bench/search_vs_peers.py --quick          # 1 seed, B = 40
     nice -n 10 .venv/bin/python bench/search_vs_peers.py --cases a,b --engines thaw,textbook \\
         --seeds 0,1
@@ -79,6 +79,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import cases as suite  # noqa: E402
+
+from thaw.objectives import SCHEDULES  # noqa: E402
 
 ENGINES = (
     "thaw",
@@ -556,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--schedule",
-        choices=("constant", "linear", "cosine"),
+        choices=SCHEDULES,
         help="every study sets train.schedule (default: the study's own); the textbook "
         "strategies always train at a constant rate",
     )
